@@ -1,0 +1,252 @@
+"""Typed platform settings: defaults < YAML file < environment variables.
+
+The YAML file follows the seed's ``config/settings.yaml`` shape (sites, rate_limits per source,
+retry_policy, windows, ...). It is read from ``$ASIN_PLATFORM_SETTINGS`` or, when that is unset,
+``config/settings.yaml`` in the working directory if it exists.
+
+Environment overrides use ``ASIN_PLATFORM__`` plus the key path joined by ``__``, e.g.
+``ASIN_PLATFORM__RETRY_POLICY__MAX_ATTEMPTS=3`` or ``ASIN_PLATFORM__SITES=US,DE``. Values are parsed
+as YAML scalars/lists, so ``0.9`` is a float and ``[US, DE]`` a list.
+
+Secrets never live here: API tokens and database passwords are read from the environment by the
+resources (see ``config/secrets.example.env``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "ASIN_PLATFORM__"
+SETTINGS_FILE_ENV = "ASIN_PLATFORM_SETTINGS"
+DEFAULT_SETTINGS_FILE = Path("config/settings.yaml")
+
+# Sites the platform knows; Keepa maps UK to its GB domain.
+KNOWN_SITES = ("US", "UK", "DE", "FR", "JP", "CA", "IT", "ES", "IN", "MX", "BR")
+
+
+class SettingsError(ValueError):
+    """A settings value is invalid; the message names the key."""
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo in settings.yaml must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(_Model):
+    """Quota of one upstream source, per API token."""
+
+    qpm: int = Field(600, gt=0, description="requests per minute")
+    burst: int = Field(10, gt=0, description="requests allowed back to back")
+    timeout: float = Field(10.0, gt=0, description="seconds per request")
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(5, ge=1)
+    base_delay: float = Field(0.5, ge=0, description="seconds; doubles each attempt")
+    jitter: float = Field(0.25, ge=0, le=1, description="fraction of the delay added at random")
+    max_delay: float = Field(30.0, gt=0)
+
+
+class Windows(_Model):
+    lookback: int = Field(30, ge=7, description="days of history behind each feature row")
+    horizon: int = Field(30, ge=1, description="label horizon H in days")
+    observation: int = Field(28, ge=1, description="observation window W in days")
+    embargo: int = Field(30, ge=0, description="days between train/valid/test; >= horizon")
+
+    @model_validator(mode="after")
+    def _embargo_covers_horizon(self) -> Windows:
+        if self.embargo < self.horizon:
+            raise ValueError(f"embargo ({self.embargo}) must be >= horizon ({self.horizon})")
+        return self
+
+
+class Thresholds(_Model):
+    coverage_min: float = Field(0.95, gt=0, le=1, description="mart rows / tracked ASINs")
+    quarantine_rate_max: float = Field(0.02, ge=0, le=1)
+    price_spike_ratio: float = Field(3.0, gt=1, description="price vs previous day, either way")
+    feature_null_rate_max: float = Field(0.5, ge=0, le=1)
+    rank_churn_warn: float = Field(0.7, ge=0, le=1, description="share of top-50 that changed")
+    freshness_hours: float = Field(36.0, gt=0)
+    label_sales_ratio: float = Field(1.6, gt=1, description="r: future/past est. sales")
+    label_bsr_pctl_gain: float = Field(0.2, ge=0, le=1, description="p: BSR percentile gain")
+    alert_score_min: float = Field(2.0, description="tracking alert: new top candidate above this")
+
+
+class UpstreamSettings(_Model):
+    """Where raw data comes from."""
+
+    base_url: str = Field("http://127.0.0.1:8765", description="unified API base URL")
+    keepa_base_url: str = Field("https://api.keepa.com")
+    source_by_site: dict[str, Literal["unified", "keepa"]] = Field(default_factory=dict)
+    batch_size: int = Field(100, ge=1, le=100)
+    page_size: int = Field(1000, ge=1, le=5000)
+    concurrency: int = Field(4, ge=1, le=64)
+    keepa_token_budget: int = Field(10_000, ge=1, description="max Keepa tokens per run")
+
+    def source_for(self, site: str) -> str:
+        return self.source_by_site.get(site, "unified")
+
+
+class SimulatorSettings(_Model):
+    """The bundled synthetic market (embedded default and tests)."""
+
+    seed: int = 7
+    asins_per_site: int = Field(2000, ge=10)
+    epoch: date = date(2025, 1, 1)
+    qpm: int = Field(6000, gt=0)
+    burst: int = Field(50, gt=0)
+
+
+class ScoreWeights(_Model):
+    """Explosive Score weights. Signs live in the feature definitions (docs/features.md):
+    every component is oriented so that larger = more explosive, except price volatility,
+    which enters with its own weight subtracted once."""
+
+    bsr_trend: float = 0.30
+    est_sales: float = 0.20
+    review_velocity: float = 0.25
+    listing_quality: float = 0.10
+    keyword_gain: float = 0.05
+    price_volatility: float = 0.10
+
+
+class Settings(_Model):
+    environment: Literal["dev", "test", "prod"] = "dev"
+    sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
+    partitions_start: date = date(2025, 1, 1)
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=lambda: {
+            "unified": RateLimit(qpm=6000, burst=50, timeout=10.0),
+            "keepa": RateLimit(qpm=60, burst=60, timeout=30.0),
+        }
+    )
+    retry_policy: RetryPolicy = RetryPolicy()
+    windows: Windows = Windows()
+    thresholds: Thresholds = Thresholds()
+    upstream: UpstreamSettings = UpstreamSettings()
+    simulator: SimulatorSettings = SimulatorSettings()
+    score_weights: ScoreWeights = ScoreWeights()
+    warehouse_url: str = Field(
+        "data/warehouse.duckdb",
+        description="a DuckDB file path (or duckdb:///path) or a postgresql:// URL",
+    )
+    exports_dir: Path = Path("exports")
+    artifacts_dir: Path = Path("artifacts")
+    api_pool: str = Field("upstream_api", description="Dagster pool shared by ingestion runs")
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _split_sites(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sites")
+    @classmethod
+    def _known_sites(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one site is required")
+        unknown = [s for s in value if s not in KNOWN_SITES]
+        if unknown:
+            raise ValueError(f"unknown site(s) {unknown}; known: {', '.join(KNOWN_SITES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("sites must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _sources_name_sites(self) -> Settings:
+        extra = set(self.upstream.source_by_site) - set(self.sites)
+        if extra:
+            raise ValueError(f"upstream.source_by_site names sites not in `sites`: {sorted(extra)}")
+        if "unified" not in self.rate_limits:
+            raise ValueError("rate_limits must define the 'unified' source")
+        return self
+
+    def rate_limit(self, source: str) -> RateLimit:
+        return self.rate_limits.get(source, RateLimit())
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {key}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build settings from defaults, the YAML file and the environment; raise SettingsError
+    naming every bad key."""
+    environ = dict(os.environ if environ is None else environ)
+    if path is None:
+        env_path = environ.get(SETTINGS_FILE_ENV)
+        path = Path(env_path) if env_path else (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.exists() else None)
+    data: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise SettingsError(f"settings file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"settings file {path} must hold a mapping at the top level")
+        data = loaded
+        origin = str(path)
+    overrides = _env_overrides(environ)
+    if overrides:
+        data = _deep_merge(data, overrides)
+        origin += f" + env {ENV_PREFIX}*"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_format_error(exc, origin)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once; tests call ``get_settings.cache_clear()``)."""
+    return load_settings()
