@@ -1,0 +1,238 @@
+"""``asin-platform``: the demo, the bundled simulator, and the seed's scripts as subcommands.
+
+Pipeline subcommands run the same Dagster assets as the UI (in process, recorded in the instance
+at $DAGSTER_HOME); model subcommands call the same core functions the assets call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+DEMO_TOKEN = "demo-token"
+DEFAULT_DAGSTER_HOME = Path(".dagster_home")
+
+
+def _yesterday() -> date:
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def _parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _prepare_environment(*, base_url: str | None = None) -> None:
+    """Defaults for the embedded setup: a local Dagster home holding the repo's dagster.yaml, and
+    the simulator's demo token when no real token is configured."""
+    if not os.environ.get("DAGSTER_HOME"):
+        home = DEFAULT_DAGSTER_HOME.resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        source = Path("dagster.yaml")
+        if source.exists() and not (home / "dagster.yaml").exists():
+            (home / "dagster.yaml").write_text(source.read_text())
+        os.environ["DAGSTER_HOME"] = str(home)
+    os.environ.setdefault("ASIN_PLATFORM_API_TOKEN", DEMO_TOKEN)
+    if base_url:
+        os.environ["ASIN_PLATFORM__UPSTREAM__BASE_URL"] = base_url
+    from asin_platform.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+def _start_simulator(port: int):
+    from asin_platform.settings import get_settings
+    from asin_platform.simulator import Quota, market_from_settings, start_in_thread
+
+    settings = get_settings()
+    market = market_from_settings(settings.simulator, settings.sites)
+    tokens = {DEMO_TOKEN: Quota(settings.simulator.qpm, settings.simulator.burst)}
+    token = os.environ.get("ASIN_PLATFORM_API_TOKEN")
+    if token and token != DEMO_TOKEN:
+        tokens[token] = Quota(settings.simulator.qpm, settings.simulator.burst)
+    return start_in_thread(market, port=port, tokens=tokens)
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from asin_platform.settings import get_settings
+    from asin_platform.simulator import FaultConfig, Quota, market_from_settings, serve
+
+    settings = get_settings()
+    market = market_from_settings(settings.simulator, settings.sites)
+    faults = FaultConfig(
+        seed=args.fault_seed,
+        error_5xx_rate=args.error_rate,
+        latency_ms=args.latency_ms,
+        malformed_rate=args.malformed_rate,
+    )
+    tokens = {args.token: Quota(args.qpm or settings.simulator.qpm, args.burst or settings.simulator.burst)}
+    print(f"simulator: http://{args.host}:{args.port} (OpenAPI at /openapi.json), sites {', '.join(settings.sites)}")
+    serve(args.host, args.port, market, tokens, faults)
+    return 0
+
+
+def _run_pipeline(
+    asset_keys: Sequence[str], sites: Sequence[str], start: date, end: date
+) -> list:
+    import dagster as dg
+
+    from asin_platform.definitions import build_definitions
+    from asin_platform.runner import materialize_range
+
+    defs = build_definitions()
+    with dg.DagsterInstance.get() as instance:
+        return materialize_range(defs, asset_keys, sites=sites, start=start, end=end, instance=instance)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _prepare_environment()
+    from asin_platform.settings import get_settings
+
+    end = args.end or _yesterday()
+    start = end - timedelta(days=args.days - 1)
+    with _start_simulator(args.port) as sim:
+        _prepare_environment(base_url=sim.url)
+        settings = get_settings()
+        print(f"asin-platform demo: simulator at {sim.url}, sites {', '.join(settings.sites)}, {start}..{end}")
+        print("materialising raw_payloads -> mart_timeseries_daily (+ checks) through Dagster:")
+        summaries = _run_pipeline(DEMO_ASSETS, settings.sites, start, end)
+    _print_demo_summary(summaries)
+    return 0 if all(s.success for s in summaries) else 1
+
+
+DEMO_ASSETS = ["raw_payloads", "mart_timeseries_daily"]
+
+
+def _print_demo_summary(summaries: list) -> None:
+    from asin_platform.definitions import build_resources
+    from asin_platform.settings import get_settings
+
+    warehouse = build_resources(get_settings())["warehouse"]
+    print("\nwhere the data is:")
+    print(f"  warehouse: {warehouse.describe()}")
+    for table in ("raw_payloads", "mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine"):
+        print(f"    {table:<24} {warehouse.count(table):>10,} rows")
+    print(f"  Dagster instance: $DAGSTER_HOME = {os.environ['DAGSTER_HOME']}")
+    ok = sum(s.success for s in summaries)
+    print(f"  runs: {ok}/{len(summaries)} succeeded")
+    print("\nopen the Dagster UI on the same instance and data:")
+    print(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml   (or: asin-platform dev)")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Start the simulator and `dagster dev` (webserver + daemon) on the embedded default."""
+    import subprocess
+
+    _prepare_environment()
+    with _start_simulator(args.sim_port) as sim:
+        _prepare_environment(base_url=sim.url)
+        print(f"simulator at {sim.url}; Dagster UI on http://127.0.0.1:{args.port}")
+        command = ["dagster", "dev", "-w", "workspace.yaml", "-p", str(args.port)]
+        try:
+            return subprocess.call(command, env=os.environ.copy())
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Seed's pipelines/ingest_raw.py + etl_standardize.py: fetch and standardise a date range."""
+    _prepare_environment()
+    from asin_platform.settings import get_settings
+
+    settings = get_settings()
+    sites = args.sites or list(settings.sites)
+    end = args.end or _yesterday()
+    start = args.start or end
+    keys = ["raw_payloads"] if args.raw_only else ["raw_payloads", "mart_timeseries_daily"]
+    summaries = _run_pipeline(keys, sites, start, end)
+    return 0 if all(s.success for s in summaries) else 1
+
+
+def cmd_etl(args: argparse.Namespace) -> int:
+    """Seed's pipelines/etl_standardize.py: rebuild the mart from stored raw payloads (no API calls)."""
+    _prepare_environment()
+    from asin_platform.settings import get_settings
+
+    settings = get_settings()
+    end = args.end or _yesterday()
+    summaries = _run_pipeline(["mart_timeseries_daily"], args.sites or list(settings.sites), args.start or end, end)
+    return 0 if all(s.success for s in summaries) else 1
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    import yaml
+
+    from asin_platform.settings import SettingsError, get_settings
+
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+def _add_range_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", type=_parse_date, help="first day (default: --end)")
+    parser.add_argument("--end", type=_parse_date, help="last day (default: yesterday, UTC)")
+    parser.add_argument("--sites", nargs="+", help="sites (default: all configured)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asin-platform",
+        description="Daily Amazon ASIN signals -> mart -> features -> Explosive Score -> LightGBM ranker.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the main job end to end on the embedded default")
+    p.add_argument("--days", type=int, default=3, help="recent days to materialise (default 3)")
+    p.add_argument("--end", type=_parse_date, help="last day (default: yesterday, UTC)")
+    p.add_argument("--port", type=int, default=0, help="simulator port (default: a free one)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulator", help="serve the bundled upstream API simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", default=DEMO_TOKEN, help="bearer token the simulator accepts")
+    p.add_argument("--qpm", type=int, help="quota per minute for the token (default: settings)")
+    p.add_argument("--burst", type=int, help="burst for the token (default: settings)")
+    p.add_argument("--error-rate", type=float, default=0.0, help="share of requests answered 5xx")
+    p.add_argument("--malformed-rate", type=float, default=0.0, help="share of truncated bodies")
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--fault-seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulator)
+
+    p = sub.add_parser("dev", help="start the simulator and the Dagster UI + daemon (dagster dev)")
+    p.add_argument("--port", type=int, default=3000, help="Dagster webserver port")
+    p.add_argument("--sim-port", type=int, default=8765)
+    p.set_defaults(func=cmd_dev)
+
+    p = sub.add_parser("ingest-raw", help="fetch raw payloads and build the mart for a date range")
+    _add_range_args(p)
+    p.add_argument("--raw-only", action="store_true", help="only raw_payloads, no mart")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("etl-standardize", help="rebuild the mart from stored raw payloads")
+    _add_range_args(p)
+    p.set_defaults(func=cmd_etl)
+
+    p = sub.add_parser("settings", help="print the effective settings (no secrets)")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

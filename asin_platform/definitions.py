@@ -1,0 +1,63 @@
+"""The only wiring: assets, checks, resources, jobs, schedules and sensors."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from asin_platform.assets import ingest, mart
+from asin_platform.checks import ingest as ingest_checks
+from asin_platform.resources.upstream import UnifiedApiClient
+from asin_platform.resources.warehouse import Warehouse
+from asin_platform.settings import Settings, get_settings
+
+TOKEN_ENV = "ASIN_PLATFORM_API_TOKEN"
+WAREHOUSE_URL_ENV = "ASIN_PLATFORM_WAREHOUSE_URL"
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Production resources from settings; secrets stay in the environment (EnvVar), so they are
+    resolved at run time and never shown in the UI's resource config."""
+    limit = settings.rate_limit("unified")
+    retry = settings.retry_policy
+    upstream = UnifiedApiClient(
+        base_url=settings.upstream.base_url,
+        token=dg.EnvVar(TOKEN_ENV),
+        qpm=limit.qpm,
+        burst=limit.burst,
+        timeout=limit.timeout,
+        max_attempts=retry.max_attempts,
+        base_delay=retry.base_delay,
+        jitter=retry.jitter,
+        max_delay=retry.max_delay,
+        batch_size=settings.upstream.batch_size,
+        page_size=settings.upstream.page_size,
+        concurrency=settings.upstream.concurrency,
+    )
+    # The URL may carry a password, so when it comes from the environment it stays an EnvVar.
+    url = dg.EnvVar(WAREHOUSE_URL_ENV) if os.environ.get(WAREHOUSE_URL_ENV) else settings.warehouse_url
+    return {"upstream": upstream, "warehouse": Warehouse(url=url)}
+
+
+ASSETS = [ingest.raw_payloads, mart.mart_timeseries_daily]
+CHECKS = [*ingest_checks.INGEST_CHECKS]
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.assets("raw_payloads").downstream(depth=1),
+    description="Fetch a (date, site) partition and build its mart tables.",
+)
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or get_settings()
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[ingest_job],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()
