@@ -1,0 +1,90 @@
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from asin_platform.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults_load_without_any_configuration(tmp_path: Path) -> None:
+    settings = load_settings(path=None, environ={})
+    assert settings == Settings()
+    assert settings.sites == ("US", "UK", "DE", "JP")
+    assert settings.rate_limit("unified").qpm == 6000
+    assert settings.retry_policy.max_attempts == 5
+    assert settings.windows.horizon == 30
+
+
+def test_yaml_file_in_seed_shape_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text(
+        "sites: [US, DE]\n"
+        "rate_limits:\n  unified: {qpm: 120, burst: 5, timeout: 3}\n"
+        "retry_policy: {max_attempts: 3, base_delay: 0.1, jitter: 0.5, max_delay: 2}\n"
+        "windows: {lookback: 14, horizon: 21, embargo: 21}\n"
+    )
+    settings = load_settings(path, environ={})
+    assert settings.sites == ("US", "DE")
+    assert settings.rate_limit("unified").qpm == 120
+    assert settings.rate_limit("unified").timeout == 3.0
+    assert settings.retry_policy.max_attempts == 3
+    assert settings.windows.lookback == 14
+    # untouched keys keep their defaults
+    assert settings.thresholds.coverage_min == 0.95
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("sites: [US, DE]\nretry_policy: {max_attempts: 3}\n")
+    env = {
+        "ASIN_PLATFORM__SITES": "JP,FR",
+        "ASIN_PLATFORM__RETRY_POLICY__MAX_ATTEMPTS": "7",
+        "ASIN_PLATFORM__PARTITIONS_START": "2025-06-01",
+    }
+    settings = load_settings(path, environ=env)
+    assert settings.sites == ("JP", "FR")
+    assert settings.retry_policy.max_attempts == 7
+    assert settings.partitions_start == date(2025, 6, 1)
+
+
+def test_settings_file_from_env_variable(tmp_path: Path) -> None:
+    path = tmp_path / "custom.yaml"
+    path.write_text("sites: [CA]\n")
+    assert load_settings(environ={"ASIN_PLATFORM_SETTINGS": str(path)}).sites == ("CA",)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"ASIN_PLATFORM__RETRY_POLICY__MAX_ATTEMPTS": "0"}, "retry_policy.max_attempts"),
+        ({"ASIN_PLATFORM__SITES": "US,XX"}, "sites"),
+        ({"ASIN_PLATFORM__THRESHOLDS__COVERAGE_MIN": "1.5"}, "thresholds.coverage_min"),
+        ({"ASIN_PLATFORM__RATE_LIMITS__UNIFIED__QPM": "-1"}, "rate_limits.unified.qpm"),
+        ({"ASIN_PLATFORM__WINDOWS__EMBARGO": "5"}, "windows"),
+        ({"ASIN_PLATFORM__NOT_A_KEY": "1"}, "not_a_key"),
+    ],
+)
+def test_bad_value_fails_at_load_naming_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings(path=None, environ=env)
+    assert f"  {key}" in str(excinfo.value)
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("sites: [US\n")
+    with pytest.raises(SettingsError, match="broken.yaml is not valid YAML"):
+        load_settings(path, environ={})
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml", environ={})
+
+
+def test_source_by_site_must_name_configured_sites() -> None:
+    with pytest.raises(SettingsError, match="upstream"):
+        load_settings(environ={"ASIN_PLATFORM__UPSTREAM__SOURCE_BY_SITE": "{FR: keepa}"})
+    settings = load_settings(environ={"ASIN_PLATFORM__UPSTREAM__SOURCE_BY_SITE": "{DE: keepa}"})
+    assert settings.upstream.source_for("DE") == "keepa"
+    assert settings.upstream.source_for("US") == "unified"
