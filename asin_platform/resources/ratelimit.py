@@ -1,0 +1,165 @@
+"""Client-side token bucket, shared per (base URL, API token) within the process.
+
+The upstream quota belongs to the token, not to a client object: Dagster builds a fresh resource
+instance per run (and assets may hold several), so the bucket lives in a module-level registry keyed
+by a hash of (base_url, token). Every ``asyncio.run`` creates a new event loop, so the bucket holds
+no loop-bound primitive (no ``asyncio.Lock`` / ``Condition``): its state is plain numbers on
+``time.monotonic``, guarded by a ``threading.Lock``, and waiting is an ``asyncio.sleep`` outside
+the lock. That makes it safe across loops and across threads running their own loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BucketSnapshot:
+    """A consistent view of a bucket, for tests and progress lines."""
+
+    tokens: float
+    capacity: float
+    rate_per_s: float
+    blocked_for_s: float
+
+
+class TokenBucket:
+    """Token bucket: ``capacity`` requests back to back, refilled at ``rate_per_s``.
+
+    ``acquire`` waits until a whole token is available and takes it. ``penalize`` (after a 429)
+    empties the bucket and blocks everyone until the server's ``Retry-After`` has passed, so the
+    concurrent requests of the same token back off together instead of each earning its own 429.
+    """
+
+    def __init__(self, rate_per_s: float, capacity: float) -> None:
+        if rate_per_s <= 0 or capacity < 1:
+            raise ValueError(f"need rate_per_s > 0 and capacity >= 1, got {rate_per_s}, {capacity}")
+        self._lock = threading.Lock()
+        self._rate = float(rate_per_s)
+        self._capacity = float(capacity)
+        self._tokens = float(capacity)
+        self._updated = time.monotonic()
+        self._blocked_until = 0.0
+
+    def _refill(self, now: float) -> None:
+        # Caller holds the lock. Refill is computed lazily from elapsed time: no background task.
+        # After a penalty _updated may lie in the future: then nothing accrues yet.
+        elapsed = now - self._updated
+        if elapsed > 0:
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+            self._updated = now
+
+    def configure(self, rate_per_s: float, capacity: float) -> None:
+        """Change the quota in place (the latest client configuration of a token wins)."""
+        with self._lock:
+            now = time.monotonic()
+            self._refill(now)
+            self._rate = float(rate_per_s)
+            self._capacity = float(capacity)
+            self._tokens = min(self._tokens, self._capacity)
+
+    def try_acquire(self) -> float:
+        """Take a token if one is available and return 0.0; else return the seconds to wait."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self._blocked_until:
+                return self._blocked_until - now
+            self._refill(now)
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self._rate
+
+    async def acquire(self) -> None:
+        """Wait (without holding any lock, so other loops/threads proceed) until a token is ours."""
+        while True:
+            wait = self.try_acquire()
+            if wait <= 0.0:
+                return
+            # Polling instead of reserving: a waiter re-checks after a 429 penalty landed while it
+            # slept, so it honours a Retry-After it did not see itself.
+            await asyncio.sleep(wait)
+
+    def penalize(self, seconds: float) -> None:
+        """The server said 429: drain the bucket and block every caller for ``seconds``."""
+        with self._lock:
+            now = time.monotonic()
+            self._refill(now)
+            self._tokens = min(self._tokens, 0.0)
+            self._blocked_until = max(self._blocked_until, now + max(0.0, seconds))
+            # No refill while blocked (else everyone fires together when the block ends, and the
+            # server, which also said "one more in `seconds`", answers 429 again): start refilling
+            # so that exactly one token is there when the block lifts. _refill skips a future
+            # _updated, so the level stays put until then.
+            self._updated = max(self._updated, self._blocked_until - 1.0 / self._rate)
+
+    def sync_remaining(self, remaining: float) -> None:
+        """Lower the level to the server's ``X-RateLimit-Remaining``.
+
+        Another process spending the same token makes the server's bucket emptier than ours; taking
+        the minimum re-synchronises without ever raising our level above what we computed.
+        """
+        with self._lock:
+            self._refill(time.monotonic())
+            self._tokens = min(self._tokens, float(remaining))
+
+    def snapshot(self) -> BucketSnapshot:
+        with self._lock:
+            now = time.monotonic()
+            self._refill(now)
+            return BucketSnapshot(
+                tokens=self._tokens,
+                capacity=self._capacity,
+                rate_per_s=self._rate,
+                blocked_for_s=max(0.0, self._blocked_until - now),
+            )
+
+
+def bucket_params(qpm: int, burst: int, headroom: float) -> tuple[float, float]:
+    """(rate per second, capacity) the client spends for a server quota of ``qpm`` / ``burst``.
+
+    Requests reach the server later than they leave the client, by a latency that varies; two sent
+    1/rate apart may arrive closer together. Spending ``headroom`` less than the quota (and holding
+    one burst slot back when there is more than one) lets the server's bucket run slightly fuller
+    than ours, which absorbs that jitter so the client causes no 429 by itself.
+    """
+    if not 0.0 <= headroom < 1.0:
+        raise ValueError(f"headroom must be in [0, 1), got {headroom}")
+    rate = qpm * (1.0 - headroom) / 60.0
+    capacity = float(burst - 1) if burst > 1 and headroom > 0 else float(burst)
+    return rate, max(1.0, capacity)
+
+
+_REGISTRY: dict[str, TokenBucket] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _key(base_url: str, token: str) -> str:
+    # Hashed so the registry (and anything that prints it) never holds the token in clear.
+    return hashlib.sha256(f"{base_url.rstrip('/')}\0{token}".encode()).hexdigest()
+
+
+def shared_bucket(base_url: str, token: str, rate_per_s: float, capacity: float) -> TokenBucket:
+    """The process-wide bucket of (base_url, token), created on first use, re-configured if the
+    quota changed."""
+    key = _key(base_url, token)
+    with _REGISTRY_LOCK:
+        bucket = _REGISTRY.get(key)
+        if bucket is None:
+            bucket = _REGISTRY[key] = TokenBucket(rate_per_s, capacity)
+            return bucket
+    snap = bucket.snapshot()
+    if not (math.isclose(snap.rate_per_s, rate_per_s) and math.isclose(snap.capacity, capacity)):
+        bucket.configure(rate_per_s, capacity)
+    return bucket
+
+
+def reset_buckets() -> None:
+    """Forget every shared bucket (tests, and benchmarks that restart the server)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.clear()
