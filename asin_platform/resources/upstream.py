@@ -134,10 +134,9 @@ class FetchReport:
             "source": self.source,
             "tracked_asins": self.tracked_asins,
         }
+        # Counts only, no ratios: callers fetching several days sum these values key by key.
         for kind in COVERAGE_KINDS:
-            got = self.received_asins.get(kind, 0)
-            meta[f"received_{kind}"] = got
-            meta[f"coverage_{kind}"] = round(got / self.tracked_asins, 4) if self.tracked_asins else 1.0
+            meta[f"received_{kind}"] = self.received_asins.get(kind, 0)
         for kind in BATCH_ENDPOINTS:
             meta[f"missing_{kind}"] = len(self.missing_asins.get(kind, []))
         sample = sorted({a for asins in self.missing_asins.values() for a in asins})[:10]

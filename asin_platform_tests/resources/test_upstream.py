@@ -224,7 +224,7 @@ def test_fetch_day_pages_batches_and_reports(token: str) -> None:
 def test_empty_universe_is_not_an_error(token: str) -> None:
     got = make(FakeApi([], token)).fetch_day("US", DAY)
     assert got.universe == [] and got.report.tracked_asins == 0 and len(got.responses) == 1
-    assert got.report.as_metadata()["coverage_timeseries"] == 1.0
+    assert got.report.as_metadata()["missing_timeseries"] == 0
 
 
 def test_missing_and_not_found_asins_are_reported(token: str) -> None:
