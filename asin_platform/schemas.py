@@ -164,3 +164,227 @@ def register(table: Table) -> Table:
     """Add a table defined by a later layer (features, scores, predictions) to TABLES."""
     TABLES[table.name] = table
     return table
+
+
+# --------------------------------------------------------------------------------------------------
+# pandera (polars) models: the value rules on top of the column contracts above.
+#
+# Each model mirrors one Table exactly (same columns and dtypes, strict: no extra columns) and adds
+# what a dtype cannot say: nullability, ranges, keys. They describe the tables *after* standardise
+# (out-of-range values nulled and flagged, so bsr >= 1, rating in 1..5, price > 0), and are what the
+# schema-conformance asset check and standardise's self-check run. The imports sit here, not at the
+# top, so this section can be appended without touching the table definitions other layers edit.
+# --------------------------------------------------------------------------------------------------
+from typing import Annotated  # noqa: E402
+
+import pandera.polars as pa  # noqa: E402
+from pandera.config import ValidationDepth, config_context  # noqa: E402
+
+_UtcTs = Annotated[pl.Datetime, "us", "UTC"]
+_KNOWN_SOURCES = ["unified", "keepa"]
+
+
+class RawPayloadsModel(pa.DataFrameModel):
+    """One stored upstream response (or failed request)."""
+
+    payload_id: pl.Utf8
+    site: pl.Utf8
+    date: pl.Date
+    source: pl.Utf8 = pa.Field(isin=_KNOWN_SOURCES)
+    endpoint: pl.Utf8
+    request_params: pl.Utf8 = pa.Field(nullable=True)
+    status: pl.Int32 = pa.Field(ge=0, le=599)  # 0 = no response
+    attempts: pl.Int32 = pa.Field(ge=0)
+    fetched_at: _UtcTs
+    body: pl.Utf8 = pa.Field(nullable=True)  # null when nothing was received
+    payload_hash: pl.Utf8 = pa.Field(nullable=True)
+    error: pl.Utf8 = pa.Field(nullable=True)
+    run_id: pl.Utf8 = pa.Field(nullable=True)
+
+    class Config:
+        name = RAW_PAYLOADS.name
+        strict = True
+        unique = list(RAW_PAYLOADS.key)
+
+
+class QuarantineModel(pa.DataFrameModel):
+    """A rejected payload or record. site/date/payload_id/asin may be unknown (a payload for an
+    unknown site, a record without an ASIN); what was rejected and why never is."""
+
+    site: pl.Utf8 = pa.Field(nullable=True)
+    date: pl.Date = pa.Field(nullable=True)
+    payload_id: pl.Utf8 = pa.Field(nullable=True)
+    table_name: pl.Utf8
+    asin: pl.Utf8 = pa.Field(nullable=True)
+    # Parsers of different sources add their own reasons, so the form is checked, not a fixed list.
+    reason: pl.Utf8 = pa.Field(str_matches=r"^[a-z][a-z0-9_]*$")
+    detail: pl.Utf8
+    record: pl.Utf8 = pa.Field(nullable=True)
+    quarantined_at: _UtcTs
+
+    class Config:
+        name = QUARANTINE.name
+        strict = True
+        unique = list(QUARANTINE.key)
+
+
+class DimAsinModel(pa.DataFrameModel):
+    site: pl.Utf8
+    asin: pl.Utf8
+    title: pl.Utf8 = pa.Field(nullable=True)
+    brand: pl.Utf8 = pa.Field(nullable=True)
+    category_id: pl.Utf8 = pa.Field(nullable=True)
+    category_path: pl.Utf8 = pa.Field(nullable=True)
+    subcategory_id: pl.Utf8 = pa.Field(nullable=True)
+    listed_since: pl.Date = pa.Field(nullable=True)
+    first_seen: pl.Date
+    last_seen: pl.Date
+    source: pl.Utf8 = pa.Field(isin=_KNOWN_SOURCES)
+
+    class Config:
+        name = DIM_ASIN.name
+        strict = True
+        unique = list(DIM_ASIN.key)
+
+    @pa.dataframe_check
+    def first_seen_not_after_last_seen(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col("first_seen") <= pl.col("last_seen"))
+
+
+class MartTimeseriesDailyModel(pa.DataFrameModel):
+    """Exactly one row per (site, date, asin); invalid values are null with their flag set."""
+
+    site: pl.Utf8
+    date: pl.Date
+    asin: pl.Utf8
+    category_id: pl.Utf8 = pa.Field(nullable=True)
+    subcategory_id: pl.Utf8 = pa.Field(nullable=True)
+    price: pl.Float64 = pa.Field(nullable=True, gt=0)
+    bsr_root: pl.Int64 = pa.Field(nullable=True, ge=1)
+    bsr_sub: pl.Int64 = pa.Field(nullable=True, ge=1)
+    rating: pl.Float64 = pa.Field(nullable=True, ge=1, le=5)
+    review_count: pl.Int64 = pa.Field(nullable=True, ge=0)
+    new_offer_count: pl.Int32 = pa.Field(nullable=True, ge=0)
+    buybox_seller: pl.Utf8 = pa.Field(nullable=True)
+    title_length: pl.Int32 = pa.Field(nullable=True)
+    bullet_count: pl.Int32 = pa.Field(nullable=True)
+    image_count: pl.Int32 = pa.Field(nullable=True)
+    has_aplus: pl.Boolean = pa.Field(nullable=True)
+    attribute_flag_count: pl.Int32 = pa.Field(nullable=True)
+    listed_since: pl.Date = pa.Field(nullable=True)
+    flag_bsr_invalid: pl.Boolean
+    flag_rating_invalid: pl.Boolean
+    flag_price_invalid: pl.Boolean
+    flag_price_spike: pl.Boolean
+    source: pl.Utf8 = pa.Field(isin=_KNOWN_SOURCES)
+    payload_id: pl.Utf8
+    fetched_at: _UtcTs
+
+    class Config:
+        name = MART_TIMESERIES_DAILY.name
+        strict = True
+        unique = list(MART_TIMESERIES_DAILY.key)
+
+    @pa.dataframe_check
+    def flagged_values_are_nulled(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """A validity flag means the offending value was removed, never kept."""
+        return data.lazyframe.select(
+            (~pl.col("flag_price_invalid") | pl.col("price").is_null())
+            & (~pl.col("flag_rating_invalid") | pl.col("rating").is_null())
+            & (~pl.col("flag_bsr_invalid") | pl.col("bsr_root").is_null() | pl.col("bsr_sub").is_null())
+        )
+
+
+class FactReviewsModel(pa.DataFrameModel):
+    site: pl.Utf8
+    date: pl.Date
+    asin: pl.Utf8
+    review_id: pl.Utf8
+    rating: pl.Int8 = pa.Field(ge=1, le=5)
+    verified: pl.Boolean = pa.Field(nullable=True)
+    payload_id: pl.Utf8
+
+    class Config:
+        name = FACT_REVIEWS.name
+        strict = True
+        unique = list(FACT_REVIEWS.key)
+
+
+class FactKeywordsModel(pa.DataFrameModel):
+    site: pl.Utf8
+    date: pl.Date
+    asin: pl.Utf8
+    keyword: pl.Utf8
+    search_volume: pl.Int64 = pa.Field(nullable=True, ge=0)
+    rank: pl.Int32 = pa.Field(ge=1)
+    payload_id: pl.Utf8
+
+    class Config:
+        name = FACT_KEYWORDS.name
+        strict = True
+        unique = list(FACT_KEYWORDS.key)
+
+
+PANDERA_MODELS: dict[str, type[pa.DataFrameModel]] = {
+    RAW_PAYLOADS.name: RawPayloadsModel,
+    QUARANTINE.name: QuarantineModel,
+    DIM_ASIN.name: DimAsinModel,
+    MART_TIMESERIES_DAILY.name: MartTimeseriesDailyModel,
+    FACT_REVIEWS.name: FactReviewsModel,
+    FACT_KEYWORDS.name: FactKeywordsModel,
+}
+
+
+def _describe_failures(table_name: str, failures: pl.DataFrame) -> list[str]:
+    """One readable line per (column, check) from pandera's failure_cases frame."""
+    grouped = (
+        failures.with_columns(pl.col("failure_case").cast(pl.Utf8), pl.col("column").fill_null(table_name))
+        .group_by("schema_context", "column", "check", maintain_order=True)
+        .agg(
+            n=pl.len(),
+            cases=pl.col("failure_case").head(3),
+            rows=pl.col("index").drop_nulls().head(5),
+        )
+    )
+    lines = []
+    for context, column, check, n, cases, rows in grouped.iter_rows():
+        where = f" (rows {rows})" if rows else ""
+        # Row-level failures carry the whole row as JSON: keep the message readable.
+        shown = ", ".join("null" if c is None else (c if len(c) <= 160 else c[:160] + "...") for c in cases)
+        if check == "column_in_dataframe":
+            lines.append(f"{table_name}: missing column(s) {shown}")
+        elif check == "column_in_schema":
+            lines.append(f"{table_name}: unexpected column(s) {shown}")
+        elif check.startswith("dtype("):
+            lines.append(f"{table_name}.{column}: dtype is {shown}, expected {check[len('dtype('):-1]}")
+        elif check == "not_nullable":
+            lines.append(f"{table_name}.{column}: {n} null value(s){where}")
+        elif check in ("multiple_fields_uniqueness", "field_uniqueness"):
+            key = TABLES[table_name].key if table_name in TABLES else ()
+            lines.append(f"{table_name}: {n} row(s) share their key {key} with another row{where}, e.g. {shown}")
+        elif context == "DataFrameSchema":
+            lines.append(f"{table_name}: {n} row(s) fail {check}{where}, e.g. {shown}")
+        else:
+            lines.append(f"{table_name}.{column}: {n} value(s) fail {check}{where}, e.g. {shown}")
+    return lines
+
+
+def validate(table_name: str, frame: pl.DataFrame | pl.LazyFrame) -> list[str]:
+    """Check ``frame`` against the pandera model of ``table_name``; readable errors, [] when valid.
+
+    Validation is lazy (every failure is reported, not just the first) and always checks the data,
+    not only the schema, whatever ``PANDERA_VALIDATION_DEPTH`` says. Raises ``KeyError`` for a table
+    without a model: asking is a wiring error, not a data error.
+    """
+    if table_name not in PANDERA_MODELS:
+        raise KeyError(f"no pandera model for table {table_name!r}; known: {sorted(PANDERA_MODELS)}")
+    if isinstance(frame, pl.LazyFrame):
+        frame = frame.collect()
+    with config_context(validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            PANDERA_MODELS[table_name].validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            return _describe_failures(table_name, exc.failure_cases)
+        except pa.errors.SchemaError as exc:  # raised eagerly by a few schema-level problems
+            return [f"{table_name}: {exc}"]
+    return []
