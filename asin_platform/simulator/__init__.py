@@ -1,0 +1,44 @@
+"""The bundled upstream simulator: a deterministic synthetic Amazon market and an HTTP server speaking
+the unified product API (docs/upstream_api.md). See docs/simulator.md."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asin_platform.settings import SimulatorSettings
+from asin_platform.simulator.market import Market, MarketConfig, UnknownSiteError
+from asin_platform.simulator.server import (
+    FaultConfig,
+    Quota,
+    RunningSimulator,
+    SimulatorStats,
+    create_app,
+    serve,
+    start_in_thread,
+)
+
+__all__ = [
+    "FaultConfig",
+    "Market",
+    "MarketConfig",
+    "Quota",
+    "RunningSimulator",
+    "SimulatorStats",
+    "UnknownSiteError",
+    "create_app",
+    "market_from_settings",
+    "serve",
+    "start_in_thread",
+]
+
+
+def market_from_settings(settings: SimulatorSettings, sites: Sequence[str]) -> Market:
+    """The market described by ``settings.simulator`` for the platform's ``sites``."""
+    return Market(
+        MarketConfig(
+            seed=settings.seed,
+            sites=tuple(sites),
+            asins_per_site=settings.asins_per_site,
+            epoch=settings.epoch,
+        )
+    )

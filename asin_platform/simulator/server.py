@@ -1,0 +1,708 @@
+"""ASGI app speaking the unified product API (docs/upstream_api.md) over a ``Market``.
+
+Per request, in order: bearer auth (401) -> per-token token bucket (429 with ``Retry-After``) ->
+fault plan (deterministic, from a seeded hash of the fault-eligible request counter) -> the route
+(400 / 404 from parameter checks) -> body faults -> JSON. ``X-RateLimit-Limit`` / ``-Remaining`` go on
+every response of a known token, including 429s. ``/v1/health`` and ``/openapi.json`` skip auth, quota
+and faults.
+
+``app.state.stats`` (``SimulatorStats``) counts requests, statuses, 429s and injected faults, and keeps
+the clock time of every accepted request per token so a benchmark can check the quota was respected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import math
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from asin_platform.simulator.market import Market, UnknownSiteError
+from asin_platform.simulator.openapi import openapi_document
+
+MAX_BATCH = 100
+MAX_RANGE_DAYS = 400
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 5000
+FAULT_KINDS: tuple[str, ...] = (
+    "error_5xx",
+    "latency",
+    "timeout",
+    "malformed",
+    "duplicate_rows",
+    "missing_rows",
+    "out_of_range",
+    "extra_fields",
+)
+_MASK64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per-token quota: ``qpm`` requests per minute, ``burst`` requests back to back."""
+
+    qpm: int
+    burst: int
+
+
+DEFAULT_TOKENS: dict[str, Quota] = {"demo-token": Quota(6000, 50)}
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    """Deterministic fault injection. Rates are per fault-eligible request (authorised, not 429)."""
+
+    seed: int = 0
+    error_5xx_rate: float = 0.0  # answer 500 / 502 / 503 instead
+    latency_ms: float = 0.0  # added to every request, jittered 0.5x..1.5x
+    timeout_rate: float = 0.0  # sleep ``timeout_seconds`` before answering
+    timeout_seconds: float = 30.0
+    malformed_rate: float = 0.0  # status 200, JSON body cut mid-way
+    duplicate_rows_rate: float = 0.0  # a row (point, review, item, ASIN) repeated
+    missing_rows_rate: float = 0.0  # a batch item / row silently omitted (not in not_found)
+    out_of_range_rate: float = 0.0  # bsr <= 0, rating 7.5 / -1, negative price / review_count, ...
+    extra_fields: bool = False  # unknown fields added to every object
+
+    @property
+    def active(self) -> bool:
+        return any(
+            (
+                self.error_5xx_rate,
+                self.latency_ms,
+                self.timeout_rate,
+                self.malformed_rate,
+                self.duplicate_rows_rate,
+                self.missing_rows_rate,
+                self.out_of_range_rate,
+                self.extra_fields,
+            )
+        )
+
+
+def _splitmix(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def _uniform(*keys: int) -> float:
+    """A uniform in [0, 1) from integer keys: the same keys always give the same draw."""
+    h = 0
+    for k in keys:
+        h = _splitmix(h ^ (k & _MASK64))
+    return (h >> 11) / float(1 << 53)
+
+
+class SimulatorStats:
+    """Thread-safe request counters, read by tests and benchmarks while the server runs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.by_status: Counter[int] = Counter()
+        self.rate_limited = 0
+        self.faults: Counter[str] = Counter()
+        self.accepted: dict[str, list[float]] = {}
+
+    def record_status(self, status: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_status[status] += 1
+            if status == 429:
+                self.rate_limited += 1
+
+    def record_accept(self, token: str, at: float) -> None:
+        with self._lock:
+            self.accepted.setdefault(token, []).append(at)
+
+    def record_fault(self, kind: str) -> None:
+        with self._lock:
+            self.faults[kind] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A consistent copy: counts plus accepted-request timestamps per token."""
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "by_status": dict(self.by_status),
+                "rate_limited": self.rate_limited,
+                "faults": dict(self.faults),
+                "accepted": {k: list(v) for k, v in self.accepted.items()},
+            }
+
+    def achieved_qpm(self, token: str) -> float:
+        """Accepted requests per minute between the token's first and last accepted request."""
+        with self._lock:
+            times = list(self.accepted.get(token, []))
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0]) * 60.0
+
+    def max_in_window(self, token: str, seconds: float) -> int:
+        """Most accepted requests within any window of ``seconds`` (quota check: <= burst + rate*s)."""
+        with self._lock:
+            times = sorted(self.accepted.get(token, []))
+        best, lo = 0, 0
+        for hi, at in enumerate(times):
+            while at - times[lo] > seconds:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
+
+class _Bucket:
+    """Token bucket: capacity ``burst``, refilled at ``qpm / 60`` tokens per second."""
+
+    def __init__(self, quota: Quota, clock: Callable[[], float]) -> None:
+        self.quota = quota
+        self.rate = quota.qpm / 60.0
+        self.tokens = float(quota.burst)
+        self.clock = clock
+        self.last = clock()
+        self.lock = threading.Lock()
+
+    def take(self) -> tuple[bool, int, float]:
+        """(accepted, whole tokens left, seconds until the next token when refused)."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(float(self.quota.burst), self.tokens + max(0.0, now - self.last) * self.rate)
+            self.last = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return True, int(math.floor(self.tokens)), 0.0
+            return False, 0, (1.0 - self.tokens) / self.rate
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter parsing
+# ----------------------------------------------------------------------------------------------
+
+
+def _date_param(request: Request, name: str, default: date | None = None) -> date:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        if default is not None:
+            return default
+        raise ApiError(400, "bad_request", f"missing required parameter '{name}' (YYYY-MM-DD)")
+    try:
+        if len(raw) != 10:
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"bad date '{raw}' for '{name}': expected YYYY-MM-DD") from None
+
+
+def _asins_param(request: Request) -> list[str]:
+    raw = request.query_params.get("asins")
+    if not raw:
+        raise ApiError(400, "bad_request", "missing required parameter 'asins' (comma-separated)")
+    asins = [a.strip() for a in raw.split(",") if a.strip()]
+    if not asins:
+        raise ApiError(400, "bad_request", "parameter 'asins' holds no ASIN")
+    if len(asins) > MAX_BATCH:
+        raise ApiError(400, "bad_request", f"too many ASINs: {len(asins)} > {MAX_BATCH} per request")
+    return asins
+
+
+def _page_params(request: Request) -> tuple[int, int]:
+    raw_size = request.query_params.get("page_size")
+    size = DEFAULT_PAGE_SIZE
+    if raw_size not in (None, ""):
+        try:
+            size = int(raw_size)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"bad page_size '{raw_size}': expected an integer") from None
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise ApiError(400, "bad_request", f"page_size must be in [1, {MAX_PAGE_SIZE}], got {size}")
+    token = request.query_params.get("page_token")
+    offset = 0
+    if token not in (None, ""):
+        if not token.isdigit() or len(token) > 12:
+            raise ApiError(400, "bad_request", f"bad page token '{token}'")
+        offset = int(token)
+    return size, offset
+
+
+def _page(rows: list[Any], size: int, offset: int, token: str | None) -> tuple[list[Any], str | None]:
+    if offset > len(rows) or (offset == len(rows) and offset > 0):
+        raise ApiError(400, "bad_request", f"bad page token '{token}': past the end of the result")
+    end = offset + size
+    return rows[offset:end], (str(end) if end < len(rows) else None)
+
+
+def _range(request: Request, first: str, second: str, limit: int | None) -> tuple[date, date]:
+    start = _date_param(request, first)
+    end = _date_param(request, second, default=start if second == "until" else None)
+    if end < start:
+        raise ApiError(400, "bad_request", f"'{second}' ({end}) is before '{first}' ({start})")
+    if limit is not None and (end - start).days + 1 > limit:
+        raise ApiError(400, "bad_request", f"range of {(end - start).days + 1} days exceeds {limit} days")
+    return start, end
+
+
+# ----------------------------------------------------------------------------------------------
+# Route handlers: (market, request) -> body dict; they raise ApiError for 400 / 404.
+# ----------------------------------------------------------------------------------------------
+
+
+def _site(market: Market, request: Request) -> str:
+    site = request.path_params["site"]
+    if not market.has_site(site):
+        raise ApiError(404, "not_found", f"unknown site '{site}'")
+    return site
+
+
+def _known(market: Market, site: str, asin: str) -> None:
+    if not market.knows(site, asin):
+        raise ApiError(404, "not_found", f"unknown ASIN '{asin}' on site {site}")
+
+
+def h_asins(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    day = _date_param(request, "date")
+    size, offset = _page_params(request)
+    universe = market.universe(site, day)
+    rows, nxt = _page(universe, size, offset, request.query_params.get("page_token"))
+    return {
+        "site": site,
+        "date": day.isoformat(),
+        "total": len(universe),
+        "asins": rows,
+        "next_page_token": nxt,
+    }
+
+
+def h_product(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asin = request.path_params["asin"]
+    day = _date_param(request, "date")
+    _known(market, site, asin)
+    products, _ = market.products(site, [asin], day)
+    if not products:
+        raise ApiError(404, "not_found", f"ASIN '{asin}' is not listed on {site} on {day}")
+    return products[0]
+
+
+def h_products(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asins = _asins_param(request)
+    day = _date_param(request, "date")
+    products, not_found = market.products(site, asins, day)
+    return {"site": site, "date": day.isoformat(), "products": products, "not_found": not_found}
+
+
+def h_series(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asin = request.path_params["asin"]
+    start, end = _range(request, "start", "end", MAX_RANGE_DAYS)
+    _known(market, site, asin)
+    items, _ = market.timeseries(site, [asin], start, end)
+    return items[0]
+
+
+def h_timeseries(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asins = _asins_param(request)
+    start, end = _range(request, "start", "end", MAX_RANGE_DAYS)
+    items, not_found = market.timeseries(site, asins, start, end)
+    return {
+        "site": site,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "items": items,
+        "not_found": not_found,
+    }
+
+
+def _reviews_body(market: Market, request: Request, site: str, asins: list[str]) -> dict[str, Any]:
+    since, until = _range(request, "since", "until", None)
+    size, offset = _page_params(request)
+    reviews = market.reviews(site, asins, since, until)
+    rows, nxt = _page(reviews, size, offset, request.query_params.get("page_token"))
+    return {
+        "site": site,
+        "since": since.isoformat(),
+        "until": until.isoformat(),
+        "reviews": rows,
+        "next_page_token": nxt,
+    }
+
+
+def h_product_reviews(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asin = request.path_params["asin"]
+    _known(market, site, asin)
+    return _reviews_body(market, request, site, [asin])
+
+
+def h_reviews(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asins = _asins_param(request)
+    body = _reviews_body(market, request, site, asins)
+    body["not_found"] = [a for a in dict.fromkeys(asins) if not market.knows(site, a)]
+    return body
+
+
+def h_product_keywords(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asin = request.path_params["asin"]
+    day = _date_param(request, "date")
+    _known(market, site, asin)
+    items, _ = market.keywords(site, [asin], day)
+    if not items:
+        raise ApiError(404, "not_found", f"ASIN '{asin}' is not listed on {site} on {day}")
+    return {"site": site, "date": day.isoformat(), "items": items, "not_found": []}
+
+
+def h_keywords(market: Market, request: Request) -> dict[str, Any]:
+    site = _site(market, request)
+    asins = _asins_param(request)
+    day = _date_param(request, "date")
+    items, not_found = market.keywords(site, asins, day)
+    return {"site": site, "date": day.isoformat(), "items": items, "not_found": not_found}
+
+
+# ----------------------------------------------------------------------------------------------
+# Body faults. Each returns True when it changed the body (only then is it counted).
+# ----------------------------------------------------------------------------------------------
+
+
+def _row_lists(kind: str, body: dict[str, Any]) -> list[list[Any]]:
+    """The lists holding rows in a route's body (where rows can be duplicated or dropped)."""
+    if kind == "asins":
+        return [body["asins"]]
+    if kind == "products":
+        return [body["products"]]
+    if kind == "series":
+        return [body["points"]]
+    if kind == "timeseries":
+        return [item["points"] for item in body["items"]]
+    if kind == "reviews":
+        return [body["reviews"]]
+    if kind == "keywords":
+        return [item["keywords"] for item in body["items"]]
+    return []
+
+
+def _batch_list(kind: str, body: dict[str, Any]) -> list[Any] | None:
+    """The per-ASIN list of a batch route: dropping an element omits an ASIN silently."""
+    if kind == "products":
+        return body["products"]
+    if kind in ("timeseries", "keywords"):
+        return body["items"]
+    return None
+
+
+def _pick(lists: list[list[Any]], u: float) -> tuple[list[Any], int] | None:
+    flat = [(rows, k) for rows in lists for k in range(len(rows))]
+    if not flat:
+        return None
+    return flat[min(int(u * len(flat)), len(flat) - 1)]
+
+
+def _duplicate(kind: str, body: dict[str, Any], u: float) -> bool:
+    """Repeat one row: an inner row where the route has them (point, review, keyword, ASIN), else an item."""
+    hit = _pick(_row_lists(kind, body), u)
+    batch = _batch_list(kind, body)
+    if hit is None and batch:
+        hit = _pick([batch], u)
+    if hit is None:
+        return False
+    rows, k = hit
+    rows.insert(k + 1, copy.deepcopy(rows[k]))
+    return True
+
+
+def _drop(kind: str, body: dict[str, Any], u: float) -> bool:
+    batch = _batch_list(kind, body)
+    hit = _pick([batch], u) if batch else _pick(_row_lists(kind, body), u)
+    if hit is None:
+        return False
+    rows, k = hit
+    del rows[k]
+    return True
+
+
+def _corrupt(kind: str, body: dict[str, Any], u: float, v: float) -> bool:
+    """Set one value out of its valid range (v picks which field and how)."""
+    if kind == "product":
+        body["listing"]["image_count"] = -1 if v < 0.5 else 42
+        return True
+    if kind == "products":
+        hit = _pick([body["products"]], u)
+        if hit is None:
+            return False
+        hit[0][hit[1]]["listing"]["bullet_count" if v < 0.5 else "image_count"] = -1
+        return True
+    hit = _pick(_row_lists(kind, body), u)
+    if hit is None or kind == "asins":
+        return False
+    row = hit[0][hit[1]]
+    if kind in ("series", "timeseries"):
+        field_, value = [
+            ("bsr_root", 0),
+            ("bsr_root", -17),
+            ("rating", 7.5),
+            ("rating", -1.0),
+            ("price", -abs(row.get("price") or 9.99)),
+            ("review_count", -1 - (row.get("review_count") or 0)),
+        ][min(int(v * 6), 5)]
+    elif kind == "reviews":
+        field_, value = ("rating", 0 if v < 0.5 else 6)
+    else:  # keywords
+        field_, value = ("rank", 0) if v < 0.5 else ("search_volume", -100)
+    row[field_] = value
+    return True
+
+
+def _add_extra(obj: Any, depth: int = 0) -> None:
+    """Add unknown fields to every object (clients must ignore them)."""
+    if isinstance(obj, dict):
+        for value in list(obj.values()):
+            _add_extra(value, depth + 1)
+        obj["x_vendor_trace"] = f"sim-{depth}"
+        if depth == 0:
+            obj["x_extra"] = {"note": "unknown field", "n": 1}
+    elif isinstance(obj, list):
+        for value in obj:
+            _add_extra(value, depth + 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# App
+# ----------------------------------------------------------------------------------------------
+
+
+def create_app(
+    market: Market,
+    tokens: dict[str, Quota] | None = None,
+    faults: FaultConfig | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    """The unified-API app over ``market``. ``clock`` drives quotas and stats (a fake one in tests)."""
+    tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
+    faults = faults or FaultConfig()
+    stats = SimulatorStats()
+    buckets = {tok: _Bucket(q, clock) for tok, q in tokens.items()}
+    counter_lock = threading.Lock()
+    counter = [0]
+
+    def respond(status: int, body: bytes, headers: dict[str, str]) -> Response:
+        stats.record_status(status)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    def endpoint(kind: str, handler: Callable[[Market, Request], dict[str, Any]]) -> Callable[..., Any]:
+        async def run(request: Request) -> Response:
+            auth = request.headers.get("authorization", "")
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            bucket = buckets.get(token)
+            if bucket is None:
+                return respond(401, _error_body("unauthorized", "missing or unknown bearer token"), {})
+            accepted, remaining, wait = bucket.take()
+            headers = {"X-RateLimit-Limit": str(bucket.quota.qpm), "X-RateLimit-Remaining": str(remaining)}
+            if not accepted:
+                headers["Retry-After"] = f"{wait:.3f}"
+                return respond(
+                    429, _error_body("rate_limited", f"quota exceeded; retry in {wait:.3f} s"), headers
+                )
+            stats.record_accept(token, clock())
+
+            with counter_lock:
+                n = counter[0]
+                counter[0] += 1
+
+            def draw(kind_: str) -> float:
+                return _uniform(faults.seed, n, FAULT_KINDS.index(kind_) + 1)
+
+            if faults.active:
+                if faults.latency_ms > 0:
+                    stats.record_fault("latency")
+                    await asyncio.sleep(faults.latency_ms / 1000.0 * (0.5 + draw("latency")))
+                if draw("timeout") < faults.timeout_rate:
+                    stats.record_fault("timeout")
+                    await asyncio.sleep(faults.timeout_seconds)
+                if draw("error_5xx") < faults.error_5xx_rate:
+                    stats.record_fault("error_5xx")
+                    status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
+                        min(int(_uniform(faults.seed, n, 99) * 3), 2)
+                    ]
+                    return respond(status, _error_body(code, "injected upstream failure"), headers)
+            try:
+                body = await run_in_threadpool(handler, market, request)
+            except ApiError as exc:
+                return respond(exc.status, _error_body(exc.code, exc.message), headers)
+            except UnknownSiteError as exc:
+                return respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
+
+            if faults.active:
+                if draw("duplicate_rows") < faults.duplicate_rows_rate and _duplicate(
+                    kind, body, _uniform(faults.seed, n, 101)
+                ):
+                    stats.record_fault("duplicate_rows")
+                if draw("missing_rows") < faults.missing_rows_rate and _drop(
+                    kind, body, _uniform(faults.seed, n, 102)
+                ):
+                    stats.record_fault("missing_rows")
+                if draw("out_of_range") < faults.out_of_range_rate and _corrupt(
+                    kind, body, _uniform(faults.seed, n, 103), _uniform(faults.seed, n, 104)
+                ):
+                    stats.record_fault("out_of_range")
+                if faults.extra_fields:
+                    _add_extra(body)
+                    stats.record_fault("extra_fields")
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            if faults.active and draw("malformed") < faults.malformed_rate:
+                stats.record_fault("malformed")
+                cut = max(
+                    1, min(len(payload) - 1, int(len(payload) * (0.2 + 0.6 * _uniform(faults.seed, n, 105))))
+                )
+                payload = payload[:cut]
+            return respond(200, payload, headers)
+
+        return run
+
+    async def health(request: Request) -> Response:
+        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        return respond(200, json.dumps({"status": "ok", "time": now, "version": "1"}).encode(), {})
+
+    document = json.dumps(openapi_document()).encode()
+
+    async def openapi(request: Request) -> Response:
+        return respond(200, document, {})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return respond(exc.status_code, _error_body(code, str(exc.detail)), {})
+
+    prefix = "/v1/sites/{site}"
+    routes = [
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(f"{prefix}/asins", endpoint("asins", h_asins), methods=["GET"]),
+        Route(f"{prefix}/products", endpoint("products", h_products), methods=["GET"]),
+        Route(f"{prefix}/products/{{asin}}", endpoint("product", h_product), methods=["GET"]),
+        Route(f"{prefix}/products/{{asin}}/timeseries", endpoint("series", h_series), methods=["GET"]),
+        Route(f"{prefix}/timeseries", endpoint("timeseries", h_timeseries), methods=["GET"]),
+        Route(f"{prefix}/products/{{asin}}/reviews", endpoint("reviews", h_product_reviews), methods=["GET"]),
+        Route(f"{prefix}/reviews", endpoint("reviews", h_reviews), methods=["GET"]),
+        Route(
+            f"{prefix}/products/{{asin}}/keywords", endpoint("keywords", h_product_keywords), methods=["GET"]
+        ),
+        Route(f"{prefix}/keywords", endpoint("keywords", h_keywords), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.stats = stats
+    app.state.market = market
+    app.state.faults = faults
+    app.state.tokens = tokens
+    return app
+
+
+# ----------------------------------------------------------------------------------------------
+# Running it
+# ----------------------------------------------------------------------------------------------
+
+
+def serve(
+    host: str,
+    port: int,
+    market: Market,
+    tokens: dict[str, Quota] | None = None,
+    faults: FaultConfig | None = None,
+) -> None:
+    """Serve the simulator until interrupted (blocking)."""
+    uvicorn.run(create_app(market, tokens, faults), host=host, port=port, log_level="warning")
+
+
+@dataclass
+class RunningSimulator:
+    """A simulator served on a background thread; ``stop()`` (or leaving the ``with``) shuts it down."""
+
+    url: str
+    port: int
+    app: Starlette
+    _server: uvicorn.Server = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    @property
+    def stats(self) -> SimulatorStats:
+        return self.app.state.stats
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> RunningSimulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_in_thread(
+    market: Market,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tokens: dict[str, Quota] | None = None,
+    faults: FaultConfig | None = None,
+    startup_timeout: float = 15.0,
+) -> RunningSimulator:
+    """Serve on a daemon thread; port 0 picks a free port. Returns once ``/v1/health`` answers."""
+    app = create_app(market, tokens, faults)
+    # Bind ourselves so port 0 resolves before uvicorn starts (no race on the chosen port).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"simulator:{bound}"
+    )
+    thread.start()
+    url = f"http://{host}:{bound}"
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=1.0).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"simulator did not start on {url}")
+        time.sleep(0.02)
+    return RunningSimulator(url=url, port=bound, app=app, _server=server, _thread=thread)
