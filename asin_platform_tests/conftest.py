@@ -1,0 +1,120 @@
+"""Shared pytest fixtures (kept minimal: add a fixture here only when several test modules need it).
+
+``warehouse``
+    A set-up, empty ``Warehouse``, once per backend (the test runs twice):
+
+    * ``duckdb``: a fresh file under the test's ``tmp_path``; always runs.
+    * ``postgres``: runs when ``ASIN_PLATFORM_TEST_POSTGRES_URL`` is set (``.ci/run`` sets it). The test
+      session creates one schema with a random name, sets it up once, empties its tables before each
+      test and drops it at the end. Without the variable these tests are skipped with a message
+      saying how to enable them.
+
+``warehouse_factory``
+    Makes further fresh Warehouses of the same backend that are *not* set up yet (a new file, a new
+    schema dropped at the end of the session): for tests of ``setup()`` and migrations themselves.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:  # imported lazily below, so only tests that use a warehouse pay for (or depend on) it
+    from asin_platform.resources.warehouse import Warehouse
+
+POSTGRES_URL_ENV = "ASIN_PLATFORM_TEST_POSTGRES_URL"
+POSTGRES_SKIP_MESSAGE = f"set {POSTGRES_URL_ENV}=postgresql://user@host:5432/db to run the PostgreSQL backend tests (.ci/run does)"
+
+
+class PgSchemas:
+    """Throwaway PostgreSQL schemas of one test session, all dropped by ``drop_all``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # Random per session so concurrent sessions (or a crashed earlier one) never collide.
+        self.prefix = f"asin_test_{uuid.uuid4().hex[:10]}"
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        name = f"{self.prefix}_{len(self.made)}"
+        self.made.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            for name in self.made:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def pg_schemas() -> Iterator[PgSchemas]:
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(POSTGRES_SKIP_MESSAGE)
+    schemas = PgSchemas(url)
+    yield schemas
+    schemas.drop_all()
+
+
+@pytest.fixture(scope="session")
+def _pg_session_warehouse(pg_schemas: PgSchemas) -> Warehouse:
+    from asin_platform.resources.warehouse import Warehouse
+
+    warehouse = Warehouse(url=pg_schemas.url, pg_schema=pg_schemas.new())
+    warehouse.setup()
+    return warehouse
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The warehouse backend under test."""
+    return request.param
+
+
+@pytest.fixture
+def warehouse(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:
+    from asin_platform.resources.warehouse import Warehouse
+
+    if backend == "duckdb":
+        warehouse = Warehouse(url=str(tmp_path / "warehouse.duckdb"))
+        warehouse.setup()
+        return warehouse
+    warehouse = request.getfixturevalue("_pg_session_warehouse")
+    # One schema serves the whole session (setting it up per test would cost more than the tests):
+    # empty every table so each test starts from nothing, whatever the previous one left.
+    tables = warehouse.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+        "AND table_type = 'BASE TABLE' AND table_name <> 'schema_migrations'"
+    )["table_name"].to_list()
+    if tables:
+        with warehouse.transaction() as tx:
+            tx.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+    return warehouse
+
+
+@pytest.fixture
+def warehouse_factory(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], Warehouse]:
+    from asin_platform.resources.warehouse import Warehouse
+
+    # Resolved now, not inside make(): without a PostgreSQL URL the test is skipped before it starts.
+    schemas: PgSchemas | None = request.getfixturevalue("pg_schemas") if backend == "postgres" else None
+    made: list[Warehouse] = []
+
+    def make() -> Warehouse:
+        if schemas is None:
+            warehouse = Warehouse(url=str(tmp_path / f"fresh_{len(made)}" / "warehouse.duckdb"))
+        else:
+            warehouse = Warehouse(url=schemas.url, pg_schema=schemas.new())
+        made.append(warehouse)
+        return warehouse
+
+    return make
