@@ -72,14 +72,14 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         malformed_rate=args.malformed_rate,
     )
     tokens = {args.token: Quota(args.qpm or settings.simulator.qpm, args.burst or settings.simulator.burst)}
-    print(f"simulator: http://{args.host}:{args.port} (OpenAPI at /openapi.json), sites {', '.join(settings.sites)}")
+    print(
+        f"simulator: http://{args.host}:{args.port} (OpenAPI at /openapi.json), sites {', '.join(settings.sites)}"
+    )
     serve(args.host, args.port, market, tokens, faults)
     return 0
 
 
-def _run_pipeline(
-    asset_keys: Sequence[str], sites: Sequence[str], start: date, end: date
-) -> list:
+def _run_pipeline(asset_keys: Sequence[str], sites: Sequence[str], start: date, end: date) -> list:
     import dagster as dg
 
     from asin_platform.definitions import build_definitions
@@ -99,7 +99,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with _start_simulator(args.port) as sim:
         _prepare_environment(base_url=sim.url)
         settings = get_settings()
-        print(f"asin-platform demo: simulator at {sim.url}, sites {', '.join(settings.sites)}, {start}..{end}")
+        print(
+            f"asin-platform demo: simulator at {sim.url}, sites {', '.join(settings.sites)}, {start}..{end}"
+        )
         print("materialising raw_payloads -> mart_timeseries_daily (+ checks) through Dagster:")
         summaries = _run_pipeline(DEMO_ASSETS, settings.sites, start, end)
     _print_demo_summary(summaries)
@@ -116,13 +118,22 @@ def _print_demo_summary(summaries: list) -> None:
     warehouse = build_resources(get_settings())["warehouse"]
     print("\nwhere the data is:")
     print(f"  warehouse: {warehouse.describe()}")
-    for table in ("raw_payloads", "mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine"):
+    for table in (
+        "raw_payloads",
+        "mart_timeseries_daily",
+        "dim_asin",
+        "fact_reviews",
+        "fact_keywords",
+        "quarantine",
+    ):
         print(f"    {table:<24} {warehouse.count(table):>10,} rows")
     print(f"  Dagster instance: $DAGSTER_HOME = {os.environ['DAGSTER_HOME']}")
     ok = sum(s.success for s in summaries)
     print(f"  runs: {ok}/{len(summaries)} succeeded")
     print("\nopen the Dagster UI on the same instance and data:")
-    print(f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml   (or: asin-platform dev)")
+    print(
+        f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} dagster dev -w workspace.yaml   (or: asin-platform dev)"
+    )
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -161,7 +172,9 @@ def cmd_etl(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     end = args.end or _yesterday()
-    summaries = _run_pipeline(["mart_timeseries_daily"], args.sites or list(settings.sites), args.start or end, end)
+    summaries = _run_pipeline(
+        ["mart_timeseries_daily"], args.sites or list(settings.sites), args.start or end, end
+    )
     return 0 if all(s.success for s in summaries) else 1
 
 

@@ -13,7 +13,9 @@ DATE_DIM = "date"
 SITE_DIM = "site"
 
 
-def _build() -> tuple[dg.DailyPartitionsDefinition, dg.StaticPartitionsDefinition, dg.MultiPartitionsDefinition]:
+def _build() -> tuple[
+    dg.DailyPartitionsDefinition, dg.StaticPartitionsDefinition, dg.MultiPartitionsDefinition
+]:
     settings = get_settings()
     # A day's data exists once the day is over, so the newest partition is yesterday (UTC).
     daily = dg.DailyPartitionsDefinition(start_date=settings.partitions_start.isoformat(), timezone="UTC")
@@ -50,9 +52,7 @@ def parse_partition_key(key: str | dg.MultiPartitionKey) -> DateSite:
 
 def partitions_of_context(context: dg.AssetExecutionContext) -> list[DateSite]:
     """Every (date, site) a run covers: one for a single-partition run, many for a ranged run."""
-    return sorted(
-        (parse_partition_key(k) for k in context.partition_keys), key=lambda p: (p.site, p.day)
-    )
+    return sorted((parse_partition_key(k) for k in context.partition_keys), key=lambda p: (p.site, p.day))
 
 
 def date_range(start: date, end: date) -> list[date]:

@@ -35,6 +35,19 @@ def range_tags(site: str, start: date, end: date) -> dict[str, str]:
     }
 
 
+def selection_with_checks(asset_keys: Sequence[str]) -> dg.AssetSelection:
+    """The assets, the other outputs of their multi-assets, and their partitioned checks.
+
+    Unpartitioned checks (freshness) are left out: they judge the whole table, not a run's
+    partitions, and run on their own schedule."""
+    assets = dg.AssetSelection.assets(*asset_keys).required_multi_asset_neighbors()
+    return (assets | assets.checks()) - dg.AssetSelection.checks(*UNPARTITIONED_CHECKS)
+
+
+# Checks that judge a whole table rather than the partitions of a run.
+UNPARTITIONED_CHECKS = [dg.AssetCheckKey(dg.AssetKey("mart_timeseries_daily"), "mart_freshness")]
+
+
 def materialize_range(
     defs: dg.Definitions,
     asset_keys: Sequence[str],
@@ -48,8 +61,7 @@ def materialize_range(
 ) -> list[RunSummary]:
     """Materialise ``asset_keys`` (and their checks) for every day in [start, end] x sites."""
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]
-    selection = dg.AssetSelection.assets(*asset_keys)
-    selection = selection | selection.checks()
+    selection = selection_with_checks(asset_keys)
     summaries = []
     for site in sites:
         tags = range_tags(site, start, end) if start != end else {}
@@ -63,9 +75,7 @@ def materialize_range(
             tags=tags,
             raise_on_error=raise_on_error,
         )
-        checks = {
-            e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()
-        }
+        checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
         error = None
         if not result.success:
             failures = [ev for ev in result.all_events if ev.is_step_failure]

@@ -213,15 +213,17 @@ def _format_error(error: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def load_settings(
-    path: str | Path | None = None, environ: dict[str, str] | None = None
-) -> Settings:
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Build settings from defaults, the YAML file and the environment; raise SettingsError
     naming every bad key."""
     environ = dict(os.environ if environ is None else environ)
     if path is None:
         env_path = environ.get(SETTINGS_FILE_ENV)
-        path = Path(env_path) if env_path else (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.exists() else None)
+        path = (
+            Path(env_path)
+            if env_path
+            else (DEFAULT_SETTINGS_FILE if DEFAULT_SETTINGS_FILE.exists() else None)
+        )
     data: dict[str, Any] = {}
     origin = "defaults"
     if path is not None:

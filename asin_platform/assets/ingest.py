@@ -1,7 +1,5 @@
 """Ingestion layer: upstream API -> ``raw_payloads``."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from asin_platform.core.raw import payload_frame

@@ -1,7 +1,5 @@
 """Mart layer: ``raw_payloads`` -> typed, deduplicated, validated daily tables."""
 
-from __future__ import annotations
-
 from collections import defaultdict
 from datetime import date, timedelta
 
@@ -143,7 +141,9 @@ def mart_timeseries_daily(context: dg.AssetExecutionContext, warehouse: Warehous
         asset_key="quarantine",
         metadata={
             "rows": quarantined,
-            "by_reason": dg.MetadataValue.json(_merge_counts(r.report.quarantined_by_reason for *_, r in reports)),
+            "by_reason": dg.MetadataValue.json(
+                _merge_counts(r.report.quarantined_by_reason for *_, r in reports)
+            ),
         },
     )
 
@@ -154,5 +154,3 @@ def _merge_counts(counts) -> dict[str, int]:
         for k, v in c.items():
             merged[k] += int(v)
     return dict(merged)
-
-

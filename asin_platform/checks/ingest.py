@@ -4,8 +4,6 @@ Every check reads back what the warehouse holds for the run's partitions (one pa
 whole range in a backfill run), so it verifies the data as stored, not the asset's intent.
 """
 
-from __future__ import annotations
-
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
@@ -41,9 +39,7 @@ def tracked_asins(warehouse: Warehouse, parts: list[DateSite]) -> pl.DataFrame:
     """(site, date, tracked) from the stored universe payloads of each partition."""
     raw = _read_slices(warehouse, "raw_payloads", parts)
     universe = parse_payloads(raw.filter(pl.col("endpoint").is_in(UNIVERSE_ENDPOINTS))).universe
-    return universe.unique(["site", "date", "asin"]).group_by("site", "date").agg(
-        pl.len().alias("tracked")
-    )
+    return universe.unique(["site", "date", "asin"]).group_by("site", "date").agg(pl.len().alias("tracked"))
 
 
 def coverage_frame(warehouse: Warehouse, parts: list[DateSite]) -> pl.DataFrame:
@@ -52,7 +48,9 @@ def coverage_frame(warehouse: Warehouse, parts: list[DateSite]) -> pl.DataFrame:
         {"site": [p.site for p in parts], "date": [p.day for p in parts]},
         schema={"site": pl.Utf8, "date": pl.Date},
     )
-    mart = _read_slices(warehouse, "mart_timeseries_daily", parts, columns=["site", "date", "asin", "bsr_root", "price"])
+    mart = _read_slices(
+        warehouse, "mart_timeseries_daily", parts, columns=["site", "date", "asin", "bsr_root", "price"]
+    )
     observed = (
         mart.filter(pl.col("bsr_root").is_not_null() | pl.col("price").is_not_null())
         .group_by("site", "date")
@@ -127,7 +125,7 @@ def mart_no_duplicate_keys(
     for name in ("mart_timeseries_daily", "fact_reviews", "fact_keywords"):
         key = list(TABLES[name].key)
         dups = (
-            _read_slices(warehouse, name, parts, columns=key)
+            _read_slices(warehouse, name, parts, columns=sorted({"site", "date", *key}))
             .group_by(key)
             .agg(pl.len().alias("n"))
             .filter(pl.col("n") > 1)
@@ -169,9 +167,7 @@ def mart_schema_conformance(
     partitions_def=date_site_partitions,
     description="Quarantined records / (mart rows + quarantined) under thresholds.quarantine_rate_max (WARN).",
 )
-def mart_quarantine_rate(
-    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-) -> dg.AssetCheckResult:
+def mart_quarantine_rate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
     threshold = get_settings().thresholds.quarantine_rate_max
     parts = _parts(context)
     quarantined = _read_slices(warehouse, "quarantine", parts, columns=["site", "date", "reason"])
@@ -229,8 +225,9 @@ def mart_freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
     now = datetime.now(UTC)
     lag_hours = {
         site: (
-            (now - datetime.combine(latest_by_site[site] + timedelta(days=1), datetime.min.time(), UTC))
-            .total_seconds()
+            (
+                now - datetime.combine(latest_by_site[site] + timedelta(days=1), datetime.min.time(), UTC)
+            ).total_seconds()
             / 3600
             if latest_by_site.get(site)
             else None
