@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -222,6 +222,7 @@ class _Site:
     rev_off: np.ndarray  # int64 (n*T+1) offsets of each cell's reviews in the flat review arrays
     stars: np.ndarray  # int8 per review
     verified: np.ndarray  # bool per review
+    lookups: dict[str, pl.Series] = field(default_factory=dict)  # string columns for frames, built once
 
     @property
     def n(self) -> int:
@@ -282,13 +283,24 @@ def _episodes(
     active = np.maximum.accumulate(end, axis=1) > t[None, :]
     if depth is None:
         return active, np.zeros((0, 0), dtype=np.float32)
-    last = np.full((n, horizon), -1, dtype=np.int32)
+    return active, np.where(active, _carry(starts, depth.astype(np.float32)), np.float32(0.0))
+
+
+def _carry(starts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Carry each start's value forward until the next start in the row (0 before the first one).
+
+    ``values`` holds one value per True cell of ``starts`` in row-major order.
+    """
+    n, horizon = starts.shape
+    rows, cols = np.nonzero(starts)
+    last = np.zeros((n, horizon), dtype=np.int32)
     last[rows, cols] = cols
-    last = np.maximum.accumulate(last, axis=1)
-    depth_at = np.zeros((n, horizon), dtype=np.float32)
-    depth_at[rows, cols] = depth
-    carried = np.take_along_axis(depth_at, np.maximum(last, 0), axis=1)
-    return active, np.where(active, carried, 0.0).astype(np.float32)
+    np.maximum.accumulate(last, axis=1, out=last)
+    at = np.zeros((n, horizon), dtype=values.dtype)
+    at[rows, cols] = values
+    carried = np.take_along_axis(at, last, axis=1)
+    carried[~np.maximum.accumulate(starts, axis=1)] = 0
+    return carried
 
 
 def _brand_names(rng: np.random.Generator, count: int) -> list[str]:
@@ -503,8 +515,11 @@ def _build_site(cfg: MarketConfig, site: str) -> _Site:  # noqa: C901 - one line
     fx_price = np.array([c.price_median for c in CATEGORIES])[cat] * fx
     logp0 = (np.log(fx_price) + 0.45 * z[:, 4]).astype(np.float32)
     changes = gen(_S_PRICE_STEP).random((n, horizon), dtype=np.float32) < 1.0 / 90.0
-    steps = gen(_S_PRICE_SIZE).standard_normal((n, horizon), dtype=np.float32) * np.float32(0.07)
-    logreg = np.cumsum(np.where(changes, steps, np.float32(0.0)), axis=1)
+    steps = np.zeros((n, horizon), dtype=np.float32)
+    steps[changes] = gen(_S_PRICE_SIZE).standard_normal(int(changes.sum()), dtype=np.float32) * np.float32(
+        0.07
+    )
+    logreg = np.cumsum(steps, axis=1)
     logreg += logp0[:, None]
     cut_rows = np.flatnonzero(show[:, 2])
     cut_day = p0[cut_rows] + (pu[cut_rows, 14] * lead[cut_rows] / 2).astype(np.int32)
@@ -553,11 +568,15 @@ def _build_site(cfg: MarketConfig, site: str) -> _Site:  # noqa: C901 - one line
         )
         velocity[:, k] = v
     zr = gen(_S_BSR_NOISE).standard_normal((n, horizon), dtype=np.float32)
-    root = (a_i[:, None] / np.maximum(velocity, 1e-6)) ** (1.0 / b_i[:, None]) * np.exp(0.1 * zr)
-    root = np.clip(np.round(root), 1, np.round(max_i)[:, None])
-    sub_rank = np.clip(
-        np.round(root * share_i[:, None] * np.exp(0.05 * zr[:, ::-1])), 1, np.round(max_i * share_i)[:, None]
-    )
+    # inverse power law in log space (float32 is exact for integer ranks below 2**24)
+    log_root = np.log(np.maximum(velocity, np.float32(1e-6)))
+    np.subtract(np.log(a_i).astype(np.float32)[:, None], log_root, out=log_root)
+    log_root *= (1.0 / b_i).astype(np.float32)[:, None]
+    log_root += np.float32(0.1) * zr
+    root = np.clip(np.rint(np.exp(log_root)), 1, np.round(max_i).astype(np.float32)[:, None])
+    log_root += np.log(share_i).astype(np.float32)[:, None] + np.float32(0.05) * zr[:, ::-1]
+    sub_rank = np.clip(np.rint(np.exp(log_root)), 1, np.round(max_i * share_i).astype(np.float32)[:, None])
+    del log_root
     ranked = listed_mask & ((listed[:, None] < 0) | (np.cumsum(units, axis=1) > 0))
     bsr_root = np.where(ranked, root, 0).astype(np.int32)
     bsr_sub = np.where(ranked, sub_rank, 0).astype(np.int32)
@@ -566,7 +585,9 @@ def _build_site(cfg: MarketConfig, site: str) -> _Site:  # noqa: C901 - one line
     # ---- reviews ----
     rrng = gen(_S_REVIEWS)
     rate = 0.01 + 0.01 * u[:, 18]
-    k_rev = rrng.binomial(units, rate[:, None]).astype(np.int32)
+    k_rev = np.zeros((n, horizon), dtype=np.int32)
+    sold_r, sold_c = np.nonzero(units)  # most cells sell nothing: draw only where something sold
+    k_rev[sold_r, sold_c] = rrng.binomial(units[sold_r, sold_c], rate[sold_r])
     rv = np.flatnonzero(show[:, 1])
     burst_start = p0[rv] + (pu[rv, 3] * lead[rv] / 2).astype(np.int32)
     burst_end = np.where(onset[rv] >= 0, onset[rv] + ramp[rv], pre_end[rv])
@@ -610,20 +631,26 @@ def _build_site(cfg: MarketConfig, site: str) -> _Site:  # noqa: C901 - one line
     orng = gen(_S_OFFERS)
     o0 = 1 + np.floor(-np.log1p(-u[:, 22]) / 0.7)
     ostep = orng.random((n, horizon), dtype=np.float32)
-    odrift = np.cumsum(np.where(ostep < 0.006, 1, np.where(ostep > 0.994, -1, 0)).astype(np.int16), axis=1)
+    odrift = np.cumsum((ostep < 0.006).astype(np.int16) - (ostep > 0.994).astype(np.int16), axis=1)
     offers = o0[:, None] + odrift
     lagged = np.zeros((mb, horizon), dtype=np.float32)
     lagged[:, 14:] = bo_log[:, :-14] if horizon > 14 else 0.0
     pile_k = 2.0 + 4.0 * bo_u[:, 8]
     offers[bo_rows] += np.round(pile_k[:, None] * lagged / np.log(10.0)).astype(np.int16)
     offers = np.where(no_offer, 0, np.clip(offers, 1, 60)).astype(np.int16)
-    bu = gen(_S_BUYBOX).random((n, horizon), dtype=np.float32)
-    buybox = np.where(
-        bu < 0.6, 0, np.where(bu < 0.75, 1, 2 + ((bu - 0.75) / 0.25 * len(RESELLERS)).astype(np.int8))
+    # The buy box is sticky: it changes hands on ~8% of days, to the brand, Amazon or a reseller.
+    byrng = gen(_S_BUYBOX)
+    switch = byrng.random((n, horizon), dtype=np.float32) < 0.08
+    switch[:, 0] = True
+    pick = byrng.random(int(switch.sum()), dtype=np.float32)
+    codes = np.where(
+        pick < 0.6, 0, np.where(pick < 0.75, 1, 2 + ((pick - 0.75) / 0.25 * len(RESELLERS)).astype(np.int8))
     )
-    buybox = np.where(offers <= 1, 0, buybox)
-    buybox = np.where(offers == 0, -1, buybox).astype(np.int8)
-    del ostep, odrift, bu
+    holder = _carry(switch, codes.astype(np.int8))
+    holder[offers <= 1] = 0  # a lone seller is the brand itself
+    holder[offers == 0] = -1
+    buybox = holder.astype(np.int8)
+    del ostep, odrift, switch, holder
 
     # ---- keywords ----
     kw_text: list[str] = []
@@ -765,6 +792,10 @@ class Market:
                 data = _build_site(self.config, site)
                 self._sites[site] = data
         return data
+
+    def is_ready(self, site: str) -> bool:
+        """Whether the site is generated already (serving it is then a matter of milliseconds)."""
+        return site in self._sites
 
     def warm(self, sites: tuple[str, ...] | None = None) -> None:
         """Generate (and cache) the given sites now instead of on first use."""
@@ -1096,40 +1127,43 @@ class Market:
         if cells is None:
             return pl.DataFrame(schema=TIMESERIES_FRAME_SCHEMA)
         i, t = cells
+        look = self._lookups(data)
         price = data.price_c[i, t]
-        root = data.bsr_root[i, t]
-        sub = data.bsr_sub[i, t]
         rating = data.rating10[i, t]
-        code = data.buybox[i, t]
-        brands = pl.Series(data.brands, dtype=pl.Utf8)
-        cat_ids = pl.Series([c.id for c in CATEGORIES], dtype=pl.Utf8)
-        sub_ids = pl.Series([s.id for c in CATEGORIES for s in c.subcategories], dtype=pl.Utf8)
-        resellers = pl.Series(["", _AMAZON_NAME[site], *RESELLERS], dtype=pl.Utf8)
+        code = data.buybox[i, t].astype(np.int64)
+        # seller name index: the product's "<brand> Direct", else Amazon / resellers, else the null entry
+        seller = np.where(code < 0, look["sellers"].len() - 1, np.where(code == 0, i, data.n + code - 1))
+        cat = data.cat[i].astype(np.int64)
         frame = pl.DataFrame(
             {
-                "site": pl.Series([site], dtype=pl.Utf8).gather(np.zeros(i.size, dtype=np.int64)),
                 "date": self._dates_series(t),
-                "asin": pl.Series(data.asins[i], dtype=pl.Utf8),
+                "asin": look["asins"].gather(i),
                 "price": pl.Series(np.where(price >= 0, price / 100.0, np.nan)).fill_nan(None),
-                "bsr_root": pl.Series(root.astype(np.int64)).replace(0, None),
-                "bsr_sub": pl.Series(sub.astype(np.int64)).replace(0, None),
+                "bsr_root": pl.Series(data.bsr_root[i, t].astype(np.int64)).replace(0, None),
+                "bsr_sub": pl.Series(data.bsr_sub[i, t].astype(np.int64)).replace(0, None),
                 "rating": pl.Series(np.where(rating > 0, rating / 10.0, np.nan)).fill_nan(None),
                 "review_count": pl.Series(data.review_count[i, t].astype(np.int64)),
                 "new_offer_count": pl.Series(data.offers[i, t].astype(np.int32)),
-                "_code": pl.Series(code.astype(np.int32)),
-                "_brand": brands.gather(i),
-                "category_id": cat_ids.gather(data.cat[i].astype(np.int64)),
-                "subcategory_id": sub_ids.gather(data.cat[i].astype(np.int64) * 3 + data.sub[i]),
+                "buybox_seller": look["sellers"].gather(seller),
+                "category_id": look["categories"].gather(cat),
+                "subcategory_id": look["subcategories"].gather(cat * 3 + data.sub[i]),
             }
         )
-        seller = (
-            pl.when(pl.col("_code") < 0)
-            .then(None)
-            .when(pl.col("_code") == 0)
-            .then(pl.col("_brand") + " Direct")
-            .otherwise(pl.col("_code").clip(1, None).replace_strict(dict(enumerate(resellers.to_list()))))
-        )
-        return frame.with_columns(buybox_seller=seller).select(list(TIMESERIES_FRAME_SCHEMA))
+        return frame.with_columns(site=pl.lit(site, dtype=pl.Utf8)).select(list(TIMESERIES_FRAME_SCHEMA))
+
+    def _lookups(self, data: _Site) -> dict[str, pl.Series]:
+        """String columns gathered by index: far cheaper than building millions of Python strings."""
+        if not data.lookups:
+            data.lookups.update(
+                asins=pl.Series(data.asins, dtype=pl.Utf8),
+                sellers=pl.Series(
+                    [*(f"{b} Direct" for b in data.brands), _AMAZON_NAME[data.site], *RESELLERS, None],
+                    dtype=pl.Utf8,
+                ),
+                categories=pl.Series([c.id for c in CATEGORIES], dtype=pl.Utf8),
+                subcategories=pl.Series([s.id for c in CATEGORIES for s in c.subcategories], dtype=pl.Utf8),
+            )
+        return data.lookups
 
     def ground_truth(self, site: str, start: date, end: date) -> pl.DataFrame:
         """Hidden truth per (site, date, asin) for evaluation; never served over HTTP.
@@ -1152,13 +1186,12 @@ class Market:
         bo_pos[data.bo_rows] = np.arange(data.bo_rows.size)
         sel = np.flatnonzero(has)
         mult[sel] = data.bo_mult[bo_pos[i[sel]], t[sel]]
-        cat_ids = pl.Series([c.id for c in CATEGORIES], dtype=pl.Utf8)
+        look = self._lookups(data)
         frame = pl.DataFrame(
             {
-                "site": pl.Series([site], dtype=pl.Utf8).gather(np.zeros(i.size, dtype=np.int64)),
                 "date": self._dates_series(t),
-                "asin": pl.Series(data.asins[i], dtype=pl.Utf8),
-                "category_id": cat_ids.gather(data.cat[i].astype(np.int64)),
+                "asin": look["asins"].gather(i),
+                "category_id": look["categories"].gather(data.cat[i].astype(np.int64)),
                 "latent_demand": data.expected[i, t].astype(np.float64),
                 "demand_level": data.level[i, t].astype(np.float64),
                 "units_sold": data.units[i, t].astype(np.int64),
@@ -1173,6 +1206,7 @@ class Market:
         )
         epoch_days = (self.config.epoch - date(1970, 1, 1)).days
         return frame.with_columns(
+            site=pl.lit(site, dtype=pl.Utf8),
             breakout_onset=pl.when(pl.Series(has))
             .then((pl.col("breakout_onset") + epoch_days).cast(pl.Int32).cast(pl.Date))
             .otherwise(None),
