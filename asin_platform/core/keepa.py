@@ -538,7 +538,7 @@ class _Batch:
                 **common,
                 table="mart_timeseries_daily",
                 asin=None,
-                reason="malformed_json",
+                reason="unexpected_shape",
                 detail="product entry is not a JSON object",
                 record=product,
             )
@@ -653,7 +653,7 @@ class _Batch:
             {
                 "k": k,
                 "title": title if isinstance(title, str) else None,
-                "brand": product.get("brand"),
+                "brand": product["brand"] if isinstance(product.get("brand"), str) else None,
                 "category_id": root_id,
                 "category_path": " > ".join(name or "" for _, name in tree) if tree else None,
                 "subcategory_id": tree_ids[-1] if tree_ids else None,
@@ -777,7 +777,9 @@ class _Batch:
             price=pl.min_horizontal("amazon", "new") / pl.col("divisor"),
             bsr_root=pl.col("bsr_root").round(0),  # a median of an even count can be x.5
             bsr_sub=pl.col("bsr_sub").round(0),
-            rating=pl.col("rating") / 10,  # tenths of stars -> stars
+            # Tenths of stars -> stars. Amazon's lowest average is 1 star, so Keepa's 0 can only mean
+            # "not rated yet": null, rather than a daily rating_out_of_range quarantine row.
+            rating=pl.when(pl.col("rating") != 0).then(pl.col("rating") / 10),
         )
         with_attrs = rows.join(attrs, on="k", how="left")
         products = with_attrs.filter(pl.col("snapshot"))
@@ -890,7 +892,7 @@ def parse_keepa_product(
     - Emitted days: requested days up to ``fetched_at``'s UTC date and not before the product existed
       as far as Keepa knows (``listedSince`` / ``trackingSince``, the earlier).
     - rejected: ``missing_key`` (no asin), ``site_mismatch`` (``domainId`` of another site),
-      ``malformed_history`` (an array of the wrong shape), ``malformed_json`` (not an object).
+      ``malformed_history`` (an array of the wrong shape), ``unexpected_shape`` (not an object).
       A missing series (``csv[i]`` null or absent) is no data, not an error.
     """
     return parse_keepa_product_detailed(
@@ -908,8 +910,13 @@ def parse_keepa_detailed(
 ) -> KeepaParseResult:
     """:func:`parse_keepa` plus the Keepa-only side frame (:data:`KEEPA_EXTRAS_SCHEMA`)."""
     batch = _Batch()
+    # Failed fetches (status != 200 or error set) are already recorded in raw_payloads by ingestion;
+    # they carry no product data (same convention as the unified parser).
     rows = raw.filter(
-        (pl.col("source") == SOURCE) & (pl.col("endpoint") == PRODUCT_ENDPOINT) & (pl.col("status") == 200)
+        (pl.col("source") == SOURCE)
+        & (pl.col("endpoint") == PRODUCT_ENDPOINT)
+        & (pl.col("status") == 200)
+        & pl.col("error").is_null()
     )
     for row in rows.iter_rows(named=True):
         site, day, payload_id = row["site"], row["date"], row["payload_id"]
@@ -933,20 +940,26 @@ def parse_keepa_detailed(
                 record=row["body"] or "",
             )
             continue
+        # Reasons match the unified parser: unreadable text is malformed_json, readable JSON that is not
+        # a product response is unexpected_shape (standardise counts both as unusable payloads).
+        reason, error = None, None
         try:
             body = json.loads(row["body"]) if row["body"] is not None else None
-        except (TypeError, ValueError) as exc:
-            body, error = None, f"body is not JSON: {exc}"
-        else:
-            error = None if isinstance(body, dict) else "body is not a JSON object"
-        if error is None and not isinstance(body.get("products"), list):
-            error = "body has no 'products' list"
-        if error is not None:
+        except ValueError as exc:  # JSONDecodeError is a ValueError
+            body, reason, error = None, "malformed_json", f"body is not valid JSON: {exc}"
+        if reason is None:
+            if body is None:
+                reason, error = "malformed_json", "empty body (null)"
+            elif not isinstance(body, dict):
+                reason, error = "unexpected_shape", "body is not a JSON object"
+            elif not isinstance(body.get("products"), list):
+                reason, error = "unexpected_shape", "body has no 'products' list"
+        if reason is not None:
             batch.reject(
                 **common,
                 table="raw_payloads",
-                reason="malformed_json",
-                detail=error,
+                reason=reason,
+                detail=f"{PRODUCT_ENDPOINT}: {error}",
                 record=row["body"] or "",
             )
             continue
@@ -968,10 +981,11 @@ def parse_keepa(
     """RAW_PAYLOADS rows -> ParsedPayloads, for rows with source "keepa", endpoint "/product", status 200.
 
     Each row's ``date`` is its partition day: the parser emits that day only (see
-    :func:`parse_keepa_product` for the mapping). Rows with another status are failed requests whose
-    failure is already recorded in raw_payloads; they carry no product data and are skipped. A body that
-    is not a JSON object with a ``products`` list is rejected as ``malformed_json`` (table
-    ``raw_payloads``); record-level problems are rejected per product.
+    :func:`parse_keepa_product` for the mapping). Rows with another status or with ``error`` set are
+    failed requests whose failure is already recorded in raw_payloads; they carry no product data and
+    are skipped. A body that is not JSON is rejected as ``malformed_json``, valid JSON that is not an
+    object with a ``products`` list as ``unexpected_shape`` (table ``raw_payloads``, the reasons the
+    unified parser uses); record-level problems are rejected per product.
     """
     return parse_keepa_detailed(raw, listing_max_lag_days=listing_max_lag_days).parsed
 

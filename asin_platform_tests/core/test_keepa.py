@@ -348,6 +348,15 @@ def test_no_rows_before_the_product_existed_or_after_the_fetch(us: dict[str, Any
     assert late.points["date"].to_list() == [D(2026, 11, 12), D(2026, 11, 13)]
 
 
+def test_rating_zero_means_not_rated_yet(us: dict[str, Any]) -> None:
+    product = copy.deepcopy(us["products"][0])
+    product["csv"][CsvIndex.RATING] = [km("2026-11-01T00:00"), 0, km("2026-11-03T00:00"), 50]
+    out = parse_keepa_product(
+        product, "US", (D(2026, 11, 2), D(2026, 11, 3)), payload_id="p", fetched_at=FETCHED
+    )
+    assert out.points["rating"].to_list() == [None, 5.0]
+
+
 def test_jp_prices_are_whole_yen() -> None:
     product = load("keepa_product_jp.json")["products"][0]
     out = parse_keepa_product(product, "JP", [D(2026, 11, 12)], payload_id="p-jp", fetched_at=FETCHED)
@@ -405,7 +414,8 @@ def test_parse_keepa_over_raw_payload_rows() -> None:
             raw_row("p-jp", "JP", (FIXTURES / "keepa_product_jp.json").read_text(encoding="utf-8")),
             raw_row("p-bad", "US", '{"timestamp": 1795240800000, "products": [{"asin": "B0'),
             raw_row("p-half", "US", (FIXTURES / "keepa_product_missing_asin.json").read_text("utf-8")),
-            raw_row("p-429", "US", text, status=429),  # a failed request: skipped
+            raw_row("p-429", "US", text, status=429),  # failed requests: skipped
+            raw_row("p-err", "US", text, error="read timeout after partial body"),
             raw_row("p-unified", "US", text, source="unified"),  # another parser's rows
         ],
         schema=RAW_PAYLOADS.schema,
@@ -432,6 +442,24 @@ def test_parse_keepa_over_raw_payload_rows() -> None:
     assert parse_keepa(raw).points.equals(parsed.points)
 
 
+def test_keepa_rows_pass_standardise_with_full_coverage() -> None:
+    # Contract check: the Keepa rows are what the source-agnostic standardise step expects.
+    from asin_platform.core.standardise import standardise
+
+    raw = pl.DataFrame(
+        [
+            raw_row("p-us", "US", (FIXTURES / "keepa_product_us.json").read_text(encoding="utf-8")),
+            raw_row("p-jp", "JP", (FIXTURES / "keepa_product_jp.json").read_text(encoding="utf-8")),
+        ],
+        schema=RAW_PAYLOADS.schema,
+    )
+    result = standardise(parse_keepa(raw), now=FETCHED)
+    assert result.report.coverage == 1.0 and result.report.quarantined_total == 0
+    mart = result.mart.filter(pl.col("asin") == "B0TESTAAA1").row(0, named=True)
+    assert mart["price"] == pytest.approx(27.99) and mart["bsr_sub"] == 10
+    assert mart["category_id"] == "3760911" and mart["image_count"] == 7
+
+
 def test_parse_keepa_body_shapes_that_are_not_product_responses() -> None:
     raw = pl.DataFrame(
         [
@@ -445,8 +473,8 @@ def test_parse_keepa_body_shapes_that_are_not_product_responses() -> None:
     parsed = parse_keepa(raw)
     assert parsed.points.is_empty() and parsed.universe.is_empty()
     assert dict(parsed.rejected.select("payload_id", "reason").iter_rows()) == {
-        "p-array": "malformed_json",
-        "p-noproducts": "malformed_json",
+        "p-array": "unexpected_shape",  # valid JSON, not a product response
+        "p-noproducts": "unexpected_shape",
         "p-null": "malformed_json",
         "p-site": "unknown_site",
     }
