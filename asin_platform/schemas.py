@@ -266,11 +266,11 @@ class MartTimeseriesDailyModel(pa.DataFrameModel):
     review_count: pl.Int64 = pa.Field(nullable=True, ge=0)
     new_offer_count: pl.Int32 = pa.Field(nullable=True, ge=0)
     buybox_seller: pl.Utf8 = pa.Field(nullable=True)
-    title_length: pl.Int32 = pa.Field(nullable=True)
-    bullet_count: pl.Int32 = pa.Field(nullable=True)
-    image_count: pl.Int32 = pa.Field(nullable=True)
+    title_length: pl.Int32 = pa.Field(nullable=True, ge=0)
+    bullet_count: pl.Int32 = pa.Field(nullable=True, ge=0)
+    image_count: pl.Int32 = pa.Field(nullable=True, ge=0)
     has_aplus: pl.Boolean = pa.Field(nullable=True)
-    attribute_flag_count: pl.Int32 = pa.Field(nullable=True)
+    attribute_flag_count: pl.Int32 = pa.Field(nullable=True, ge=0)
     listed_since: pl.Date = pa.Field(nullable=True)
     flag_bsr_invalid: pl.Boolean
     flag_rating_invalid: pl.Boolean

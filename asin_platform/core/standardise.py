@@ -26,6 +26,10 @@ Rules, in the order they apply to the daily points (the mart):
    quarantined. The previous day is the calendar day before, taken from the batch itself when it
    holds that day, else from ``previous_prices``.
 
+Products (the listing attributes the mart rows carry) are deduplicated the same way; a negative
+listing count (``title_length``, ``bullet_count``, ``image_count``, ``attribute_flag_count``) is
+nulled and quarantined as ``listing_count_negative``.
+
 Reviews are deduplicated on (site, asin, review_id) and keywords on (site, date, asin, keyword),
 latest fetch winning; then a review rating outside 1..5 (``rating_out_of_range``) or a keyword rank
 below 1 (``rank_non_positive``) sends the row to quarantine, and a negative keyword search volume
@@ -73,6 +77,7 @@ from asin_platform.schemas import (
 FLAG_COLUMNS = ("flag_bsr_invalid", "flag_rating_invalid", "flag_price_invalid", "flag_price_spike")
 # Reasons that reject a whole payload (its body could not be used at all).
 PAYLOAD_LEVEL_REASONS = ("malformed_json", "unexpected_shape")
+_LISTING_COUNTS = ("title_length", "bullet_count", "image_count", "attribute_flag_count")
 _PRODUCT_ATTRIBUTES = (
     "category_id",
     "subcategory_id",
@@ -422,6 +427,22 @@ def standardise(
     )
     rejected += out
     products, product_dups = _latest(products, ["site", "date", "asin"])
+    bad_listing = pl.any_horizontal(pl.col(c) < 0 for c in _LISTING_COUNTS).fill_null(False)
+    rejected.append(
+        _quarantine_rows(
+            products.filter(bad_listing),
+            table=DIM_ASIN,
+            reason="listing_count_negative",
+            detail=pl.format(
+                "negative listing count(s): title_length={}, bullet_count={}, image_count={}, "
+                "attribute_flag_count={}",
+                *_LISTING_COUNTS,
+            ),
+            record_columns=list(PRODUCTS_SCHEMA),
+            now=now_lit,
+        )
+    )
+    products = products.with_columns(_null_where(c, pl.col(c) < 0) for c in _LISTING_COUNTS)
 
     mart = points.join(
         products.select("site", "date", "asin", *_PRODUCT_ATTRIBUTES), on=["site", "date", "asin"], how="left"

@@ -212,6 +212,20 @@ def test_invalid_review_rating_and_keyword_values_are_quarantined():
     ]
 
 
+def test_negative_listing_count_is_nulled_and_quarantined():
+    rows = slice_payloads("US", D1, [A1])
+    body = json.loads(rows[1]["body"])
+    body["products"][0]["listing"]["image_count"] = -1
+    rows[1]["body"] = json.dumps(body)
+    result = run(rows)
+    row = mart_row(result, A1)
+    assert (row["image_count"], row["bullet_count"], row["category_id"]) == (None, 5, "beauty")
+    assert result.quarantine.select("payload_id", "table_name", "asin", "reason").rows() == [
+        ("US-2026-11-20-products", "dim_asin", A1, "listing_count_negative")
+    ]
+    assert json.loads(result.quarantine["record"][0])["image_count"] == -1
+
+
 # --- placement ------------------------------------------------------------------------------------------
 def test_asin_not_in_universe_is_quarantined():
     rows = slice_payloads("US", D1, [A1], points={A1: [point(D1)], A3: [point(D1)]})
