@@ -301,9 +301,9 @@ def _walk(
                 if not (isinstance(a, str) and a):
                     rejects.add(payload, "type_mismatch", f"asins: element {a!r} is not a non-empty string",
                                 _dumps(a))
-        universe.records.extend({"asin": a} for a in good)
+        # Universe entries are bare strings: kept as the parent asin, with no record of their own.
+        universe.parent_asin.extend(good)
         universe.payload.extend([payload] * len(good))
-        universe.parent_asin.extend([None] * len(good))
     elif kind == "products":
         products = [doc] if single else _list_at(doc, "products", "products")
         out["products"].extend(_split_objects(products, payload, rejects, "products"), payload)
@@ -538,7 +538,7 @@ def parse_unified_with_stats(raw: pl.DataFrame) -> tuple[ParsedPayloads, ParseSt
 
     universe_frame = (
         pl.DataFrame(
-            {"asin": [r["asin"] for r in universe.records], "_p": universe.payload},
+            {"asin": universe.parent_asin, "_p": universe.payload},
             schema={"asin": pl.Utf8, "_p": pl.UInt32},
         )
         .join(context, on="_p", how="left")
