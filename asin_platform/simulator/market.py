@@ -917,7 +917,7 @@ class Market:
         found, not_found = self._resolve(data, asins)
         d = self._day(day)
         if d is None:
-            return [], [*(data.asins[k] for k in found), *not_found]
+            return [], list(dict.fromkeys(asins))  # nothing exists outside the horizon
         idx = np.asarray(found, dtype=np.int64)
         alive = data.listed[idx] <= d
         gone = set(idx[~alive].tolist())
@@ -1061,7 +1061,7 @@ class Market:
         found, not_found = self._resolve(data, asins)
         d = self._day(day)
         if d is None:
-            return [], [*(data.asins[k] for k in found), *not_found]
+            return [], list(dict.fromkeys(asins))  # nothing exists outside the horizon
         idx = np.asarray(found, dtype=np.int64)
         alive = data.listed[idx] <= d
         gone = set(idx[~alive].tolist())

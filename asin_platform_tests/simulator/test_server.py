@@ -193,3 +193,84 @@ def test_real_socket(small_market: Market) -> None:
         raise AssertionError("server still answering after stop()")
     except httpx.HTTPError:
         pass
+
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+}
+
+
+def _conforms(value: Any, schema: dict[str, Any], doc: dict[str, Any], path: str = "$") -> None:
+    """A small JSON-schema subset check (type, const, enum, bounds, required, properties, items, $ref)."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].split("/")[-1]]
+    types = schema.get("type")
+    if types is not None:
+        allowed = types if isinstance(types, list) else [types]
+        ok = any(
+            value is None
+            if t == "null"
+            else isinstance(value, _TYPES[t]) and not (t != "boolean" and isinstance(value, bool))
+            for t in allowed
+        )
+        assert ok, f"{path}: {value!r} is not {allowed}"
+    if value is None:
+        return
+    assert "enum" not in schema or value in schema["enum"], path
+    assert "minimum" not in schema or value >= schema["minimum"], path
+    assert "maximum" not in schema or value <= schema["maximum"], path
+    if isinstance(value, dict):
+        missing = set(schema.get("required", [])) - set(value)
+        assert not missing, f"{path}: missing {missing}"
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                _conforms(value[key], sub, doc, f"{path}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for k, item in enumerate(value):
+            _conforms(item, schema["items"], doc, f"{path}[{k}]")
+
+
+def test_responses_match_openapi(small_market: Market) -> None:
+    app = create_app(small_market)
+    doc = get(app, "/openapi.json", headers=None).json()
+    asins = small_market.universe("US", DAY)[:30]
+    values = {
+        "site": "US",
+        "asin": asins[0],
+        "asins": ",".join(asins),
+        "date": DAY.isoformat(),
+        "start": (DAY - timedelta(days=10)).isoformat(),
+        "end": DAY.isoformat(),
+        "since": (DAY - timedelta(days=30)).isoformat(),
+        "until": DAY.isoformat(),
+        "page_size": 50,
+    }
+    checked = 0
+    for template, item in doc["paths"].items():
+        op = item["get"]
+        path = template.replace("{site}", "US").replace("{asin}", asins[0])
+        params = {
+            p["name"]: values[p["name"]]
+            for p in op.get("parameters", [])
+            if p["in"] == "query" and p["name"] in values
+        }
+        ok = get(app, path, **params)
+        assert ok.status_code == 200, template
+        content = op["responses"]["200"]["content"]["application/json"]
+        if "schema" in content:
+            _conforms(ok.json(), content["schema"], doc)
+            checked += 1
+        if op.get("security"):
+            for status, response in ((401, get(app, path, headers=None, **params)),):
+                assert response.status_code == status
+                _conforms(
+                    response.json(),
+                    op["responses"][str(status)]["content"]["application/json"]["schema"],
+                    doc,
+                )
+    assert checked == 10  # every route but /openapi.json itself
