@@ -239,7 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("settings", help="print the effective settings (no secrets)")
     p.set_defaults(func=cmd_settings)
+
+    # Each later layer registers its own subcommands (one module per concern).
+    for register in _layer_commands():
+        register(sub)
     return parser
+
+
+def _layer_commands() -> list:
+    import importlib
+
+    registers = []
+    for name in ("asin_platform.commands.features", "asin_platform.commands.model"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        registers.append(module.register)
+    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,6 +58,7 @@ def materialize_range(
     instance: dg.DagsterInstance,
     log: Callable[[str], None] = print,
     raise_on_error: bool = False,
+    log_level: str = "INFO",
 ) -> list[RunSummary]:
     """Materialise ``asset_keys`` (and their checks) for every day in [start, end] x sites."""
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]
@@ -74,6 +75,8 @@ def materialize_range(
             partition_key=partition_key,
             tags=tags,
             raise_on_error=raise_on_error,
+            # progress and counts at INFO; DEBUG (every event) stays in the instance for the UI
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
         error = None

@@ -1,0 +1,1 @@
+"""Subcommands of `asin-platform`, one module per layer; each exposes ``register(subparsers)``."""
