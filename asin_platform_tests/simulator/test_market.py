@@ -284,3 +284,30 @@ def test_calibration_table() -> None:
 
 MEDIUM_START = date(2025, 1, 1)
 MEDIUM_END = MEDIUM_START + timedelta(days=599)
+
+
+def test_lazy_generation_is_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asin_platform.simulator import market as market_module
+
+    calls: list[str] = []
+    real = market_module._build_site
+
+    def counting(cfg: MarketConfig, site: str) -> object:
+        calls.append(site)
+        return real(cfg, site)
+
+    monkeypatch.setattr(market_module, "_build_site", counting)
+    market = Market(MarketConfig(seed=3, sites=("US",), asins_per_site=50, horizon_days=90))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: market.universe("US", date(2025, 2, 1)), range(8)))
+    assert calls == ["US"] and all(r == results[0] for r in results)
+
+
+def test_market_from_settings() -> None:
+    from asin_platform.settings import SimulatorSettings
+    from asin_platform.simulator import market_from_settings
+
+    market = market_from_settings(SimulatorSettings(seed=5, asins_per_site=30), ["US", "JP"])
+    assert market.config.seed == 5 and market.sites == ("US", "JP") and market.config.asins_per_site == 30
