@@ -323,6 +323,10 @@ class _Driver:
         """Run an arbitrary query; dtypes follow the result's column types."""
         raise NotImplementedError
 
+    def order_expr(self, column: str, dtype: pl.DataType) -> str:
+        """An ORDER BY term sorting like polars does (strings by code point)."""
+        return _q(column)
+
     def select_list(self, schema: dict[str, pl.DataType]) -> str:
         """The SELECT list that fetch_typed expects for ``schema``."""
         return ", ".join(_q(c) for c in schema)
@@ -584,6 +588,11 @@ class _Postgres(_Driver):
         frame = pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=transport)
         return frame.with_columns(self._restore_expr(c, t) for c, t in schema.items())
 
+    def order_expr(self, column: str, dtype: pl.DataType) -> str:
+        # The database's collation (en_US.UTF-8, say) would order text differently from DuckDB and
+        # polars; "C" is byte order, which for UTF-8 is code-point order.
+        return f'{_q(column)} COLLATE "C"' if dtype == pl.String else _q(column)
+
     def select_list(self, schema: dict[str, pl.DataType]) -> str:
         return ", ".join(f"{self._transport_expr(c, t)} AS {_q(c)}" for c, t in schema.items())
 
@@ -709,8 +718,9 @@ class WarehouseTx:
         """Insert rows, or update every non-key column of rows whose ``Table.key`` is stored.
 
         Columns named ``first_seen`` / ``last_seen`` keep the earliest / latest of old and new
-        (NULL-ignoring), so re-loading an old day never shrinks an ASIN's seen range. Raises
-        ValueError for null or repeated keys in ``frame``. Returns the rows written.
+        (NULL-ignoring), so re-loading an old day never shrinks an ASIN's seen range. Columns absent
+        from ``frame`` keep their stored value (NULL in new rows). Raises ValueError for null or
+        repeated keys in ``frame``. Returns the rows written.
         """
         spec = _table(table)
         key = unique_key(spec)
@@ -720,10 +730,12 @@ class WarehouseTx:
         _check_unique(table, data, key)
         if data.height == 0:
             return 0
+        # Only the columns the caller supplied are updated: a partial frame must not null the rest.
+        updated = [c for c in data.columns if c in frame.columns and c not in key]
         if self._driver.backend == "postgres":
-            self._upsert_postgres(table, data, key)
+            self._upsert_postgres(table, data, key, updated)
         else:
-            self._upsert_duckdb(table, data, key)
+            self._upsert_duckdb(table, data, key, updated)
         return data.height
 
     @staticmethod
@@ -735,7 +747,9 @@ class WarehouseTx:
             return f"greatest({old}.{_q(column)}, {new}.{_q(column)})"
         return f"{new}.{_q(column)}"
 
-    def _upsert_postgres(self, table: str, data: pl.DataFrame, key: tuple[str, ...]) -> None:
+    def _upsert_postgres(
+        self, table: str, data: pl.DataFrame, key: tuple[str, ...], updated: list[str]
+    ) -> None:
         # COPY cannot say ON CONFLICT: load a temporary copy of the table, then merge it with
         # INSERT ... ON CONFLICT, which stays correct under concurrent upserts of the same keys.
         stage = f"_upsert_{table}"
@@ -744,9 +758,7 @@ class WarehouseTx:
         )
         self._bulk_insert(stage, data)
         columns = ", ".join(_q(c) for c in data.columns)
-        updates = [
-            f"{_q(c)} = {self._merged_value(c, _q(table), 'EXCLUDED')}" for c in data.columns if c not in key
-        ]
+        updates = [f"{_q(c)} = {self._merged_value(c, _q(table), 'EXCLUDED')}" for c in updated]
         action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
         self._driver.execute(
             self._conn,
@@ -755,16 +767,24 @@ class WarehouseTx:
         )
         self._driver.execute(self._conn, f"DROP TABLE pg_temp.{_q(stage)}")
 
-    def _upsert_duckdb(self, table: str, data: pl.DataFrame, key: tuple[str, ...]) -> None:
+    def _upsert_duckdb(
+        self, table: str, data: pl.DataFrame, key: tuple[str, ...], updated: list[str]
+    ) -> None:
         # The DuckDB tables carry no primary key (see sql/duckdb/001_ingest.sql), so no ON CONFLICT:
         # merge new rows with the stored ones, delete the stored ones, insert the merged ones.
         conn = self._conn
         assert isinstance(conn, duckdb.DuckDBPyConnection)
         on = " AND ".join(f"old.{_q(k)} = new.{_q(k)}" for k in key)
-        select = ", ".join(
-            f"{self._merged_value(c, 'old', 'new') if c not in key else 'new.' + _q(c)} AS {_q(c)}"
-            for c in data.columns
-        )
+
+        def value(column: str) -> str:
+            if column in key:
+                return f"new.{_q(column)}"
+            if column in updated:
+                return self._merged_value(column, "old", "new")
+            # Not supplied: the stored value, or NULL for a new row (as ON CONFLICT would leave it).
+            return f"old.{_q(column)}"
+
+        select = ", ".join(f"{value(c)} AS {_q(c)}" for c in data.columns)
         conn.register(_ARROW_VIEW, data.to_arrow())
         try:
             merged = conn.sql(
@@ -998,7 +1018,11 @@ class Warehouse(dg.ConfigurableResource):
         driver = self._driver()
         self._ensure_setup(driver)
         where, params = self._where(driver, spec, sites, start, end, asins)
-        order = f" ORDER BY {', '.join(_q(k) for k in spec.key)}" if spec.key else ""
+        order = (
+            f" ORDER BY {', '.join(driver.order_expr(k, spec.schema[k]) for k in spec.key)}"
+            if spec.key
+            else ""
+        )
         sql = f"SELECT {driver.select_list(schema)} FROM {_q(table)}{where}{order}"
         with self._connection(driver) as conn:
             return driver.fetch_typed(conn, sql, params, schema)
