@@ -33,7 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ MIGRATIONS_TABLE = "schema_migrations"
 _COPY_CHUNK_ROWS = 50_000
 _PG_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _ARROW_VIEW = "_warehouse_incoming"
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")  # $$ or $tag$, not the parameter $1
 
 
 class WarehouseError(RuntimeError):
@@ -219,7 +220,7 @@ def qmark_to_pyformat(sql: str) -> str:
             end = n if end < 0 else end + 2
             out.append(sql[i:end].replace("%", "%%"))
             i = end
-        elif c == "$" and (tag := re.match(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$", sql[i:])):
+        elif c == "$" and (tag := _DOLLAR_TAG.match(sql, i)):
             end = sql.find(tag.group(0), i + len(tag.group(0)))
             end = n if end < 0 else end + len(tag.group(0))
             out.append(sql[i:end].replace("%", "%%"))
@@ -271,13 +272,14 @@ class Migration:
 
 
 def migrations(backend: Backend, root: Path | None = None) -> list[Migration]:
-    """The migration files of ``backend`` in version order (other files in the directory are ignored)."""
+    """The migration files of ``backend`` in version order (files not ending in .sql are ignored)."""
     directory = (root or SQL_DIR) / backend
     found: dict[int, Migration] = {}
     for path in sorted(directory.glob("*.sql")):
         match = _MIGRATION_FILE.match(path.name)
         if not match:
-            continue
+            # Skipping it silently would leave a schema change unapplied with nothing to show for it.
+            raise WarehouseError(f"migration file {path} is not named NNN_lower_case_name.sql")
         version = int(match.group(1))
         if version in found:
             raise WarehouseError(
@@ -394,7 +396,7 @@ class _DuckDB(_Driver):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise WarehouseLockedError(
-                        f"DuckDB file {self.display} stayed locked by another process for {self.lock_timeout:.0f} s "
+                        f"DuckDB file {self.display} stayed locked by another process for {self.lock_timeout:g} s "
                         f"({exc}). A DuckDB file allows one writer process: run the steps in-process, "
                         "serialise them (a Dagster pool), or use a postgresql:// warehouse."
                     ) from exc
@@ -925,7 +927,8 @@ class Warehouse(dg.ConfigurableResource):
         try:
             yield
         except BaseException:
-            conn.rollback()
+            with suppress(Exception):
+                conn.rollback()
             raise
         conn.commit()
 
@@ -941,7 +944,10 @@ class Warehouse(dg.ConfigurableResource):
             try:
                 yield WarehouseTx(driver, conn)
             except BaseException:
-                conn.rollback()
+                # A failing rollback (connection already gone) must not hide the original error;
+                # closing the connection discards the transaction anyway.
+                with suppress(Exception):
+                    conn.rollback()
                 raise
             conn.commit()
 
@@ -1057,20 +1063,23 @@ class Warehouse(dg.ConfigurableResource):
         driver = self._driver()
         self._ensure_setup(driver)
         names = list(tables) if tables is not None else sorted(TABLES)
-        current = (
-            "table_schema = current_schema() AND table_catalog = current_database()"
-            if driver.backend == "duckdb"
-            else "table_schema = current_schema()"
-        )
+
+        def here(alias: str) -> str:
+            # This warehouse's schema only (DuckDB also lists attached catalogs, e.g. temp).
+            clause = f"{alias}table_schema = current_schema()"
+            if driver.backend == "duckdb":
+                clause += f" AND {alias}table_catalog = current_database()"
+            return clause
+
         found = self.query(
-            f"SELECT table_name, column_name, data_type FROM information_schema.columns WHERE {current} "
+            f"SELECT table_name, column_name, data_type FROM information_schema.columns WHERE {here('')} "
             "ORDER BY table_name, ordinal_position"
         )
         keys = self.query(
             "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints AS tc "
             "JOIN information_schema.key_column_usage AS kcu ON kcu.constraint_name = tc.constraint_name "
             "AND kcu.table_schema = tc.table_schema AND kcu.table_name = tc.table_name "
-            f"WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.{current.replace(' AND ', ' AND tc.')} "
+            f"WHERE tc.constraint_type = 'PRIMARY KEY' AND {here('tc.')} "
             "ORDER BY tc.table_name, kcu.ordinal_position"
         )
         problems: list[str] = []

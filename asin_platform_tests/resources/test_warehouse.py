@@ -511,11 +511,22 @@ def test_query_translates_placeholders(warehouse: Warehouse) -> None:
     assert warehouse.count("mart_timeseries_daily") == 2
 
 
+def test_migration_files_must_be_well_named(tmp_path: Path) -> None:
+    (tmp_path / "duckdb").mkdir()
+    (tmp_path / "duckdb" / "001_ok.sql").write_text("SELECT 1;")
+    (tmp_path / "duckdb" / "notes.txt").write_text("ignored")
+    assert [(m.version, m.name) for m in migrations("duckdb", tmp_path)] == [(1, "ok")]
+    (tmp_path / "duckdb" / "2-Features.sql").write_text("SELECT 1;")
+    with pytest.raises(WarehouseError, match="2-Features.sql"):
+        migrations("duckdb", tmp_path)
+
+
 def test_qmark_translation() -> None:
     assert qmark_to_pyformat("a = ? AND b LIKE 'x%?' AND \"we?ird\" = ?") == (
         "a = %s AND b LIKE 'x%%?' AND \"we?ird\" = %s"
     )
     assert qmark_to_pyformat("'it''s ?' || ? /* ? */ $$ ? $$ -- ?") == "'it''s ?' || %s /* ? */ $$ ? $$ -- ?"
+    assert qmark_to_pyformat("$fn$ ? $fn$, $1, ?") == "$fn$ ? $fn$, $1, %s"
 
 
 # -------------------------------------------------------------------------------------------- bulk
