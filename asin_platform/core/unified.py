@@ -7,8 +7,10 @@ column-wise: a value that was present in the JSON but is null after the typed ca
 
 What happens to bad input (nothing is dropped silently, see ``docs/upstream_api.md``):
 
-* rows with ``error`` set or ``status != 200`` are failed fetches, already counted by the fetch
-  report: they are skipped and only counted in :class:`ParseStats`;
+* rows with ``status != 200`` are failed fetches, already counted by the fetch report: they are
+  skipped and only counted in :class:`ParseStats`. A 200 whose body the client still found unusable
+  after its retries (``error`` says "malformed JSON ...") IS input: it is parsed, so the bad body
+  reaches quarantine instead of vanishing into a counter;
 * a body that is not JSON (truncated, empty) -> one ``rejected`` row, reason ``malformed_json``,
   whose ``record`` is the first 2,000 characters of the body;
 * valid JSON whose envelope is not the contract's (``items`` not a list, an array where an object
@@ -190,7 +192,7 @@ class ParseStats:
     """Counts of one parse, for the materialisation metadata next to the quality report."""
 
     payloads: int  # raw rows given
-    skipped_failed_fetch: int  # error set or status != 200: counted by the fetch report already
+    skipped_failed_fetch: int  # status != 200: counted by the fetch report already
     unusable_payloads: int  # malformed_json + unexpected_shape
     records: dict[str, int]  # parsed rows per kind (universe, products, points, reviews, keywords)
     rejected: int  # rejected rows (payload- and record-level)
@@ -463,7 +465,7 @@ def parse_unified_with_stats(raw: pl.DataFrame) -> tuple[ParsedPayloads, ParseSt
     kind_expr = pl.lit("unknown")
     for pattern, kind in reversed(_ROUTES):
         kind_expr = pl.when(pl.col("endpoint").str.contains(pattern)).then(pl.lit(kind)).otherwise(kind_expr)
-    usable_filter = pl.col("error").is_null() & (pl.col("status") == 200)
+    usable_filter = pl.col("status") == 200
     payloads = (
         raw.filter(usable_filter)
         .with_row_index("_p")

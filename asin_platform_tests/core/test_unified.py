@@ -245,6 +245,17 @@ def test_truncated_body_is_one_rejected_row_and_the_rest_still_parses():
     assert stats.unusable_payloads == 2
 
 
+def test_body_still_malformed_after_client_retries_is_quarantined_not_skipped():
+    # The client stores a 200 whose body stayed unusable with an error note; that body is bad
+    # input, so it must reach quarantine rather than vanish into the fetch counters.
+    raw = raw_frame([
+        payload("cut", TIMESERIES, '{"items": [{"asin": "B0AA', error="malformed JSON after 5 attempts"),
+    ])
+    parsed, stats = parse_unified_with_stats(raw)
+    assert parsed.rejected.select("payload_id", "reason").rows() == [("cut", "malformed_json")]
+    assert stats.skipped_failed_fetch == 0
+
+
 @pytest.mark.parametrize(
     ("endpoint", "body", "detail"),
     [
