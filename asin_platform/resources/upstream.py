@@ -28,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
+import hashlib
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -216,8 +218,10 @@ class UnifiedApiClient(UpstreamClient):
     batch_size: int = 100
     page_size: int = 1000
     concurrency: int = 4
-    # Share of the quota left unspent so network jitter cannot push the server over (ratelimit.py).
+    # Margins that keep latency jitter from pushing the server over the quota (ratelimit.bucket_params):
+    # share of qpm left unspent, and share of the burst never spent back to back.
     headroom: float = 0.02
+    burst_reserve: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Settings, token: str) -> UnifiedApiClient:
@@ -278,10 +282,14 @@ class UnifiedApiClient(UpstreamClient):
         if problems:
             raise ValueError("invalid upstream client config: " + "; ".join(problems))
 
+    def _quota_scope(self) -> str:
+        """Who owns the quota besides the token: the server, named by its base URL."""
+        return self.base_url
+
     def bucket(self) -> TokenBucket:
-        """The shared token bucket of this (base_url, token)."""
-        rate, capacity = bucket_params(self.qpm, self.burst, self.headroom)
-        return shared_bucket(self.base_url, self._token_value(), rate, capacity)
+        """The shared token bucket of this (server, token)."""
+        rate, capacity = bucket_params(self.qpm, self.burst, self.headroom, self.burst_reserve)
+        return shared_bucket(self._quota_scope(), self._token_value(), rate, capacity)
 
     def fetch_day(self, site: str, day: date, progress: Callable[[str], None] | None = None) -> DayFetch:
         self._validate()
@@ -394,12 +402,143 @@ class UnifiedApiClient(UpstreamClient):
 
 
 class SimulatedUpstreamClient(UnifiedApiClient):
-    """The same client served by the in-process simulator (``httpx.ASGITransport``, no sockets).
+    """The same client, served by the in-process simulator over ``httpx.ASGITransport`` (no sockets).
 
-    Filled in once ``asin_platform.simulator`` exports ``create_app``.
+    Everything above the transport is the production code path (bucket, retries, paging, batching),
+    so tests and the embedded demo exercise what runs against a real vendor. The simulator app is
+    built once per distinct configuration and kept for the process: like a real server, its quota
+    state and ``stats`` persist across ``fetch_day`` calls (``simulator_app().state.stats``).
+    Fault knobs mirror ``asin_platform.simulator.FaultConfig``; the client defaults to the server's
+    quota (``qpm`` / ``burst`` = ``server_qpm`` / ``server_burst``) like a well-configured client.
     """
 
+    base_url: str = "http://simulator.local"  # only names the host in URLs; nothing is resolved
     token: str = "simulated-token"
+    # the market
+    sim_seed: int = 7
+    sim_asins_per_site: int = 2000
+    sim_epoch: str = "2025-01-01"
+    sim_sites: list[str] = ["US", "UK", "DE", "JP"]
+    # the server's quota for ``token``
+    server_qpm: int = 6000
+    server_burst: int = 50
+    # faults (FaultConfig)
+    fault_seed: int = 0
+    error_5xx_rate: float = 0.0
+    latency_ms: float = 0.0
+    timeout_rate: float = 0.0
+    timeout_seconds: float = 30.0
+    malformed_rate: float = 0.0
+    duplicate_rows_rate: float = 0.0
+    missing_rows_rate: float = 0.0
+    out_of_range_rate: float = 0.0
+    extra_fields: bool = False
+
+    @classmethod
+    def from_simulator_settings(cls, settings: Settings, **overrides: Any) -> SimulatedUpstreamClient:
+        """The simulator of ``settings.simulator`` for ``settings.sites``, with the client's retry,
+        batching and paging from settings and its quota equal to the simulator's."""
+        sim = settings.simulator
+        retry = settings.retry_policy
+        up = settings.upstream
+        config: dict[str, Any] = dict(
+            sim_seed=sim.seed,
+            sim_asins_per_site=sim.asins_per_site,
+            sim_epoch=sim.epoch.isoformat(),
+            sim_sites=list(settings.sites),
+            server_qpm=sim.qpm,
+            server_burst=sim.burst,
+            qpm=sim.qpm,
+            burst=sim.burst,
+            timeout=settings.rate_limit("unified").timeout,
+            max_attempts=retry.max_attempts,
+            base_delay=retry.base_delay,
+            jitter=retry.jitter,
+            max_delay=retry.max_delay,
+            batch_size=up.batch_size,
+            page_size=up.page_size,
+            concurrency=up.concurrency,
+        )
+        config.update(overrides)
+        return cls(**config)
+
+    def _app_key(self) -> tuple[Any, ...]:
+        return (
+            self._market_key(),
+            # hashed: the cache key must not hold the token in clear
+            hashlib.sha256(self._token_value().encode()).hexdigest(),
+            self.server_qpm,
+            self.server_burst,
+            tuple(sorted(self._fault_kwargs().items())),
+        )
+
+    def _market_key(self) -> tuple[Any, ...]:
+        return (self.sim_seed, tuple(self.sim_sites), self.sim_asins_per_site, self.sim_epoch)
+
+    def _fault_kwargs(self) -> dict[str, Any]:
+        return dict(
+            seed=self.fault_seed,
+            error_5xx_rate=self.error_5xx_rate,
+            latency_ms=self.latency_ms,
+            timeout_rate=self.timeout_rate,
+            timeout_seconds=self.timeout_seconds,
+            malformed_rate=self.malformed_rate,
+            duplicate_rows_rate=self.duplicate_rows_rate,
+            missing_rows_rate=self.missing_rows_rate,
+            out_of_range_rate=self.out_of_range_rate,
+            extra_fields=self.extra_fields,
+        )
+
+    def simulator_app(self) -> Any:
+        """The (cached) Starlette app serving this configuration; ``.state.stats`` for counters."""
+        # Imported here: the simulator (numpy market generation) is only needed when simulating.
+        from asin_platform.simulator import FaultConfig, Market, MarketConfig, Quota, create_app
+
+        key = self._app_key()
+        with _SIM_LOCK:
+            app = _SIM_APPS.get(key)
+            if app is None:
+                market_key = self._market_key()
+                market = _SIM_MARKETS.get(market_key)
+                if market is None:
+                    market = _SIM_MARKETS[market_key] = Market(
+                        MarketConfig(
+                            seed=self.sim_seed,
+                            sites=tuple(self.sim_sites),
+                            asins_per_site=self.sim_asins_per_site,
+                            epoch=date.fromisoformat(self.sim_epoch),
+                        )
+                    )
+                app = _SIM_APPS[key] = create_app(
+                    market,
+                    tokens={self._token_value(): Quota(self.server_qpm, self.server_burst)},
+                    faults=FaultConfig(**self._fault_kwargs()),
+                )
+        return app
+
+    def _quota_scope(self) -> str:
+        # One simulated server per configuration, so one client bucket per configuration too: two
+        # simulators with different quotas must not share a bucket because they share a base URL.
+        return f"{self.base_url}#{hash(self._app_key()) & 0xFFFFFFFF:08x}"
+
+    def _transport(self) -> httpx.AsyncBaseTransport | None:
+        # raise_app_exceptions=False: a simulator bug answers 500 like a real server would, and is
+        # retried / recorded instead of crashing the run.
+        return httpx.ASGITransport(app=self.simulator_app(), raise_app_exceptions=False)
+
+
+# Simulated servers and markets of this process, by configuration (markets are costly to build
+# and shared by apps that differ only in faults or quota).
+_SIM_APPS: dict[tuple[Any, ...], Any] = {}
+_SIM_MARKETS: dict[tuple[Any, ...], Any] = {}
+_SIM_LOCK = threading.Lock()
+
+
+def reset_simulators() -> None:
+    """Forget the cached simulator apps and markets (tests that need a fresh server)."""
+    with _SIM_LOCK:
+        _SIM_APPS.clear()
+        _SIM_MARKETS.clear()
 
 
 # ------------------------------------------------------------------------------------------ machinery

@@ -447,7 +447,7 @@ def test_client_spacing_respects_qpm_and_burst(token: str) -> None:
     # 6000 qpm = 100/s, burst 5, no headroom: 41 calls cannot take less than (41 - 5) / 100 s
     api = FakeApi(asins(1000), token)
     started = time.monotonic()
-    make(api, qpm=6000, burst=5, headroom=0.0, concurrency=8).fetch_day("US", DAY)
+    make(api, qpm=6000, burst=5, headroom=0.0, burst_reserve=0.0, concurrency=8).fetch_day("US", DAY)
     elapsed = time.monotonic() - started
     assert len(api.calls) == 41 and elapsed >= 0.34
     times = sorted(t for t, _ in api.calls)
@@ -458,9 +458,9 @@ def test_client_spacing_respects_qpm_and_burst(token: str) -> None:
 
 def test_bucket_is_shared_by_instances_of_the_same_token(token: str) -> None:
     api = FakeApi(asins(500), token)
-    a = make(api, qpm=6000, burst=3, headroom=0.0)
-    b = make(api, qpm=6000, burst=3, headroom=0.0)
-    other = make(FakeApi(asins(1), "other-token"), qpm=6000, burst=3, headroom=0.0)
+    a = make(api, qpm=6000, burst=3, headroom=0.0, burst_reserve=0.0)
+    b = make(api, qpm=6000, burst=3, headroom=0.0, burst_reserve=0.0)
+    other = make(FakeApi(asins(1), "other-token"), qpm=6000, burst=3, headroom=0.0, burst_reserve=0.0)
     assert a.bucket() is b.bucket() and a.bucket() is not other.bucket()
     started = time.monotonic()
     threads = [threading.Thread(target=c.fetch_day, args=("US", DAY)) for c in (a, b)]
@@ -473,27 +473,52 @@ def test_bucket_is_shared_by_instances_of_the_same_token(token: str) -> None:
     assert len(api.calls) == 42 and elapsed >= 0.37
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_refills_at_rate_up_to_capacity() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate_per_s=10, capacity=3, clock=clock)
+    assert [bucket.try_acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.try_acquire() == pytest.approx(0.1)
+    clock.now += 0.25
+    assert bucket.try_acquire() == 0.0 and bucket.try_acquire() == 0.0
+    assert bucket.try_acquire() == pytest.approx(0.05)
+    clock.now += 60
+    assert bucket.snapshot().tokens == 3.0  # never above capacity
+
+
 def test_token_bucket_penalty_blocks_and_drains() -> None:
-    bucket = TokenBucket(rate_per_s=100, capacity=10)
+    clock = FakeClock()
+    bucket = TokenBucket(rate_per_s=100, capacity=10, clock=clock)
     assert bucket.try_acquire() == 0.0
     bucket.penalize(0.1)
     snap = bucket.snapshot()
-    assert snap.tokens <= 0.0 and 0.05 < snap.blocked_for_s <= 0.1
-    assert bucket.try_acquire() > 0.05
-    time.sleep(0.1)
+    assert snap.tokens <= 0.0 and snap.blocked_for_s == pytest.approx(0.1)
+    assert bucket.try_acquire() == pytest.approx(0.1)
+    clock.now += 0.1
     # one token when the block lifts, not the 10 a blocked-but-refilling bucket would hold
-    assert bucket.try_acquire() == 0.0 and bucket.try_acquire() > 0.0
-    bucket.sync_remaining(0)
-    assert bucket.snapshot().tokens <= 0.5
+    assert bucket.try_acquire() == 0.0 and bucket.try_acquire() == pytest.approx(0.01)
+    clock.now += 1
+    bucket.sync_remaining(2)  # the server knows better: another process spends this token too
+    assert bucket.snapshot().tokens == 2.0
 
 
 def test_bucket_params_keep_headroom() -> None:
-    assert bucket_params(1200, 20, 0.0) == (20.0, 20.0)
-    rate, cap = bucket_params(1200, 20, 0.02)
-    assert rate == pytest.approx(19.6) and cap == 19.0
-    assert bucket_params(60, 1, 0.02)[1] == 1.0
+    assert bucket_params(1200, 20, 0.0, 0.0) == (20.0, 20.0)
+    rate, cap = bucket_params(1200, 20, 0.02, 0.5)
+    assert rate == pytest.approx(19.6) and cap == 10.0
+    assert bucket_params(60, 1, 0.02, 0.5)[1] == 1.0
+    assert bucket_params(60, 3, 0.02, 0.5)[1] == 2.0
     with pytest.raises(ValueError):
-        bucket_params(60, 1, 1.0)
+        bucket_params(60, 1, 1.0, 0.0)
+    with pytest.raises(ValueError):
+        bucket_params(60, 1, 0.0, 1.0)
 
 
 def test_shared_bucket_registry_does_not_hold_the_token(token: str) -> None:
