@@ -155,6 +155,72 @@ FACT_KEYWORDS = Table(
     key=("site", "date", "asin", "keyword"),
 )
 
+# One row per (site, target date, asin) present in the mart that day; every feature is computed
+# from the calendar window ending on the target date. Units, windows and minimum data per feature:
+# docs/features.md (core/features.py computes them).
+FEATURES_DAILY = Table(
+    "features_daily",
+    {
+        "site": pl.Utf8,
+        "date": pl.Date,
+        "asin": pl.Utf8,
+        "category_id": pl.Utf8,
+        "bsr_log_slope_7d": pl.Float64,  # d ln(bsr_root) / day, OLS
+        "bsr_log_slope_14d": pl.Float64,
+        "bsr_log_slope_30d": pl.Float64,
+        "bsr_pctl": pl.Float64,  # (0, 1], 1 = best BSR of the (site, date, category)
+        "bsr_pctl_change_7d": pl.Float64,
+        "bsr_pctl_change_30d": pl.Float64,
+        "est_sales_7d_mean": pl.Float64,  # units/day
+        "est_sales_30d_mean": pl.Float64,
+        "price_cv_30d": pl.Float64,  # std / mean, dimensionless
+        "price_change_vs_median_30d": pl.Float64,  # price / median - 1
+        "promo_flag": pl.Boolean,
+        "review_velocity_7d": pl.Float64,  # reviews/day
+        "review_velocity_14d": pl.Float64,
+        "review_velocity_30d": pl.Float64,
+        "rating_mean_30d": pl.Float64,  # stars
+        "rating_change_30d": pl.Float64,
+        "new_offer_count": pl.Int32,
+        "new_offer_change_14d": pl.Int32,
+        "kw_top10_count": pl.Int32,
+        "kw_top50_count": pl.Int32,
+        "kw_mean_rank_change_7d": pl.Float64,  # positions; negative = improving
+        "title_length": pl.Int32,
+        "bullet_count": pl.Int32,
+        "image_count": pl.Int32,
+        "has_aplus": pl.Boolean,
+        "attribute_flag_count": pl.Int32,
+        "listing_quality_score": pl.Float64,  # [0, 1]
+        "age_days": pl.Int32,
+    },
+    key=("site", "date", "asin"),
+)
+
+# Baseline Explosive Score (core/score.py): robust z per component within (site, date, category),
+# site-level when the category is too small; reason = JSON of every component's {z, w, value}.
+SCORE_BASELINE_DAILY = Table(
+    "score_baseline_daily",
+    {
+        "site": pl.Utf8,
+        "date": pl.Date,
+        "asin": pl.Utf8,
+        "category_id": pl.Utf8,
+        "explosive_score": pl.Float64,
+        "z_bsr_trend": pl.Float64,
+        "z_est_sales": pl.Float64,
+        "z_review_velocity": pl.Float64,
+        "z_listing_quality": pl.Float64,
+        "z_keyword_gain": pl.Float64,
+        "z_price_volatility": pl.Float64,  # z of price_cv_30d; its weight is subtracted
+        "scope": pl.Utf8,  # category | site: which median/MAD the z-scores used
+        "reason": pl.Utf8,
+        "rank_in_category": pl.Int32,  # 1 = highest score, ties broken by asin
+        "rank_in_site": pl.Int32,
+    },
+    key=("site", "date", "asin"),
+)
+
 INGEST_TABLES = (RAW_PAYLOADS, QUARANTINE, DIM_ASIN, MART_TIMESERIES_DAILY, FACT_REVIEWS, FACT_KEYWORDS)
 
 TABLES: dict[str, Table] = {t.name: t for t in INGEST_TABLES}
@@ -164,6 +230,10 @@ def register(table: Table) -> Table:
     """Add a table defined by a later layer (features, scores, predictions) to TABLES."""
     TABLES[table.name] = table
     return table
+
+
+register(FEATURES_DAILY)
+register(SCORE_BASELINE_DAILY)
 
 
 # --------------------------------------------------------------------------------------------------
