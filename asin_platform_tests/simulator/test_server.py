@@ -133,7 +133,8 @@ def _collect(app: Any, path: str, key: str, **params: Any) -> tuple[list[Any], i
 
 
 def test_pagination_complete_and_non_overlapping(small_market: Market) -> None:
-    app = create_app(small_market)
+    # Hundreds of small pages back to back: a quota large enough that only paging is under test.
+    app = create_app(small_market, tokens={"demo-token": Quota(qpm=1_000_000, burst=10_000)})
     universe = small_market.universe("US", DAY)
     rows, pages = _collect(app, "/v1/sites/US/asins", "asins", date="2025-03-01", page_size=70)
     assert rows == universe and pages == -(-len(universe) // 70)
