@@ -25,7 +25,8 @@ class BucketSnapshot:
 
     tokens: float
     capacity: float
-    rate_per_s: float
+    rate_per_s: float  # in force: the configured rate, or lower if the server advertised less
+    configured_rate_per_s: float
     blocked_for_s: float
 
 
@@ -44,6 +45,8 @@ class TokenBucket:
             raise ValueError(f"need rate_per_s > 0 and capacity >= 1, got {rate_per_s}, {capacity}")
         self._lock = threading.Lock()
         self._clock = clock  # injectable so tests need not sleep
+        self._configured = float(rate_per_s)
+        self._server_cap: float | None = None  # rate the server advertises (X-RateLimit-Limit)
         self._rate = float(rate_per_s)
         self._capacity = float(capacity)
         self._tokens = float(capacity)
@@ -63,9 +66,25 @@ class TokenBucket:
         with self._lock:
             now = self._clock()
             self._refill(now)
-            self._rate = float(rate_per_s)
+            self._configured = float(rate_per_s)
+            self._rate = min(self._configured, self._server_cap or self._configured)
             self._capacity = float(capacity)
             self._tokens = min(self._tokens, self._capacity)
+
+    def observe_limit(self, rate_per_s: float) -> bool:
+        """The server advertised its quota: never spend faster than it, whatever we were told.
+
+        A client configured above its real quota would otherwise earn a 429 per token interval and
+        burn its retry budget on them. Returns True when this lowers the rate in force.
+        """
+        if rate_per_s <= 0:
+            return False
+        with self._lock:
+            self._refill(self._clock())
+            before = self._rate
+            self._server_cap = float(rate_per_s)
+            self._rate = min(self._configured, self._server_cap)
+            return self._rate < before
 
     def try_acquire(self) -> float:
         """Take a token if one is available and return 0.0; else return the seconds to wait."""
@@ -120,6 +139,7 @@ class TokenBucket:
                 tokens=self._tokens,
                 capacity=self._capacity,
                 rate_per_s=self._rate,
+                configured_rate_per_s=self._configured,
                 blocked_for_s=max(0.0, self._blocked_until - now),
             )
 
@@ -164,7 +184,7 @@ def shared_bucket(base_url: str, token: str, rate_per_s: float, capacity: float)
             bucket = _REGISTRY[key] = TokenBucket(rate_per_s, capacity)
             return bucket
     snap = bucket.snapshot()
-    if not (math.isclose(snap.rate_per_s, rate_per_s) and math.isclose(snap.capacity, capacity)):
+    if not (math.isclose(snap.configured_rate_per_s, rate_per_s) and math.isclose(snap.capacity, capacity)):
         bucket.configure(rate_per_s, capacity)
     return bucket
 

@@ -308,7 +308,7 @@ class UnifiedApiClient(UpstreamClient):
             limits=limits,
             transport=self._transport(),
         ) as http:
-            session = _Session(self, http, self.bucket(), token)
+            session = _Session(self, http, self.bucket(), token, progress)
             universe, responses = await self._fetch_universe(session, site, day)
             batches = [
                 tuple(universe[i : i + self.batch_size]) for i in range(0, len(universe), self.batch_size)
@@ -568,9 +568,15 @@ class _Session:
     """
 
     def __init__(
-        self, cfg: UnifiedApiClient, http: httpx.AsyncClient, bucket: TokenBucket, token: str
+        self,
+        cfg: UnifiedApiClient,
+        http: httpx.AsyncClient,
+        bucket: TokenBucket,
+        token: str,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.progress = progress
         self.http = http
         self.bucket = bucket
         self.token = token
@@ -606,11 +612,19 @@ class _Session:
         return _Attempt(response.status_code, response.text, response.headers, None)
 
     def _observe_quota(self, headers: httpx.Headers) -> None:
-        remaining = headers.get("X-RateLimit-Remaining")
-        if remaining is None:
-            return
+        """Follow the server's quota headers: never spend faster than its advertised qpm, never
+        hold more tokens than it says remain (another process may share the token)."""
         try:
-            self.bucket.sync_remaining(float(remaining))
+            limit = headers.get("X-RateLimit-Limit")
+            if limit is not None:
+                qpm = float(limit)
+                if self.bucket.observe_limit(qpm * (1.0 - self.cfg.headroom) / 60.0) and self.progress:
+                    self.progress(
+                        f"server quota is {qpm:g} qpm, below the configured {self.cfg.qpm}: following it"
+                    )
+            remaining = headers.get("X-RateLimit-Remaining")
+            if remaining is not None:
+                self.bucket.sync_remaining(float(remaining))
         except ValueError:
             pass  # a malformed header is not worth failing a request over
 

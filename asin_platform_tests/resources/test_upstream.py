@@ -509,6 +509,17 @@ def test_token_bucket_penalty_blocks_and_drains() -> None:
     assert bucket.snapshot().tokens == 2.0
 
 
+def test_token_bucket_follows_the_advertised_limit() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(rate_per_s=100, capacity=5, clock=clock)
+    assert bucket.observe_limit(10) is True and bucket.snapshot().rate_per_s == 10
+    assert bucket.observe_limit(10) is False
+    bucket.configure(100, 5)  # a new client instance re-applies its config: the cap stays
+    assert bucket.snapshot().rate_per_s == 10 and bucket.snapshot().configured_rate_per_s == 100
+    bucket.observe_limit(1000)  # the server raised the quota: back to what we were configured for
+    assert bucket.snapshot().rate_per_s == 100
+
+
 def test_bucket_params_keep_headroom() -> None:
     assert bucket_params(1200, 20, 0.0, 0.0) == (20.0, 20.0)
     rate, cap = bucket_params(1200, 20, 0.02, 0.5)
