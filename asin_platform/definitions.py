@@ -6,7 +6,9 @@ import os
 
 import dagster as dg
 
-from asin_platform.assets import ingest, mart
+from asin_platform.assets import exports, features, ingest, mart, scoring
+from asin_platform.automation import build_automation
+from asin_platform.checks import features as feature_checks
 from asin_platform.checks import ingest as ingest_checks
 from asin_platform.resources.upstream import UnifiedApiClient
 from asin_platform.resources.warehouse import Warehouse
@@ -40,8 +42,14 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     return {"upstream": upstream, "warehouse": Warehouse(url=url)}
 
 
-ASSETS = [ingest.raw_payloads, mart.mart_timeseries_daily]
-CHECKS = [*ingest_checks.INGEST_CHECKS]
+ASSETS = [
+    ingest.raw_payloads,
+    mart.mart_timeseries_daily,
+    features.features_daily,
+    scoring.score_baseline_daily,
+    exports.top_candidates,
+]
+CHECKS = [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS]
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -52,10 +60,14 @@ ingest_job = dg.define_asset_job(
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or get_settings()
+    # Schedules, sensors, alerting and the automation conditions of the daily chain (docs/operations.md).
+    automation = build_automation(ASSETS, CHECKS, settings)
     return dg.Definitions(
-        assets=ASSETS,
+        assets=automation.assets,
         asset_checks=CHECKS,
-        jobs=[ingest_job],
+        jobs=[ingest_job, *automation.jobs],
+        schedules=automation.schedules,
+        sensors=automation.sensors,
         resources=build_resources(settings),
     )
 

@@ -139,6 +139,8 @@ class Settings(_Model):
         description="a DuckDB file path (or duckdb:///path) or a postgresql:// URL",
     )
     exports_dir: Path = Path("exports")
+    top_candidates: int = Field(100, ge=1, le=100, description="rows per site in the top-candidates export (the view keeps the top 100)")
+    min_category_size: int = Field(30, ge=2, description="smaller categories score at site level")
     artifacts_dir: Path = Path("artifacts")
     api_pool: str = Field("upstream_api", description="Dagster pool shared by ingestion runs")
 

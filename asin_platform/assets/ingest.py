@@ -1,5 +1,7 @@
 """Ingestion layer: upstream API -> ``raw_payloads``."""
 
+from typing import Any
+
 import dagster as dg
 
 from asin_platform.core.raw import payload_frame
@@ -66,7 +68,7 @@ def raw_payloads(
             *per_partition,
         ]
     )
-    metadata: dict[str, dg.RawMetadataValue] = {
+    metadata: dict[str, Any] = {
         "partitions": len(per_partition),
         "fetch_report": dg.MetadataValue.md(table),
         "warehouse": warehouse.describe(),

@@ -1,13 +1,14 @@
 """Mart layer: ``raw_payloads`` -> typed, deduplicated, validated daily tables."""
 
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import timedelta
 
 import dagster as dg
 
+from asin_platform.assets._slices import site_segments
 from asin_platform.core.parsers import parse_payloads
 from asin_platform.core.standardise import standardise
-from asin_platform.partitions import date_site_partitions, partitions_of_context
+from asin_platform.partitions import date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import get_settings
 
@@ -56,18 +57,6 @@ _specs = [
 ]
 
 
-def _segments(days: list[date]) -> list[tuple[date, date]]:
-    """Contiguous date runs, so a replace never deletes a day the run does not own."""
-    days = sorted(set(days))
-    segments: list[tuple[date, date]] = []
-    for day in days:
-        if segments and day == segments[-1][1] + timedelta(days=1):
-            segments[-1] = (segments[-1][0], day)
-        else:
-            segments.append((day, day))
-    return segments
-
-
 @dg.multi_asset(
     specs=_specs,
     partitions_def=date_site_partitions,
@@ -78,42 +67,37 @@ def mart_timeseries_daily(context: dg.AssetExecutionContext, warehouse: Warehous
     """Parse, deduplicate, flag and validate the partition's raw payloads into the mart tables,
     replacing each (site, date) slice of every table in one transaction."""
     settings = get_settings()
-    by_site: dict[str, list[date]] = defaultdict(list)
-    for part in partitions_of_context(context):
-        by_site[part.site].append(part.day)
-
     reports = []
-    for site, days in sorted(by_site.items()):
-        for start, end in _segments(days):
-            raw = warehouse.read("raw_payloads", sites=[site], start=start, end=end)
-            if raw.is_empty():
-                raise dg.Failure(
-                    f"no raw payloads for {site} {start}..{end}: materialise raw_payloads first",
-                    metadata={"site": site, "start": str(start), "end": str(end)},
-                )
-            previous = warehouse.read(
-                "mart_timeseries_daily",
-                sites=[site],
-                start=start - timedelta(days=1),
-                end=start - timedelta(days=1),
-                columns=["site", "asin", "price"],
+    for site, start, end in site_segments(context):
+        raw = warehouse.read("raw_payloads", sites=[site], start=start, end=end)
+        if raw.is_empty():
+            raise dg.Failure(
+                f"no raw payloads for {site} {start}..{end}: materialise raw_payloads first",
+                metadata={"site": site, "start": str(start), "end": str(end)},
             )
-            result = standardise(
-                parse_payloads(raw),
-                previous_prices=previous,
-                price_spike_ratio=settings.thresholds.price_spike_ratio,
-            )
-            with warehouse.transaction() as tx:
-                tx.replace_slices("mart_timeseries_daily", result.mart, sites=[site], start=start, end=end)
-                tx.replace_slices("fact_reviews", result.fact_reviews, sites=[site], start=start, end=end)
-                tx.replace_slices("fact_keywords", result.fact_keywords, sites=[site], start=start, end=end)
-                tx.replace_slices("quarantine", result.quarantine, sites=[site], start=start, end=end)
-                tx.upsert("dim_asin", result.dim_asin)
-            context.log.info(
-                f"{site} {start}..{end}: {result.mart.height} mart rows, "
-                f"coverage {result.report.coverage:.1%}, {result.report.quarantined_total} quarantined"
-            )
-            reports.append((site, start, end, result))
+        previous = warehouse.read(
+            "mart_timeseries_daily",
+            sites=[site],
+            start=start - timedelta(days=1),
+            end=start - timedelta(days=1),
+            columns=["site", "asin", "price"],
+        )
+        result = standardise(
+            parse_payloads(raw),
+            previous_prices=previous,
+            price_spike_ratio=settings.thresholds.price_spike_ratio,
+        )
+        with warehouse.transaction() as tx:
+            tx.replace_slices("mart_timeseries_daily", result.mart, sites=[site], start=start, end=end)
+            tx.replace_slices("fact_reviews", result.fact_reviews, sites=[site], start=start, end=end)
+            tx.replace_slices("fact_keywords", result.fact_keywords, sites=[site], start=start, end=end)
+            tx.replace_slices("quarantine", result.quarantine, sites=[site], start=start, end=end)
+            tx.upsert("dim_asin", result.dim_asin)
+        context.log.info(
+            f"{site} {start}..{end}: {result.mart.height} mart rows, "
+            f"coverage {result.report.coverage:.1%}, {result.report.quarantined_total} quarantined"
+        )
+        reports.append((site, start, end, result))
 
     mart_rows = sum(r.mart.height for *_, r in reports)
     quarantined = sum(r.report.quarantined_total for *_, r in reports)

@@ -1,0 +1,160 @@
+"""Exports for BI users: the day's top candidates per site as CSV + Parquet, typed with
+dagster-pandas, with the top 10 and their BSR trajectories shown in the Dagster UI."""
+
+import base64
+import io
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import polars as pl
+from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
+
+from asin_platform.partitions import date_site_partitions, partitions_of_context
+from asin_platform.resources.warehouse import Warehouse
+from asin_platform.settings import get_settings
+
+
+def _summary(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "rows": len(frame),
+        "score_min": float(frame["explosive_score"].min()) if len(frame) else 0.0,
+        "score_max": float(frame["explosive_score"].max()) if len(frame) else 0.0,
+        "median_bsr": float(frame["bsr_root"].median()) if frame["bsr_root"].notna().any() else 0.0,
+        "categories": int(frame["category_id"].nunique()),
+    }
+
+
+# The frame handed to BI users: the constraints are the export's promise to them.
+TopCandidatesFrame = create_dagster_pandas_dataframe_type(
+    name="TopCandidatesFrame",
+    description="Top candidates of one (date, site) by baseline Explosive Score.",
+    columns=[
+        PandasColumn.string_column("site", non_nullable=True),
+        PandasColumn.integer_column("rank", min_value=1, non_nullable=True, unique=True),
+        PandasColumn.string_column("asin", non_nullable=True, unique=True),
+        PandasColumn.string_column("title"),
+        PandasColumn.string_column("brand"),
+        PandasColumn.string_column("category_id"),
+        PandasColumn.numeric_column("bsr_root", min_value=1, ignore_missing_vals=True),
+        PandasColumn.numeric_column("price", min_value=0, ignore_missing_vals=True),
+        PandasColumn.numeric_column("review_count", min_value=0, ignore_missing_vals=True),
+        PandasColumn.float_column("explosive_score", non_nullable=True),
+        PandasColumn.string_column("reason", non_nullable=True),
+    ],
+    metadata_fn=_summary,
+)
+
+
+EXPORT_SCHEMA: dict[str, pl.DataType] = {
+    "site": pl.Utf8, "date": pl.Date, "rank": pl.Int64, "asin": pl.Utf8, "title": pl.Utf8,
+    "brand": pl.Utf8, "category_id": pl.Utf8, "category_path": pl.Utf8, "bsr_root": pl.Int64,
+    "price": pl.Float64, "review_count": pl.Int64, "rating": pl.Float64,
+    "explosive_score": pl.Float64, "reason": pl.Utf8,
+}  # fmt: skip
+
+
+def top_candidates_frame(warehouse: Warehouse, site: str, day: date, limit: int) -> pl.DataFrame:
+    """The export's rows, read through the dashboard view ``vw_top_candidates_daily`` so the BI
+    file and the dashboards cannot disagree."""
+    frame = warehouse.query(
+        "SELECT * FROM vw_top_candidates_daily WHERE site = ? AND date = ? AND rank <= ? ORDER BY rank",
+        [site, day, limit],
+    )
+    return frame.select([pl.col(c).cast(t) for c, t in EXPORT_SCHEMA.items()])
+
+
+def bsr_trajectory_png(history: pl.DataFrame, title: str) -> bytes:
+    """Log-scale BSR over time, one line per ASIN (lower = better, so the axis is inverted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
+    for (asin,), series in history.sort("date").group_by("asin", maintain_order=True):
+        ax.plot(series["date"].to_list(), series["bsr_root"].to_list(), label=asin, linewidth=1.2)
+    ax.set_yscale("log")
+    ax.invert_yaxis()
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("BSR (log, lower = better)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _markdown_table(frame: pl.DataFrame) -> str:
+    head = frame.head(10)
+    lines = [
+        "| rank | asin | title | brand | category | BSR | price | reviews | score |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in head.iter_rows(named=True):
+        title = (r["title"] or "")[:40].replace("|", "/")
+        lines.append(
+            f"| {r['rank']} | {r['asin']} | {title} | {r['brand'] or ''} | {r['category_id']} "
+            f"| {r['bsr_root'] if r['bsr_root'] is not None else ''} "
+            f"| {r['price'] if r['price'] is not None else ''} | {r['review_count'] or 0} "
+            f"| {r['explosive_score']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=date_site_partitions,
+    deps=["score_baseline_daily", "dim_asin"],
+    group_name="exports",
+    kinds={"pandas", "csv", "parquet"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    tags={"layer": "exports"},
+)
+def top_candidates(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """The day's top candidates per site (title, brand, category, BSR, price, reviews, score and
+    reason) as exports/<site>/top_candidates_YYYYMMDD.csv and .parquet, for BI users."""
+    settings = get_settings()
+    metadata: dict[str, Any] = {}
+    paths = []
+    for part in partitions_of_context(context):
+        frame = top_candidates_frame(warehouse, part.site, part.day, settings.top_candidates)
+        pandas_frame = frame.to_pandas()
+        check = dg.check_dagster_type(TopCandidatesFrame, pandas_frame)
+        if not check.success:
+            raise dg.Failure(f"top candidates of {part.key} break the export contract: {check.description}")
+        out_dir = Path(settings.exports_dir) / part.site
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = out_dir / f"top_candidates_{part.day:%Y%m%d}"
+        frame.write_csv(stem.with_suffix(".csv"))
+        frame.write_parquet(stem.with_suffix(".parquet"))
+        paths.append(str(stem.with_suffix(".csv")))
+        metadata = {**check.metadata, "path": str(stem.with_suffix(".csv"))}
+        metadata["top_10"] = dg.MetadataValue.md(_markdown_table(frame))
+        context.log.info(f"{part.site} {part.day}: {frame.height} candidates -> {stem}.csv/.parquet")
+
+    # The plot is for the newest partition of the run: that is the one a person looks at.
+    last = partitions_of_context(context)[-1]
+    top10 = top_candidates_frame(warehouse, last.site, last.day, 10)["asin"].to_list()
+    history = warehouse.read(
+        "mart_timeseries_daily",
+        sites=[last.site],
+        start=last.day - timedelta(days=29),
+        end=last.day,
+        asins=top10,
+        columns=["asin", "date", "bsr_root"],
+    ).drop_nulls("bsr_root")
+    if history.height:
+        png = bsr_trajectory_png(history, f"BSR of the top 10, {last.site}, 30 days to {last.day}")
+        plot_path = Path(settings.exports_dir) / last.site / f"top_candidates_{last.day:%Y%m%d}_bsr.png"
+        plot_path.write_bytes(png)
+        encoded = base64.b64encode(png).decode()
+        metadata["bsr_trajectories"] = dg.MetadataValue.md(
+            f"![BSR trajectories](data:image/png;base64,{encoded})"
+        )
+    metadata["files"] = len(paths)
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,133 @@
+"""Checks on features and the baseline score: null rates, score sanity, rank stability."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from asin_platform.assets.features import null_rates
+from asin_platform.checks.ingest import _md, _parts, _read_slices
+from asin_platform.partitions import date_site_partitions
+from asin_platform.resources.warehouse import Warehouse
+from asin_platform.settings import get_settings
+
+SCORE_COLUMNS = (
+    "explosive_score", "z_bsr_trend", "z_est_sales", "z_review_velocity",
+    "z_listing_quality", "z_keyword_gain", "z_price_volatility",
+)  # fmt: skip
+CHURN_TOP_N = 50
+
+
+@dg.asset_check(
+    asset="features_daily",
+    partitions_def=date_site_partitions,
+    description="Null rate of every feature column <= thresholds.feature_null_rate_max (WARN).",
+)
+def features_null_rate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    threshold = get_settings().thresholds.feature_null_rate_max
+    frame = _read_slices(warehouse, "features_daily", _parts(context))
+    rates = null_rates(frame)
+    over = {k: v for k, v in rates.items() if v > threshold}
+    return dg.AssetCheckResult(
+        passed=frame.height > 0 and not over,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{len(over)} feature(s) above {threshold:.0%} nulls: {', '.join(sorted(over))}"
+            if over
+            else f"all {len(rates)} features under {threshold:.0%} nulls"
+        ),
+        metadata={
+            "rows": frame.height,
+            "threshold": threshold,
+            "max_null_rate": max(rates.values(), default=0.0),
+            "over_threshold": dg.MetadataValue.json(over),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="score_baseline_daily",
+    partitions_def=date_site_partitions,
+    blocking=True,
+    description="Scores are finite, and every partition has at least one candidate with enough data.",
+)
+def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    parts = _parts(context)
+    score = _read_slices(warehouse, "score_baseline_daily", parts)
+    non_finite = score.select([(~pl.col(c).is_finite()).sum().alias(c) for c in SCORE_COLUMNS]).row(
+        0, named=True
+    )
+    bad = {k: int(v) for k, v in non_finite.items() if v}
+    # "enough data": the 14-day BSR trend exists (>= 70% of its days observed)
+    features = _read_slices(
+        warehouse, "features_daily", parts, columns=["site", "date", "asin", "bsr_log_slope_14d"]
+    )
+    keys = pl.DataFrame({"site": [p.site for p in parts], "date": [p.day for p in parts]})
+    candidates = (
+        keys.join(
+            features.filter(pl.col("bsr_log_slope_14d").is_not_null())
+            .join(score.select("site", "date", "asin"), on=["site", "date", "asin"])
+            .group_by("site", "date")
+            .agg(pl.len().alias("candidates")),
+            on=["site", "date"],
+            how="left",
+        )
+        .with_columns(pl.col("candidates").fill_null(0))
+        .sort("site", "date")
+    )
+    empty = candidates.filter(pl.col("candidates") == 0)
+    return dg.AssetCheckResult(
+        passed=not bad and empty.is_empty(),
+        description=(f"non-finite values: {bad}" if bad else "")
+        + (f" {empty.height} partition(s) without a candidate with enough data" if empty.height else ""),
+        metadata={
+            "rows": score.height,
+            "non_finite": dg.MetadataValue.json(bad),
+            "partitions_without_candidates": empty.height,
+            "candidates_by_partition": _md(candidates),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="score_baseline_daily",
+    partitions_def=date_site_partitions,
+    description=f"Top-{CHURN_TOP_N} churn vs the previous day under thresholds.rank_churn_warn (WARN).",
+)
+def score_rank_stability(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
+    threshold = get_settings().thresholds.rank_churn_warn
+    rows = []
+    for part in _parts(context):
+        window = warehouse.read(
+            "score_baseline_daily",
+            sites=[part.site],
+            start=part.day - timedelta(days=1),
+            end=part.day,
+            columns=["date", "asin", "rank_in_site"],
+        ).filter(pl.col("rank_in_site") <= CHURN_TOP_N)
+        today = set(window.filter(pl.col("date") == part.day)["asin"])
+        before = set(window.filter(pl.col("date") == part.day - timedelta(days=1))["asin"])
+        if not before or not today:
+            continue  # no previous day to compare with
+        churn = 1 - len(today & before) / max(len(today), len(before))
+        rows.append({"site": part.site, "date": part.day, "churn": churn})
+    frame = pl.DataFrame(rows, schema={"site": pl.Utf8, "date": pl.Date, "churn": pl.Float64})
+    worst = float(frame["churn"].max() or 0.0) if frame.height else 0.0
+    return dg.AssetCheckResult(
+        passed=worst <= threshold,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"top-{CHURN_TOP_N} churn up to {worst:.0%} (threshold {threshold:.0%})"
+            if frame.height
+            else "no previous day to compare with"
+        ),
+        metadata={
+            "max_churn": worst,
+            "threshold": threshold,
+            "compared_days": frame.height,
+            "by_partition": _md(frame),
+        },
+    )
+
+
+FEATURE_CHECKS = [features_null_rate, score_sanity, score_rank_stability]
