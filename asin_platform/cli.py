@@ -178,6 +178,20 @@ def cmd_etl(args: argparse.Namespace) -> int:
     return 0 if all(s.success for s in summaries) else 1
 
 
+def cmd_export_table(args: argparse.Namespace) -> int:
+    """Write a warehouse table (or a slice of it) to Parquet, e.g. the mart for `build-labels`."""
+    from asin_platform.definitions import build_resources
+    from asin_platform.settings import get_settings
+
+    _prepare_environment()
+    warehouse = build_resources(get_settings())["warehouse"]
+    frame = warehouse.read(args.table, sites=args.sites, start=args.start, end=args.end)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(args.output)
+    print(f"{frame.height:,} rows of {args.table} -> {args.output}")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     import yaml
 
@@ -236,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("etl-standardize", help="rebuild the mart from stored raw payloads")
     _add_range_args(p)
     p.set_defaults(func=cmd_etl)
+
+    p = sub.add_parser("export-table", help="write a warehouse table (slice) to Parquet")
+    p.add_argument("--table", required=True, help="e.g. mart_timeseries_daily, features_daily")
+    p.add_argument("--output", required=True, help="Parquet file to write")
+    _add_range_args(p)
+    p.set_defaults(func=cmd_export_table)
 
     p = sub.add_parser("settings", help="print the effective settings (no secrets)")
     p.set_defaults(func=cmd_settings)
