@@ -216,6 +216,8 @@ def test_fetch_day_pages_batches_and_reports(token: str) -> None:
     assert all(r.params["since"] == r.params["until"] == "2026-11-20" for r in rv)
     assert sum("page_token" in r.params for r in rv) == 5
     assert all(r.asins == () for r in got.responses if r.endpoint == up.UNIVERSE)
+    # reprs stay short (bodies are large and reprs land in logs and tracebacks)
+    assert len(repr(got)) < 200 and all(len(repr(r)) < 200 for r in got.responses)
     # every request carried the bearer token, only in the header
     assert all(req.headers["Authorization"] == f"Bearer {token}" for _, req in api.calls)
     assert all(token not in str(req.url) for _, req in api.calls)
