@@ -1,11 +1,13 @@
 """The bundled upstream simulator: a deterministic synthetic Amazon market and an HTTP server speaking
-the unified product API (docs/upstream_api.md). See docs/simulator.md."""
+the unified product API (docs/upstream_api.md) and Keepa's product API (docs/keepa.md) over the same
+market. See docs/simulator.md."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from asin_platform.settings import SimulatorSettings
+from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, KeepaPlan, keepa_products
 from asin_platform.simulator.market import Market, MarketConfig, UnknownSiteError
 from asin_platform.simulator.server import (
     FaultConfig,
@@ -18,7 +20,9 @@ from asin_platform.simulator.server import (
 )
 
 __all__ = [
+    "DEFAULT_KEEPA_KEYS",
     "FaultConfig",
+    "KeepaPlan",
     "Market",
     "MarketConfig",
     "Quota",
@@ -26,6 +30,7 @@ __all__ = [
     "SimulatorStats",
     "UnknownSiteError",
     "create_app",
+    "keepa_products",
     "market_from_settings",
     "serve",
     "start_in_thread",

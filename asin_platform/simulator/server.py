@@ -1,4 +1,5 @@
-"""ASGI app speaking the unified product API (docs/upstream_api.md) over a ``Market``.
+"""ASGI app speaking the unified product API (docs/upstream_api.md) over a ``Market``, and Keepa's
+``/product`` / ``/token`` over the same market (``simulator/keepa.py``, docs/keepa.md).
 
 Per request, in order: bearer auth (401) -> per-token token bucket (429 with ``Retry-After``) ->
 fault plan (deterministic, from a seeded hash of the fault-eligible request counter) -> the route
@@ -23,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -36,6 +37,9 @@ from starlette.routing import Route
 
 from asin_platform.simulator.market import Market, UnknownSiteError
 from asin_platform.simulator.openapi import openapi_document
+
+if TYPE_CHECKING:
+    from asin_platform.simulator.keepa import KeepaPlan
 
 MAX_BATCH = 100
 MAX_RANGE_DAYS = 400
@@ -510,8 +514,18 @@ def create_app(
     tokens: dict[str, Quota] | None = None,
     faults: FaultConfig | None = None,
     clock: Callable[[], float] = time.monotonic,
+    keepa_keys: dict[str, KeepaPlan] | None = None,
+    keepa_now: Callable[[], datetime] | None = None,
 ) -> Starlette:
-    """The unified-API app over ``market``. ``clock`` drives quotas and stats (a fake one in tests)."""
+    """The unified-API app over ``market``. ``clock`` drives quotas and stats (a fake one in tests).
+
+    The same app also speaks Keepa's ``/product`` and ``/token`` over the same market
+    (``simulator/keepa.py``): ``keepa_keys`` are its access keys and plans (default: the demo key),
+    ``keepa_now`` the instant its responses are as of (default: the real clock).
+    """
+    # Imported here: keepa.py builds on this module's stats and fault types.
+    from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, keepa_routes
+
     tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
     faults = faults or FaultConfig()
     stats = SimulatorStats()
@@ -626,11 +640,21 @@ def create_app(
         ),
         Route(f"{prefix}/keywords", endpoint("keywords", h_keywords), methods=["GET"]),
     ]
+    keepa_route_list, keepa_state = keepa_routes(
+        market,
+        dict(DEFAULT_KEEPA_KEYS if keepa_keys is None else keepa_keys),
+        stats=stats,
+        faults=faults,
+        clock=clock,
+        data_clock=keepa_now,
+    )
+    routes.extend(keepa_route_list)
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.stats = stats
     app.state.market = market
     app.state.faults = faults
     app.state.tokens = tokens
+    app.state.keepa = keepa_state
     return app
 
 
@@ -645,9 +669,11 @@ def serve(
     market: Market,
     tokens: dict[str, Quota] | None = None,
     faults: FaultConfig | None = None,
+    keepa_keys: dict[str, KeepaPlan] | None = None,
 ) -> None:
     """Serve the simulator until interrupted (blocking)."""
-    uvicorn.run(create_app(market, tokens, faults), host=host, port=port, log_level="warning")
+    app = create_app(market, tokens, faults, keepa_keys=keepa_keys)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @dataclass
@@ -682,9 +708,10 @@ def start_in_thread(
     tokens: dict[str, Quota] | None = None,
     faults: FaultConfig | None = None,
     startup_timeout: float = 15.0,
+    keepa_keys: dict[str, KeepaPlan] | None = None,
 ) -> RunningSimulator:
     """Serve on a daemon thread; port 0 picks a free port. Returns once ``/v1/health`` answers."""
-    app = create_app(market, tokens, faults)
+    app = create_app(market, tokens, faults, keepa_keys=keepa_keys)
     # Bind ourselves so port 0 resolves before uvicorn starts (no race on the chosen port).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
