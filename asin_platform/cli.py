@@ -90,25 +90,89 @@ def _run_pipeline(asset_keys: Sequence[str], sites: Sequence[str], start: date, 
         return materialize_range(defs, asset_keys, sites=sites, start=start, end=end, instance=instance)
 
 
+# The demo's phases: (title, asset keys, partitioned?, last day only?). Phases whose assets are not
+# defined are skipped, so the demo always runs the whole graph that exists.
+DEMO_PHASES: list[tuple[str, list[str], bool, bool]] = [
+    ("ingest: raw_payloads -> mart_timeseries_daily", ["raw_payloads", "mart_timeseries_daily"], True, False),
+    (
+        "features: features_daily -> score_baseline_daily",
+        ["features_daily", "score_baseline_daily"],
+        True,
+        False,
+    ),
+    ("export: top_candidates", ["top_candidates"], True, True),
+    (
+        "model: train_samples -> ranker_model -> model_evaluation",
+        ["train_samples", "ranker_model", "model_evaluation"],
+        False,
+        False,
+    ),
+    ("predictions: predictions_rank_daily", ["predictions_rank_daily"], True, True),
+]
+
+
+def _demo_environment(args: argparse.Namespace) -> None:
+    """A small market served fast: the demo is about the whole graph, not about waiting on quota.
+    Explicit settings (env or YAML) win over these defaults."""
+    defaults = {
+        "ASIN_PLATFORM__SIMULATOR__ASINS_PER_SITE": str(args.asins),
+        "ASIN_PLATFORM__SIMULATOR__QPM": "120000",
+        "ASIN_PLATFORM__SIMULATOR__BURST": "1000",
+        "ASIN_PLATFORM__RATE_LIMITS__UNIFIED__QPM": "120000",
+        "ASIN_PLATFORM__RATE_LIMITS__UNIFIED__BURST": "1000",
+    }
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import dagster as dg
+
+    from asin_platform.runner import materialize_range, materialize_unpartitioned
+
+    _demo_environment(args)
     _prepare_environment()
     from asin_platform.settings import get_settings
 
     end = args.end or _yesterday()
     start = end - timedelta(days=args.days - 1)
+    summaries = []
     with _start_simulator(args.port) as sim:
         _prepare_environment(base_url=sim.url)
         settings = get_settings()
+        from asin_platform.definitions import build_definitions
+
+        defs = build_definitions()
+        defined = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
         print(
-            f"asin-platform demo: simulator at {sim.url}, sites {', '.join(settings.sites)}, {start}..{end}"
+            f"asin-platform demo: simulator at {sim.url}, {settings.simulator.asins_per_site} ASINs x "
+            f"sites {', '.join(settings.sites)}, {start}..{end} ({args.days} days)"
         )
-        print("materialising raw_payloads -> mart_timeseries_daily (+ checks) through Dagster:")
-        summaries = _run_pipeline(DEMO_ASSETS, settings.sites, start, end)
+        with dg.DagsterInstance.get() as instance:
+            for title, keys, partitioned, last_only in DEMO_PHASES:
+                if not set(keys) <= defined:
+                    continue
+                began = time.monotonic()
+                print(f"\n== {title}")
+                if partitioned:
+                    summaries += materialize_range(
+                        defs,
+                        keys,
+                        sites=settings.sites,
+                        start=end if last_only else start,
+                        end=end,
+                        instance=instance,
+                    )
+                else:
+                    summaries.append(materialize_unpartitioned(defs, keys, instance=instance))
+                print(f"   ({time.monotonic() - began:.1f}s)")
+                if not all(s.success for s in summaries):
+                    print("\nstopping: a run failed (see above, or the run in the UI)")
+                    break
     _print_demo_summary(summaries)
     return 0 if all(s.success for s in summaries) else 1
-
-
-DEMO_ASSETS = ["raw_payloads", "mart_timeseries_daily"]
 
 
 def _print_demo_summary(summaries: list) -> None:
@@ -220,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the main job end to end on the embedded default")
-    p.add_argument("--days", type=int, default=3, help="recent days to materialise (default 3)")
+    p.add_argument(
+        "--days",
+        type=int,
+        default=240,
+        help="days of history to build, ending yesterday (default 240: enough to train)",
+    )
+    p.add_argument("--asins", type=int, default=300, help="simulated ASINs per site (default 300)")
     p.add_argument("--end", type=_parse_date, help="last day (default: yesterday, UTC)")
     p.add_argument("--port", type=int, default=0, help="simulator port (default: a free one)")
     p.set_defaults(func=cmd_demo)

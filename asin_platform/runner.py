@@ -19,8 +19,8 @@ from asin_platform.partitions import to_partition_key
 @dataclass
 class RunSummary:
     site: str
-    start: date
-    end: date
+    start: date | None
+    end: date | None
     run_id: str
     success: bool
     materializations: int
@@ -78,27 +78,59 @@ def materialize_range(
             # progress and counts at INFO; DEBUG (every event) stays in the instance for the UI
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
-        checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
-        error = None
-        if not result.success:
-            failures = [ev for ev in result.all_events if ev.is_step_failure]
-            error = failures[0].step_failure_data.error.message.strip() if failures else "run failed"
-        summary = RunSummary(
-            site=site,
-            start=start,
-            end=end,
-            run_id=result.run_id,
-            success=result.success,
-            materializations=len(result.get_asset_materialization_events()),
-            checks=checks,
-            error=error,
-        )
-        failed = [name for name, (ok, _) in checks.items() if not ok]
-        log(
-            f"  {site} {start}..{end}: {'ok' if result.success else 'FAILED'}, "
-            f"{summary.materializations} materialisations, {len(checks)} checks"
-            + (f", failing: {', '.join(failed)}" if failed else "")
-            + (f"\n    error: {error}" if error else "")
-        )
-        summaries.append(summary)
+        summaries.append(_summarise(result, site=site, start=start, end=end, log=log))
     return summaries
+
+
+def _summarise(
+    result: dg.ExecuteInProcessResult,
+    *,
+    site: str,
+    start: date | None,
+    end: date | None,
+    log: Callable[[str], None],
+) -> RunSummary:
+    checks = {e.check_name: (e.passed, e.severity.value) for e in result.get_asset_check_evaluations()}
+    error = None
+    if not result.success:
+        failures = [ev for ev in result.all_events if ev.is_step_failure]
+        error = failures[0].step_failure_data.error.message.strip() if failures else "run failed"
+    summary = RunSummary(
+        site=site,
+        start=start,
+        end=end,
+        run_id=result.run_id,
+        success=result.success,
+        materializations=len(result.get_asset_materialization_events()),
+        checks=checks,
+        error=error,
+    )
+    failed = [name for name, (ok, _) in checks.items() if not ok]
+    span = f"{start}..{end}" if start else "unpartitioned"
+    log(
+        f"  {site} {span}: {'ok' if result.success else 'FAILED'}, "
+        f"{summary.materializations} materialisations, {len(checks)} checks"
+        + (f", failing: {', '.join(failed)}" if failed else "")
+        + (f"\n    error: {error}" if error else "")
+    )
+    return summary
+
+
+def materialize_unpartitioned(
+    defs: dg.Definitions,
+    asset_keys: Sequence[str],
+    *,
+    instance: dg.DagsterInstance,
+    log: Callable[[str], None] = print,
+    log_level: str = "INFO",
+) -> RunSummary:
+    """Materialise unpartitioned assets (the model) and their checks in one run."""
+    result = dg.materialize(
+        [*(defs.assets or []), *(defs.asset_checks or [])],
+        selection=selection_with_checks(asset_keys),
+        resources=defs.resources,
+        instance=instance,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+    )
+    return _summarise(result, site="*", start=None, end=None, log=log)

@@ -16,6 +16,8 @@ SCORE_COLUMNS = (
     "z_listing_quality", "z_keyword_gain", "z_price_volatility",
 )  # fmt: skip
 CHURN_TOP_N = 50
+# Days of mart history before a 14-day trend can exist (70% of 14 days observed).
+WARM_UP_DAYS = 13
 
 
 @dg.asset_check(
@@ -58,11 +60,15 @@ def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -
         0, named=True
     )
     bad = {k: int(v) for k, v in non_finite.items() if v}
-    # "enough data": the 14-day BSR trend exists (>= 70% of its days observed)
+    # "enough data": the 14-day BSR trend exists (>= 70% of its days observed). A partition whose
+    # mart history is too short for any ASIN to have it yet is warming up, not failing.
     features = _read_slices(
         warehouse, "features_daily", parts, columns=["site", "date", "asin", "bsr_log_slope_14d"]
     )
     keys = pl.DataFrame({"site": [p.site for p in parts], "date": [p.day for p in parts]})
+    first_day = warehouse.query(
+        "SELECT site, min(date) AS first_day FROM mart_timeseries_daily GROUP BY site"
+    ).with_columns(pl.col("first_day").cast(pl.Date))
     candidates = (
         keys.join(
             features.filter(pl.col("bsr_log_slope_14d").is_not_null())
@@ -72,10 +78,15 @@ def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -
             on=["site", "date"],
             how="left",
         )
-        .with_columns(pl.col("candidates").fill_null(0))
+        .join(first_day, on="site", how="left")
+        .with_columns(
+            pl.col("candidates").fill_null(0),
+            warming_up=(pl.col("date") - pl.col("first_day")).dt.total_days() < WARM_UP_DAYS,
+        )
+        .drop("first_day")
         .sort("site", "date")
     )
-    empty = candidates.filter(pl.col("candidates") == 0)
+    empty = candidates.filter((pl.col("candidates") == 0) & ~pl.col("warming_up"))
     return dg.AssetCheckResult(
         passed=not bad and empty.is_empty(),
         description=(f"non-finite values: {bad}" if bad else "")
@@ -84,6 +95,7 @@ def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -
             "rows": score.height,
             "non_finite": dg.MetadataValue.json(bad),
             "partitions_without_candidates": empty.height,
+            "warming_up_partitions": candidates.filter(pl.col("warming_up")).height,
             "candidates_by_partition": _md(candidates),
         },
     )

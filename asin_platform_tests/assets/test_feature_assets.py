@@ -13,6 +13,7 @@ import pytest
 
 from asin_platform.assets.exports import EXPORT_SCHEMA
 from asin_platform.definitions import ASSETS, CHECKS
+from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import range_tags, selection_with_checks
@@ -32,7 +33,7 @@ def _materialize(warehouse: Warehouse, keys: list[str], *, partition_key=None, t
     return dg.materialize(
         [*ASSETS, *CHECKS],
         selection=selection_with_checks(keys),
-        resources={"upstream": _client(), "warehouse": warehouse},
+        resources={"upstream": _client(), "keepa": KeepaClient(), "warehouse": warehouse},
         partition_key=partition_key,
         tags=tags or {},
         raise_on_error=False,
