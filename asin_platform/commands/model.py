@@ -1,0 +1,362 @@
+"""Model-layer subcommands: the seed's training/ and inference/ scripts over Parquet files.
+
+    build-labels   --mart X.parquet --features Y.parquet --output-dir artifacts/samples
+    train-rank     --data artifacts/samples/train_samples_rank.parquet --output artifacts/lgb_rank.txt
+    tune-rank      --data ... --trials N [--study-path artifacts/tuning/lgb_rank.db]
+    eval-metrics   --predictions predictions.csv --k 10 20
+    batch-predict  --model artifacts/lgb_rank.txt --features F.parquet --output exports/pred_rank_daily.parquet
+
+Each calls the same core functions as the Dagster assets (core.labels, core.ranker, core.tuning,
+core.metrics, core.predict); defaults for windows and thresholds come from the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+
+def _read_table(path: str | Path) -> pl.DataFrame:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist")
+    if p.suffix.lower() == ".csv":
+        return pl.read_csv(p, try_parse_dates=True)
+    return pl.read_parquet(p)
+
+
+def _write_table(frame: pl.DataFrame, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix.lower() == ".csv":
+        frame.write_csv(p)
+    else:
+        frame.write_parquet(p)
+    return p
+
+
+def _print_frame(frame: pl.DataFrame) -> None:
+    with pl.Config(tbl_rows=50, tbl_cols=30, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        print(frame)
+
+
+# ----------------------------------------------------------------------------------- build-labels
+
+
+def cmd_build_labels(args: argparse.Namespace) -> int:
+    from asin_platform.core.labels import build_samples
+    from asin_platform.settings import get_settings
+
+    settings = get_settings()
+    w, t = settings.windows, settings.thresholds
+    samples = build_samples(
+        _read_table(args.features),
+        pl.scan_parquet(args.mart) if not str(args.mart).endswith(".csv") else _read_table(args.mart),
+        observation=args.observation or w.observation,
+        horizon=args.horizon or w.horizon,
+        embargo=args.embargo if args.embargo is not None else w.embargo,
+        sales_ratio=args.sales_ratio or t.label_sales_ratio,
+        pctl_gain=args.pctl_gain if args.pctl_gain is not None else t.label_bsr_pctl_gain,
+        split_fractions=tuple(args.split_fractions),
+        sample_every=args.sample_every,
+    )
+    paths = samples.write(args.output_dir)
+    _print_frame(samples.summary)
+    for kind, path in paths.items():
+        print(f"{kind:>8}: {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- train-rank
+
+
+def _with_baseline(frame: pl.DataFrame) -> pl.DataFrame:
+    from asin_platform.core.metrics import add_baseline_scores
+    from asin_platform.settings import get_settings
+
+    settings = get_settings()
+    return add_baseline_scores(frame, settings.score_weights, min_category_size=settings.min_category_size)
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    from asin_platform.settings import get_settings
+
+    return Path(args.models_dir) if args.models_dir else Path(get_settings().artifacts_dir) / "models"
+
+
+def _train_and_save(samples: pl.DataFrame, params: dict, args: argparse.Namespace, extra: dict) -> int:
+    from asin_platform.core.metrics import markdown_table
+    from asin_platform.core.predict import add_model_scores
+    from asin_platform.core.ranker import export_model, feature_importance, save_model, train_ranker
+
+    samples = _with_baseline(samples)
+    trained = train_ranker(
+        samples,
+        params=params,
+        num_boost_round=args.rounds,
+        early_stopping_rounds=args.early_stopping,
+        compare={"baseline": "explosive_score"},
+    )
+    saved = save_model(trained, _models_dir(args), extra={"samples": str(args.data), **extra})
+    model_out, card_out = export_model(saved, args.output)
+    print(
+        f"trained {trained.best_iteration} trees in {trained.training_seconds:.1f} s on "
+        f"{trained.rows['train']:,} rows ({trained.queries['train']} queries)"
+    )
+    print("validation (model vs baseline):")
+    print(markdown_table(trained.valid_metrics))
+    gate = saved.card["gate"]
+    print(
+        f"gate {gate['metric']} model {gate['model']:.4f} vs baseline {gate['baseline']:.4f}: "
+        f"{'passed' if gate['passed'] else 'FAILED'}; promoted to latest: {saved.promoted}"
+    )
+    print("top features by gain:")
+    _print_frame(feature_importance(trained.booster).head(10))
+    print(f"model {saved.version}: {saved.directory}\n  copy: {model_out} (card {card_out})")
+    if args.predictions:
+        scored = add_model_scores(
+            samples.filter(pl.col("split").is_in(["valid", "test"])),
+            trained.booster,
+            trained.features,
+            num_iteration=trained.best_iteration,
+        )
+        out = _write_table(
+            scored.select(
+                "split", "site", "date", "asin", "relevance", "explodes", "model_score", "explosive_score"
+            ),
+            args.predictions,
+        )
+        print(f"validation + test predictions -> {out}")
+    return 0
+
+
+def _parse_params(text: str | None) -> dict:
+    if not text:
+        return {}
+    path = Path(text)
+    raw = path.read_text() if path.exists() else text
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--params is neither a JSON object nor a JSON file: {exc}") from None
+    if not isinstance(params, dict):
+        raise SystemExit("--params must be a JSON object")
+    return params
+
+
+def cmd_train_rank(args: argparse.Namespace) -> int:
+    samples = _read_table(args.data)
+    return _train_and_save(samples, _parse_params(args.params), args, extra={})
+
+
+# -------------------------------------------------------------------------------------- tune-rank
+
+
+def cmd_tune_rank(args: argparse.Namespace) -> int:
+    from asin_platform.core.tuning import tune_ranker
+
+    samples = _read_table(args.data)
+    study_path = (
+        Path(args.study_path) if args.study_path else _models_dir(args).parent / "tuning" / "lgb_rank.db"
+    )
+    result = tune_ranker(
+        samples,
+        trials=args.trials,
+        study_path=study_path,
+        study_name=args.study_name,
+        seed=args.seed,
+        base_params=_parse_params(args.params),
+        num_boost_round=args.rounds,
+        early_stopping_rounds=args.early_stopping,
+        timeout=args.timeout,
+        on_trial=lambda _study, t: print(
+            f"  trial {t.number}: {t.state.name.lower()}"
+            + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
+            + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
+        ),
+    )
+    print(
+        f"study {result.study_name} ({study_path}): {result.completed_trials} completed trials "
+        f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"
+    )
+    tuned = {k: result.best_params[k] for k in sorted(result.best_params) if k in _TUNED}
+    print("best params: " + json.dumps(tuned))
+    best_path = study_path.with_suffix(".best_params.json")
+    best_path.write_text(json.dumps(result.best_params, indent=2, default=str) + "\n")
+    print(f"best params -> {best_path}")
+    if args.output:
+        return _train_and_save(
+            samples,
+            result.best_params,
+            args,
+            extra={
+                "tuning": {
+                    "study": str(study_path),
+                    "study_name": result.study_name,
+                    "trials": result.completed_trials,
+                    "best_valid_ndcg@20": result.best_value,
+                }
+            },
+        )
+    return 0
+
+
+_TUNED = (
+    "learning_rate",
+    "num_leaves",
+    "min_data_in_leaf",
+    "feature_fraction",
+    "bagging_fraction",
+    "lambda_l2",
+)
+
+
+# ----------------------------------------------------------------------------------- eval-metrics
+
+
+_LABEL_CANDIDATES = ("relevance", "label", "explodes", "target")
+_QUERY_COLUMNS = ("site", "date")
+_RANKER_NAMES = {
+    "model_score": "model",
+    "explosive_score": "baseline",
+    "random_score": "random",
+    "oracle_score": "oracle",
+}
+
+
+def cmd_eval_metrics(args: argparse.Namespace) -> int:
+    from asin_platform.core.metrics import compare_rankers, markdown_table
+
+    frame = _read_table(args.predictions)
+    label = args.label or next((c for c in _LABEL_CANDIDATES if c in frame.columns), None)
+    if label is None or label not in frame.columns:
+        print(f"no label column: pass --label (looked for {', '.join(_LABEL_CANDIDATES)})", file=sys.stderr)
+        return 2
+    positive = args.positive or ("explodes" if "explodes" in frame.columns and label != "explodes" else None)
+    query = args.query or [c for c in _QUERY_COLUMNS if c in frame.columns]
+    if not query:
+        print("no query columns: pass --query (e.g. site date)", file=sys.stderr)
+        return 2
+    scores = args.scores or [c for c in frame.columns if c.endswith("score") and frame[c].dtype.is_numeric()]
+    if not scores:
+        print("no score columns: pass --scores", file=sys.stderr)
+        return 2
+    if "split" in frame.columns and args.split:
+        frame = frame.filter(pl.col("split") == args.split)
+    names = {_RANKER_NAMES.get(s, s.removesuffix("_score") or s): s for s in scores}
+    table = compare_rankers(frame, names, relevance=label, positive=positive, ks=args.k, query=query)
+    print(
+        f"label {label!r}"
+        + (f", positives {positive!r}" if positive else ", positives = label > 0")
+        + f", queries {query}"
+        + (f", split {args.split}" if args.split and "split" in frame.columns else "")
+    )
+    print(markdown_table(table))
+    if args.output:
+        out = _write_table(table, args.output) if not args.output.endswith(".md") else Path(args.output)
+        if args.output.endswith(".md"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(markdown_table(table) + "\n")
+        print(f"-> {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- batch-predict
+
+
+def cmd_batch_predict(args: argparse.Namespace) -> int:
+    from asin_platform.core.predict import predict_with
+    from asin_platform.core.ranker import load_model
+
+    model = load_model(args.model)
+    features = _read_table(args.features)
+    if args.date:
+        features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
+    predictions = predict_with(model, features)
+    out = _write_table(predictions, args.output)
+    if args.csv and out.suffix.lower() != ".csv":
+        _write_table(predictions, out.with_suffix(".csv"))
+    print(f"{predictions.height:,} predictions (model {model.version}) -> {out}")
+    _print_frame(
+        predictions.filter(pl.col("rank_in_site") <= 5).select(
+            "site", "date", "rank_in_site", "asin", "category_id", "model_score"
+        )
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-labels", help="train_samples_{bin,rank,reg}.parquet from mart + features Parquet"
+    )
+    p.add_argument("--mart", required=True, help="mart_timeseries_daily Parquet")
+    p.add_argument("--features", required=True, help="features_daily Parquet")
+    p.add_argument("--output-dir", default="artifacts/samples")
+    p.add_argument("--observation", type=int, help="observation window W in days (default: settings)")
+    p.add_argument("--horizon", type=int, help="label horizon H in days (default: settings)")
+    p.add_argument("--embargo", type=int, help="days between splits, >= H (default: settings)")
+    p.add_argument("--sales-ratio", type=float, help="r: future/past est. sales (default: settings)")
+    p.add_argument("--pctl-gain", type=float, help="p: BSR percentile gain (default: settings)")
+    p.add_argument(
+        "--split-fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VALID", "TEST")
+    )
+    p.add_argument("--sample-every", type=int, default=1, help="keep every n-th reference date")
+    p.set_defaults(func=cmd_build_labels)
+
+    def training_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, help="train_samples_rank Parquet")
+        p.add_argument("--models-dir", help="versioned model directory (default: <artifacts_dir>/models)")
+        p.add_argument("--params", help="LightGBM params as a JSON object or a JSON file")
+        p.add_argument("--rounds", type=int, default=1000, help="max boosting rounds")
+        p.add_argument("--early-stopping", type=int, default=50, help="rounds without validation gain")
+        p.add_argument("--predictions", help="also write validation + test predictions here (csv/parquet)")
+
+    p = sub.add_parser(
+        "train-rank", help="train the LightGBM lambdarank model (versioned + copied to --output)"
+    )
+    training_args(p)
+    p.add_argument("--output", default="artifacts/lgb_rank.txt", help="copy of the model (card beside it)")
+    p.set_defaults(func=cmd_train_rank)
+
+    p = sub.add_parser("tune-rank", help="Optuna search on validation NDCG@20 (resumable study)")
+    training_args(p)
+    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
+    p.add_argument(
+        "--study-path", help="SQLite file of the study (default: <artifacts_dir>/tuning/lgb_rank.db)"
+    )
+    p.add_argument("--study-name", default="lgb_rank")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, help="seconds for this run")
+    p.add_argument("--output", help="train the best params and save the model here too")
+    p.set_defaults(func=cmd_tune_rank, rounds=500, early_stopping=30)
+
+    p = sub.add_parser(
+        "eval-metrics", help="NDCG / precision / recall @k per score column of a predictions file"
+    )
+    p.add_argument(
+        "--predictions", required=True, help="csv or parquet with query columns, scores and a label"
+    )
+    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 50])
+    p.add_argument("--label", help="relevance column (default: relevance | label | explodes)")
+    p.add_argument("--positive", help="0/1 column defining positives (default: explodes, else label > 0)")
+    p.add_argument("--scores", nargs="+", help="score columns (default: every numeric *score column)")
+    p.add_argument("--query", nargs="+", help="query columns (default: site date)")
+    p.add_argument("--split", help="only rows of this split (when the file has a split column)")
+    p.add_argument("--output", help="also write the table (.md, .csv or .parquet)")
+    p.set_defaults(func=cmd_eval_metrics)
+
+    p = sub.add_parser(
+        "batch-predict", help="score a features file with a model: score + ranks per site/category"
+    )
+    p.add_argument(
+        "--model", required=True, help="model file, version directory, or models dir (uses latest)"
+    )
+    p.add_argument("--features", required=True, help="features_daily Parquet/CSV")
+    p.add_argument("--output", default="exports/pred_rank_daily.parquet")
+    p.add_argument("--date", help="only this date (YYYY-MM-DD)")
+    p.add_argument("--csv", action="store_true", help="also write a CSV beside a Parquet output")
+    p.set_defaults(func=cmd_batch_predict)

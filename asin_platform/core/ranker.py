@@ -1,0 +1,465 @@
+"""The LightGBM lambdarank model: train with early stopping, save with a model card, load.
+
+Queries are (site, reference date): a day's products of one marketplace compete for the top of
+one list, which is what the dashboards show. LightGBM needs each query's rows contiguous and the
+group sizes in the same order, so every matrix here is built from a frame sorted by
+(site, date, asin). ``lambdarank_truncation_level`` is at least the largest k we report (50), so
+the gradients care about every position the metrics look at.
+
+Validation is used twice and only for what it is for: early stopping (on NDCG@20, the first
+``ndcg_eval_at`` value, restricted to queries with at least one positive: LightGBM would score a
+query without one as 1 and flatten the curve), and the card's validation metrics. The test split
+is never touched here.
+
+A saved model is a directory ``<models_dir>/<version>/`` with ``model.txt`` (LightGBM text format,
+readable by any LightGBM) and ``card.json`` (features, params, data window, metrics, training
+time, git commit, drift profile). ``version`` = UTC timestamp + 8 hex of the model text's hash.
+``<models_dir>/latest`` holds the version predictions use; a model that does not beat the
+baseline on validation is saved but not promoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from asin_platform.core.drift import reference_profile
+from asin_platform.core.labels import feature_columns
+from asin_platform.core.metrics import DEFAULT_KS, compare_rankers
+
+QUERY: tuple[str, ...] = ("site", "date")
+GATE_METRIC = ("ndcg", 20)  # the model must beat the baseline on validation NDCG@20
+LATEST = "latest"
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    # the first value drives early stopping (first_metric_only)
+    "ndcg_eval_at": [20, 10, 50],
+    "lambdarank_truncation_level": max(DEFAULT_KS),
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 200,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.7,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "max_bin": 255,
+    "verbosity": -1,
+    "seed": 42,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+DEFAULT_ROUNDS = 1000
+DEFAULT_EARLY_STOPPING = 50
+
+
+def query_sorted(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame sorted by query then ASIN: each query's rows contiguous, as LightGBM requires."""
+    return frame.sort(*QUERY, "asin")
+
+
+def group_sizes(sorted_frame: pl.DataFrame) -> np.ndarray:
+    """Rows per query, in the order the queries appear in ``sorted_frame``."""
+    return sorted_frame.group_by(list(QUERY), maintain_order=True).agg(pl.len()).get_column("len").to_numpy()
+
+
+def feature_matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """float32 matrix of ``features`` (booleans as 0/1, nulls as NaN = LightGBM's missing)."""
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise ValueError(f"the frame lacks feature column(s) {missing}")
+    return frame.select([pl.col(f).cast(pl.Float32) for f in features]).to_numpy()
+
+
+def with_positive_queries(frame: pl.DataFrame, positive: str) -> pl.DataFrame:
+    """Only the queries holding at least one positive row."""
+    return frame.filter(pl.col(positive).cast(pl.Int64).sum().over(list(QUERY)) > 0)
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The repository's HEAD commit, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _span(frame: pl.DataFrame) -> list[str] | None:
+    if frame.is_empty():
+        return None
+    return [str(frame["date"].min()), str(frame["date"].max())]
+
+
+@dataclass
+class TrainedRanker:
+    booster: lgb.Booster
+    params: dict[str, Any]
+    features: tuple[str, ...]
+    label: str
+    best_iteration: int
+    training_seconds: float
+    rows: dict[str, int]
+    queries: dict[str, int]
+    data_window: dict[str, list[str] | None]
+    valid_metrics: pl.DataFrame  # compare_rankers output on the validation split
+    history: dict[str, list[float]] = field(default_factory=dict)
+    drift_profile: dict[str, Any] = field(default_factory=dict)
+
+    def gate(self, baseline: str = "baseline") -> dict[str, Any]:
+        """Does the model beat ``baseline`` on validation NDCG@20? (None when there is no baseline)."""
+        metric, k = GATE_METRIC
+        values = {
+            r["ranker"]: r[metric] for r in self.valid_metrics.filter(pl.col("k") == k).iter_rows(named=True)
+        }
+        model, base = values.get("model"), values.get(baseline)
+        passed = None if model is None or base is None else bool(model > base)
+        return {
+            "metric": f"{metric}@{k}",
+            "split": "valid",
+            "model": model,
+            "baseline": base,
+            "passed": passed,
+        }
+
+
+@dataclass
+class RankData:
+    """Query-sorted train / valid frames and their LightGBM Datasets (built once, reusable)."""
+
+    train: pl.DataFrame  # train queries with at least one relevant row
+    valid: pl.DataFrame  # validation queries with at least one positive (early stopping)
+    valid_all: pl.DataFrame  # every validation query (metrics report kept / total)
+    test: pl.DataFrame
+    features: tuple[str, ...]
+    label: str
+    positive: str
+    train_set: lgb.Dataset
+    valid_set: lgb.Dataset
+
+
+def prepare_rank_data(
+    samples: pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    label: str = "relevance",
+    positive: str = "explodes",
+    dataset_params: Mapping[str, Any] | None = None,
+    train_split: str = "train",
+    valid_split: str = "valid",
+) -> RankData:
+    """Split, sort and filter the rank samples and build the Datasets.
+
+    ``dataset_params`` go to both Datasets (e.g. ``{"feature_pre_filter": False}`` when a tuner
+    varies ``min_data_in_leaf``: with the pre-filter on, LightGBM would rebuild the Dataset)."""
+    feats = tuple(features) if features is not None else feature_columns(samples)
+    if label not in samples.columns or positive not in samples.columns:
+        raise ValueError(f"samples need the {label!r} and {positive!r} columns (rank samples)")
+    grades = samples[label]
+    if grades.dtype.is_float() or (grades.min() or 0) < 0 or (grades.max() or 0) > 30:  # type: ignore[operator]
+        raise ValueError(f"{label!r} must hold integer relevance grades in 0..30 (LightGBM's label_gain)")
+    train = query_sorted(samples.filter(pl.col("split") == train_split))
+    valid_all = query_sorted(samples.filter(pl.col("split") == valid_split))
+    # Queries without a relevant row give no lambdarank pairs in training, and a meaningless
+    # NDCG of 1 in validation (which would flatten the early-stopping curve): leave them out.
+    train = train.filter(pl.col(label).max().over(list(QUERY)) > 0)
+    valid = with_positive_queries(valid_all, positive)
+    if train.is_empty():
+        raise ValueError("no training query has a relevant row: nothing to learn")
+    if valid.is_empty():
+        raise ValueError("no validation query has a positive: cannot early-stop or evaluate")
+    ds_params = {"max_bin": DEFAULT_PARAMS["max_bin"], **(dataset_params or {})}
+    train_set = lgb.Dataset(
+        feature_matrix(train, feats),
+        label=train[label].to_numpy(),
+        group=group_sizes(train),
+        feature_name=list(feats),
+        params=ds_params,
+        free_raw_data=False,
+    )
+    valid_set = lgb.Dataset(
+        feature_matrix(valid, feats),
+        label=valid[label].to_numpy(),
+        group=group_sizes(valid),
+        reference=train_set,
+        params=ds_params,
+        free_raw_data=False,
+    )
+    return RankData(
+        train=train,
+        valid=valid,
+        valid_all=valid_all,
+        test=samples.filter(pl.col("split") == "test"),
+        features=feats,
+        label=label,
+        positive=positive,
+        train_set=train_set,
+        valid_set=valid_set,
+    )
+
+
+def merged_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DEFAULT_PARAMS overridden by ``params``; refuses a truncation level below the largest k."""
+    merged = {**DEFAULT_PARAMS, **(params or {})}
+    if int(merged.get("lambdarank_truncation_level", 0)) < max(DEFAULT_KS):
+        raise ValueError(f"lambdarank_truncation_level must be >= {max(DEFAULT_KS)} (the largest k)")
+    return merged
+
+
+def fit(
+    data: RankData,
+    params: Mapping[str, Any] | None = None,
+    *,
+    num_boost_round: int = DEFAULT_ROUNDS,
+    early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
+) -> tuple[lgb.Booster, dict[str, list[float]]]:
+    """One lambdarank fit on ``data`` with early stopping on NDCG at the first ``ndcg_eval_at``."""
+    history: dict[str, Any] = {}
+    booster = lgb.train(
+        merged_params(params),
+        data.train_set,
+        num_boost_round=num_boost_round,
+        valid_sets=[data.valid_set],
+        valid_names=["valid"],
+        callbacks=[
+            lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
+            lgb.record_evaluation(history),
+        ],
+    )
+    return booster, {k: list(v) for k, v in history.get("valid", {}).items()}
+
+
+def best_iteration(booster: lgb.Booster) -> int:
+    return int(booster.best_iteration or booster.current_iteration())
+
+
+def n_queries(frame: pl.DataFrame) -> int:
+    return int(frame.select(pl.struct(list(QUERY)).n_unique()).item()) if frame.height else 0
+
+
+def train_ranker(
+    samples: pl.DataFrame,
+    *,
+    features: Sequence[str] | None = None,
+    label: str = "relevance",
+    positive: str = "explodes",
+    params: Mapping[str, Any] | None = None,
+    num_boost_round: int = DEFAULT_ROUNDS,
+    early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
+    compare: Mapping[str, str] | None = None,
+) -> TrainedRanker:
+    """Train lambdarank on the ``train`` split with early stopping on ``valid``.
+
+    ``samples`` is a rank-samples frame (split, site, date, asin, features, ``label`` grades,
+    ``positive`` 0/1). ``compare`` maps extra ranker names to score columns of ``samples`` (e.g.
+    ``{"baseline": "explosive_score"}``) evaluated beside the model on validation.
+    ``training_seconds`` covers building the Datasets and boosting.
+    """
+    merged = merged_params(params)
+    started = time.perf_counter()
+    data = prepare_rank_data(
+        samples,
+        features=features,
+        label=label,
+        positive=positive,
+        dataset_params={"max_bin": merged["max_bin"]},
+    )
+    booster, history = fit(
+        data, merged, num_boost_round=num_boost_round, early_stopping_rounds=early_stopping_rounds
+    )
+    seconds = time.perf_counter() - started
+    best = best_iteration(booster)
+    valid_all = data.valid_all
+    scored = valid_all.with_columns(
+        model_score=booster.predict(feature_matrix(valid_all, data.features), num_iteration=best)
+    )
+    valid_metrics = compare_rankers(
+        scored, {"model": "model_score", **(compare or {})}, relevance=label, positive=positive
+    )
+    return TrainedRanker(
+        booster=booster,
+        params={**merged, "num_boost_round": num_boost_round, "early_stopping_rounds": early_stopping_rounds},
+        features=data.features,
+        label=label,
+        best_iteration=best,
+        training_seconds=seconds,
+        rows={"train": data.train.height, "valid": valid_all.height, "test": data.test.height},
+        queries={
+            "train": n_queries(data.train),
+            "valid": n_queries(valid_all),
+            "valid_with_positive": n_queries(data.valid),
+        },
+        data_window={"train": _span(data.train), "valid": _span(valid_all), "test": _span(data.test)},
+        valid_metrics=valid_metrics,
+        history=history,
+        drift_profile=reference_profile(data.train, data.features, by="site"),
+    )
+
+
+def _metrics_json(table: pl.DataFrame) -> dict[str, dict[str, float | int | None]]:
+    out: dict[str, dict[str, float | int | None]] = {}
+    for row in table.iter_rows(named=True):
+        entry = out.setdefault(row["ranker"], {})
+        for metric in ("ndcg", "precision", "recall"):
+            entry[f"{metric}@{row['k']}"] = row[metric]
+        entry["queries_kept"] = row["queries_kept"]
+        entry["queries_total"] = row["queries_total"]
+    return out
+
+
+def feature_importance(booster: lgb.Booster) -> pl.DataFrame:
+    """feature, gain (share of total), split count; by gain, highest first."""
+    gain = booster.feature_importance(importance_type="gain")
+    total = float(gain.sum()) or 1.0
+    return pl.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": gain / total,
+            "splits": booster.feature_importance(importance_type="split").astype(np.int64),
+        }
+    ).sort("gain", descending=True)
+
+
+def model_card(
+    trained: TrainedRanker, *, version: str, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything needed to know what a model is and how it was made (JSON-ready)."""
+    return {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_file": "model.txt",
+        "objective": trained.params.get("objective"),
+        "label": trained.label,
+        "features": list(trained.features),
+        "params": trained.params,
+        "best_iteration": trained.best_iteration,
+        "num_trees": trained.booster.num_trees(),
+        "data_window": trained.data_window,
+        "rows": trained.rows,
+        "queries": trained.queries,
+        "metrics": {"valid": _metrics_json(trained.valid_metrics)},
+        "gate": trained.gate(),
+        "training_seconds": round(trained.training_seconds, 3),
+        "git_commit": git_commit(Path(__file__).parent),
+        "lightgbm_version": lgb.__version__,
+        "feature_importance": feature_importance(trained.booster).head(50).to_dicts(),
+        "drift_profile": trained.drift_profile,
+        **(dict(extra) if extra else {}),
+    }
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    version: str
+    directory: Path
+    model_path: Path
+    card_path: Path
+    promoted: bool
+    card: dict[str, Any]
+
+
+def new_version(model_text: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{hashlib.sha256(model_text.encode()).hexdigest()[:8]}"
+
+
+def save_model(
+    trained: TrainedRanker,
+    models_dir: str | Path,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    promote: bool | None = None,
+) -> SavedModel:
+    """Write ``<models_dir>/<version>/model.txt`` + ``card.json``; point ``latest`` at it when
+    ``promote`` (default: when the gate passed, or there was no baseline to compare with)."""
+    text = trained.booster.model_to_string(num_iteration=trained.best_iteration)
+    version = new_version(text)
+    directory = Path(models_dir) / version
+    directory.mkdir(parents=True, exist_ok=False)
+    card = model_card(trained, version=version, extra=extra)
+    if promote is None:
+        promote = card["gate"]["passed"] is not False
+    card["promoted"] = bool(promote)
+    model_path, card_path = directory / "model.txt", directory / "card.json"
+    model_path.write_text(text)
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    if promote:
+        set_latest(models_dir, version)
+    return SavedModel(version, directory, model_path, card_path, bool(promote), card)
+
+
+def set_latest(models_dir: str | Path, version: str) -> None:
+    """Point ``latest`` at ``version`` atomically (write a temp file, then rename over)."""
+    pointer = Path(models_dir) / LATEST
+    tmp = pointer.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(version + "\n")
+    tmp.replace(pointer)
+
+
+def export_model(saved: SavedModel, output: str | Path) -> tuple[Path, Path]:
+    """Copy a saved model to ``output`` (the seed's ``artifacts/lgb_rank.txt``) with its card beside
+    it as ``<stem>.card.json``."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(saved.model_path, out)
+    card_out = out.with_name(out.stem + ".card.json")
+    shutil.copyfile(saved.card_path, card_out)
+    return out, card_out
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    booster: lgb.Booster
+    card: dict[str, Any]
+    version: str
+    path: Path
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.card.get("features") or self.booster.feature_name())
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """``path`` may be a model file, a version directory, or a models directory with ``latest``."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.txt").exists():
+            return p / "model.txt"
+        pointer = p / LATEST
+        if pointer.exists():
+            return p / pointer.read_text().strip() / "model.txt"
+        raise FileNotFoundError(f"{p} holds neither model.txt nor a '{LATEST}' pointer: train a model first")
+    if not p.exists():
+        raise FileNotFoundError(f"no model at {p}")
+    return p
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """The booster and its card (``card.json`` beside ``model.txt``, or ``<stem>.card.json``)."""
+    model_path = resolve_model_path(path)
+    booster = lgb.Booster(model_file=str(model_path))
+    card: dict[str, Any] = {}
+    # a version directory's model.txt has card.json; an exported lgb_rank.txt has lgb_rank.card.json
+    candidate = model_path.with_name(
+        "card.json" if model_path.name == "model.txt" else model_path.stem + ".card.json"
+    )
+    if candidate.exists():
+        card = json.loads(candidate.read_text())
+    version = str(card.get("version") or model_path.stem)
+    return LoadedModel(booster, card, version, model_path)

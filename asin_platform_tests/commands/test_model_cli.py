@@ -1,0 +1,104 @@
+"""The seed's model scripts as `asin-platform` subcommands, end to end on small Parquet files:
+build-labels -> train-rank -> eval-metrics -> batch-predict, and a resumable tune-rank."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from asin_platform.cli import main
+from asin_platform_tests.core.test_labels import sim_features, sim_mart
+
+FAST = json.dumps({"num_threads": 1, "learning_rate": 0.1})
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # relative defaults (artifacts/, exports/) land in the tmp dir
+    sim_mart().write_parquet(tmp_path / "mart.parquet")
+    sim_features().write_parquet(tmp_path / "features.parquet")
+    return tmp_path
+
+
+def test_labels_train_eval_predict(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(["build-labels", "--mart", "mart.parquet", "--features", "features.parquet",
+              "--output-dir", "artifacts/samples", "--sample-every", "2"])
+        == 0
+    )  # fmt: skip
+    samples = files / "artifacts" / "samples"
+    assert {p.name for p in samples.iterdir()} >= {
+        "train_samples_bin.parquet",
+        "train_samples_rank.parquet",
+        "train_samples_reg.parquet",
+        "train_samples_summary.json",
+    }
+    out = capsys.readouterr().out
+    assert "train" in out and "positives" in out
+
+    assert (
+        main(["train-rank", "--data", "artifacts/samples/train_samples_rank.parquet", "--output",
+              "artifacts/lgb_rank.txt", "--rounds", "40", "--params", FAST, "--predictions", "artifacts/pred.csv"])
+        == 0
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "| model |" in out and "| baseline |" in out and "gate ndcg@20" in out
+    assert (files / "artifacts" / "lgb_rank.txt").exists()
+    card = json.loads((files / "artifacts" / "lgb_rank.card.json").read_text())
+    assert card["samples"].endswith("train_samples_rank.parquet")
+    versions = [p for p in (files / "artifacts" / "models").iterdir() if p.is_dir()]
+    assert len(versions) == 1 and (versions[0] / "model.txt").exists() and (versions[0] / "card.json").exists()
+
+    assert main(["eval-metrics", "--predictions", "artifacts/pred.csv", "--k", "10", "20", "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "| ranker | NDCG@10 | P@10 | R@10 | NDCG@20 | P@20 | R@20 |" in out
+    assert "| model |" in out and "| baseline |" in out and "queries (site x date)" in out
+
+    day = sim_features()["date"].max()
+    assert (
+        main(["batch-predict", "--model", "artifacts/lgb_rank.txt", "--features", "features.parquet",
+              "--date", str(day), "--output", "exports/pred_rank_daily.parquet", "--csv"])
+        == 0
+    )  # fmt: skip
+    predictions = pl.read_parquet(files / "exports" / "pred_rank_daily.parquet")
+    assert predictions.height == sim_features().filter(pl.col("date") == day).height
+    assert {"model_score", "rank_in_site", "rank_in_category", "model_version"} <= set(predictions.columns)
+    assert set(predictions["model_version"]) == {card["version"]}
+    assert (files / "exports" / "pred_rank_daily.csv").exists()
+    # the models directory works too (it follows `latest`)
+    assert main(["batch-predict", "--model", "artifacts/models", "--features", "features.parquet",
+                 "--output", "exports/all.parquet"]) == 0  # fmt: skip
+
+
+def test_eval_metrics_on_a_hand_written_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text(
+        "site,date,asin,label,model_score,explosive_score\n"
+        "US,2025-01-01,a,1,0.9,0.1\n"
+        "US,2025-01-01,b,0,0.5,0.9\n"
+        "US,2025-01-02,a,0,0.9,0.1\n"  # no positive: excluded
+    )
+    assert main(["eval-metrics", "--predictions", str(path), "--k", "1", "--output", str(tmp_path / "t.md")]) == 0
+    out = capsys.readouterr().out
+    assert "| model | 1.000 | 1.000 | 1.000 |" in out
+    assert "| baseline | 0.000 | 0.000 | 0.000 |" in out
+    assert "1 of 2 queries" in out
+    assert (tmp_path / "t.md").read_text().startswith("| ranker |")
+    assert main(["eval-metrics", "--predictions", str(path), "--label", "nope"]) == 2
+
+
+def test_tune_rank_resumes_its_study(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["build-labels", "--mart", "mart.parquet", "--features", "features.parquet", "--sample-every", "3"])
+    args = ["tune-rank", "--data", "artifacts/samples/train_samples_rank.parquet", "--rounds", "15",
+            "--early-stopping", "5", "--params", FAST, "--study-path", "artifacts/tuning/s.db"]  # fmt: skip
+    assert main([*args, "--trials", "2"]) == 0
+    assert "2 completed trials (2 in this run)" in capsys.readouterr().out
+    assert main([*args, "--trials", "3", "--output", "artifacts/tuned.txt"]) == 0
+    out = capsys.readouterr().out
+    assert "3 completed trials (1 in this run)" in out and "best params" in out
+    card = json.loads((files / "artifacts" / "tuned.card.json").read_text())
+    assert card["tuning"]["trials"] == 3
+    assert (files / "artifacts" / "tuning" / "s.best_params.json").exists()

@@ -1,0 +1,149 @@
+"""LightGBM lambdarank (core/ranker.py) and batch scoring (core/predict.py): query layout, training
+with early stopping, the model card, versioned saving, the promotion gate, ranks."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+
+import numpy as np
+import polars as pl
+import pytest
+
+from asin_platform.core.labels import build_samples
+from asin_platform.core.metrics import add_baseline_scores
+from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, add_model_scores, predict_with, score_features
+from asin_platform.core.ranker import (
+    LATEST,
+    export_model,
+    feature_importance,
+    group_sizes,
+    load_model,
+    query_sorted,
+    save_model,
+    train_ranker,
+)
+from asin_platform.settings import ScoreWeights
+from asin_platform_tests.core.test_labels import sim_features, sim_mart
+
+FAST = {"num_threads": 1, "learning_rate": 0.1}
+
+
+@lru_cache(maxsize=1)
+def rank_samples() -> pl.DataFrame:
+    samples = build_samples(sim_features(), sim_mart(), sample_every=2)
+    return add_baseline_scores(samples.rank, ScoreWeights())
+
+
+@lru_cache(maxsize=1)
+def trained():
+    return train_ranker(
+        rank_samples(), params=FAST, num_boost_round=60, compare={"baseline": "explosive_score"}
+    )
+
+
+def test_query_rows_are_contiguous_and_group_sizes_match() -> None:
+    shuffled = rank_samples().sample(fraction=1.0, shuffle=True, seed=1)
+    ordered = query_sorted(shuffled)
+    sizes = group_sizes(ordered)
+    assert sizes.sum() == ordered.height
+    # contiguous: each (site, date) appears in exactly one run of rows
+    runs = ordered.select(
+        (pl.struct("site", "date") != pl.struct("site", "date").shift(1)).fill_null(True).sum()
+    )
+    assert runs.item() == len(sizes) == ordered.select(pl.struct("site", "date").n_unique()).item()
+
+
+def test_training_params_and_metrics() -> None:
+    model = trained()
+    assert model.params["objective"] == "lambdarank"
+    assert model.params["lambdarank_truncation_level"] >= 50
+    assert 1 <= model.best_iteration <= 60
+    table = model.valid_metrics
+    assert set(table["ranker"]) == {"model", "baseline"} and set(table["k"]) == {10, 20, 50}
+    assert (table["queries_kept"] <= table["queries_total"]).all()
+    assert model.queries["valid_with_positive"] == table["queries_kept"][0]
+    # the synthetic market is learnable: the model beats a random order by far
+    ndcg20 = table.filter((pl.col("ranker") == "model") & (pl.col("k") == 20))["ndcg"][0]
+    assert ndcg20 > 0.2
+
+
+def test_card_contents_versioned_directory_and_latest(tmp_path) -> None:
+    model = trained()
+    saved = save_model(model, tmp_path / "models", extra={"samples": "x.parquet"})
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{8}", saved.version)
+    assert saved.model_path == tmp_path / "models" / saved.version / "model.txt"
+    card = json.loads(saved.card_path.read_text())
+    for key in (
+        "version", "features", "params", "data_window", "metrics", "training_seconds", "git_commit",
+        "lightgbm_version", "best_iteration", "feature_importance", "gate", "drift_profile", "rows", "queries",
+    ):  # fmt: skip
+        assert key in card, key
+    assert card["features"] == list(model.features)
+    assert card["params"]["lambdarank_truncation_level"] >= 50
+    assert set(card["data_window"]) == {"train", "valid", "test"}
+    assert card["data_window"]["train"][1] < card["data_window"]["valid"][0]
+    assert {"model", "baseline"} <= set(card["metrics"]["valid"])
+    assert "ndcg@20" in card["metrics"]["valid"]["model"]
+    assert card["training_seconds"] > 0
+    assert card["git_commit"] == "unknown" or re.fullmatch(r"[0-9a-f]{40}", card["git_commit"])
+    assert card["samples"] == "x.parquet"
+    assert (tmp_path / "models" / LATEST).read_text().strip() == saved.version
+    # loading through the models directory follows `latest` and predicts what the booster predicts
+    loaded = load_model(tmp_path / "models")
+    assert loaded.version == saved.version and loaded.features == list(model.features)
+    sample = rank_samples().head(200)
+    a = add_model_scores(sample, model.booster, model.features, num_iteration=model.best_iteration)
+    b = add_model_scores(sample, loaded.booster, loaded.features)
+    assert np.allclose(a["model_score"].to_numpy(), b["model_score"].to_numpy())
+    # the seed's single-file copy carries its card beside it
+    out, card_out = export_model(saved, tmp_path / "lgb_rank.txt")
+    assert card_out.name == "lgb_rank.card.json" and load_model(out).version == saved.version
+    importance = feature_importance(model.booster)
+    assert importance["gain"].sum() == pytest.approx(1.0) and importance.height == len(model.features)
+
+
+def test_a_model_that_loses_to_the_baseline_is_not_promoted(tmp_path) -> None:
+    samples = rank_samples().with_columns(cheat=pl.col("relevance").cast(pl.Float64))  # a perfect "baseline"
+    model = train_ranker(samples, params=FAST, num_boost_round=20, compare={"baseline": "cheat"})
+    assert model.gate()["passed"] is False
+    first = save_model(trained(), tmp_path)
+    second = save_model(model, tmp_path)
+    assert second.promoted is False and second.card["promoted"] is False
+    assert (tmp_path / LATEST).read_text().strip() == first.version
+
+
+def test_invalid_setups_are_refused() -> None:
+    with pytest.raises(ValueError, match="truncation"):
+        train_ranker(rank_samples(), params={"lambdarank_truncation_level": 20})
+    with pytest.raises(ValueError, match="integer relevance"):
+        train_ranker(rank_samples().with_columns(pl.col("relevance").cast(pl.Float64) / 3))
+    with pytest.raises(FileNotFoundError):
+        load_model("/nonexistent/models")
+
+
+def test_score_features_ranks_per_site_and_category() -> None:
+    model = trained()
+    features = sim_features().filter(pl.col("date") == sim_features()["date"].max())
+    out = score_features(model.booster, features, model_version="v1", feature_names=list(model.features))
+    assert out.columns == PREDICTIONS_RANK_DAILY.columns and out.height == features.height
+    for site in out["site"].unique():
+        part = out.filter(pl.col("site") == site).sort("rank_in_site")
+        assert part["rank_in_site"].to_list() == list(range(1, part.height + 1))
+        assert (part["model_score"].diff().drop_nulls() <= 0).all()
+    by_cat = out.group_by("site", "category_id").agg(
+        ok=(pl.col("rank_in_category").sort() == pl.int_range(1, pl.len() + 1)).all()
+    )
+    assert by_cat["ok"].all()
+    assert set(out["model_version"]) == {"v1"}
+    # ties go by asin
+    tied = features.head(3).with_columns(pl.lit(None).alias(c) for c in model.features)
+    tie = score_features(model.booster, tied, model_version="v", feature_names=list(model.features))
+    assert tie.sort("rank_in_site")["asin"].to_list() == sorted(tied["asin"].to_list())
+
+
+def test_predict_with_a_loaded_model(tmp_path) -> None:
+    saved = save_model(trained(), tmp_path)
+    out = predict_with(load_model(saved.directory), sim_features().head(50))
+    assert set(out["model_version"]) == {saved.version}
