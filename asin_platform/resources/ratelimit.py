@@ -25,9 +25,20 @@ class BucketSnapshot:
 
     tokens: float
     capacity: float
-    rate_per_s: float  # in force: the configured rate, or lower if the server advertised less
+    rate_per_s: float  # the configured rate, or lower if the server advertised less
     configured_rate_per_s: float
+    factor: float  # share of rate_per_s spent now: < 1 for a while after 429s
     blocked_for_s: float
+
+
+# After a 429 the bucket spends a smaller share of its rate (multiplicative decrease, at most one
+# cut per second), then recovers linearly: the AIMD rule of TCP. Alone at its quota a client never
+# sees a 429, so this costs nothing; when other processes spend the same token, it is what makes
+# them converge on sharing it instead of trading 429s until someone's retry budget runs out.
+AIMD_CUT = 0.7
+AIMD_RECOVERY_PER_S = 0.05
+AIMD_FLOOR = 0.05
+AIMD_COOLDOWN_S = 1.0
 
 
 class TokenBucket:
@@ -35,7 +46,8 @@ class TokenBucket:
 
     ``acquire`` waits until a whole token is available and takes it. ``penalize`` (after a 429)
     empties the bucket and blocks everyone until the server's ``Retry-After`` has passed, so the
-    concurrent requests of the same token back off together instead of each earning its own 429.
+    concurrent requests of the same token back off together instead of each earning its own 429,
+    and lowers the share of the rate spent for a while (AIMD, see above).
     """
 
     def __init__(
@@ -52,13 +64,16 @@ class TokenBucket:
         self._tokens = float(capacity)
         self._updated = clock()
         self._blocked_until = 0.0
+        self._factor = 1.0
+        self._last_cut = float("-inf")
 
     def _refill(self, now: float) -> None:
         # Caller holds the lock. Refill is computed lazily from elapsed time: no background task.
         # After a penalty _updated may lie in the future: then nothing accrues yet.
         elapsed = now - self._updated
         if elapsed > 0:
-            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._rate * self._factor)
+            self._factor = min(1.0, self._factor + elapsed * AIMD_RECOVERY_PER_S)
             self._updated = now
 
     def configure(self, rate_per_s: float, capacity: float) -> None:
@@ -96,7 +111,7 @@ class TokenBucket:
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
                 return 0.0
-            return (1.0 - self._tokens) / self._rate
+            return (1.0 - self._tokens) / (self._rate * self._factor)
 
     async def acquire(self) -> None:
         """Wait (without holding any lock, so other loops/threads proceed) until a token is ours."""
@@ -115,11 +130,15 @@ class TokenBucket:
             self._refill(now)
             self._tokens = min(self._tokens, 0.0)
             self._blocked_until = max(self._blocked_until, now + max(0.0, seconds))
+            if now - self._last_cut >= AIMD_COOLDOWN_S:
+                # One cut per burst of 429s: the concurrent requests refused together are one signal.
+                self._factor = max(AIMD_FLOOR, self._factor * AIMD_CUT)
+                self._last_cut = now
             # No refill while blocked (else everyone fires together when the block ends, and the
             # server, which also said "one more in `seconds`", answers 429 again): start refilling
             # so that exactly one token is there when the block lifts. _refill skips a future
             # _updated, so the level stays put until then.
-            self._updated = max(self._updated, self._blocked_until - 1.0 / self._rate)
+            self._updated = max(self._updated, self._blocked_until - 1.0 / (self._rate * self._factor))
 
     def sync_remaining(self, remaining: float) -> None:
         """Lower the level to the server's ``X-RateLimit-Remaining``.
@@ -140,6 +159,7 @@ class TokenBucket:
                 capacity=self._capacity,
                 rate_per_s=self._rate,
                 configured_rate_per_s=self._configured,
+                factor=self._factor,
                 blocked_for_s=max(0.0, self._blocked_until - now),
             )
 

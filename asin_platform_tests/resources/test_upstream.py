@@ -504,9 +504,16 @@ def test_token_bucket_penalty_blocks_and_drains() -> None:
     assert snap.tokens <= 0.0 and snap.blocked_for_s == pytest.approx(0.1)
     assert bucket.try_acquire() == pytest.approx(0.1)
     clock.now += 0.1
-    # one token when the block lifts, not the 10 a blocked-but-refilling bucket would hold
-    assert bucket.try_acquire() == 0.0 and bucket.try_acquire() == pytest.approx(0.01)
+    # one token when the block lifts, not the 10 a blocked-but-refilling bucket would hold, and
+    # the next at 70 % of the rate (AIMD: a 429 means someone else spends this token too)
+    assert bucket.try_acquire() == 0.0 and bucket.try_acquire() == pytest.approx(0.01 / 0.7, rel=0.01)
+    bucket.penalize(0.0)  # a second 429 within the cooldown is the same signal: no second cut
+    assert bucket.snapshot().factor == pytest.approx(0.7, abs=0.01)
     clock.now += 1
+    bucket.penalize(0.0)
+    assert bucket.snapshot().factor == pytest.approx(min(1.0, 0.7 + 0.05) * 0.7, abs=0.01)
+    clock.now += 20  # linear recovery back to the full rate
+    assert bucket.snapshot().factor == 1.0
     bucket.sync_remaining(2)  # the server knows better: another process spends this token too
     assert bucket.snapshot().tokens == 2.0
 
