@@ -121,40 +121,43 @@ def top_candidates(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     settings = get_settings()
     metadata: dict[str, Any] = {}
     paths = []
-    for part in partitions_of_context(context):
-        frame = top_candidates_frame(warehouse, part.site, part.day, settings.top_candidates)
-        pandas_frame = frame.to_pandas()
-        check = dg.check_dagster_type(TopCandidatesFrame, pandas_frame)
-        if not check.success:
-            raise dg.Failure(f"top candidates of {part.key} break the export contract: {check.description}")
-        out_dir = Path(settings.exports_dir) / part.site
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stem = out_dir / f"top_candidates_{part.day:%Y%m%d}"
-        frame.write_csv(stem.with_suffix(".csv"))
-        frame.write_parquet(stem.with_suffix(".parquet"))
-        paths.append(str(stem.with_suffix(".csv")))
-        metadata = {**check.metadata, "path": str(stem.with_suffix(".csv"))}
-        metadata["top_10"] = dg.MetadataValue.md(_markdown_table(frame))
-        context.log.info(f"{part.site} {part.day}: {frame.height} candidates -> {stem}.csv/.parquet")
+    with warehouse.session():
+        for part in partitions_of_context(context):
+            frame = top_candidates_frame(warehouse, part.site, part.day, settings.top_candidates)
+            pandas_frame = frame.to_pandas()
+            check = dg.check_dagster_type(TopCandidatesFrame, pandas_frame)
+            if not check.success:
+                raise dg.Failure(
+                    f"top candidates of {part.key} break the export contract: {check.description}"
+                )
+            out_dir = Path(settings.exports_dir) / part.site
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stem = out_dir / f"top_candidates_{part.day:%Y%m%d}"
+            frame.write_csv(stem.with_suffix(".csv"))
+            frame.write_parquet(stem.with_suffix(".parquet"))
+            paths.append(str(stem.with_suffix(".csv")))
+            metadata = {**check.metadata, "path": str(stem.with_suffix(".csv"))}
+            metadata["top_10"] = dg.MetadataValue.md(_markdown_table(frame))
+            context.log.info(f"{part.site} {part.day}: {frame.height} candidates -> {stem}.csv/.parquet")
 
-    # The plot is for the newest partition of the run: that is the one a person looks at.
-    last = partitions_of_context(context)[-1]
-    top10 = top_candidates_frame(warehouse, last.site, last.day, 10)["asin"].to_list()
-    history = warehouse.read(
-        "mart_timeseries_daily",
-        sites=[last.site],
-        start=last.day - timedelta(days=29),
-        end=last.day,
-        asins=top10,
-        columns=["asin", "date", "bsr_root"],
-    ).drop_nulls("bsr_root")
-    if history.height:
-        png = bsr_trajectory_png(history, f"BSR of the top 10, {last.site}, 30 days to {last.day}")
-        plot_path = Path(settings.exports_dir) / last.site / f"top_candidates_{last.day:%Y%m%d}_bsr.png"
-        plot_path.write_bytes(png)
-        encoded = base64.b64encode(png).decode()
-        metadata["bsr_trajectories"] = dg.MetadataValue.md(
-            f"![BSR trajectories](data:image/png;base64,{encoded})"
-        )
+        # The plot is for the newest partition of the run: that is the one a person looks at.
+        last = partitions_of_context(context)[-1]
+        top10 = top_candidates_frame(warehouse, last.site, last.day, 10)["asin"].to_list()
+        history = warehouse.read(
+            "mart_timeseries_daily",
+            sites=[last.site],
+            start=last.day - timedelta(days=29),
+            end=last.day,
+            asins=top10,
+            columns=["asin", "date", "bsr_root"],
+        ).drop_nulls("bsr_root")
+        if history.height:
+            png = bsr_trajectory_png(history, f"BSR of the top 10, {last.site}, 30 days to {last.day}")
+            plot_path = Path(settings.exports_dir) / last.site / f"top_candidates_{last.day:%Y%m%d}_bsr.png"
+            plot_path.write_bytes(png)
+            encoded = base64.b64encode(png).decode()
+            metadata["bsr_trajectories"] = dg.MetadataValue.md(
+                f"![BSR trajectories](data:image/png;base64,{encoded})"
+            )
     metadata["files"] = len(paths)
     return dg.MaterializeResult(metadata=metadata)

@@ -46,16 +46,18 @@ def features_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     lookback = settings.windows.lookback
     calibration = default_calibration(settings.sites)
     written: list[pl.DataFrame] = []
-    for site, start, end in site_segments(context):
-        history_start = start - timedelta(days=lookback)
-        mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end)
-        keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end)
-        days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-        frame = build_features(mart.lazy(), keywords.lazy(), days, lookback=lookback, calibration=calibration)
-        rows = warehouse.replace_slices("features_daily", frame, sites=[site], start=start, end=end)
-        context.log.info(f"{site} {start}..{end}: {rows} feature rows from {mart.height} mart rows")
-        written.append(frame)
-
+    with warehouse.session():
+        for site, start, end in site_segments(context):
+            history_start = start - timedelta(days=lookback)
+            mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end)
+            keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end)
+            days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+            frame = build_features(
+                mart.lazy(), keywords.lazy(), days, lookback=lookback, calibration=calibration
+            )
+            rows = warehouse.replace_slices("features_daily", frame, sites=[site], start=start, end=end)
+            context.log.info(f"{site} {start}..{end}: {rows} feature rows from {mart.height} mart rows")
+            written.append(frame)
     frame = pl.concat(written) if written else FEATURES_DAILY.empty()
     rates = null_rates(frame)
     table = "\n".join(

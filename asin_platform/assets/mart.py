@@ -1,16 +1,16 @@
 """Mart layer: ``raw_payloads`` -> typed, deduplicated, validated daily tables."""
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.parsers import parse_payloads
-from asin_platform.core.standardise import standardise
+from asin_platform.core.standardise import StandardiseResult, standardise
 from asin_platform.partitions import date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings, get_settings
 
 MART_TABLES = ("mart_timeseries_daily", "fact_reviews", "fact_keywords", "quarantine")
 
@@ -67,37 +67,8 @@ def mart_timeseries_daily(context: dg.AssetExecutionContext, warehouse: Warehous
     """Parse, deduplicate, flag and validate the partition's raw payloads into the mart tables,
     replacing each (site, date) slice of every table in one transaction."""
     settings = get_settings()
-    reports = []
-    for site, start, end in site_segments(context):
-        raw = warehouse.read("raw_payloads", sites=[site], start=start, end=end)
-        if raw.is_empty():
-            raise dg.Failure(
-                f"no raw payloads for {site} {start}..{end}: materialise raw_payloads first",
-                metadata={"site": site, "start": str(start), "end": str(end)},
-            )
-        previous = warehouse.read(
-            "mart_timeseries_daily",
-            sites=[site],
-            start=start - timedelta(days=1),
-            end=start - timedelta(days=1),
-            columns=["site", "asin", "price"],
-        )
-        result = standardise(
-            parse_payloads(raw),
-            previous_prices=previous,
-            price_spike_ratio=settings.thresholds.price_spike_ratio,
-        )
-        with warehouse.transaction() as tx:
-            tx.replace_slices("mart_timeseries_daily", result.mart, sites=[site], start=start, end=end)
-            tx.replace_slices("fact_reviews", result.fact_reviews, sites=[site], start=start, end=end)
-            tx.replace_slices("fact_keywords", result.fact_keywords, sites=[site], start=start, end=end)
-            tx.replace_slices("quarantine", result.quarantine, sites=[site], start=start, end=end)
-            tx.upsert("dim_asin", result.dim_asin)
-        context.log.info(
-            f"{site} {start}..{end}: {result.mart.height} mart rows, "
-            f"coverage {result.report.coverage:.1%}, {result.report.quarantined_total} quarantined"
-        )
-        reports.append((site, start, end, result))
+    with warehouse.session():
+        reports = _standardise_segments(context, warehouse, settings)
 
     mart_rows = sum(r.mart.height for *_, r in reports)
     quarantined = sum(r.report.quarantined_total for *_, r in reports)
@@ -130,6 +101,43 @@ def mart_timeseries_daily(context: dg.AssetExecutionContext, warehouse: Warehous
             ),
         },
     )
+
+
+def _standardise_segments(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, settings: Settings
+) -> list[tuple[str, date, date, StandardiseResult]]:
+    reports = []
+    for site, start, end in site_segments(context):
+        raw = warehouse.read("raw_payloads", sites=[site], start=start, end=end)
+        if raw.is_empty():
+            raise dg.Failure(
+                f"no raw payloads for {site} {start}..{end}: materialise raw_payloads first",
+                metadata={"site": site, "start": str(start), "end": str(end)},
+            )
+        previous = warehouse.read(
+            "mart_timeseries_daily",
+            sites=[site],
+            start=start - timedelta(days=1),
+            end=start - timedelta(days=1),
+            columns=["site", "asin", "price"],
+        )
+        result = standardise(
+            parse_payloads(raw),
+            previous_prices=previous,
+            price_spike_ratio=settings.thresholds.price_spike_ratio,
+        )
+        with warehouse.transaction() as tx:
+            tx.replace_slices("mart_timeseries_daily", result.mart, sites=[site], start=start, end=end)
+            tx.replace_slices("fact_reviews", result.fact_reviews, sites=[site], start=start, end=end)
+            tx.replace_slices("fact_keywords", result.fact_keywords, sites=[site], start=start, end=end)
+            tx.replace_slices("quarantine", result.quarantine, sites=[site], start=start, end=end)
+            tx.upsert("dim_asin", result.dim_asin)
+        context.log.info(
+            f"{site} {start}..{end}: {result.mart.height} mart rows, "
+            f"coverage {result.report.coverage:.1%}, {result.report.quarantined_total} quarantined"
+        )
+        reports.append((site, start, end, result))
+    return reports
 
 
 def _merge_counts(counts) -> dict[str, int]:

@@ -25,13 +25,16 @@ def score_baseline_daily(context: dg.AssetExecutionContext, warehouse: Warehouse
     Ranked in category and in site (1 = most explosive)."""
     settings = get_settings()
     scored: list[pl.DataFrame] = []
-    for site, start, end in site_segments(context):
-        features = warehouse.read("features_daily", sites=[site], start=start, end=end)
-        frame = score_baseline(features, settings.score_weights, min_category_size=settings.min_category_size)
-        rows = warehouse.replace_slices("score_baseline_daily", frame, sites=[site], start=start, end=end)
-        fallback = frame.filter(pl.col("scope") == "site").height
-        context.log.info(f"{site} {start}..{end}: scored {rows} ASINs ({fallback} at site level)")
-        scored.append(frame)
+    with warehouse.session():
+        for site, start, end in site_segments(context):
+            features = warehouse.read("features_daily", sites=[site], start=start, end=end)
+            frame = score_baseline(
+                features, settings.score_weights, min_category_size=settings.min_category_size
+            )
+            rows = warehouse.replace_slices("score_baseline_daily", frame, sites=[site], start=start, end=end)
+            fallback = frame.filter(pl.col("scope") == "site").height
+            context.log.info(f"{site} {start}..{end}: scored {rows} ASINs ({fallback} at site level)")
+            scored.append(frame)
     frame = pl.concat(scored)
     top = frame.sort("explosive_score", descending=True).head(10)
     table = "\n".join(

@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -293,6 +294,8 @@ def migrations(backend: Backend, root: Path | None = None) -> list[Migration]:
 # operation would cost a round trip each time.
 _SETUP_DONE: set[str] = set()
 _SETUP_LOCK = threading.Lock()
+# Connections held by an open ``Warehouse.session()`` block, by location (see its docstring).
+_SESSION: ContextVar[dict[str, Any] | None] = ContextVar("warehouse_session", default=None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -856,7 +859,37 @@ class Warehouse(dg.ConfigurableResource):
         return self._driver().describe()
 
     @contextmanager
+    def session(self) -> Iterator[None]:
+        """Hold one DuckDB connection for the block: every read, query and transaction inside it
+        reuses that connection.
+
+        An asset step does dozens of warehouse operations, and opening a DuckDB file costs tens of
+        milliseconds (closing it checkpoints), which dominated ingestion of short days. Other
+        processes wait for the file lock only while the block runs, so wrap one step's work, not a
+        whole run. Nested blocks share the outer connection. PostgreSQL connections are cheap and
+        stay per operation (a held one would carry implicit transactions between operations).
+        """
+        driver = self._driver()
+        held = _SESSION.get() or {}
+        key = driver.location_key()
+        if not isinstance(driver, _DuckDB) or key in held:
+            yield
+            return
+        self._ensure_setup(driver)
+        conn = driver.connect()
+        token = _SESSION.set({**held, key: conn})
+        try:
+            yield
+        finally:
+            _SESSION.reset(token)
+            conn.close()
+
+    @contextmanager
     def _connection(self, driver: _Driver, *, autocommit: bool = False) -> Iterator[Any]:
+        held = (_SESSION.get() or {}).get(driver.location_key())
+        if held is not None:
+            yield held  # owned by the enclosing session(): it closes it
+            return
         conn = driver.connect(autocommit=autocommit)
         try:
             yield conn

@@ -29,7 +29,7 @@ from asin_platform.resources.warehouse import (
     migrations,
     qmark_to_pyformat,
 )
-from asin_platform.schemas import INGEST_TABLES, TABLES, UTC_TS, Table
+from asin_platform.schemas import INGEST_TABLES, MART_TIMESERIES_DAILY, TABLES, UTC_TS, Table
 
 MART = TABLES["mart_timeseries_daily"]
 D1 = date(2025, 1, 6)
@@ -713,3 +713,39 @@ def test_duckdb_lock_waits_then_fails_clearly(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_session_reuses_one_duckdb_connection_and_releases_it(tmp_path: Path) -> None:
+    import duckdb
+
+    from asin_platform.resources import warehouse as warehouse_module
+
+    warehouse = Warehouse(url=str(tmp_path / "session.duckdb"))
+    warehouse.setup()
+    opened: list[object] = []
+    real_connect = warehouse_module._DuckDB.connect
+
+    def counting_connect(self, *, autocommit: bool = False):
+        conn = real_connect(self, autocommit=autocommit)
+        opened.append(conn)
+        return conn
+
+    day = date(2025, 1, 2)
+    frame = MART_TIMESERIES_DAILY.conform(
+        pl.DataFrame({"site": ["US"], "date": [day], "asin": ["B0AAAAAAA1"], "bsr_root": [5]})
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(warehouse_module._DuckDB, "connect", counting_connect)
+        with warehouse.session():
+            warehouse.replace_slices("mart_timeseries_daily", frame, sites=["US"], start=day, end=day)
+            with warehouse.session():  # nested: same connection
+                assert warehouse.count("mart_timeseries_daily") == 1
+            with pytest.raises(ValueError):
+                # a row outside the slice: the transaction rolls back and the session stays usable
+                warehouse.replace_slices("mart_timeseries_daily", frame, sites=["DE"], start=day, end=day)
+            assert warehouse.read("mart_timeseries_daily")["bsr_root"].to_list() == [5]
+        assert len(opened) == 1
+    # released: another connection can take the file now
+    other = duckdb.connect(str(tmp_path / "session.duckdb"))
+    assert other.execute("SELECT count(*) FROM mart_timeseries_daily").fetchone() == (1,)
+    other.close()
