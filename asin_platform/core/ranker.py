@@ -15,7 +15,8 @@ A saved model is a directory ``<models_dir>/<version>/`` with ``model.txt`` (Lig
 readable by any LightGBM) and ``card.json`` (features, params, data window, metrics, training
 time, git commit, drift profile). ``version`` = UTC timestamp + 8 hex of the model text's hash.
 ``<models_dir>/latest`` holds the version predictions use; a model that does not beat the
-baseline on validation is saved but not promoted.
+baseline on validation is saved but not promoted. ``<models_dir>/last_trained`` always names the
+newest model (what the promotion check and the evaluation look at).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from asin_platform.core.metrics import DEFAULT_KS, compare_rankers
 
 QUERY: tuple[str, ...] = ("site", "date")
 GATE_METRIC = ("ndcg", 20)  # the model must beat the baseline on validation NDCG@20
-LATEST = "latest"
+LATEST = "latest"  # the promoted model: what predictions use
+LAST_TRAINED = "last_trained"  # the newest model, promoted or not: what the gate check and evaluation read
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",
@@ -399,14 +401,16 @@ def save_model(
     model_path, card_path = directory / "model.txt", directory / "card.json"
     model_path.write_text(text)
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    set_pointer(models_dir, LAST_TRAINED, version)
     if promote:
-        set_latest(models_dir, version)
+        set_pointer(models_dir, LATEST, version)
     return SavedModel(version, directory, model_path, card_path, bool(promote), card)
 
 
-def set_latest(models_dir: str | Path, version: str) -> None:
-    """Point ``latest`` at ``version`` atomically (write a temp file, then rename over)."""
-    pointer = Path(models_dir) / LATEST
+def set_pointer(models_dir: str | Path, name: str, version: str) -> None:
+    """Point ``name`` (``latest`` / ``last_trained``) at ``version`` atomically (temp file + rename),
+    so a reader never sees a half-written pointer."""
+    pointer = Path(models_dir) / name
     tmp = pointer.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(version + "\n")
     tmp.replace(pointer)
@@ -435,24 +439,27 @@ class LoadedModel:
         return list(self.card.get("features") or self.booster.feature_name())
 
 
-def resolve_model_path(path: str | Path) -> Path:
-    """``path`` may be a model file, a version directory, or a models directory with ``latest``."""
+def resolve_model_path(path: str | Path, pointer_name: str = LATEST) -> Path:
+    """``path`` may be a model file, a version directory, or a models directory with a pointer
+    (``latest`` by default)."""
     p = Path(path)
     if p.is_dir():
         if (p / "model.txt").exists():
             return p / "model.txt"
-        pointer = p / LATEST
+        pointer = p / pointer_name
         if pointer.exists():
             return p / pointer.read_text().strip() / "model.txt"
-        raise FileNotFoundError(f"{p} holds neither model.txt nor a '{LATEST}' pointer: train a model first")
+        raise FileNotFoundError(
+            f"{p} holds neither model.txt nor a '{pointer_name}' pointer: train a model first"
+        )
     if not p.exists():
         raise FileNotFoundError(f"no model at {p}")
     return p
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | Path, pointer_name: str = LATEST) -> LoadedModel:
     """The booster and its card (``card.json`` beside ``model.txt``, or ``<stem>.card.json``)."""
-    model_path = resolve_model_path(path)
+    model_path = resolve_model_path(path, pointer_name)
     booster = lgb.Booster(model_file=str(model_path))
     card: dict[str, Any] = {}
     # a version directory's model.txt has card.json; an exported lgb_rank.txt has lgb_rank.card.json

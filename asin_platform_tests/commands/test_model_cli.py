@@ -50,9 +50,14 @@ def test_labels_train_eval_predict(files: Path, capsys: pytest.CaptureFixture[st
     card = json.loads((files / "artifacts" / "lgb_rank.card.json").read_text())
     assert card["samples"].endswith("train_samples_rank.parquet")
     versions = [p for p in (files / "artifacts" / "models").iterdir() if p.is_dir()]
-    assert len(versions) == 1 and (versions[0] / "model.txt").exists() and (versions[0] / "card.json").exists()
+    assert (
+        len(versions) == 1 and (versions[0] / "model.txt").exists() and (versions[0] / "card.json").exists()
+    )
 
-    assert main(["eval-metrics", "--predictions", "artifacts/pred.csv", "--k", "10", "20", "--split", "test"]) == 0
+    assert (
+        main(["eval-metrics", "--predictions", "artifacts/pred.csv", "--k", "10", "20", "--split", "test"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| ranker | NDCG@10 | P@10 | R@10 | NDCG@20 | P@20 | R@20 |" in out
     assert "| model |" in out and "| baseline |" in out and "queries (site x date)" in out
@@ -81,7 +86,10 @@ def test_eval_metrics_on_a_hand_written_file(tmp_path: Path, capsys: pytest.Capt
         "US,2025-01-01,b,0,0.5,0.9\n"
         "US,2025-01-02,a,0,0.9,0.1\n"  # no positive: excluded
     )
-    assert main(["eval-metrics", "--predictions", str(path), "--k", "1", "--output", str(tmp_path / "t.md")]) == 0
+    assert (
+        main(["eval-metrics", "--predictions", str(path), "--k", "1", "--output", str(tmp_path / "t.md")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| model | 1.000 | 1.000 | 1.000 |" in out
     assert "| baseline | 0.000 | 0.000 | 0.000 |" in out

@@ -1,0 +1,377 @@
+"""Training layer: ``features_daily`` + mart -> ``train_samples`` -> ``ranker_model`` -> ``model_evaluation``.
+
+Thin Dagster shell over core.labels, core.ranker, core.tuning and core.metrics (the CLI's
+build-labels / train-rank / tune-rank / eval-metrics call the same functions). All three assets are
+unpartitioned: a model is trained on a window of many days and sites at once.
+
+Model files live under ``<artifacts_dir>/models`` (see core/ranker.py): ``last_trained`` names the
+newest model, ``latest`` the newest one that beat the baseline on validation, which is what
+``predictions_rank_daily`` uses.
+"""
+
+import base64
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, build_samples
+from asin_platform.core.metrics import (
+    DEFAULT_KS,
+    MODEL_EVALUATION,
+    add_baseline_scores,
+    add_random_scores,
+    compare_rankers,
+    markdown_table,
+    oracle_scores,
+    ratios,
+)
+from asin_platform.core.predict import add_model_scores
+from asin_platform.core.ranker import (
+    LAST_TRAINED,
+    feature_importance,
+    load_model,
+    save_model,
+    train_ranker,
+)
+from asin_platform.core.sales import default_calibration
+from asin_platform.core.tuning import tune_ranker
+from asin_platform.resources.warehouse import Warehouse
+from asin_platform.settings import Settings, get_settings
+
+RANKERS = {
+    "model": "model_score",
+    "baseline": "explosive_score",
+    "random": "random_score",
+    "oracle": "oracle_score",
+}
+
+
+def models_dir(settings: Settings) -> Path:
+    return Path(settings.artifacts_dir) / "models"
+
+
+def md_table(frame: pl.DataFrame, digits: int = 4) -> str:
+    """A small polars frame as a Markdown table."""
+    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
+    rows = [
+        "| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in frame.iter_rows()
+    ]
+    return "\n".join([header, *rows])
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+# ---------------------------------------------------------------------------------- train_samples
+
+
+class TrainSamplesConfig(dg.Config):
+    end_date: str | None = None  # last mart day whose data labels may use (default: the newest)
+    days: int = 240  # reference dates in the window (train + valid + test + two embargo gaps)
+    sample_every: int = 1  # keep every n-th reference date (a long window at lower cost)
+
+
+@dg.asset(
+    deps=["features_daily", "mart_timeseries_daily"],
+    group_name="model",
+    kinds={"polars", "lightgbm", "table"},
+    tags={"layer": "model"},
+)
+def train_samples(
+    context: dg.AssetExecutionContext, config: TrainSamplesConfig, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Supervised samples (bin / rank / reg) over the configured window: features of each
+    reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
+    train / valid / test split with an embargo of >= H days between them. Written to the
+    train_samples_{bin,rank,reg} tables and as Parquet under <artifacts_dir>/samples."""
+    settings = get_settings()
+    w, t = settings.windows, settings.thresholds
+    newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
+    if newest is None:
+        raise dg.Failure("mart_timeseries_daily is empty: materialise the mart and features first")
+    end = date.fromisoformat(config.end_date) if config.end_date else newest
+    ref_end = end - timedelta(days=w.horizon)
+    ref_start = ref_end - timedelta(days=config.days - 1)
+    features = warehouse.read("features_daily", start=ref_start, end=ref_end)
+    mart = warehouse.read(
+        "mart_timeseries_daily",
+        start=ref_start - timedelta(days=w.observation),
+        end=end,
+        columns=["site", "date", "asin", "category_id", "bsr_root"],
+    )
+    if features.is_empty():
+        raise dg.Failure(
+            f"no features_daily rows in {ref_start}..{ref_end}: materialise features_daily first"
+        )
+    try:
+        samples = build_samples(
+            features,
+            mart,
+            observation=w.observation,
+            horizon=w.horizon,
+            embargo=w.embargo,
+            sales_ratio=t.label_sales_ratio,
+            pctl_gain=t.label_bsr_pctl_gain,
+            calibration=default_calibration(settings.sites),
+            sample_every=config.sample_every,
+        )
+    except ValueError as exc:
+        raise dg.Failure(f"cannot build samples over {ref_start}..{ref_end}: {exc}") from exc
+
+    # The tables hold one training set: replace everything, in one transaction for all three.
+    with warehouse.transaction() as tx:
+        for kind, frame in samples.frames().items():
+            table = SAMPLE_TABLES[kind].name
+            tx.execute(f'DELETE FROM "{table}"')
+            if frame.height:
+                tx.replace_slices(
+                    table, frame, sites=frame["site"].unique().to_list(),
+                    start=frame["date"].min(), end=frame["date"].max(),
+                )  # fmt: skip
+    paths = samples.write(Path(settings.artifacts_dir) / "samples")
+    context.log.info(
+        f"samples over {ref_start}..{ref_end}: "
+        + ", ".join(f"{k} {f.height:,} rows" for k, f in samples.frames().items())
+    )
+    summary = samples.summary
+    positives = {r["split"]: int(r["positives"] or 0) for r in summary.iter_rows(named=True)}
+    return dg.MaterializeResult(
+        metadata={
+            "rows_bin": samples.bin.height,
+            "rows_rank": samples.rank.height,
+            "rows_reg": samples.reg.height,
+            "positives_by_split": dg.MetadataValue.json(positives),
+            "summary": dg.MetadataValue.md(md_table(summary.with_columns(pl.col(pl.Date).cast(pl.Utf8)))),
+            "windows": dg.MetadataValue.json(samples.windows.to_json()),
+            "features": len(samples.features),
+            "label_definition": dg.MetadataValue.md(
+                f"explodes = mean est. sales over (T, T+{w.horizon}] / over (T-{w.observation}, T] "
+                f">= {t.label_sales_ratio} and BSR percentile gain >= {t.label_bsr_pctl_gain}; "
+                f"embargo {w.embargo} days; grades 0..4 (core/labels.py)"
+            ),
+            "parquet": str(paths["rank"].parent),
+        }
+    )
+
+
+# ----------------------------------------------------------------------------------- ranker_model
+
+
+class RankerModelConfig(dg.Config):
+    tune: bool = False  # run (or resume) the Optuna search before training
+    trials: int = 20  # completed trials the study should hold
+    rounds: int = 1000  # max boosting rounds
+    early_stopping: int = 50  # rounds without a validation NDCG@20 gain
+    params_json: str = ""  # LightGBM params overriding the defaults, as a JSON object
+
+
+def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.8), dpi=80)
+    for name, values in history.items():
+        ax.plot(range(1, len(values) + 1), values, label=name, linewidth=1.2)
+    ax.set_xlabel("boosting round", fontsize=8)
+    ax.set_ylabel("validation NDCG", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    encoded = _png(fig)
+    plt.close(fig)
+    return encoded
+
+
+@dg.asset(
+    deps=["train_samples"],
+    group_name="model",
+    kinds={"lightgbm"},
+    tags={"layer": "model"},
+)
+def ranker_model(
+    context: dg.AssetExecutionContext, config: RankerModelConfig, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """LightGBM lambdarank over (site, date) queries, early-stopped on validation NDCG@20, saved as
+    <artifacts_dir>/models/<version>/model.txt + card.json. Promoted to `latest` (what predictions
+    use) only if it beats the baseline Explosive Score on validation. Optional Optuna tuning on
+    validation only, resumable (config `tune`, `trials`)."""
+    settings = get_settings()
+    samples = warehouse.read("train_samples_rank")
+    if samples.is_empty():
+        raise dg.Failure("train_samples_rank is empty: materialise train_samples first")
+    samples = add_baseline_scores(
+        samples, settings.score_weights, min_category_size=settings.min_category_size
+    )
+    params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
+    extra: dict[str, Any] = {"run_id": context.run.run_id}
+    if config.tune:
+        study_path = Path(settings.artifacts_dir) / "tuning" / "lgb_rank.db"
+        result = tune_ranker(
+            samples,
+            trials=config.trials,
+            study_path=study_path,
+            base_params=params,
+            on_trial=lambda _s, t: context.log.info(f"trial {t.number}: {t.state.name} {t.value}"),
+        )
+        params = result.best_params
+        extra["tuning"] = {
+            "study": str(study_path),
+            "trials": result.completed_trials,
+            "ran_now": result.ran_now,
+            "best_valid_ndcg@20": result.best_value,
+        }
+    try:
+        trained = train_ranker(
+            samples,
+            params=params,
+            num_boost_round=config.rounds,
+            early_stopping_rounds=config.early_stopping,
+            compare={"baseline": "explosive_score"},
+        )
+    except ValueError as exc:  # e.g. a window too short to hold a positive in every split
+        raise dg.Failure(f"cannot train the ranker: {exc}") from exc
+    saved = save_model(trained, models_dir(settings), extra=extra)
+    gate = saved.card["gate"]
+    context.log.info(
+        f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s; "
+        f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; promoted={saved.promoted}"
+    )
+    card_view = {k: v for k, v in saved.card.items() if k not in ("drift_profile", "feature_importance")}
+    metadata: dict[str, Any] = {
+        "model_version": saved.version,
+        "promoted": saved.promoted,
+        "model_path": str(saved.model_path),
+        "best_iteration": trained.best_iteration,
+        "training_seconds": round(trained.training_seconds, 2),
+        "train_rows": trained.rows["train"],
+        "valid_ndcg@20": gate["model"],
+        "baseline_valid_ndcg@20": gate["baseline"],
+        "valid_metrics": dg.MetadataValue.md(markdown_table(trained.valid_metrics)),
+        "feature_importance": dg.MetadataValue.md(md_table(feature_importance(trained.booster).head(25))),
+        "card": dg.MetadataValue.json(card_view),
+    }
+    curve = _learning_curve_png(trained.history)
+    if curve:
+        metadata["learning_curve"] = dg.MetadataValue.md(f"![validation NDCG](data:image/png;base64,{curve})")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+# ------------------------------------------------------------------------------- model_evaluation
+
+
+class ModelEvaluationConfig(dg.Config):
+    oracle: bool = True  # rank by the simulator's hidden state too (only when it knows the ASINs)
+
+
+def oracle_market(settings: Settings, sites: list[str]) -> Any:
+    """The simulated market the settings describe (the embedded default upstream)."""
+    from asin_platform.simulator import market_from_settings
+
+    return market_from_settings(settings.simulator, sites)
+
+
+def simulator_oracle(samples: pl.DataFrame, settings: Settings, horizon: int) -> pl.DataFrame | None:
+    """The oracle's scores from the bundled simulator's ground truth, or None when the samples do
+    not come from it (real data: most ASINs unknown to the simulator)."""
+    sites = sorted(set(samples["site"].to_list()) & set(settings.sites))
+    if not sites:
+        return None
+    market = oracle_market(settings, sites)
+    start = samples["date"].min() - timedelta(days=7)  # type: ignore[operator]
+    end = samples["date"].max()
+    truth = pl.concat([market.ground_truth(site, start, end) for site in sites])  # type: ignore[arg-type]
+    scores = oracle_scores(samples.select("site", "date", "asin"), truth, horizon=horizon)
+    known = scores.join(truth.select("site", "date", "asin"), on=["site", "date", "asin"], how="semi").height
+    return scores if known >= 0.9 * samples.height else None
+
+
+def evaluate_model(
+    samples: pl.DataFrame, model: Any, settings: Settings, *, oracle: pl.DataFrame | None
+) -> pl.DataFrame:
+    """compare_rankers per split (valid, test) with the model, baseline, random and the oracle."""
+    scored = add_model_scores(samples, model.booster, model.features)
+    scored = add_baseline_scores(scored, settings.score_weights, min_category_size=settings.min_category_size)
+    scored = add_random_scores(scored)
+    if oracle is not None:
+        scored = scored.join(
+            oracle.select("site", "date", "asin", "oracle_score"), on=["site", "date", "asin"]
+        )
+    parts = []
+    for split in ("valid", "test"):
+        rows = scored.filter(pl.col("split") == split)
+        if rows.is_empty() or rows["explodes"].sum() == 0:
+            continue
+        table = compare_rankers(rows, RANKERS, relevance="relevance", positive="explodes", ks=DEFAULT_KS)
+        parts.append(
+            table.with_columns(
+                split=pl.lit(split),
+                first_date=pl.lit(rows["date"].min()),
+                last_date=pl.lit(rows["date"].max()),
+            )
+        )
+    if not parts:
+        raise ValueError("neither the valid nor the test split holds a positive")
+    return pl.concat(parts)
+
+
+@dg.asset(
+    deps=["ranker_model", "train_samples"],
+    group_name="model",
+    kinds={"polars", "table"},
+    tags={"layer": "model"},
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: ModelEvaluationConfig, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """NDCG / precision / recall @10/20/50 of the newest model beside the baseline Explosive
+    Score, a random ranking and the simulator oracle, on the validation and the test split, over
+    the queries (site x date) with at least one positive. Upserted into model_evaluation."""
+    settings = get_settings()
+    try:
+        model = load_model(models_dir(settings), LAST_TRAINED)
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from exc
+    samples = warehouse.read("train_samples_rank").filter(pl.col("split").is_in(["valid", "test"]))
+    oracle = simulator_oracle(samples, settings, settings.windows.horizon) if config.oracle else None
+    table = evaluate_model(samples, model, settings, oracle=oracle)
+    stored = MODEL_EVALUATION.conform(
+        table.with_columns(model_version=pl.lit(model.version), evaluated_at=pl.lit(datetime.now(UTC)))
+    )
+    warehouse.upsert("model_evaluation", stored)
+    metadata: dict[str, Any] = {"model_version": model.version, "oracle": oracle is not None}
+    sections = []
+    for split in SPLITS[1:]:
+        part = table.filter(pl.col("split") == split)
+        if part.is_empty():
+            continue
+        r = ratios(part, "model", k=20)
+        sections.append(
+            f"**{split}** ({part['first_date'][0]}..{part['last_date'][0]})\n\n{markdown_table(part)}"
+        )
+        metadata[f"{split}_ndcg@20"] = float(
+            part.filter((pl.col("ranker") == "model") & (pl.col("k") == 20))["ndcg"][0]
+        )
+        metadata[f"{split}_model_vs_baseline_ndcg@20"] = r.get("baseline")
+        if "oracle" in r:
+            metadata[f"{split}_model_vs_oracle_ndcg@20"] = r["oracle"]
+    metadata["evaluation"] = dg.MetadataValue.md("\n\n".join(sections))
+    context.log.info(
+        f"evaluated {model.version}: " + ", ".join(f"{k}={v}" for k, v in metadata.items() if "@20" in k)
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+TRAINING_ASSETS = [train_samples, ranker_model, model_evaluation]

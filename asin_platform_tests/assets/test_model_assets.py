@@ -1,0 +1,147 @@
+"""train_samples -> ranker_model -> model_evaluation -> predictions_rank_daily through Dagster on a
+tiny simulated market written into a fresh warehouse (both backends), with the model checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+import asin_platform.assets.training as training
+from asin_platform.assets.inference import predictions_rank_daily
+from asin_platform.assets.training import TRAINING_ASSETS
+from asin_platform.checks.model import MODEL_CHECKS
+from asin_platform.core.ranker import LAST_TRAINED, LATEST
+from asin_platform.core.score import score_baseline
+from asin_platform.schemas import DIM_ASIN
+from asin_platform.settings import get_settings
+from asin_platform_tests.core.test_labels import sim_features, sim_market, sim_mart
+
+FAST = json.dumps({"num_threads": 1, "learning_rate": 0.1})
+RUN_CONFIG = {
+    "ops": {
+        "train_samples": {"config": {"days": 140, "sample_every": 2}},
+        "ranker_model": {"config": {"rounds": 40, "early_stopping": 10, "params_json": FAST}},
+    }
+}
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("ASIN_PLATFORM__EXPORTS_DIR", str(tmp_path / "exports"))
+    get_settings.cache_clear()
+    # the oracle reads the ground truth of the market the test data came from
+    monkeypatch.setattr(training, "oracle_market", lambda settings, sites: sim_market())
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _seed(warehouse) -> pl.Series:
+    mart, features = sim_mart(), sim_features()
+    sites = mart["site"].unique().to_list()
+    with warehouse.transaction() as tx:
+        tx.replace_slices(
+            "mart_timeseries_daily", mart, sites=sites, start=mart["date"].min(), end=mart["date"].max()
+        )
+        tx.replace_slices(
+            "features_daily", features, sites=sites, start=features["date"].min(), end=features["date"].max()
+        )
+        last = features.filter(pl.col("date") == features["date"].max())
+        tx.replace_slices(
+            "score_baseline_daily", score_baseline(last, get_settings().score_weights), sites=sites,
+            start=last["date"][0], end=last["date"][0],
+        )  # fmt: skip
+        dim = mart.group_by("site", "asin").agg(
+            pl.col("category_id").last(), first_seen=pl.col("date").min(), last_seen=pl.col("date").max()
+        )
+        tx.upsert(
+            "dim_asin", DIM_ASIN.conform(dim.with_columns(source=pl.lit("unified"), title=pl.col("asin")))
+        )
+    return features["date"]
+
+
+def _run(warehouse, selection: list, partition_key: str | None = None):
+    # config only for the selected assets (Dagster rejects entries for ops outside the run)
+    run_config = {"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if k in selection}}
+    return dg.materialize(
+        [*TRAINING_ASSETS, predictions_rank_daily, *MODEL_CHECKS],
+        selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
+        resources={"warehouse": warehouse},
+        partition_key=partition_key,
+        run_config=run_config,
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def _checks(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
+    dates = _seed(warehouse)
+    result = _run(warehouse, ["train_samples", "ranker_model", "model_evaluation"])
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert _checks(result) == {"ranker_beats_baseline": True}
+
+    for kind in ("bin", "rank", "reg"):
+        stored = warehouse.read(f"train_samples_{kind}")
+        assert stored.height > 0 and set(stored["split"]) == {"train", "valid", "test"}
+    assert (env / "artifacts" / "samples" / "train_samples_rank.parquet").exists()
+    models = env / "artifacts" / "models"
+    version = (models / LATEST).read_text().strip()
+    assert (models / LAST_TRAINED).read_text().strip() == version
+    card = json.loads((models / version / "card.json").read_text())
+    assert card["run_id"] == result.run_id and card["gate"]["passed"] is True
+
+    meta = result.asset_materializations_for_node("ranker_model")[0].metadata
+    assert meta["model_version"].value == version
+    assert "| feature | gain | splits |" in meta["feature_importance"].value
+    assert "| model |" in meta["valid_metrics"].value
+    evaluation = warehouse.read("model_evaluation")
+    assert set(evaluation["ranker"]) == {"model", "baseline", "random", "oracle"}
+    assert set(evaluation["split"]) == {"valid", "test"} and set(evaluation["k"]) == {10, 20, 50}
+    assert (evaluation["queries_kept"] <= evaluation["queries_total"]).all()
+    eval_meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert eval_meta["oracle"].value is True and "| oracle |" in eval_meta["evaluation"].value
+
+    day = dates.max()
+    predicted = _run(warehouse, ["predictions_rank_daily"], partition_key=f"{day}|US")
+    assert predicted.success
+    checks = _checks(predicted)
+    assert checks["predictions_coverage"] is True and "prediction_feature_drift" in checks
+    rows = warehouse.read("predictions_rank_daily", sites=["US"], start=day, end=day)
+    features = sim_features().filter((pl.col("site") == "US") & (pl.col("date") == day))
+    assert rows.height == features.height and set(rows["model_version"]) == {version}
+    assert sorted(rows["rank_in_site"].to_list()) == list(range(1, rows.height + 1))
+    joined = rows.join(warehouse.read("dim_asin"), on=["site", "asin"], how="inner")
+    assert joined.height == rows.height  # joinable with dim_asin
+    export = pl.read_csv(env / "exports" / "US" / f"pred_rank_daily_{day:%Y%m%d}.csv")
+    assert export["rank_in_site"].to_list()[:3] == [1, 2, 3] and "explosive_score" in export.columns
+    assert (env / "exports" / "US" / f"pred_rank_daily_{day:%Y%m%d}.parquet").exists()
+
+
+def test_a_model_losing_to_the_baseline_blocks_predictions(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dates = _seed(warehouse)
+    assert _run(warehouse, ["train_samples"]).success
+
+    def perfect_baseline(frame: pl.DataFrame, *args, **kwargs) -> pl.DataFrame:
+        return frame.with_columns(explosive_score=pl.col("relevance").cast(pl.Float64))
+
+    monkeypatch.setattr(training, "add_baseline_scores", perfect_baseline)
+    day = dates.max()
+    result = _run(warehouse, ["ranker_model", "predictions_rank_daily"], partition_key=f"{day}|US")
+    assert not result.success
+    assert _checks(result)["ranker_beats_baseline"] is False
+    materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
+    assert materialized == {"ranker_model"}  # predictions never ran
+    models = env / "artifacts" / "models"
+    assert not (models / LATEST).exists() and (models / LAST_TRAINED).exists()
+    assert warehouse.count("predictions_rank_daily") == 0
