@@ -10,6 +10,7 @@ from asin_platform.assets import exports, features, ingest, mart, scoring
 from asin_platform.automation import build_automation
 from asin_platform.checks import features as feature_checks
 from asin_platform.checks import ingest as ingest_checks
+from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import UnifiedApiClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings, get_settings
@@ -39,7 +40,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     )
     # The URL may carry a password, so when it comes from the environment it stays an EnvVar.
     url = dg.EnvVar(WAREHOUSE_URL_ENV) if os.environ.get(WAREHOUSE_URL_ENV) else settings.warehouse_url
-    return {"upstream": upstream, "warehouse": Warehouse(url=url)}
+    # Keepa reads its key from KEEPA_API_KEY only when a Keepa site is fetched: building it needs none.
+    keepa = KeepaClient.from_settings(settings)
+    return {"upstream": upstream, "keepa": keepa, "warehouse": Warehouse(url=url)}
 
 
 ASSETS = [

@@ -1,12 +1,19 @@
-"""Ingestion layer: upstream API -> ``raw_payloads``."""
+"""Ingestion layer: upstream API -> ``raw_payloads``.
+
+Each site has one source (settings ``upstream.source_by_site``: ``unified``, the default, or
+``keepa``); the asset fetches a partition through that source's client and stores every response with
+the source it came from, so the mart's parsers route each row to the right parser.
+"""
 
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from asin_platform.core.raw import payload_frame
-from asin_platform.partitions import date_site_partitions, partitions_of_context
-from asin_platform.resources.upstream import UpstreamClient
+from asin_platform.partitions import DateSite, date_site_partitions, partitions_of_context
+from asin_platform.resources.keepa import KeepaClient
+from asin_platform.resources.upstream import DayFetch, UpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import get_settings
 
@@ -25,26 +32,30 @@ _settings = get_settings()
     tags={"layer": "raw"},
 )
 def raw_payloads(
-    context: dg.AssetExecutionContext, upstream: UpstreamClient, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    upstream: UpstreamClient,
+    keepa: KeepaClient,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """Every upstream response for the partition's site and day, stored as received.
 
-    Fetches the tracked universe, product core, the day's timeseries, new reviews and keyword
-    ranks (see docs/upstream_api.md), and keeps each body with its endpoint, params, status,
+    Unified sites: the tracked universe, product core, the day's timeseries, new reviews and keyword
+    ranks (see docs/upstream_api.md). Keepa sites: the tracked universe and Keepa's ``/product`` for
+    it (docs/upstream_api.md, "Keepa"). Each body is kept with its source, endpoint, params, status,
     fetch time and hash, so the mart can be rebuilt without calling the API again. Requests that
     fail after the retry budget are stored too (with the error), never dropped."""
+    settings = get_settings()  # read at run time: a site's source is configuration, not code
     totals: dict[str, float] = {}
     per_partition: list[str] = []
     for part in partitions_of_context(context):
-        context.log.info(f"fetching {part.site} {part.day} ...")
-        fetched = upstream.fetch_day(part.site, part.day, progress=context.log.info)
-        frame = payload_frame(
-            fetched.responses,
-            site=part.site,
-            day=part.day,
-            source=fetched.report.source,
-            run_id=context.run_id,
-        )
+        source = settings.upstream.source_for(part.site)
+        context.log.info(f"fetching {part.site} {part.day} from {source} ...")
+        if source == "keepa":
+            known = _known_asins(warehouse, part) if keepa.track_known_asins else []
+            fetched = keepa.fetch_day(part.site, part.day, progress=context.log.info, extra_asins=known)
+        else:
+            fetched = upstream.fetch_day(part.site, part.day, progress=context.log.info)
+        frame = _payload_rows(fetched, part, context.run.run_id)
         written = warehouse.replace_slices(
             "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
         )
@@ -54,8 +65,8 @@ def raw_payloads(
                 totals[key] = totals.get(key, 0) + value
         missing = sum(len(v) for v in fetched.report.missing_asins.values())
         per_partition.append(
-            f"| {part.day} | {part.site} | {fetched.report.tracked_asins} | {written} "
-            f"| {missing} | {fetched.report.retries} | {fetched.report.failed_requests} |"
+            f"| {part.day} | {part.site} | {fetched.report.source} | {fetched.report.tracked_asins} "
+            f"| {written} | {missing} | {fetched.report.retries} | {fetched.report.failed_requests} |"
         )
         context.log.info(
             f"{part.site} {part.day}: {written} payloads, {fetched.report.tracked_asins} tracked ASINs, "
@@ -63,8 +74,8 @@ def raw_payloads(
         )
     table = "\n".join(
         [
-            "| date | site | tracked ASINs | payloads | missing ASINs | retries | failed requests |",
-            "|---|---|---|---|---|---|---|",
+            "| date | site | source | tracked ASINs | payloads | missing ASINs | retries | failed requests |",
+            "|---|---|---|---|---|---|---|---|",
             *per_partition,
         ]
     )
@@ -75,3 +86,28 @@ def raw_payloads(
     }
     metadata.update({k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in totals.items()})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFrame:
+    """``raw_payloads`` rows of one fetch, each with the source it came from.
+
+    A Keepa fetch also stores the unified API's universe pages it used (those responses name their
+    ``source``); every other response carries the fetch's source."""
+    by_source: dict[str, list[Any]] = {}
+    for response in fetched.responses:
+        by_source.setdefault(getattr(response, "source", fetched.report.source), []).append(response)
+    frames = [
+        payload_frame(responses, site=part.site, day=part.day, source=source, run_id=run_id)
+        for source, responses in by_source.items()
+    ]
+    if not frames:
+        return payload_frame([], site=part.site, day=part.day, source=fetched.report.source, run_id=run_id)
+    return pl.concat(frames, how="vertical")
+
+
+def _known_asins(warehouse: Warehouse, part: DateSite) -> list[str]:
+    """The site's ASINs already in ``dim_asin``, first seen on or before the partition day: tracked
+    products stay tracked when a site moves to Keepa, and a backfill never takes its universe from
+    the future."""
+    dim = warehouse.read("dim_asin", sites=[part.site], columns=["asin", "first_seen"])
+    return dim.filter(pl.col("first_seen") <= part.day)["asin"].to_list()
