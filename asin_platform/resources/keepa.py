@@ -6,7 +6,9 @@ What one ``fetch_day(site, day)`` does:
    ``universe_source="unified"`` asks the unified API's ``/v1/sites/{site}/asins?date=D`` (its pages
    are stored with ``source = "unified"``, so the coverage check counts every ASIN that should have
    been fetched, including the ones Keepa or the token budget lost); ``"file"`` reads
-   ``tracked_asins_path`` (one ASIN a line, ``{site}`` substituted). The ingest asset adds the
+   ``tracked_asins_path`` (one ASIN a line, ``{site}`` substituted; nothing is stored for it, so the
+   coverage check then sees only the products Keepa returned, and lost ASINs show in the fetch
+   report's ``missing_products`` / ``budget_capped_asins`` metadata only). The ingest asset adds the
    site's ASINs already in ``dim_asin`` (first seen on or before the day) when ``track_known_asins``
    is set, so switching a site's source never drops a product.
 2. **Products**: ``GET {base_url}/product?key=...&domain=<id>&asin=A,B,...`` in batches of <= 100 with
