@@ -774,12 +774,13 @@ class _Batch:
             # Lower of Amazon's own offer and the lowest new offer in force: what a buyer is shown
             # first. Keepa's NEW already includes Amazon except when Amazon is the only offer, and
             # min_horizontal skips a null, so either series alone still yields a price.
-            price=pl.min_horizontal("amazon", "new") / pl.col("divisor"),
+            # Round to the currency's minor unit: cents / 100 in floating point is 20.990000000000002.
+            price=(pl.min_horizontal("amazon", "new") / pl.col("divisor")).round(2),
             bsr_root=pl.col("bsr_root").round(0),  # a median of an even count can be x.5
             bsr_sub=pl.col("bsr_sub").round(0),
             # Tenths of stars -> stars. Amazon's lowest average is 1 star, so Keepa's 0 can only mean
             # "not rated yet": null, rather than a daily rating_out_of_range quarantine row.
-            rating=pl.when(pl.col("rating") != 0).then(pl.col("rating") / 10),
+            rating=pl.when(pl.col("rating") != 0).then((pl.col("rating") / 10).round(1)),
         )
         with_attrs = rows.join(attrs, on="k", how="left")
         products = with_attrs.filter(pl.col("snapshot"))

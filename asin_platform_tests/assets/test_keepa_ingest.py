@@ -82,10 +82,9 @@ def _checks(result) -> dict[str, bool]:
 
 
 def _close(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """Equal, or both null; floats to 1e-9 relative (cents / 100 may differ in the last bit)."""
+    """Equal, or both null: the parser rounds prices to the minor unit, so values match exactly."""
     a, b = a.cast(pl.Float64), b.cast(pl.Float64)
-    near = (a - b).abs() <= 1e-9 * pl.max_horizontal(a.abs(), pl.lit(1.0))
-    return (a.is_null() & b.is_null()) | near.fill_null(False)
+    return (a.is_null() & b.is_null()) | (a == b).fill_null(False)
 
 
 def test_keepa_sites_give_the_unified_mart(sources, warehouse, warehouse_factory) -> None:
