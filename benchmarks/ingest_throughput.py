@@ -20,8 +20,10 @@ Scenarios (``--scenarios``):
 - ``default-thread``: the settings' 6000 qpm / burst 50, simulator on a thread of this process
   (client and server share the 2 cores and one GIL).
 - ``default-process``: the same with the simulator in its own process, as a real vendor would be.
+- ``ceiling-process``: no effective quota, 16 requests in flight: the most this machine serves and
+  fetches at all, the yardstick for the ``default-*`` rows.
 
-Reproduce (repo root, ~2.5 min):
+Reproduce (repo root, ~3 min):
     /work/venv/bin/python benchmarks/ingest_throughput.py --write-docs
 """
 
@@ -63,6 +65,7 @@ class Scenario:
     duration_s: float
     clients: int = 1  # > 1: that many clients with separate buckets share the token
     server_process: bool = False  # simulator in its own process instead of a thread of this one
+    concurrency: int | None = None  # requests in flight; None: --concurrency
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Result:
     failed: int = 0
     max_1s: int = 0
     max_10s: int = 0
+    cpu_s: float = 0.0  # CPU time of this process (client, plus the simulator when on a thread)
 
     @property
     def achieved_qpm(self) -> float:
@@ -107,6 +111,18 @@ def scenarios(duration: float) -> dict[str, Scenario]:
             Scenario("shared-token", 1200, 20, 1200, 20, 0.05, short, clients=2),
             Scenario("default-thread", 6000, 50, 6000, 50, 0.05, short),
             Scenario("default-process", 6000, 50, 6000, 50, 0.05, short, server_process=True),
+            # no quota to speak of: what this machine can serve + fetch at all
+            Scenario(
+                "ceiling-process",
+                600_000,
+                1000,
+                600_000,
+                1000,
+                0.05,
+                short,
+                server_process=True,
+                concurrency=16,
+            ),
         )
     }
 
@@ -205,7 +221,7 @@ def run(
             qpm=scenario.client_qpm,
             burst=scenario.client_burst,
             max_attempts=5,
-            concurrency=concurrency,
+            concurrency=scenario.concurrency or concurrency,
         )
         for site, day in partitions(start_day, offset=index * 1000):
             if time.monotonic() - started >= scenario.duration_s:
@@ -221,6 +237,7 @@ def run(
                     flush=True,
                 )
 
+    cpu0 = time.process_time()
     try:
         started = time.monotonic()
         threads = [threading.Thread(target=loop, args=(i, started)) for i in range(scenario.clients)]
@@ -229,6 +246,7 @@ def run(
         for t in threads:
             t.join()
         result.elapsed_s = time.monotonic() - started
+        result.cpu_s = time.process_time() - cpu0
     finally:
         figures = server.finish()
     result.accepted = figures["accepted"]
@@ -243,7 +261,7 @@ def table(results: list[Result]) -> str:
     head = (
         "| scenario | server quota (qpm / burst) | client (qpm / burst) x clients | simulator | wall s | "
         "partitions | accepted requests | achieved qpm | of quota | 429s | retries | 5xx seen | "
-        "failed for good | max in 1 s (bound) | max in 10 s (bound) |"
+        "failed for good | max in 1 s (bound) | max in 10 s (bound) | CPU ms / request here |"
     )
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
@@ -252,7 +270,8 @@ def table(results: list[Result]) -> str:
             f"| {s.name} | {s.server_qpm} / {s.server_burst} | {s.client_qpm} / {s.client_burst} x {s.clients} | "
             f"{'process' if s.server_process else 'thread'} | {r.elapsed_s:.1f} | {r.days} | {r.accepted} | "
             f"{r.achieved_qpm:.0f} | {r.share:.1%} | {r.rate_limited} | {r.retries} | {r.server_errors} | "
-            f"{r.failed} | {r.max_1s} ({r.bound(1.0)}) | {r.max_10s} ({r.bound(10.0)}) |"
+            f"{r.failed} | {r.max_1s} ({r.bound(1.0)}) | {r.max_10s} ({r.bound(10.0)}) | "
+            f"{1000 * r.cpu_s / max(r.accepted, 1):.1f} |"
         )
     return "\n".join(rows)
 
@@ -268,7 +287,7 @@ def acceptance(results: list[Result]) -> tuple[bool, str] | None:
     )
 
 
-def write_docs(results: list[Result], command: str, asins_per_site: int) -> None:
+def write_docs(results: list[Result], command: str, asins_per_site: int, load_before: float) -> None:
     """Replace (or append) the "Ingestion" section of docs/benchmarks.md; other sections are kept."""
     verdict = acceptance(results)
     lines = [
@@ -283,7 +302,9 @@ def write_docs(results: list[Result], command: str, asins_per_site: int) -> None
         "",
         f"Reproduce: `{command}`",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after (the machine is shared:",
+        "other work competes for the cores, which is what the `default-*` rows are most sensitive to).",
         "",
         table(results),
         "",
@@ -302,12 +323,19 @@ def write_docs(results: list[Result], command: str, asins_per_site: int) -> None
         "- `over-configured`: told twice its real quota, the client adopts the server's `X-RateLimit-Limit`",
         "  and clamps its bucket to `X-RateLimit-Remaining` from the first response on, so it earns no 429.",
         "- `shared-token`: two clients with their own buckets on one token (two processes) overrun it",
-        "  together; 429s are answered with `Retry-After`, each client drains its bucket, nothing fails,",
-        "  and the token still delivers its quota.",
+        "  together. Each 429 blocks the bucket for `Retry-After`, drains it and cuts the share of the",
+        "  rate it spends by 30 % (at most once a second, recovering 5 %/s: AIMD), so the two converge",
+        "  on sharing the token: a handful of 429s, nothing fails, the token delivers its quota. (Without",
+        "  the AIMD cut this scenario measured 154 429s, 75 % of the quota and a batch lost.)",
         "- `default-*`: can this 2-core box fetch at the settings' 6000 qpm? With the simulator on a thread",
         "  of the same process, client and server share one GIL and the figure measures the machine",
         "  (simulator JSON generation), not the limiter; with the simulator in its own process the",
-        "  client's share is what a remote vendor would see.",
+        "  client's share is what a remote vendor would see. `ceiling-process` (no quota, 16 in flight)",
+        "  is the most the box serves and fetches at all: when it is near the `default-*` figures, the",
+        "  machine (mostly the simulator building and serialising 20-50 kB bodies) is the limit, not the",
+        "  client's limiter. `CPU ms / request here` is this process's CPU per accepted request: the",
+        "  client alone in `*-process` rows (~2-3 ms: JSON decoding, httpx URL validation, so 6000 qpm",
+        "  costs the client a fraction of one core), client + simulator in `thread` rows.",
         "",
     ]
     section = "\n".join(lines)
@@ -342,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(available)}")
 
+    load_before = os.getloadavg()[0]
     config = market_config(args.asins_per_site)
     market = Market(config)
     t0 = time.perf_counter()
@@ -374,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             results,
             " ".join(["/work/venv/bin/python benchmarks/ingest_throughput.py", *given]),
             args.asins_per_site,
+            load_before,
         )
     return 0 if verdict is None or verdict[0] else 1
 

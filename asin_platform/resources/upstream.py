@@ -33,7 +33,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -197,6 +197,7 @@ class UpstreamError(RuntimeError):
         self.status = status
         self.attempts = attempts
         self.site = site
+        self.detail = detail
         what = f"HTTP {status}" if status else "no response"
         where = endpoint.format(site=site) if site else endpoint
         plural = "" if attempts == 1 else "s"
@@ -204,6 +205,14 @@ class UpstreamError(RuntimeError):
         if detail:
             message += f" ({detail})"
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments defeat the default exception pickling (executors, multiprocessing).
+        return (_upstream_error, (self.endpoint, self.status, self.attempts, self.site, self.detail))
+
+
+def _upstream_error(endpoint: str, status: int, attempts: int, site: str, detail: str) -> UpstreamError:
+    return UpstreamError(endpoint, status, attempts, site=site, detail=detail)
 
 
 # ------------------------------------------------------------------------------------------- resources
@@ -716,7 +725,7 @@ class _Session:
         params: dict[str, str],
         asins: tuple[str, ...],
         paginated: bool = True,
-    ):  # -> AsyncIterator[tuple[RawResponse, dict | None]]
+    ) -> AsyncIterator[tuple[RawResponse, dict[str, Any] | None]]:
         """Yield each page's (RawResponse, body); stops after the last page or the first failure."""
         seen: set[str] = set()
         page_token: str | None = None

@@ -8,6 +8,7 @@ timeouts, malformed bodies, 400/401/404. Delays are kept in milliseconds so the 
 import asyncio
 import itertools
 import json
+import pickle
 import threading
 import time
 import uuid
@@ -371,6 +372,8 @@ def test_universe_unavailable_raises_naming_endpoint_not_token(token: str) -> No
     assert (exc.endpoint, exc.status, exc.attempts) == (up.UNIVERSE, 503, 4)
     assert "/v1/sites/US/asins" in str(exc) and "HTTP 503" in str(exc) and "4 attempts" in str(exc)
     assert token not in str(exc) and token not in repr(exc)
+    again = pickle.loads(pickle.dumps(exc))  # crosses process boundaries intact
+    assert (again.endpoint, again.status, again.attempts, str(again)) == (exc.endpoint, 503, 4, str(exc))
 
 
 def test_unknown_site_raises_after_one_attempt(token: str) -> None:
