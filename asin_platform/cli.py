@@ -40,7 +40,9 @@ def _prepare_environment(*, base_url: str | None = None) -> None:
         os.environ["DAGSTER_HOME"] = str(home)
     os.environ.setdefault("ASIN_PLATFORM_API_TOKEN", DEMO_TOKEN)
     if base_url:
+        # The bundled simulator serves the unified API and Keepa's /product on one port.
         os.environ["ASIN_PLATFORM__UPSTREAM__BASE_URL"] = base_url
+        os.environ["ASIN_PLATFORM__UPSTREAM__KEEPA_BASE_URL"] = base_url
     from asin_platform.settings import get_settings
 
     get_settings.cache_clear()
@@ -121,6 +123,12 @@ def _demo_environment(args: argparse.Namespace) -> None:
         "ASIN_PLATFORM__RATE_LIMITS__UNIFIED__QPM": "120000",
         "ASIN_PLATFORM__RATE_LIMITS__UNIFIED__BURST": "1000",
     }
+    if args.keepa_sites:
+        # Those sites are fetched in Keepa's format from the simulator's Keepa mode (/product).
+        defaults["ASIN_PLATFORM__UPSTREAM__SOURCE_BY_SITE"] = (
+            "{" + ", ".join(f"{s}: keepa" for s in args.keepa_sites) + "}"
+        )
+        defaults["KEEPA_API_KEY"] = "demo-keepa-key"
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
 
@@ -291,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="days of history to build, ending yesterday (default 240: enough to train)",
     )
     p.add_argument("--asins", type=int, default=300, help="simulated ASINs per site (default 300)")
+    p.add_argument(
+        "--keepa-sites",
+        nargs="+",
+        default=[],
+        metavar="SITE",
+        help="fetch these sites through the Keepa path (the simulator's Keepa mode); Keepa tokens "
+        "make long backfills slow, so pair it with a short --days",
+    )
     p.add_argument("--end", type=_parse_date, help="last day (default: yesterday, UTC)")
     p.add_argument("--port", type=int, default=0, help="simulator port (default: a free one)")
     p.set_defaults(func=cmd_demo)
