@@ -18,10 +18,14 @@ window and ``shift(N)`` *is* the value N days earlier, so every rolling statisti
 * one ``group_by`` with per-window filters: fine for one date, useless for a 365-day backfill.
 
 A block is only crossed in its first N-1 rows, and those are never output: every target day lies
-at least ``lookback`` (>= the longest window) days into its block. Building the grid costs one
-sort and one sorted left join (~0.3 s per 3M rows) and pays for itself after a few statistics.
+at least ``lookback`` (>= the longest window) days into its block. The grid is built without a
+sort or a join: a private polars ``Categories`` numbers the (site, asin) pairs densely (the block),
+each mart row's number is scattered to its position, and every column is gathered through that
+index map (~0.25 s per 3M rows). Strings never enter the grid; every later key (percentile
+cross-sections, keyword rows, output order) is an integer derived from the same codes, because
+string hashing and sorting were the largest costs of the first versions.
 
-Sums run on Int64 fixed-point values (ln BSR in 2^-20, sales in 2^-16 units, prices in cents,
+Sums run on Int64 fixed-point values (ln BSR and sales in 2^-24 units, prices in cents,
 ratings in 1/100 star) next to 0/1 indicators: integer rolling sums are exact and ~2x faster
 than float ones, so a row's value does not depend on how long the grid in front of it is. That
 is what makes a ranged backfill reproduce one-date-at-a-time runs bit for bit. The OLS slope
@@ -83,11 +87,11 @@ _NUMERIC_FEATURES: frozenset[str] = frozenset(
 )
 
 # Grid columns the feature expressions read besides the window columns.
-_PASS_THROUGH: tuple[str, ...] = ("_row", "x", "bsr_pctl", "_price", "_rc", "_rating", "new_offer_count")
+_PASS_THROUGH: tuple[str, ...] = ("_pos", "x", "bsr_pctl", "_price", "_rc", "_rating", "new_offer_count")
 
 # Fixed-point scales of the exact integer sums (see module docstring).
-_Y_SCALE = 2**20  # ln(bsr): 1e-6 resolution, |sum x*y| over 30 days < 2^38
-_SALES_SCALE = 2**16  # units/day: 1.5e-5 resolution
+_Y_SCALE = 2**24  # ln(bsr): 6e-8 resolution; n * sum(x*y) stays < 2^50 for 5-year grids
+_SALES_SCALE = 2**24  # units/day: 6e-8 resolution; a 30-day sum stays < 2^50 for a < 1e6
 _PRICE_SCALE = 100  # cents (yen stay whole)
 _RATING_SCALE = 100
 
@@ -109,13 +113,16 @@ def _min_days(window: int) -> int:
     return math.ceil(SLOPE_MIN_COVERAGE * window - 1e-9)
 
 
-def bsr_percentile() -> pl.Expr:
+def bsr_percentile(*group: str) -> pl.Expr:
     """Share of the (site, date, category) products with a BSR that day whose BSR is no better:
-    (n - rank_min + 1) / n, so 1 = best, ties share the better value and the worst is 1/n."""
-    group = ["site", "date", "category_id"]
-    bsr = pl.when((pl.col("bsr_root") > 0) & pl.col("category_id").is_not_null()).then(pl.col("bsr_root"))
-    n = bsr.count().over(group).cast(pl.Float64)
-    rank_min = bsr.rank("min").over(group).cast(pl.Float64)
+    (n - rank_min + 1) / n, so 1 = best, ties share the better value and the worst is 1/n.
+    ``group`` names the cross-section columns (default site, date, category_id); a row with a
+    null key (no category) is not ranked."""
+    keys = list(group) or ["site", "date", "category_id"]
+    ranked = pl.all_horizontal([pl.col("bsr_root") > 0, *(pl.col(k).is_not_null() for k in keys)])
+    bsr = pl.when(ranked).then(pl.col("bsr_root"))
+    n = bsr.count().over(keys).cast(pl.Float64)
+    rank_min = bsr.rank("min").over(keys).cast(pl.Float64)
     return ((n - rank_min + 1.0) / n).alias("bsr_pctl")
 
 
@@ -130,13 +137,27 @@ def listing_quality_score() -> pl.Expr:
     return pl.when(any_known).then(pl.sum_horizontal(parts)).alias("listing_quality_score")
 
 
-def _history(mart: pl.LazyFrame, calibration: pl.DataFrame, lo: date, hi: date) -> pl.DataFrame:
-    """Mart rows of [lo, hi] with day number ``x``, exact (site, asin) codes and estimated sales."""
-    # A private Categories object numbers sites and ASINs densely in first-seen order: exact (no
-    # hash collisions), ~3x cheaper than ranking the strings, and dropped with the call.
-    codes = pl.Categorical(pl.Categories.random(namespace="asin_platform.features"))
+def _codes(namespace: str) -> pl.Categorical:
+    """A private, call-scoped string -> dense UInt32 numbering (first seen = 0, 1, ...).
+
+    Exact (no hash collisions) and ~3x cheaper than ranking the strings. polars keeps the mapping
+    only while a column of that dtype is alive: a later cast must happen while one is held, or it
+    starts a fresh numbering (see ``anchor`` in build_features)."""
+    return pl.Categorical(pl.Categories.random(namespace=f"asin_platform.features.{namespace}"))
+
+
+def _pair(site: str, asin: str) -> pl.Expr:
+    return pl.concat_str(pl.col(site), pl.lit("\x1f"), pl.col(asin))
+
+
+def _history(
+    mart: pl.LazyFrame, calibration: pl.DataFrame, lo: date, hi: date, blocks: pl.Categorical
+) -> pl.DataFrame:
+    """Mart rows of [lo, hi] with day number ``x``, block number ``_block`` (one per (site, asin)),
+    the integer cross-section key ``_xsec`` of (site, date, category) and estimated sales."""
     epoch_day = (lo - date(1970, 1, 1)).days
-    return (
+    small = _codes("small")  # sites and categories: a handful of values each
+    hist = (
         mart.filter(pl.col("date").is_between(lo, hi))
         .select(
             "site",
@@ -152,63 +173,73 @@ def _history(mart: pl.LazyFrame, calibration: pl.DataFrame, lo: date, hi: date) 
             *LISTING_COLUMNS,
             "listed_since",
         )
-        .join(calibration.lazy(), on=["site", "category_id"], how="left", maintain_order="none")
         .with_columns(
             x=pl.col("date").cast(pl.Int64) - epoch_day,
-            _site_code=pl.col("site").cast(codes).to_physical(),
-            _asin_code=pl.col("asin").cast(codes).to_physical(),
-            est_sales=estimate_sales(
-                pl.col("bsr_root"), pl.col("a").fill_null(FALLBACK_A), pl.col("b").fill_null(FALLBACK_B)
-            ),
+            _pair=_pair("site", "asin").cast(blocks),
+            _site_code=pl.col("site").cast(small).to_physical().cast(pl.Int64),
+            _cat_code=pl.col("category_id").cast(small).to_physical().cast(pl.Int64),
         )
-        .drop("a", "b")
+        .with_columns(
+            _block=pl.col("_pair").to_physical(),
+            # (site, day, category) as one Int64; null without a category, so it is not ranked
+            _xsec=(pl.col("_site_code") * 2**16 + pl.col("x")) * 2**32 + pl.col("_cat_code"),
+            _sc=pl.col("_site_code") * 2**32 + pl.col("_cat_code"),
+        )
         .collect()
     )
+    # Calibration per (site, category): joined on the handful of distinct pairs, then gathered by
+    # their integer code (a join over every mart row on two string keys cost ~0.2 s per 3M rows).
+    pairs = (
+        hist.group_by("_sc")
+        .agg(pl.col("site").first(), pl.col("category_id").first())
+        .join(calibration, on=["site", "category_id"], how="left")
+        .select("_sc", pl.col("a").fill_null(FALLBACK_A), pl.col("b").fill_null(FALLBACK_B))
+        .with_row_index("_sc_idx")
+    )
+    idx = hist.select(pl.col("_sc").replace_strict(pairs["_sc"], pairs["_sc_idx"], default=None))
+    a_b = pairs.select("a", "b")[idx.to_series()]
+    return hist.with_columns(
+        est_sales=estimate_sales(
+            pl.col("bsr_root"), pl.lit(a_b["a"].fill_null(FALLBACK_A)), pl.lit(a_b["b"].fill_null(FALLBACK_B))
+        )
+    ).drop("_sc")
 
 
 def _with_percentile(hist: pl.DataFrame, pctl_dates: list[date]) -> pl.DataFrame:
     """``hist`` plus ``bsr_pctl`` on the days the features read it (T, T-7, T-30 of each target).
 
-    The percentile is a cross-section of each (site, date, category); ranking every history day
-    would cost ~0.3 s per 3M rows, so only those days are ranked and scattered back by row."""
+    The percentile is a cross-section of each (site, date, category); only those days are ranked
+    (a single-date partition ranks 3 of its 31 days) and scattered back by row number."""
     ranked = (
         hist.lazy()
         .with_row_index("_row")
         .filter(pl.col("date").is_in(pctl_dates))
-        .select("_row", bsr_percentile())
+        .select("_row", bsr_percentile("_xsec"))
         .collect()
     )
     pctl = pl.Series("bsr_pctl", dtype=pl.Float64).extend_constant(None, hist.height)
     return hist.with_columns(pctl.scatter(ranked["_row"], ranked["bsr_pctl"]))
 
 
-def _block_ids(hist: pl.DataFrame) -> pl.Series:
-    """Dense block number per row: one block per (site, asin)."""
-    if hist.height == 0 or hist["_site_code"].max() == 0:
-        return hist["_asin_code"].cast(pl.Int64)  # one site: the ASIN codes are dense already
-    pair = hist["_site_code"].cast(pl.UInt64) * 2**32 + hist["_asin_code"].cast(pl.UInt64)
-    return pair.rank("dense").cast(pl.Int64) - 1
+def _grid(hist: pl.DataFrame, span: int) -> pl.DataFrame:
+    """The dense (block x day) grid of the numeric mart columns, with ``_row`` = the ``hist`` row
+    of each cell (null on a missing day) and ``_pos`` = block * span + x.
 
-
-def _grid(hist: pl.DataFrame, span: int) -> tuple[pl.DataFrame, pl.Series]:
-    """The dense (asin x day) grid of the numeric mart columns, and each grid row's ``hist`` row
-    (null on a missing day).
-
-    Built as an index map: scatter each row number to ``pos = block * span + x``, then gather every
-    column through the map (a gather of a null index is a null row). That replaces a sort and a
-    sorted join (~2x the cost) and keeps the strings out of the grid altogether."""
-    pos = _block_ids(hist) * span + hist["x"]
-    n_pos = (int(pos.max()) + 1) if hist.height else 0  # type: ignore[arg-type]
+    Built as an index map: scatter each row number to its position, then gather every column
+    through the map (a null index gathers a null row). That replaces a sort and a sorted join
+    (~2x the cost) and keeps the strings out of the grid altogether."""
+    n_pos = (int(hist["_block"].max()) + 1) * span if hist.height else 0  # type: ignore[arg-type]
+    pos = hist["_block"].cast(pl.Int64) * span + hist["x"]
     source = pl.Series("_row", dtype=pl.UInt32).extend_constant(None, n_pos)
     source = source.scatter(pos, pl.int_range(0, hist.height, dtype=pl.UInt32, eager=True))
     if n_pos - source.null_count() != hist.height:
         # two rows on one position: a duplicated mart key would corrupt its whole block
         raise ValueError("mart has duplicate (site, date, asin) rows")
-    grid = hist.select([pl.col(c).gather(source) for c in _GRID_COLUMNS]).with_columns(
+    return hist.select([pl.col(c).gather(source) for c in _GRID_COLUMNS]).with_columns(
         source,
+        _pos=pl.int_range(0, n_pos, dtype=pl.Int64),
         x=pl.int_range(0, n_pos, dtype=pl.Int64) % span,
     )
-    return grid, source
 
 
 def _fixed(expr: pl.Expr, scale: int) -> pl.Expr:
@@ -322,26 +353,39 @@ def _feature_columns() -> list[pl.Expr]:
     return exprs
 
 
-def _keyword_features(keywords: pl.LazyFrame, targets: list[date]) -> pl.LazyFrame:
+def _keyword_features(
+    keywords: pl.LazyFrame, targets: list[date], lo: date, span: int, blocks: pl.Categorical, n_blocks: int
+) -> pl.LazyFrame:
     """kw_top10_count / kw_top50_count on T and the mean rank change vs T-7 over the keywords the
-    product ranks for on both days (so a keyword gained or lost does not move the mean)."""
+    product ranks for on both days (so a keyword gained or lost does not move the mean), keyed by
+    grid position. Keyword rows of products absent from the mart get new block numbers >= n_blocks
+    and drop out."""
     lag = timedelta(days=KEYWORD_LAG)
-    kw = keywords.select("site", "date", "asin", "keyword", "rank").filter(pl.col("rank") > 0)
-    today = kw.filter(pl.col("date").is_in(targets))
-    before = (
-        kw.filter(pl.col("date").is_in([t - lag for t in targets]))
-        .with_columns(pl.col("date") + lag)
-        .rename({"rank": "rank_before"})
+    epoch_day = (lo - date(1970, 1, 1)).days
+    kw = (
+        keywords.filter(pl.col("date").is_in([*targets, *(t - lag for t in targets)]) & (pl.col("rank") > 0))
+        .select(
+            "date",
+            "rank",
+            _block=_pair("site", "asin").cast(blocks).to_physical().cast(pl.Int64),
+            _kw=pl.col("keyword").cast(_codes("keywords")).to_physical(),
+        )
+        .filter(pl.col("_block") < n_blocks)
+        .with_columns(_pos=pl.col("_block") * span + pl.col("date").cast(pl.Int64) - epoch_day)
     )
-    counts = today.group_by("site", "date", "asin").agg(
+    today = kw.filter(pl.col("date").is_in(targets))
+    before = kw.filter(pl.col("date").is_in([t - lag for t in targets])).select(
+        pl.col("_pos") + KEYWORD_LAG, "_kw", rank_before="rank"
+    )
+    counts = today.group_by("_pos").agg(
         [(pl.col("rank") <= k).sum().alias(f"kw_top{k}_count") for k in TOP_RANKS]
     )
     change = (
-        today.join(before, on=["site", "date", "asin", "keyword"], how="inner")
-        .group_by("site", "date", "asin")
+        today.join(before, on=["_pos", "_kw"], how="inner")
+        .group_by("_pos")
         .agg(kw_mean_rank_change_7d=(pl.col("rank") - pl.col("rank_before")).cast(pl.Float64).mean())
     )
-    return counts.join(change, on=["site", "date", "asin"], how="full", coalesce=True)
+    return counts.join(change, on="_pos", how="full", coalesce=True)
 
 
 def build_features(
@@ -377,19 +421,39 @@ def build_features(
     lo, hi = targets[0] - timedelta(days=lookback), targets[-1]
     span = (hi - lo).days + 1
     pctl_dates = sorted({t - timedelta(days=k) for t in targets for k in (0, *PCTL_LAGS)})
-    hist = _with_percentile(_history(mart, cal, lo, hi), pctl_dates)
-    grid, _ = _grid(hist, span)
-    labels = (
-        hist.lazy()
-        .with_row_index("_row")
-        .filter(pl.col("date").is_in(targets))
-        .select("_row", "site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")
-        .collect()
-    )
-    del hist  # the grid holds what the windows need; free the strings before they run
+    blocks = _codes("blocks")
+    hist = _with_percentile(_history(mart, cal, lo, hi, blocks), pctl_dates)
+    # Holding the distinct block codes as a Categorical keeps their numbering alive for the
+    # keyword rows, which are numbered with the same mapping further down.
+    anchor = hist["_pair"].unique()
+    hist = hist.drop("_pair")
+    n_blocks = int(hist["_block"].max()) + 1 if hist.height else 0  # type: ignore[arg-type]
+    grid = _grid(hist, span)
 
     # only rows present in the mart on a target date are output; everything else is window context
     is_output = pl.col("_row").is_not_null() & pl.col("x").is_in([(t - lo).days for t in targets])
+    out_rows = grid.lazy().filter(is_output).select("_row").collect().to_series()
+    labels = hist.select("site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")[out_rows]
+    # Output order (site, date, asin) as one integer. The distinct blocks read "site\x1fasin",
+    # which sorts as (site, asin): rank those few strings, not the output rows.
+    block_names = anchor.cast(pl.Utf8)
+    block_order = (
+        pl.DataFrame({"_block": anchor.to_physical(), "_name": block_names})
+        .sort("_name")
+        .select(
+            "_block",
+            _site_rank=pl.col("_name").str.split_exact("\x1f", 1).struct.field("field_0").rank("dense"),
+            _order=pl.int_range(0, pl.len(), dtype=pl.Int64),
+        )
+    )
+    by_block = {
+        c: pl.Series(c, dtype=pl.Int64)
+        .extend_constant(None, n_blocks)
+        .scatter(block_order["_block"], block_order[c].cast(pl.Int64))
+        for c in ("_site_rank", "_order")
+    }
+    del hist  # the grid and the labels hold all that is left to read; free the strings first
+
     windows = (
         grid.lazy()
         .with_columns(_day_columns())
@@ -397,17 +461,25 @@ def build_features(
         # them at once would triple the peak memory of a 100k-ASIN partition
         .select([e.filter(is_output) for e in (*_window_columns(), *(pl.col(c) for c in _PASS_THROUGH))])
         .with_columns(_feature_columns())
-        .select("_row", *[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
-    )
-    features = (
-        windows.join(labels.lazy(), on="_row", how="inner")
-        .with_columns(
-            listing_quality_score(),
-            age_days=(pl.col("date") - pl.col("listed_since")).dt.total_days(),
-        )
-        .join(_keyword_features(keywords, targets), on=["site", "date", "asin"], how="left")
-        # no ranked keyword that day = zero keywords in the top 10 / 50
-        .with_columns(pl.col([f"kw_top{k}_count" for k in TOP_RANKS]).fill_null(0))
+        .select("_pos", "x", *[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
         .collect()
     )
-    return FEATURES_DAILY.conform(features).sort("site", "date", "asin")
+    del grid
+    features = (
+        pl.concat([windows, labels], how="horizontal")
+        .lazy()
+        .join(_keyword_features(keywords, targets, lo, span, blocks, n_blocks), on="_pos", how="left")
+        .with_columns(
+            listing_quality_score(),
+            # no ranked keyword that day = zero keywords in the top 10 / 50
+            *[pl.col(f"kw_top{k}_count").fill_null(0) for k in TOP_RANKS],
+            age_days=(pl.col("date") - pl.col("listed_since")).dt.total_days(),
+            _sort=(pl.lit(by_block["_site_rank"]).gather(pl.col("_pos") // span) * 2**16 + pl.col("x"))
+            * 2**32
+            + pl.lit(by_block["_order"]).gather(pl.col("_pos") // span),
+        )
+        .sort("_sort")
+        .collect()
+    )
+    del anchor  # the keyword rows are numbered: the mapping may go
+    return FEATURES_DAILY.conform(features)
