@@ -30,10 +30,12 @@ import concurrent.futures
 import email.utils
 import hashlib
 import json
+import queue
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -77,6 +79,7 @@ _LIST_KEY = {
 _ENTRY_ASIN_KEY = "asin"
 
 _MASK = "***"
+_DONE = object()  # end of fetch_days' results
 _T = TypeVar("_T")
 # Bounds a pagination that never ends (a server bug would otherwise loop forever).
 _MAX_PAGES = 100_000
@@ -226,6 +229,14 @@ class UpstreamClient(dg.ConfigurableResource):
         """Fetch everything ingestion needs for one (site, day); see the module docstring."""
         raise NotImplementedError
 
+    def fetch_days(
+        self, partitions: Iterable[tuple[str, date]], progress: Callable[[str], None] | None = None
+    ) -> Iterator[DayFetch]:
+        """``fetch_day`` for each (site, day), yielded in order. Implementations may fetch ahead
+        (a ranged run then keeps the quota busy while it stores the previous partition)."""
+        for site, day in partitions:
+            yield self.fetch_day(site, day, progress)
+
 
 class UnifiedApiClient(UpstreamClient):
     """The unified product API over httpx, with rate limiting, retries, batching and paging."""
@@ -246,6 +257,9 @@ class UnifiedApiClient(UpstreamClient):
     # share of qpm left unspent, and share of the burst never spent back to back.
     headroom: float = 0.02
     burst_reserve: float = 0.5
+    # Partitions fetch_days keeps in flight: a partition ends with a tail (the last retries wait out
+    # their backoff) that would leave the quota idle if the next one waited for it.
+    overlap: int = 2
 
     @classmethod
     def from_settings(cls, settings: Settings, token: str) -> UnifiedApiClient:
@@ -301,6 +315,8 @@ class UnifiedApiClient(UpstreamClient):
             problems.append(f"concurrency must be >= 1, got {self.concurrency}")
         if self.max_attempts < 1:
             problems.append(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.overlap < 1:
+            problems.append(f"overlap must be >= 1, got {self.overlap}")
         if self.qpm < 1 or self.burst < 1:
             problems.append(f"qpm and burst must be >= 1, got {self.qpm}, {self.burst}")
         if problems:
@@ -319,32 +335,140 @@ class UnifiedApiClient(UpstreamClient):
         self._validate()
         return _run_sync(lambda: self._fetch_day_async(site, day, progress))
 
-    async def _fetch_day_async(
-        self, site: str, day: date, progress: Callable[[str], None] | None
-    ) -> DayFetch:
-        started = time.perf_counter()
-        token = self._token_value()
+    def fetch_days(
+        self, partitions: Iterable[tuple[str, date]], progress: Callable[[str], None] | None = None
+    ) -> Iterator[DayFetch]:
+        """Like ``fetch_day`` per partition, in order, with up to ``overlap`` partitions in flight.
+
+        Fetching runs on one event loop in a helper thread (``progress`` is called from it, with
+        lines prefixed by site and day), sharing one HTTP client, the bucket and the ``concurrency``
+        limit; results are handed over one at a time, so at most ``overlap + 1`` partitions are held.
+        An ``UpstreamError`` is raised when its partition's turn comes, after the ones before it.
+        Stopping early (``break``, an exception in the caller) cancels what is still in flight.
+        """
+        if self.overlap <= 1:
+            yield from super().fetch_days(partitions, progress)
+            return
+        self._validate()
+        out: queue.Queue[Any] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=lambda: asyncio.run(self._produce(iter(partitions), progress, out, stop)),
+            name="upstream-fetch-days",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            while True:
+                item = out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
+
+    def _http(self, token: str) -> httpx.AsyncClient:
+        """The one HTTP client of a call (connection pool sized to ``concurrency``)."""
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "asin-platform"},
             timeout=httpx.Timeout(self.timeout),
             limits=limits,
             transport=self._transport(),
-        ) as http:
-            session = _Session(self, http, self.bucket(), token, progress)
-            universe, responses = await self._fetch_universe(session, site, day)
-            batches = [
-                tuple(universe[i : i + self.batch_size]) for i in range(0, len(universe), self.batch_size)
-            ]
-            tracker = _Progress(progress, {kind: len(batches) for kind in BATCH_ENDPOINTS}, session, started)
-            tracker.universe(len(universe), len(responses))
-            jobs = [
-                self._fetch_batch(session, tracker, kind, site, day, batch)
-                for kind in BATCH_ENDPOINTS
-                for batch in batches
-            ]
-            results = await _gather_or_cancel(jobs)
+        )
+
+    async def _fetch_day_async(
+        self, site: str, day: date, progress: Callable[[str], None] | None
+    ) -> DayFetch:
+        token = self._token_value()
+        async with self._http(token) as http:
+            return await self._fetch_one(
+                http, asyncio.Semaphore(self.concurrency), token, site, day, progress
+            )
+
+    async def _produce(
+        self,
+        partitions: Iterator[tuple[str, date]],
+        progress: Callable[[str], None] | None,
+        out: queue.Queue[Any],
+        stop: threading.Event,
+    ) -> None:
+        """fetch_days' producer: keep ``overlap`` partitions in flight, hand results over in order."""
+
+        def hand_over(item: Any) -> bool:
+            # Blocking put, polled so that a consumer who stopped listening cannot strand us.
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def labelled(site: str, day: date) -> Callable[[str], None] | None:
+            if progress is None:
+                return None
+            return lambda line: progress(f"{site} {day.isoformat()}: {line}")
+
+        pending: deque[asyncio.Task[DayFetch]] = deque()
+        try:
+            token = self._token_value()
+            async with self._http(token) as http:
+                semaphore = asyncio.Semaphore(self.concurrency)  # shared: the limit is per client
+                for site, day in partitions:
+                    coro = self._fetch_one(http, semaphore, token, site, day, labelled(site, day))
+                    pending.append(asyncio.ensure_future(coro))
+                    while len(pending) >= self.overlap:
+                        if not await self._deliver(pending.popleft(), hand_over):
+                            return
+                    if stop.is_set():
+                        return
+                while pending:
+                    if not await self._deliver(pending.popleft(), hand_over):
+                        return
+            await asyncio.to_thread(hand_over, _DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread, which raises it
+            await asyncio.to_thread(hand_over, exc)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    @staticmethod
+    async def _deliver(task: asyncio.Task[DayFetch], hand_over: Callable[[Any], bool]) -> bool:
+        """Wait for ``task`` and hand its result (or error) over; False once the consumer is gone."""
+        try:
+            result: Any = await task
+        except Exception as exc:  # noqa: BLE001 - an UpstreamError belongs to its partition's turn
+            result = exc
+        delivered = await asyncio.to_thread(hand_over, result)
+        return delivered and not isinstance(result, Exception)
+
+    async def _fetch_one(
+        self,
+        http: httpx.AsyncClient,
+        semaphore: asyncio.Semaphore,
+        token: str,
+        site: str,
+        day: date,
+        progress: Callable[[str], None] | None,
+    ) -> DayFetch:
+        started = time.perf_counter()
+        session = _Session(self, http, self.bucket(), token, semaphore, progress)
+        universe, responses = await self._fetch_universe(session, site, day)
+        batches = [tuple(universe[i : i + self.batch_size]) for i in range(0, len(universe), self.batch_size)]
+        tracker = _Progress(progress, {kind: len(batches) for kind in BATCH_ENDPOINTS}, session, started)
+        tracker.universe(len(universe), len(responses))
+        jobs = [
+            self._fetch_batch(session, tracker, kind, site, day, batch)
+            for kind in BATCH_ENDPOINTS
+            for batch in batches
+        ]
+        results = await _gather_or_cancel(jobs)
 
         received: dict[str, set[str]] = {kind: set() for kind in COVERAGE_KINDS}
         missing: dict[str, list[str]] = {kind: [] for kind in BATCH_ENDPOINTS}
@@ -597,6 +721,7 @@ class _Session:
         http: httpx.AsyncClient,
         bucket: TokenBucket,
         token: str,
+        semaphore: asyncio.Semaphore,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
@@ -605,7 +730,7 @@ class _Session:
         self.bucket = bucket
         self.token = token
         self.base = str(http.base_url).rstrip("/")
-        self.semaphore = asyncio.Semaphore(cfg.concurrency)
+        self.semaphore = semaphore
         self.counters = _Counters()
         self.random = random.Random()
 

@@ -647,3 +647,67 @@ def test_invalid_config_is_refused_before_any_call(token: str) -> None:
     with pytest.raises(ValueError, match="batch_size must be 1..100"):
         make(api, batch_size=500).fetch_day("US", DAY)
     assert api.calls == []
+
+
+# ------------------------------------------------------------------------------------- fetch_days
+def _with_latency(client: FakeClient, api: FakeApi, in_flight: dict[str, int], peak: list[int]) -> None:
+    """Serve ``api`` with a few ms of latency, recording how many partitions (dates) overlap."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        day = _query(request).get("date") or _query(request).get("start") or _query(request)["since"]
+        in_flight[day] = in_flight.get(day, 0) + 1
+        peak[0] = max(peak[0], sum(1 for v in in_flight.values() if v))
+        try:
+            await asyncio.sleep(0.003)
+            return api(request)
+        finally:
+            in_flight[day] -= 1
+
+    FAKES[client.fake] = handler
+
+
+def test_fetch_days_overlaps_partitions_and_keeps_order(token: str) -> None:
+    api = FakeApi(asins(300), token)
+    client = make(api, overlap=2, concurrency=4)
+    in_flight: dict[str, int] = {}
+    peak = [0]
+    _with_latency(client, api, in_flight, peak)
+    days = [date(2026, 11, d) for d in range(1, 6)]
+    lines: list[str] = []
+    got = list(client.fetch_days([("US", d) for d in days], progress=lines.append))
+    assert [g.day for g in got] == days
+    assert all(g.report.tracked_asins == 300 and g.report.failed_requests == 0 for g in got)
+    assert peak[0] == 2  # two partitions in flight, never more
+    assert any(line.startswith("US 2026-11-03: ") for line in lines)
+    assert not any(t.name == "upstream-fetch-days" for t in threading.enumerate())
+
+
+def test_fetch_days_raises_in_turn_and_stops(token: str) -> None:
+    api = FakeApi(asins(50), token)
+    client = make(api, overlap=3)
+    parts = [("US", date(2026, 11, 1)), ("DE", date(2026, 11, 1)), ("XX", date(2026, 11, 1)), ("US", DAY)]
+    seen: list[str] = []
+    with pytest.raises(up.UpstreamError) as info:
+        for fetched in client.fetch_days(parts):
+            seen.append(fetched.site)
+    assert seen == ["US", "DE"] and info.value.status == 404
+    assert not any(t.name == "upstream-fetch-days" for t in threading.enumerate())
+
+
+def test_fetch_days_early_exit_cancels_the_rest(token: str) -> None:
+    api = FakeApi(asins(200), token)
+    client = make(api, overlap=2)
+    days = [("US", date(2026, 10, d)) for d in range(1, 31)]
+    for fetched in client.fetch_days(days):
+        assert fetched.report.tracked_asins == 200
+        break
+    fetched_dates = {_query(r).get("date") for _, r in api.calls if r.url.path.endswith("/asins")}
+    assert len(fetched_dates) <= 4  # stopped, not run to the end of the month
+    assert not any(t.name == "upstream-fetch-days" for t in threading.enumerate())
+
+
+def test_fetch_days_without_overlap_is_sequential(token: str) -> None:
+    api = FakeApi(asins(20), token)
+    client = make(api, overlap=1)
+    got = list(client.fetch_days([("US", DAY), ("DE", DAY)]))
+    assert [g.site for g in got] == ["US", "DE"]
