@@ -28,7 +28,7 @@ from asin_platform.automation.schedules import (
     retrain_job,
     table_checks_job,
 )
-from asin_platform.automation.sensors import build_sensors
+from asin_platform.automation.sensors import build_sensors, check_id
 from asin_platform.settings import Settings, get_settings
 
 __all__ = [
@@ -98,7 +98,15 @@ def build_automation(
         )
 
     followed = [k for k in FOLLOW_KEYS if k in present]
-    sensors = build_sensors(sensor_status, with_tracking="score_baseline_daily" in present)
+    table_checks = frozenset(
+        check_id(k.asset_key.path, k.name)
+        for c in checks
+        if getattr(c, "partitions_def", None) is None
+        for k in c.check_keys
+    )
+    sensors = build_sensors(
+        sensor_status, with_tracking="score_baseline_daily" in present, table_checks=table_checks
+    )
     if followed:
         sensors.append(
             dg.AutomationConditionSensorDefinition(

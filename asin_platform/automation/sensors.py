@@ -154,18 +154,38 @@ class FailedCheck:
         return f"{'/'.join(self.asset_path)}.{self.check_name}{where} ({self.severity})"
 
 
-def _failed_in_run(instance: dg.DagsterInstance, run_id: str) -> list[FailedCheck]:
-    """The failed ERROR/WARN check evaluations of one run."""
+def check_id(asset_path: Sequence[str], check_name: str) -> str:
+    return f"{'/'.join(asset_path)}:{check_name}"
+
+
+def _failed_in_run(
+    instance: dg.DagsterInstance, run_id: str, table_checks: frozenset[str], failing: set[str]
+) -> list[FailedCheck]:
+    """The failed ERROR/WARN check evaluations of one run worth alerting.
+
+    Whole-table checks (``table_checks``, e.g. freshness) describe a state, not a partition: they are
+    alerted when they start failing, not again on every run that re-evaluates them while the state
+    lasts (they ride along in every partition run of their asset, backfills included). ``failing``
+    holds the table checks failing so far and is updated in place."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
     failed: list[FailedCheck] = []
     tags: dict[str, str] | None = None
     for record in records:
         event = record.event_log_entry.dagster_event
         evaluation = event.event_specific_data if event else None
-        if evaluation is None or evaluation.passed or evaluation.severity.value not in ("ERROR", "WARN"):
+        if evaluation is None:
+            continue
+        key = check_id(evaluation.asset_key.path, evaluation.check_name)
+        if key in table_checks:
+            was_failing = key in failing
+            (failing.add if not evaluation.passed else failing.discard)(key)
+            if was_failing:
+                continue
+        if evaluation.passed or evaluation.severity.value not in ("ERROR", "WARN"):
             continue
         partition = evaluation.partition
-        if partition is None:  # a ranged run's check result carries no partition: use the run's
+        if partition is None and key not in table_checks:
+            # a ranged run's check result carries no partition: the run's range says which
             if tags is None:
                 run = instance.get_run_by_id(run_id)
                 tags = dict(run.tags) if run else {}
@@ -186,8 +206,11 @@ def _failed_in_run(instance: dg.DagsterInstance, run_id: str) -> list[FailedChec
 
 
 def failed_checks_since(
-    instance: dg.DagsterInstance, cursor: dict[str, str] | None, limit: int = RUNS_PER_TICK
-) -> tuple[list[FailedCheck], dict[str, str]]:
+    instance: dg.DagsterInstance,
+    cursor: dict[str, Any] | None,
+    table_checks: frozenset[str] = frozenset(),
+    limit: int = RUNS_PER_TICK,
+) -> tuple[list[FailedCheck], dict[str, Any]]:
     """Failed ERROR/WARN check evaluations of the runs that ended after ``cursor``, and the new cursor.
 
     Why walk run ends instead of querying ASSET_CHECK_EVALUATION events by storage id: on the
@@ -198,8 +221,10 @@ def failed_checks_since(
 
     ``cursor=None`` (a fresh sensor) starts from the newest run end: history is not replayed as a
     flood of alerts on the first tick of a new deployment."""
-    new_cursor: dict[str, str] = {}
-    failed: list[FailedCheck] = []
+    cursor_in = cursor or {}
+    failing = set(cursor_in.get("failing_table_checks", []))
+    new_cursor: dict[str, Any] = {}
+    ended = []
     for name, event_type in RUN_END_EVENTS.items():
         if cursor is None:
             latest = instance.fetch_run_status_changes(event_type, limit=1, ascending=False)
@@ -210,12 +235,16 @@ def failed_checks_since(
             )
             continue
         result = instance.fetch_run_status_changes(
-            event_type, limit=limit, cursor=cursor.get(name) or None, ascending=True
+            event_type, limit=limit, cursor=cursor_in.get(name) or None, ascending=True
         )
-        for record in result.records:
-            failed.extend(_failed_in_run(instance, record.event_log_entry.run_id))
-        new_cursor[name] = result.cursor if result.records else cursor.get(name, "")
-    return sorted(failed, key=lambda f: f.storage_id), new_cursor
+        ended.extend(result.records)
+        new_cursor[name] = result.cursor if result.records else cursor_in.get(name, "")
+    failed: list[FailedCheck] = []
+    # run ends in the order they happened (their storage ids are global on every storage)
+    for record in sorted(ended, key=lambda r: r.storage_id):
+        failed.extend(_failed_in_run(instance, record.event_log_entry.run_id, table_checks, failing))
+    new_cursor["failing_table_checks"] = sorted(failing)
+    return failed, new_cursor
 
 
 def check_failure_message(check: FailedCheck, ui: str) -> dict[str, Any]:
@@ -240,7 +269,9 @@ def check_failure_message(check: FailedCheck, ui: str) -> dict[str, Any]:
     )
 
 
-def build_check_failure_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+def build_check_failure_sensor(
+    default_status: dg.DefaultSensorStatus, table_checks: frozenset[str] = frozenset()
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="asset_check_alert",
         default_status=default_status,
@@ -252,7 +283,7 @@ def build_check_failure_sensor(default_status: dg.DefaultSensorStatus) -> dg.Sen
     def asset_check_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else None
         try:
-            failed, new_cursor = failed_checks_since(context.instance, cursor)
+            failed, new_cursor = failed_checks_since(context.instance, cursor, table_checks)
         except Exception as exc:  # event-log hiccup: try again next tick from the same cursor
             context.log.error(f"could not read check evaluations: {exc!r}")
             return dg.SkipReason("event log not readable; retrying next tick")
@@ -439,9 +470,16 @@ def build_tracking_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDe
 
 
 def build_sensors(
-    default_status: dg.DefaultSensorStatus, *, with_tracking: bool
+    default_status: dg.DefaultSensorStatus,
+    *,
+    with_tracking: bool,
+    table_checks: frozenset[str] = frozenset(),
 ) -> list[dg.SensorDefinition]:
-    sensors = [build_run_failure_sensor(default_status), build_check_failure_sensor(default_status)]
+    """The alerting sensors; ``table_checks`` names the whole-table checks (see _failed_in_run)."""
+    sensors = [
+        build_run_failure_sensor(default_status),
+        build_check_failure_sensor(default_status, table_checks),
+    ]
     if with_tracking:
         sensors.append(build_tracking_sensor(default_status))
     return sensors

@@ -24,6 +24,7 @@ from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import selection_with_checks
 from asin_platform.schemas import SCORE_BASELINE_DAILY
+from asin_platform_tests.ops.conftest import ingest_resources
 
 DAY = date(2025, 3, 10)
 PARTITION = f"{DAY}|JP"
@@ -52,7 +53,7 @@ def failed_ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dg
         result = dg.materialize(
             [*ASSETS, *CHECKS],
             selection=selection_with_checks(["raw_payloads", "mart_timeseries_daily"]),
-            resources={"upstream": client, "warehouse": warehouse},
+            resources=ingest_resources(client, warehouse),
             partition_key=PARTITION,
             instance=instance,
             raise_on_error=False,
@@ -140,7 +141,8 @@ def test_check_sensor_cursor_first_tick_and_no_repeats(failed_ingest, webhook) -
     assert rec.received == []
     failed, cursor = failed_checks_since(instance, {})
     assert {f.check_name for f in failed} == {"mart_coverage", "mart_quarantine_rate"}
-    assert cursor == json.loads(first.cursor)
+    first_cursor = json.loads(first.cursor)
+    assert {k: cursor[k] for k in first_cursor} == first_cursor
 
 
 def test_check_sensor_survives_a_dead_webhook_and_caps_messages(failed_ingest, monkeypatch, dead_url) -> None:
@@ -219,3 +221,27 @@ def test_tracking_sensor_alerts_new_entries_of_recent_days_only(tmp_path, webhoo
         )
         assert "no new score partitions" in sensor(again).skip_message
         assert len(rec.received) == 1
+
+
+def test_whole_table_checks_alert_when_they_start_failing_not_on_every_run() -> None:
+    """A freshness-like check rides along in every run of its asset: while it stays failed, one alert."""
+    state = {"fresh": False}
+
+    @dg.asset
+    def table() -> None: ...
+
+    @dg.asset_check(asset=table)
+    def is_fresh() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=state["fresh"], severity=dg.AssetCheckSeverity.WARN)
+
+    table_checks = frozenset({"table:is_fresh"})
+    with dg.instance_for_test() as instance:
+        cursor = json.loads(FROM_START)
+        alerted = []
+        for fresh in (False, False, True, False):
+            state["fresh"] = fresh
+            assert dg.materialize([table, is_fresh], instance=instance).success
+            failed, cursor = failed_checks_since(instance, cursor, table_checks)
+            alerted.append(len(failed))
+        assert alerted == [1, 0, 0, 1]  # fails, still failing, recovered, fails again
+        assert cursor["failing_table_checks"] == ["table:is_fresh"]
