@@ -25,6 +25,15 @@ import pytest
 SECRET_PATH = "/services/T0000/B0000/s3cr3tWebhookToken"
 
 
+def ingest_resources(upstream: Any, warehouse: Any) -> dict[str, Any]:
+    """The production resources of definitions.py with the upstream client and the warehouse swapped
+    for test ones (so a resource added to the graph later is still provided)."""
+    from asin_platform.definitions import build_resources
+    from asin_platform.settings import get_settings
+
+    return {**build_resources(get_settings()), "upstream": upstream, "warehouse": warehouse}
+
+
 @dataclass
 class Received:
     path: str
@@ -108,3 +117,69 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}{SECRET_PATH}"
+
+
+# ------------------------------------------------------------------ the PostgreSQL-backed stack
+
+POSTGRES_URL_ENV = "ASIN_PLATFORM_TEST_POSTGRES_URL"
+STACK_SKIP = (
+    f"set {POSTGRES_URL_ENV}=postgresql://user@host:5432/db to run the webserver + daemon tests "
+    "against a PostgreSQL-backed Dagster instance (.ci/run does; the role needs CREATEDB)"
+)
+BACKFILL_DAYS = ("2025-03-10", "2025-03-11")
+MART_KEYS = ["mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine"]
+INGEST_KEYS = ["raw_payloads", *MART_KEYS]
+
+
+@pytest.fixture(scope="session")
+def alert_receiver() -> Iterator[Receiver]:
+    """The webhook the stack's sensors post to, for the whole session."""
+    rec = Receiver()
+    server = _start_receiver(rec)
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def dagster_stack(tmp_path_factory: pytest.TempPathFactory, alert_receiver: Receiver):
+    """dagster-webserver + dagster-daemon on a PostgreSQL instance, started once per session."""
+    import os
+
+    base_url = os.environ.get(POSTGRES_URL_ENV)
+    if not base_url:
+        pytest.skip(STACK_SKIP)
+    from asin_platform_tests.ops.stack import DagsterStack
+
+    stack = DagsterStack(base_url, tmp_path_factory.mktemp("dagster_stack"), alert_url=alert_receiver.url)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+def in_process_run_config() -> dict[str, Any] | None:
+    """Run config choosing the in-process executor when the code location's default executor is the
+    multi-or-in-process one: each step of a multiprocess run re-imports the code location (~10 s
+    here), an in-process step costs milliseconds. None when definitions.py already sets an executor."""
+    from asin_platform.definitions import defs
+
+    executor = defs.executor
+    if executor is None or executor.name == "multi_or_in_process_executor":
+        return {"execution": {"config": {"in_process": {}}}}
+    return None
+
+
+@pytest.fixture(scope="session")
+def backfilled(dagster_stack) -> dict[str, Any]:
+    """A backfill of raw_payloads + the mart over BACKFILL_DAYS x all sites, launched through the
+    GraphQL API as the UI does, and waited for."""
+    from asin_platform_tests.ops.stack import SITES
+
+    partitions = [f"{day}|{site}" for day in BACKFILL_DAYS for site in SITES]
+    backfill_id = dagster_stack.launch_backfill(
+        partitions, INGEST_KEYS, "ops test: 2 days x all sites", run_config=in_process_run_config()
+    )
+    backfill = dagster_stack.wait_for_backfill(backfill_id)
+    return {"id": backfill_id, "partitions": partitions, "backfill": backfill}
