@@ -6,10 +6,11 @@ import os
 
 import dagster as dg
 
-from asin_platform.assets import exports, features, ingest, mart, scoring
+from asin_platform.assets import exports, features, inference, ingest, mart, scoring, training
 from asin_platform.automation import build_automation
 from asin_platform.checks import features as feature_checks
 from asin_platform.checks import ingest as ingest_checks
+from asin_platform.checks import model as model_checks
 from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import UnifiedApiClient
 from asin_platform.resources.warehouse import Warehouse
@@ -51,8 +52,10 @@ ASSETS = [
     features.features_daily,
     scoring.score_baseline_daily,
     exports.top_candidates,
+    *training.TRAINING_ASSETS,
+    *inference.INFERENCE_ASSETS,
 ]
-CHECKS = [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS]
+CHECKS = [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS, *model_checks.MODEL_CHECKS]
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
