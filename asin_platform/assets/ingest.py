@@ -5,6 +5,7 @@ Each site has one source (settings ``upstream.source_by_site``: ``unified``, the
 the source it came from, so the mart's parsers route each row to the right parser.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -15,7 +16,7 @@ from asin_platform.partitions import DateSite, date_site_partitions, partitions_
 from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import DayFetch, UpstreamClient
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings, get_settings
 
 _settings = get_settings()
 
@@ -47,31 +48,25 @@ def raw_payloads(
     settings = get_settings()  # read at run time: a site's source is configuration, not code
     totals: dict[str, float] = {}
     per_partition: list[str] = []
-    for part in partitions_of_context(context):
-        source = settings.upstream.source_for(part.site)
-        context.log.info(f"fetching {part.site} {part.day} from {source} ...")
-        if source == "keepa":
-            known = _known_asins(warehouse, part) if keepa.track_known_asins else []
-            fetched = keepa.fetch_day(part.site, part.day, progress=context.log.info, extra_asins=known)
-        else:
-            fetched = upstream.fetch_day(part.site, part.day, progress=context.log.info)
-        frame = _payload_rows(fetched, part, context.run.run_id)
-        written = warehouse.replace_slices(
-            "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
-        )
-        report = fetched.report.as_metadata()
-        for key, value in report.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                totals[key] = totals.get(key, 0) + value
-        missing = sum(len(v) for v in fetched.report.missing_asins.values())
-        per_partition.append(
-            f"| {part.day} | {part.site} | {fetched.report.source} | {fetched.report.tracked_asins} "
-            f"| {written} | {missing} | {fetched.report.retries} | {fetched.report.failed_requests} |"
-        )
-        context.log.info(
-            f"{part.site} {part.day}: {written} payloads, {fetched.report.tracked_asins} tracked ASINs, "
-            f"{missing} missing, {fetched.report.retries} retries, {fetched.report.elapsed_s:.1f}s"
-        )
+    with warehouse.session():
+        for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
+            frame = _payload_rows(fetched, part, context.run.run_id)
+            written = warehouse.replace_slices(
+                "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
+            )
+            report = fetched.report.as_metadata()
+            for key, value in report.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    totals[key] = totals.get(key, 0) + value
+            missing = sum(len(v) for v in fetched.report.missing_asins.values())
+            per_partition.append(
+                f"| {part.day} | {part.site} | {fetched.report.source} | {fetched.report.tracked_asins} "
+                f"| {written} | {missing} | {fetched.report.retries} | {fetched.report.failed_requests} |"
+            )
+            context.log.info(
+                f"{part.site} {part.day}: {written} payloads, {fetched.report.tracked_asins} tracked ASINs, "
+                f"{missing} missing, {fetched.report.retries} retries, {fetched.report.elapsed_s:.1f}s"
+            )
     table = "\n".join(
         [
             "| date | site | source | tracked ASINs | payloads | missing ASINs | retries | failed requests |",
@@ -86,6 +81,28 @@ def raw_payloads(
     }
     metadata.update({k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in totals.items()})
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _fetch_partitions(
+    context: dg.AssetExecutionContext,
+    upstream: UpstreamClient,
+    keepa: KeepaClient,
+    warehouse: Warehouse,
+    settings: Settings,
+) -> Iterator[tuple[DateSite, DayFetch]]:
+    """(partition, fetch) for every partition of the run, each through its site's source.
+
+    Unified partitions go through ``fetch_days``, which keeps the next partitions in flight while
+    one is stored. Per-batch progress goes to DEBUG (kept in the run's event log for the UI); INFO
+    gets one line per partition, so a year-long ranged run stays readable."""
+    parts = partitions_of_context(context)
+    for part in (p for p in parts if settings.upstream.source_for(p.site) == "keepa"):
+        context.log.info(f"fetching {part.site} {part.day} from keepa ...")
+        known = _known_asins(warehouse, part) if keepa.track_known_asins else []
+        yield part, keepa.fetch_day(part.site, part.day, progress=context.log.debug, extra_asins=known)
+    unified = [p for p in parts if settings.upstream.source_for(p.site) != "keepa"]
+    fetches = upstream.fetch_days(((p.site, p.day) for p in unified), progress=context.log.debug)
+    yield from zip(unified, fetches, strict=True)
 
 
 def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFrame:
