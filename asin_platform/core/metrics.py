@@ -247,42 +247,81 @@ DEFAULT_PRECURSOR_LEAD = 14
 MOMENTUM_DAYS = 7
 
 
+def _window_means(
+    reference: pl.DataFrame, truth: pl.DataFrame, column: str, *, observation: int, horizon: int
+) -> pl.DataFrame:
+    """Per reference (site, date, asin): mean of ``column`` over (T - observation, T] and over
+    (T, T + horizon], from running sums (calendar windows; days missing from ``truth`` skipped)."""
+    key = ["site", "date", "asin"]
+    cums = (
+        truth.select(*key, column)
+        .sort("site", "asin", "date")
+        .with_columns(
+            _c=pl.col(column).fill_null(0.0).cum_sum().over("site", "asin"),
+            _n=pl.col(column).is_not_null().cast(pl.Int64).cum_sum().over("site", "asin"),
+        )
+        .select("site", "asin", pl.col("date").alias("_at"), "_c", "_n")
+        .sort("_at")
+    )
+
+    def at(offset: int, suffix: str) -> pl.DataFrame:
+        left = reference.select(key).with_columns(_at=pl.col("date") + timedelta(days=offset)).sort("_at")
+        joined = left.join_asof(
+            cums, on="_at", by=["site", "asin"], strategy="backward", check_sortedness=False
+        )
+        return joined.select(
+            *key,
+            pl.col("_c").fill_null(0.0).alias("_c" + suffix),
+            pl.col("_n").fill_null(0).alias("_n" + suffix),
+        )
+
+    frame = at(0, "").join(at(-observation, "_b"), on=key).join(at(horizon, "_f"), on=key)
+    past_n, fut_n = pl.col("_n") - pl.col("_n_b"), pl.col("_n_f") - pl.col("_n")
+    return frame.select(
+        *key,
+        past=pl.when(past_n > 0).then((pl.col("_c") - pl.col("_c_b")) / past_n),
+        future=pl.when(fut_n > 0).then((pl.col("_c_f") - pl.col("_c")) / fut_n),
+    )
+
+
 def oracle_scores(
     reference: pl.DataFrame,
     ground_truth: pl.DataFrame,
     *,
     horizon: int = 30,
+    observation: int = 28,
     momentum_days: int = MOMENTUM_DAYS,
     precursor_lead: int = DEFAULT_PRECURSOR_LEAD,
 ) -> pl.DataFrame:
     """The oracle's score per (site, date, asin) of ``reference``, from the simulator's hidden state.
 
-    The oracle sees what the market *was* on the reference date T, not what happened after it::
+    The oracle knows each product's latent state on the reference date T: whether a breakout is
+    under way or being prepared, and that breakout's parameters (onset, ramp, peak: fixed when the
+    breakout begins), but none of the sampling noise, promotions or seasonality to come::
 
         committed = the ASIN has a breakout whose precursors had begun by T
                     (precursor_start <= T; precursor_start = onset - precursor_lead unless the
                     ground truth carries a ``precursor_start`` column), whose onset lies within
                     the horizon (onset <= T + H) and whose growth phase has not ended
                     (T < onset + ramp_days)
+        planned   = mean breakout multiplier over (T, T+H] / over (T-W, T]: the growth that
+                    breakout's parameters imply for the label's windows
         momentum  = ln(demand_level(T) / demand_level(T - momentum_days)): the latent demand trend
-                    (traction, launch ramp, breakout ramp, drift; no seasonality, no sampling noise)
-        tier      = 2 if committed, 0 for everyone else, -1 for decoys (precursors, no breakout)
-        score     = 100 * tier + momentum
+                    (traction, launch ramp, drift; no seasonality, no sampling noise)
+        score     = 100 + ln(planned)   for committed breakouts (first, biggest planned growth first)
+                    momentum            for everyone else
+                    -100 + momentum     for decoys (precursors without a breakout: last)
 
-    So committed breakouts rank first (most advanced first), decoys last, and the rest by their
-    latent trend. ``ground_truth`` needs site, date, asin, demand_level, breakout_onset,
-    breakout_ramp_days, decoy for [min(T) - momentum_days, max(T)].
+    A product whose precursors have not begun is not committed: nothing observable announces it
+    yet. ``ground_truth`` needs site, date, asin, demand_level, breakout_multiplier,
+    breakout_onset, breakout_ramp_days, decoy over [min(T) - W, max(T) + H] (less is tolerated:
+    the window means use the days present).
     """
+    key = ["site", "date", "asin"]
     gt = ground_truth.select(
-        "site",
-        "date",
-        "asin",
-        "demand_level",
-        "breakout_onset",
-        "breakout_ramp_days",
-        "decoy",
+        *key, "demand_level", "breakout_multiplier", "breakout_onset", "breakout_ramp_days", "decoy",
         *(["precursor_start"] if "precursor_start" in ground_truth.columns else []),
-    )
+    )  # fmt: skip
     if "precursor_start" not in gt.columns:
         gt = gt.with_columns(precursor_start=pl.col("breakout_onset") - timedelta(days=precursor_lead))
     lagged = gt.select(
@@ -291,6 +330,7 @@ def oracle_scores(
         "asin",
         pl.col("demand_level").alias("_level_before"),
     )
+    planned = _window_means(reference, gt, "breakout_multiplier", observation=observation, horizon=horizon)
     t = pl.col("date")
     committed = (
         pl.col("breakout_onset").is_not_null()
@@ -303,14 +343,43 @@ def oracle_scores(
         .then((pl.col("demand_level") / pl.col("_level_before")).log())
         .otherwise(0.0)
     )
-    tier = pl.when(committed).then(2.0).when(pl.col("decoy").fill_null(False)).then(-1.0).otherwise(0.0)
+    growth = pl.when((pl.col("future") > 0) & (pl.col("past") > 0)).then(
+        (pl.col("future") / pl.col("past")).log()
+    )
     return (
-        reference.select("site", "date", "asin")
-        .join(gt, on=["site", "date", "asin"], how="left")
-        .join(lagged, on=["site", "date", "asin"], how="left")
-        .with_columns(committed=committed, momentum=momentum.fill_null(0.0))
-        .with_columns(oracle_score=100.0 * tier + pl.col("momentum"))
-        .select("site", "date", "asin", "committed", "momentum", "oracle_score")
+        reference.select(key)
+        .join(gt, on=key, how="left")
+        .join(lagged, on=key, how="left")
+        .join(planned, on=key, how="left")
+        .with_columns(
+            committed=committed, momentum=momentum.fill_null(0.0), planned_growth=growth.fill_null(0.0)
+        )
+        .with_columns(
+            oracle_score=pl.when(pl.col("committed"))
+            .then(100.0 + pl.col("planned_growth"))
+            .when(pl.col("decoy").fill_null(False))
+            .then(-100.0 + pl.col("momentum"))
+            .otherwise(pl.col("momentum"))
+        )
+        .select(*key, "committed", "momentum", "planned_growth", "oracle_score")
+    )
+
+
+def ceiling_scores(
+    reference: pl.DataFrame, ground_truth: pl.DataFrame, *, horizon: int = 30, observation: int = 28
+) -> pl.DataFrame:
+    """A clairvoyant reference, not a ranker anyone could build: ln(mean latent demand over
+    (T, T+H] / over (T-W, T]) from the simulator's noise-free expected sales, which include the
+    future's seasonality, price moves and stock-outs. It bounds what the label's noise leaves to
+    learn (the label also needs a BSR-percentile gain and is measured through noisy BSRs)."""
+    means = _window_means(reference, ground_truth, "latent_demand", observation=observation, horizon=horizon)
+    return means.select(
+        "site",
+        "date",
+        "asin",
+        ceiling_score=pl.when((pl.col("future") > 0) & (pl.col("past") > 0))
+        .then((pl.col("future") / pl.col("past")).log())
+        .otherwise(-100.0),
     )
 
 

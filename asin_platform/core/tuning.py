@@ -130,6 +130,7 @@ def tune_ranker(
     early_stopping_rounds: int = 30,
     label: str = "relevance",
     positive: str = "explodes",
+    negative_fraction: float = 1.0,
     timeout: float | None = None,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> TuningResult:
@@ -137,7 +138,11 @@ def tune_ranker(
     study = open_study(study_path, study_name=study_name, seed=seed)
     before = completed(study)
     data = prepare_rank_data(
-        samples, label=label, positive=positive, dataset_params={"feature_pre_filter": False}
+        samples,
+        label=label,
+        positive=positive,
+        dataset_params={"feature_pre_filter": False},
+        negative_fraction=negative_fraction,
     )
     valid_matrix = feature_matrix(data.valid, data.features)
     base = {**DEFAULT_PARAMS, **(base_params or {})}

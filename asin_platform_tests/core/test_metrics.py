@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from asin_platform.core.metrics import (
+    ceiling_scores,
     compare_rankers,
     markdown_table,
     oracle_scores,
@@ -112,26 +113,28 @@ def test_compare_rankers_table_and_ratios() -> None:
 
 def test_oracle_ranks_committed_breakouts_first_and_decoys_last() -> None:
     t = date(2025, 5, 1)
-    days = [t - timedelta(days=i) for i in range(8)]
+    days = [t + timedelta(days=i) for i in range(-35, 36)]
     rows = []
     spec = {
-        # asin: (onset, ramp, decoy, level today, level a week ago)
-        "ONSET_SOON": (t + timedelta(days=10), 30, False, 12.0, 10.0),  # precursors began t - 4
-        "ONSET_LATE": (t + timedelta(days=25), 30, False, 10.0, 10.0),  # precursors start t + 11
-        "RAMPING": (t - timedelta(days=5), 30, False, 40.0, 10.0),  # in its growth phase
-        "DONE": (t - timedelta(days=60), 20, False, 500.0, 500.0),  # growth phase over
-        "DECOY": (None, None, True, 20.0, 10.0),
-        "RISER": (None, None, False, 15.0, 10.0),
-        "FLAT": (None, None, False, 10.0, 10.0),
-    }
-    for asin, (onset, ramp, decoy, now, before) in spec.items():
+        # asin: (onset, ramp, decoy, level today, level a week ago, multiplier by day offset)
+        "ONSET_SOON": (t + timedelta(days=10), 30, False, 12.0, 10.0, lambda k: 1.0 if k < 10 else 5.0),
+        "ONSET_LATE": (t + timedelta(days=25), 30, False, 10.0, 10.0, lambda k: 1.0 if k < 25 else 9.0),
+        "RAMPING": (t - timedelta(days=5), 30, False, 40.0, 10.0, lambda k: 1.0 if k < -5 else (2.0 if k <= 0 else 3.0)),
+        "DONE": (t - timedelta(days=60), 20, False, 500.0, 500.0, lambda k: 50.0),  # growth phase over
+        "DECOY": (None, None, True, 20.0, 10.0, lambda k: 1.0),
+        "RISER": (None, None, False, 15.0, 10.0, lambda k: 1.0),
+        "FLAT": (None, None, False, 10.0, 10.0, lambda k: 1.0),
+    }  # fmt: skip
+    for asin, (onset, ramp, decoy, now, before, mult) in spec.items():
         for d in days:
+            k = (d - t).days
             rows.append(
                 {
                     "site": "US",
                     "date": d,
                     "asin": asin,
                     "demand_level": now if d == t else before,
+                    "breakout_multiplier": mult(k),
                     "breakout_onset": onset,
                     "breakout_ramp_days": ramp,
                     "decoy": decoy,
@@ -139,17 +142,37 @@ def test_oracle_ranks_committed_breakouts_first_and_decoys_last() -> None:
             )
     gt = pl.DataFrame(rows, schema_overrides={"breakout_ramp_days": pl.Int32})
     ref = pl.DataFrame({"site": ["US"] * len(spec), "date": [t] * len(spec), "asin": list(spec)})
-    scored = oracle_scores(ref, gt, horizon=30).sort("oracle_score", descending=True)
+    scored = oracle_scores(ref, gt, horizon=30, observation=28).sort("oracle_score", descending=True)
     order = scored["asin"].to_list()
-    # committed (most advanced first), then the rest by latent momentum (three tied at 0), decoys last
-    assert order[:3] == ["RAMPING", "ONSET_SOON", "RISER"]
+    # committed by planned growth, then the rest by latent momentum (three tied at 0), decoys last
+    assert order[:3] == ["ONSET_SOON", "RAMPING", "RISER"]
     assert set(order[3:6]) == {"FLAT", "ONSET_LATE", "DONE"} and order[-1] == "DECOY"
-    committed = dict(zip(scored["asin"], scored["committed"], strict=True))
-    assert committed["ONSET_SOON"] and committed["RAMPING"]
-    assert not committed["ONSET_LATE"] and not committed["DONE"] and not committed["DECOY"]
-    momentum = dict(zip(scored["asin"], scored["momentum"], strict=True))
-    assert momentum["RISER"] == pytest.approx(math.log(1.5))
+    row = {r["asin"]: r for r in scored.iter_rows(named=True)}
+    assert row["ONSET_SOON"]["committed"] and row["RAMPING"]["committed"]
+    assert (
+        not row["ONSET_LATE"]["committed"] and not row["DONE"]["committed"] and not row["DECOY"]["committed"]
+    )
+    # planned growth: future (T, T+30] = 9 days x1 + 21 days x5; past (T-28, T] = 28 days x1
+    assert row["ONSET_SOON"]["planned_growth"] == pytest.approx(math.log((9 + 21 * 5) / 30))
+    # past = 22 days x1 + 6 days x2, future = 30 days x3
+    assert row["RAMPING"]["planned_growth"] == pytest.approx(math.log(3 / (34 / 28)))
+    assert row["RISER"]["momentum"] == pytest.approx(math.log(1.5))
     # a ground truth that knows when the precursors began overrides the default lead
     explicit = gt.with_columns(precursor_start=pl.col("breakout_onset") - timedelta(days=30))
     late = oracle_scores(ref, explicit, horizon=30).filter(pl.col("asin") == "ONSET_LATE")
     assert late["committed"][0]
+
+
+def test_ceiling_is_the_latent_demand_ratio() -> None:
+    t = date(2025, 5, 1)
+    days = [t + timedelta(days=i) for i in range(-28, 31)]
+    gt = pl.DataFrame(
+        {
+            "site": "US",
+            "date": days,
+            "asin": "A",
+            "latent_demand": [2.0 if d > t else 1.0 for d in days],
+        }
+    )
+    ref = pl.DataFrame({"site": ["US"], "date": [t], "asin": ["A"]})
+    assert ceiling_scores(ref, gt)["ceiling_score"][0] == pytest.approx(math.log(2.0))

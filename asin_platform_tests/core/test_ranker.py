@@ -20,6 +20,7 @@ from asin_platform.core.ranker import (
     feature_importance,
     group_sizes,
     load_model,
+    prepare_rank_data,
     query_sorted,
     save_model,
     train_ranker,
@@ -147,3 +148,17 @@ def test_predict_with_a_loaded_model(tmp_path) -> None:
     saved = save_model(trained(), tmp_path)
     out = predict_with(load_model(saved.directory), sim_features().head(50))
     assert set(out["model_version"]) == {saved.version}
+
+
+def test_negative_subsampling_keeps_every_relevant_row_and_is_reproducible() -> None:
+    samples = rank_samples()
+    full = prepare_rank_data(samples)
+    half = prepare_rank_data(samples, negative_fraction=0.5)
+    again = prepare_rank_data(samples, negative_fraction=0.5)
+    relevant = full.train.filter(pl.col("relevance") > 0).height
+    assert half.train.filter(pl.col("relevance") > 0).height == relevant
+    negatives = full.train.height - relevant
+    kept = half.train.height - relevant
+    assert 0.4 * negatives < kept < 0.6 * negatives
+    assert half.train.equals(again.train)
+    assert half.valid_all.equals(full.valid_all)  # validation is never subsampled
