@@ -176,6 +176,8 @@ def retrain_job(assets: Sequence[dg.AssetsDefinition]) -> UnresolvedAssetJobDefi
     return dg.define_asset_job(
         "retrain_ranker_job",
         selection=dg.AssetSelection.assets(*present),
+        # A chain of dependent steps: a subprocess per step would add start-up time, not parallelism.
+        executor_def=dg.in_process_executor,
         description="Rebuild the training samples, retrain the LightGBM ranker and evaluate it against the "
         "baseline score (weekly).",
         tags={TRIGGER_TAG: "retrain_schedule"},

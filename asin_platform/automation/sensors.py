@@ -14,7 +14,6 @@ from typing import Any
 import dagster as dg
 import polars as pl
 from dagster._core.events import DagsterEventType
-from dagster._core.storage.event_log.base import EventLogCursor
 
 from asin_platform.automation.config import AlertSettings, alert_settings
 from asin_platform.automation.messages import (
@@ -225,6 +224,10 @@ def failed_checks_since(
     failing = set(cursor_in.get("failing_table_checks", []))
     new_cursor: dict[str, Any] = {}
     ended = []
+    # imported here: the storage layer (SQLAlchemy) costs ~1 s to import, and the code location
+    # is imported by every run worker, which never evaluates a sensor
+    from dagster._core.storage.event_log.base import EventLogCursor
+
     for name, event_type in RUN_END_EVENTS.items():
         if cursor is None:
             latest = instance.fetch_run_status_changes(event_type, limit=1, ascending=False)

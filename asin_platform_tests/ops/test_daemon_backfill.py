@@ -10,8 +10,8 @@ from dagster._core.events import DagsterEventType
 
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.simulator import Market, MarketConfig
-from asin_platform_tests.ops.conftest import INGEST_KEYS, MART_KEYS, in_process_run_config
-from asin_platform_tests.ops.stack import ASINS_PER_SITE, SITES
+from asin_platform_tests.ops.conftest import INGEST_KEYS, in_process_run_config
+from asin_platform_tests.ops.stack import ASINS_PER_SITE, SITES, wait
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -84,37 +84,35 @@ def test_backfill_materialises_every_partition_with_its_checks(dagster_stack, ba
 def test_failed_partition_reexecuted_from_failure_without_duplicates(
     dagster_stack, backfilled, alert_receiver
 ) -> None:
-    """The mart of one partition fails (its fact_keywords table is offline); after the fix, the UI's
-    "Re-execute from failure" rebuilds it from the stored raw payloads: no API call, no duplicate."""
+    """One partition's ingest run fetches its raw payloads, then its mart step fails (the warehouse's
+    fact_keywords table is offline). After the fix, the UI's "Re-execute from failure" runs the mart
+    from the stored payloads: the fetch is not repeated and nothing is duplicated."""
     day, site = date(2025, 3, 12), "US"
     partition = f"{day}|{site}"
     warehouse = Warehouse(url=dagster_stack.warehouse_url)
     dagster_stack.warehouse_sql('ALTER TABLE "fact_keywords" RENAME TO "fact_keywords_offline"')
     try:
-        backfill_id = dagster_stack.launch_backfill(
-            [partition], INGEST_KEYS, "ops test: failing partition", run_config=in_process_run_config()
-        )
-        backfill = dagster_stack.wait_for_backfill(backfill_id)
+        # ingest_job = raw_payloads + the mart multi-asset + their checks, one run
+        parent_id = dagster_stack.launch_partition_run("ingest_job", partition, in_process_run_config())
+        parent = dagster_stack.wait_for_run(parent_id)
     finally:
         dagster_stack.warehouse_sql('ALTER TABLE "fact_keywords_offline" RENAME TO "fact_keywords"')
-    assert backfill["status"] in ("COMPLETED_FAILED", "FAILED"), backfill
-    [failed] = [r for r in backfill["runs"] if r["status"] == "FAILURE"]
-    parent = dagster_stack.run(failed["runId"])
-    failed_steps = {s["stepKey"] for s in parent["stepStats"] if s["status"] == "FAILURE"}
-    assert "mart_timeseries_daily" in failed_steps
+    assert parent["status"] == "FAILURE", parent
+    steps = {s["stepKey"]: s["status"] for s in parent["stepStats"]}
+    assert steps["raw_payloads"] == "SUCCESS" and steps["mart_timeseries_daily"] == "FAILURE", steps
 
     raw_before = warehouse.read("raw_payloads", sites=[site], start=day, end=day)
-    assert raw_before.height > 0  # the fetch succeeded; only the mart failed
+    assert raw_before.height > 0 and set(raw_before["run_id"]) == {parent_id}
     assert warehouse.read("mart_timeseries_daily", sites=[site], start=day, end=day).is_empty()
     requests_before = dagster_stack.simulator.stats.snapshot()
 
-    child_id = dagster_stack.reexecute(failed["runId"], "FROM_FAILURE")
+    child_id = dagster_stack.reexecute(parent_id, "FROM_FAILURE")
     child = dagster_stack.wait_for_run(child_id)
     assert child["status"] == "SUCCESS", dagster_stack.logs("daemon")
-    assert child["parentRunId"] == failed["runId"]
+    assert child["parentRunId"] == parent_id
     executed = {s["stepKey"] for s in child["stepStats"]}
     assert "mart_timeseries_daily" in executed
-    assert "raw_payloads" not in executed  # succeeded before: not fetched again
+    assert "raw_payloads" not in executed  # it succeeded in the parent: not fetched again
 
     # nothing fetched again, nothing duplicated
     assert dagster_stack.simulator.stats.snapshot() == requests_before
@@ -123,21 +121,17 @@ def test_failed_partition_reexecuted_from_failure_without_duplicates(
     mart = warehouse.read("mart_timeseries_daily", sites=[site], start=day, end=day)
     assert mart["asin"].is_unique().all()
     assert set(mart["asin"]) == _tracked(site, day)
-    for key in MART_KEYS:
+    for key in INGEST_KEYS:
         assert partition in _materialized_partitions(dagster_stack, key), key
 
-    # the failure was alerted by the daemon's run-failure sensor, with the partition and the cause
-    def alerted():
+    # the daemon's run-failure sensor alerted the failure, with the partition, the cause and a link
+    def alerted() -> list[dict]:
         return [
             r.body
             for r in alert_receiver.received
             if "Run failed" in r.body.get("text", "") and partition in r.body.get("text", "")
         ]
 
-    alert_receiver.wait_for(1, timeout=5)
-    bodies = alerted() or (
-        alert_receiver.wait_for(len(alert_receiver.received) + 1, timeout=75) and alerted()
-    )
-    assert bodies, [r.body.get("text") for r in alert_receiver.received]
-    assert f"/runs/{failed['runId']}" in bodies[0]["text"]
+    bodies = wait(alerted, 90, lambda: str([r.body.get("text") for r in alert_receiver.received]))
+    assert f"/runs/{parent_id}" in bodies[0]["text"]
     assert "fact_keywords" in bodies[0]["blocks"][2]["text"]["text"]

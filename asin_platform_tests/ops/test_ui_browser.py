@@ -1,0 +1,177 @@
+"""The Dagster UI as a user sees it: headless Chromium (the Debian package, driven by Playwright)
+against the webserver of the PostgreSQL-backed stack after the backfill of test_daemon_backfill.py.
+
+Screenshots go to test-artifacts/ui/ (git-ignored); with ASIN_PLATFORM_UPDATE_SCREENSHOTS=1 they are
+also copied, downscaled, to docs/screenshots/ (what the docs show)."""
+
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asin_platform_tests.ops.stack import REPO, SITES
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+CHROMIUM = Path(os.environ.get("ASIN_PLATFORM_CHROMIUM", "/usr/bin/chromium"))
+INSTALL_HINT = (
+    "headless Chromium is missing: sudo apt-get install -y chromium chromium-driver "
+    "(Debian/Ubuntu; .ci/run installs it when CI=true) and pip install -e '.[test]' for playwright"
+)
+ARTIFACTS = REPO / "test-artifacts" / "ui"
+DOCS_SHOTS = REPO / "docs" / "screenshots"
+# Flags for a browser that talks to nothing but the webserver under test.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A Chromium context with a fresh profile (Playwright's own browser downloads are never used)."""
+    if not CHROMIUM.exists():
+        pytest.skip(INSTALL_HINT)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip(INSTALL_HINT)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser, dagster_stack, backfilled) -> Iterator[Any]:
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    page.close()
+
+
+def _open(page: Any, url: str) -> None:
+    page.goto(url, wait_until="networkidle", timeout=60_000)
+    # First visit of an instance without `nux: enabled: false` shows a community dialog.
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.click()
+
+
+def _shot(page: Any, name: str, docs_width: int = 1400) -> Path:
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    if os.environ.get("ASIN_PLATFORM_UPDATE_SCREENSHOTS") == "1":
+        from PIL import Image
+
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            height = round(image.height * docs_width / image.width)
+            image.convert("RGB").resize((docs_width, height), Image.LANCZOS).quantize(colors=128).save(
+                DOCS_SHOTS / f"{name}.png", optimize=True
+            )
+    return path
+
+
+def _asset_names() -> list[str]:
+    from asin_platform.definitions import defs
+
+    return sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
+
+
+def test_asset_graph_lists_every_asset(page, dagster_stack) -> None:
+    page.set_viewport_size({"width": 2400, "height": 1500})  # room for full nodes, not name stubs
+    _open(page, f"{dagster_stack.url}/asset-groups")
+    page.locator("[aria-label=zoom_in]").first.wait_for()  # the graph canvas is drawn
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(4):  # the graph's "Expand all groups" shortcut, once its key handler is live
+        page.get_by_text("Global asset lineage").click()  # focus the page, not the search box
+        page.keyboard.press("Alt+e")
+        try:
+            page.get_by_text("raw_payloads", exact=True).first.wait_for(timeout=4000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 3:
+                raise
+    page.wait_for_timeout(1500)  # let the layout settle before the screenshot
+    _shot(page, "asset_graph")
+    names = _asset_names()
+    missing_in_graph = [n for n in names if page.get_by_text(n, exact=True).count() == 0]
+    # the sidebar tree of the same page, groups expanded, names every asset in full
+    for caret in page.locator("button:has([aria-label=arrow_drop_down])").all():
+        caret.click()
+    missing_in_tree = [n for n in names if page.locator(f'[title="{n}"]').count() == 0]
+    assert not missing_in_graph, f"not drawn in the graph: {missing_in_graph}"
+    assert not missing_in_tree, f"not listed in the sidebar: {missing_in_tree}"
+
+
+def test_partitioned_asset_shows_date_by_site_partitions_with_status(page, dagster_stack) -> None:
+    _open(page, f"{dagster_stack.url}/assets/raw_payloads?view=partitions&partition=2025-03-10%7CUS")
+    page.get_by_text("2025-03-10|US", exact=True).first.wait_for()
+    page.get_by_placeholder("Filter by date").fill("2025-03-1")
+    page.wait_for_timeout(1000)
+    body = page.inner_text("body")
+    # the two dimensions: dates in one column, sites in the other
+    for day in ("2025-03-10", "2025-03-11"):
+        assert page.get_by_text(day, exact=True).count(), day
+    for site in SITES:
+        assert page.get_by_text(site, exact=True).count(), site
+    # status counts over date x site, and the selected partition's own status and metadata
+    materialized = int(re.search(r"Materialized \((\d+)\)", body).group(1))
+    assert materialized >= 2 * len(SITES)
+    assert re.search(r"Failed \(0\)", body)
+    assert page.get_by_text("Materialized", exact=True).count()
+    assert "fetch_report" in body and "tracked_asins" in body
+    _shot(page, "partitions_date_by_site")
+
+
+def test_asset_checks_show_their_results(page, dagster_stack) -> None:
+    _open(page, f"{dagster_stack.url}/assets/mart_timeseries_daily?view=checks")
+    page.get_by_text("mart_coverage", exact=True).first.wait_for()
+    for check in (
+        "mart_coverage",
+        "mart_no_duplicate_keys",
+        "mart_schema_conformance",
+        "mart_quarantine_rate",
+    ):
+        assert page.get_by_text(check, exact=True).count(), check
+    # the selected check's latest evaluation: its result and the metadata that explains it
+    page.get_by_text("Latest execution").wait_for()
+    body = page.inner_text("body")
+    assert "Passed" in body
+    assert "min_coverage" in body and "tracked_asins" in body
+    _shot(page, "asset_checks")
+    _open(page, f"{dagster_stack.url}/assets/raw_payloads?view=checks")
+    page.get_by_text("raw_payloads_complete", exact=True).first.wait_for()
+    page.get_by_text("Latest execution").wait_for()
+    assert "Passed" in page.inner_text("body")
+
+
+def test_screenshots_are_written() -> None:
+    """Runs last in this module: the artifacts exist for CI to keep."""
+    shots = sorted(p.name for p in ARTIFACTS.glob("*.png")) if ARTIFACTS.exists() else []
+    if not shots:
+        pytest.skip("no screenshots: the browser tests were skipped")
+    assert {"asset_graph.png", "partitions_date_by_site.png", "asset_checks.png"} <= set(shots)
+    if os.environ.get("ASIN_PLATFORM_UPDATE_SCREENSHOTS") == "1":
+        assert all((DOCS_SHOTS / name).exists() for name in shots)
