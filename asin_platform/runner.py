@@ -83,7 +83,11 @@ def materialize_range(
             # progress and counts at INFO; DEBUG (every event) stays in the instance for the UI
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
-        summaries.append(_summarise(result, site=site, start=start, end=end, log=log))
+        summary = _summarise(result, site=site, start=start, end=end, log=log)
+        summaries.append(summary)
+        if summary.error and "Interrupted" in summary.error:
+            # Ctrl-C / SIGTERM interrupts the current run only: do not start the next site's.
+            raise KeyboardInterrupt(f"interrupted during {site} {start}..{end}")
     return summaries
 
 
