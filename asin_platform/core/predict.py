@@ -10,12 +10,16 @@ category path.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import polars as pl
 
+# core.ranker sets LightGBM's OpenMP wait policy before loading it: import it first, lightgbm never
 from asin_platform.core.ranker import LoadedModel, feature_matrix
 from asin_platform.schemas import UTC_TS, Table, register
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 PREDICTIONS_RANK_DAILY = register(
     Table(
