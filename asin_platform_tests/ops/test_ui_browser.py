@@ -80,6 +80,7 @@ def _open(page: Any, url: str) -> None:
 def _shot(page: Any, name: str, docs_width: int = 1400) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000, f"{path} looks empty"
     if os.environ.get("ASIN_PLATFORM_UPDATE_SCREENSHOTS") == "1":
         from PIL import Image
 
@@ -165,13 +166,3 @@ def test_asset_checks_show_their_results(page, dagster_stack) -> None:
     page.get_by_text("raw_payloads_complete", exact=True).first.wait_for()
     page.get_by_text("Latest execution").wait_for()
     assert "Passed" in page.inner_text("body")
-
-
-def test_screenshots_are_written() -> None:
-    """Runs last in this module: the artifacts exist for CI to keep."""
-    shots = sorted(p.name for p in ARTIFACTS.glob("*.png")) if ARTIFACTS.exists() else []
-    if not shots:
-        pytest.skip("no screenshots: the browser tests were skipped")
-    assert {"asset_graph.png", "partitions_date_by_site.png", "asset_checks.png"} <= set(shots)
-    if os.environ.get("ASIN_PLATFORM_UPDATE_SCREENSHOTS") == "1":
-        assert all((DOCS_SHOTS / name).exists() for name in shots)
