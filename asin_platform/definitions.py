@@ -75,6 +75,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules=automation.schedules,
         sensors=automation.sensors,
         resources=build_resources(settings),
+        # One process per run: a multiprocess step re-imports the code location (~10 s a step here)
+        # and a DuckDB file admits one writer process anyway. Scale-out is by runs (docs/scaling.md).
+        executor=dg.in_process_executor,
     )
 
 

@@ -62,6 +62,8 @@ def test_settings_file_from_env_variable(tmp_path: Path) -> None:
         ({"ASIN_PLATFORM__RATE_LIMITS__UNIFIED__QPM": "-1"}, "rate_limits.unified.qpm"),
         ({"ASIN_PLATFORM__WINDOWS__EMBARGO": "5"}, "windows"),
         ({"ASIN_PLATFORM__NOT_A_KEY": "1"}, "not_a_key"),
+        ({"ASIN_PLATFORM__AUTOMATION__INGEST_CRON": "every hour"}, "automation.ingest_cron"),
+        ({"ASIN_PLATFORM__ALERTS__TOP_N": "0"}, "alerts.top_n"),
     ],
 )
 def test_bad_value_fails_at_load_naming_the_key(env: dict[str, str], key: str) -> None:
@@ -88,3 +90,14 @@ def test_source_by_site_must_name_configured_sites() -> None:
     settings = load_settings(environ={"ASIN_PLATFORM__UPSTREAM__SOURCE_BY_SITE": "{DE: keepa}"})
     assert settings.upstream.source_for("DE") == "keepa"
     assert settings.upstream.source_for("US") == "unified"
+
+
+def test_automation_and_alert_settings_from_env() -> None:
+    settings = load_settings(
+        environ={
+            "ASIN_PLATFORM__AUTOMATION__RETRAIN_CRON": "0 4 * * 0",
+            "ASIN_PLATFORM__ALERTS__UI_BASE_URL": "https://dagster.example/",
+        }
+    )
+    assert settings.automation.retrain_cron == "0 4 * * 0"
+    assert settings.alerts.ui_base_url == "https://dagster.example"
