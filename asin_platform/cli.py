@@ -48,17 +48,61 @@ def _prepare_environment(*, base_url: str | None = None) -> None:
     get_settings.cache_clear()
 
 
-def _start_simulator(port: int):
-    from asin_platform.settings import get_settings
-    from asin_platform.simulator import Quota, market_from_settings, start_in_thread
+class _SimulatorProcess:
+    """The bundled simulator served by a child process on loopback (``asin-platform simulator``).
 
-    settings = get_settings()
-    market = market_from_settings(settings.simulator, settings.sites)
-    tokens = {DEMO_TOKEN: Quota(settings.simulator.qpm, settings.simulator.burst)}
-    token = os.environ.get("ASIN_PLATFORM_API_TOKEN")
-    if token and token != DEMO_TOKEN:
-        tokens[token] = Quota(settings.simulator.qpm, settings.simulator.burst)
-    return start_in_thread(market, port=port, tokens=tokens)
+    A separate process rather than a thread: the simulator and the ingestion client are both
+    CPU-bound Python, and in one process they would take turns on one core."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import subprocess
+        import time
+        import urllib.request
+
+        if port == 0:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        token = os.environ.get("ASIN_PLATFORM_API_TOKEN", DEMO_TOKEN)
+        # The child reads the same settings (environment) as this process.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "asin_platform.cli", "simulator", "--port", str(port), "--token", token],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/health", timeout=1):
+                    return
+            except OSError:
+                if self._process.poll() is not None:
+                    error = self._process.stderr.read().decode() if self._process.stderr else ""
+                    raise RuntimeError(f"the simulator exited at start:\n{error[-2000:]}") from None
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the simulator did not answer on {self.url} within 60 s") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except Exception:
+            self._process.kill()
+
+    def __enter__(self) -> _SimulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _start_simulator(port: int) -> _SimulatorProcess:
+    return _SimulatorProcess(port)
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
@@ -158,10 +202,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"asin-platform demo: simulator at {sim.url}, {settings.simulator.asins_per_site} ASINs x "
             f"sites {', '.join(settings.sites)}, {start}..{end} ({args.days} days)"
         )
+        w = settings.windows
+        # Training needs features (lookback), a label horizon and three splits apart by two embargoes.
+        model_days = w.lookback + w.observation + w.horizon + 2 * w.embargo + 30
         with dg.DagsterInstance.get() as instance:
             for title, keys, partitioned, last_only in DEMO_PHASES:
                 if not set(keys) <= defined:
                     continue
+                if "ranker_model" in keys or "predictions_rank_daily" in keys:
+                    if args.days < model_days:
+                        print(
+                            f"\n== skipping {title}: {args.days} days of history, training needs {model_days} (--days)"
+                        )
+                        continue
                 began = time.monotonic()
                 print(f"\n== {title}")
                 if partitioned:

@@ -114,12 +114,14 @@ def _summarise(
         checks=checks,
         error=error,
     )
-    failed = [name for name, (ok, _) in checks.items() if not ok]
+    failed = [name for name, (ok, severity) in checks.items() if not ok and severity == "ERROR"]
+    warned = [name for name, (ok, severity) in checks.items() if not ok and severity != "ERROR"]
     span = f"{start}..{end}" if start else "unpartitioned"
     log(
         f"  {site} {span}: {'ok' if result.success else 'FAILED'}, "
         f"{summary.materializations} materialisations, {len(checks)} checks"
         + (f", failing: {', '.join(failed)}" if failed else "")
+        + (f", warnings: {', '.join(warned)}" if warned else "")
         + (f"\n    error: {error}" if error else "")
     )
     return summary
