@@ -354,12 +354,17 @@ def _feature_columns() -> list[pl.Expr]:
 
 
 def _keyword_features(
-    keywords: pl.LazyFrame, targets: list[date], lo: date, span: int, blocks: pl.Categorical, n_blocks: int
+    keywords: pl.LazyFrame,
+    targets: list[date],
+    lo: date,
+    span: int,
+    blocks: pl.Categorical,
+    block_of: pl.Series,
 ) -> pl.LazyFrame:
     """kw_top10_count / kw_top50_count on T and the mean rank change vs T-7 over the keywords the
     product ranks for on both days (so a keyword gained or lost does not move the mean), keyed by
-    grid position. Keyword rows of products absent from the mart get new block numbers >= n_blocks
-    and drop out."""
+    grid position. ``block_of`` maps a (site, asin) code to its block; keyword rows of products
+    absent from the mart get new codes beyond it and drop out."""
     lag = timedelta(days=KEYWORD_LAG)
     epoch_day = (lo - date(1970, 1, 1)).days
     kw = (
@@ -367,11 +372,13 @@ def _keyword_features(
         .select(
             "date",
             "rank",
-            _block=_pair("site", "asin").cast(blocks).to_physical().cast(pl.Int64),
+            _code=_pair("site", "asin").cast(blocks).to_physical(),
             _kw=pl.col("keyword").cast(_codes("keywords")).to_physical(),
         )
-        .filter(pl.col("_block") < n_blocks)
-        .with_columns(_pos=pl.col("_block") * span + pl.col("date").cast(pl.Int64) - epoch_day)
+        .filter(pl.col("_code") < block_of.len())
+        .with_columns(
+            _pos=pl.lit(block_of).gather(pl.col("_code")) * span + pl.col("date").cast(pl.Int64) - epoch_day
+        )
     )
     today = kw.filter(pl.col("date").is_in(targets))
     # (position, keyword) as one Int64 for the T vs T-7 match: one integer key joins ~2x faster
@@ -419,6 +426,7 @@ def build_features(
     ``lookback`` (days of history behind each row) must cover the longest window or lag (30).
     ``calibration`` (site, category_id, a, b) drives the BSR -> sales estimate; None = the
     defaults of core.sales. Several target dates give exactly the rows one call per date gives.
+    Rows are ordered (site, asin, date), which for a single target date is key order.
     """
     targets = sorted(set(target_dates))
     if not targets:
@@ -439,32 +447,25 @@ def build_features(
     pctl_dates = sorted({t - timedelta(days=k) for t in targets for k in (0, *PCTL_LAGS)})
     blocks = _codes("blocks")
     hist = _with_percentile(_history(mart, cal, lo, hi, blocks), pctl_dates)
-    # Holding the distinct block codes as a Categorical keeps their numbering alive for the
-    # keyword rows, which are numbered with the same mapping further down.
+    # Blocks are numbered in (site, asin) order, so the grid - and every output row taken from it -
+    # is ordered (site, asin, date): for one target date that is key order with no sort at all, and
+    # a backfill needs no transposing gather. The distinct pairs read "site\x1fasin", which sorts
+    # as (site, asin): rank those few strings, never the rows. Holding them as a Categorical also
+    # keeps the code numbering alive for the keyword rows further down.
     anchor = hist["_pair"].unique()
-    hist = hist.drop("_pair")
-    n_blocks = int(hist["_block"].max()) + 1 if hist.height else 0  # type: ignore[arg-type]
+    names = pl.DataFrame({"_code": anchor.to_physical(), "_name": anchor.cast(pl.Utf8)}).sort("_name")
+    n_blocks = names.height
+    block_of = (
+        pl.Series("_block", dtype=pl.Int64)
+        .extend_constant(None, int(names["_code"].max()) + 1 if n_blocks else 0)  # type: ignore[arg-type]
+        .scatter(names["_code"], pl.int_range(0, n_blocks, dtype=pl.Int64, eager=True))
+    )
+    hist = hist.with_columns(_block=block_of.gather(hist["_pair"].to_physical())).drop("_pair")
     grid = _grid(hist, span)
 
     # only rows present in the mart on a target date are output; everything else is window context
     is_output = pl.col("_row").is_not_null() & pl.col("x").is_in([(t - lo).days for t in targets])
-    out = grid.lazy().filter(is_output).select("_row", "_pos", "x").collect()
-    # Output order (site, date, asin) as one integer per row. The distinct blocks read
-    # "site\x1fasin", which sorts as (site, asin): rank those few strings, not the output rows.
-    names = pl.DataFrame({"_block": anchor.to_physical(), "_name": anchor.cast(pl.Utf8)}).sort("_name")
-    site_rank = names["_name"].str.split_exact("\x1f", 1).struct.field("field_0").rank("dense").cast(pl.Int64)
-    by_block = {
-        "site": pl.Series(dtype=pl.Int64).extend_constant(None, n_blocks).scatter(names["_block"], site_rank),
-        "order": pl.Series(dtype=pl.Int64)
-        .extend_constant(None, n_blocks)
-        .scatter(names["_block"], pl.int_range(0, names.height, dtype=pl.Int64, eager=True)),
-    }
-    block = out["_pos"] // span
-    order = (
-        (by_block["site"].gather(block) * 2**16 + out["x"]) * 2**32 + by_block["order"].gather(block)
-    ).arg_sort()
-    out = out[order]
-    # the strings are gathered once, straight into output order
+    out = grid.lazy().filter(is_output).select("_row", "_pos").collect()
     labels = hist.select("site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")[out["_row"]]
     del hist  # the grid and the labels hold all that is left to read; free the strings first
 
@@ -477,9 +478,9 @@ def build_features(
         .with_columns(_feature_columns())
         .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
         .collect()
-    )[order]  # grid order -> output order (a gather inside each window expression measured slower)
+    )
     del grid
-    keyword = _keyword_features(keywords, targets, lo, span, blocks, n_blocks).collect()
+    keyword = _keyword_features(keywords, targets, lo, span, blocks, block_of).collect()
     del anchor  # the keyword rows are numbered: the mapping may go
     features = (
         pl.concat([labels, windows, _at(out["_pos"], keyword, n_blocks * span)], how="horizontal")

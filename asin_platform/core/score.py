@@ -193,16 +193,21 @@ def _reason(signed: dict[str, float], clip: float) -> pl.Expr:
     return pl.concat_str(parts)
 
 
-def _is_sorted_by_key(frame: pl.DataFrame) -> bool:
-    """Whether rows are in (site, date, asin) order already (one linear pass, no sort)."""
+def _is_sorted(frame: pl.DataFrame, columns: tuple[str, ...]) -> bool:
+    """Whether rows are in ascending lexicographic order of ``columns`` (one linear pass)."""
     if frame.height < 2:
         return True
-    site, day, asin = pl.col("site"), pl.col("date"), pl.col("asin")
-    before = (site < site.shift(-1)) | (
-        (site == site.shift(-1))
-        & ((day < day.shift(-1)) | ((day == day.shift(-1)) & (asin < asin.shift(-1))))
-    )
+    before: pl.Expr = pl.lit(False)
+    for c in reversed(columns):  # (a < a') | (a == a') & (rest before)
+        col, nxt = pl.col(c), pl.col(c).shift(-1)
+        before = (col < nxt) | ((col == nxt) & before)
     return bool(frame.select(before.head(frame.height - 1).all()).item())
+
+
+def _asin_ordered(frame: pl.DataFrame) -> bool:
+    """Whether asins ascend within every (site, date): true of (site, date, asin) order and of the
+    (site, asin, date) order build_features returns."""
+    return _is_sorted(frame, ("site", "date", "asin")) or _is_sorted(frame, ("site", "asin", "date"))
 
 
 def score_baseline(
@@ -227,9 +232,9 @@ def score_baseline(
     signed = {c.name: (-1.0 if c.penalty else 1.0) * float(getattr(weights, c.name)) for c in COMPONENTS}
     frame = features.lazy().select("site", "date", "asin", "category_id", *{c.feature for c in COMPONENTS})
     frame = frame.collect()
-    # "ordinal" ranks break score ties by row order, so rows must be in key order; build_features
-    # output already is, and checking is ~20x cheaper than re-sorting 3.5M string keys.
-    if not _is_sorted_by_key(frame):
+    # "ordinal" ranks break score ties by row order, so asins must ascend within each (site, date);
+    # build_features output already does, and checking is ~20x cheaper than sorting string keys.
+    if not _asin_ordered(frame):
         frame = frame.sort("site", "date", "asin")
 
     codes = pl.Categorical(pl.Categories.random(namespace="asin_platform.score"))

@@ -434,7 +434,10 @@ def test_multi_date_call_equals_one_date_at_a_time_exactly() -> None:
     one_by_one = pl.concat([build_features(mart_lf, kw_lf, [t], calibration=CAL) for t in targets])
     assert together.height > 600
     # exact, float bits included: window sums are integer, so the grid length cannot leak in
-    assert_frame_equal(together, one_by_one.sort("site", "date", "asin"), check_exact=True)
+    # rows come in (site, asin, date) order: one date at a time that is also (site, date, asin)
+    assert_frame_equal(together, one_by_one.sort("site", "asin", "date"), check_exact=True)
+    for single in (build_features(mart_lf, kw_lf, [t], calibration=CAL) for t in targets[:2]):
+        assert_frame_equal(single, single.sort("site", "date", "asin"))
     # and a longer lookback changes nothing
     assert_frame_equal(
         build_features(mart_lf, kw_lf, targets, calibration=CAL, lookback=45), together, check_exact=True

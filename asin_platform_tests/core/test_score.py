@@ -169,3 +169,32 @@ def test_output_contract_and_input_checks() -> None:
     assert out["scope"].to_list() == ["site"] * 3  # default min_category_size 30
     with pytest.raises(ValueError, match="mad_floor"):
         score_baseline(frame(rows), ScoreWeights(), mad_floor=0)
+
+
+def test_ties_follow_asin_order_whatever_the_input_order() -> None:
+    # the same tied rows in (site, asin, date) order, in (site, date, asin) order and shuffled
+    rows = [
+        {"asin": a, "date": d, "review_velocity_14d": v}
+        for a in ("A1", "A2", "A3")
+        for d, v in ((D, 1.0), (date(2026, 4, 1), 2.0))
+    ]
+    base = frame(rows)
+    w = weights(review_velocity=1.0)
+    expected: pl.DataFrame | None = None
+    for variant in (base, base.sort("site", "date", "asin"), base.sample(fraction=1.0, shuffle=True, seed=1)):
+        out = score_baseline(variant, w, min_category_size=1).sort("site", "date", "asin")
+        ranks = out["rank_in_site"].to_list()
+        assert ranks == [1, 2, 3, 1, 2, 3]
+        expected = out if expected is None else expected
+        assert out.equals(expected)
+
+
+def test_no_category_scores_at_site_level_with_its_own_note() -> None:
+    rows = [{"asin": f"A{i}", "review_velocity_14d": float(i)} for i in range(3)]
+    rows.append({"asin": "N", "category_id": None, "review_velocity_14d": 9.0})
+    out = by_asin(score_baseline(frame(rows), weights(review_velocity=1.0), min_category_size=3))
+    reason = json.loads(out["N"]["reason"])
+    assert out["N"]["scope"] == "site" and out["A0"]["scope"] == "category"
+    assert reason["note"].startswith("no category: z-scores use the site median/MAD")
+    # site reference = all four values 0, 1, 2, 9: median 1.5, MAD 1 -> (9 - 1.5) / 1.4826
+    assert out["N"]["z_review_velocity"] == pytest.approx(5.0)  # 5.06 clipped
