@@ -7,7 +7,7 @@ import polars as pl
 
 from asin_platform.assets.features import null_rates
 from asin_platform.checks.ingest import _md, _parts, _read_slices
-from asin_platform.partitions import date_site_partitions
+from asin_platform.partitions import DateSite, date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import get_settings
 
@@ -18,6 +18,28 @@ SCORE_COLUMNS = (
 CHURN_TOP_N = 50
 # Days of mart history before a 14-day trend can exist (70% of 14 days observed).
 WARM_UP_DAYS = 13
+
+
+def top_churn(top: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """(site, date, churn) for each key with a previous day: the share of the larger of the two
+    top lists (``top``: site, date, asin of the top ASINs) that is not in both."""
+
+    def sizes(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return frame.group_by("site", "date").agg(pl.len().alias(name))
+
+    today = top.select("site", "date", "asin")
+    before = top.select("site", pl.col("date") + pl.duration(days=1), "asin")
+    return (
+        keys.join(sizes(today, "n_today"), on=["site", "date"], how="inner")
+        .join(sizes(before, "n_before"), on=["site", "date"], how="inner")  # no previous day: skipped
+        .join(sizes(today.join(before, on=["site", "date", "asin"]), "kept"), on=["site", "date"], how="left")
+        .select(
+            "site",
+            "date",
+            churn=1 - pl.col("kept").fill_null(0) / pl.max_horizontal("n_today", "n_before"),
+        )
+        .sort("site", "date")
+    )
 
 
 @dg.asset_check(
@@ -108,22 +130,17 @@ def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -
 )
 def score_rank_stability(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
     threshold = get_settings().thresholds.rank_churn_warn
-    rows = []
-    for part in _parts(context):
-        window = warehouse.read(
-            "score_baseline_daily",
-            sites=[part.site],
-            start=part.day - timedelta(days=1),
-            end=part.day,
-            columns=["date", "asin", "rank_in_site"],
-        ).filter(pl.col("rank_in_site") <= CHURN_TOP_N)
-        today = set(window.filter(pl.col("date") == part.day)["asin"])
-        before = set(window.filter(pl.col("date") == part.day - timedelta(days=1))["asin"])
-        if not before or not today:
-            continue  # no previous day to compare with
-        churn = 1 - len(today & before) / max(len(today), len(before))
-        rows.append({"site": part.site, "date": part.day, "churn": churn})
-    frame = pl.DataFrame(rows, schema={"site": pl.Utf8, "date": pl.Date, "churn": pl.Float64})
+    parts = _parts(context)
+    # The run's days plus the day before each: one read per site, churn computed as a frame.
+    days = {(p.site, d) for p in parts for d in (p.day, p.day - timedelta(days=1))}
+    window = _read_slices(
+        warehouse,
+        "score_baseline_daily",
+        [DateSite(day, site) for site, day in days],
+        columns=["site", "date", "asin", "rank_in_site"],
+    ).filter(pl.col("rank_in_site") <= CHURN_TOP_N)
+    keys = pl.DataFrame({"site": [p.site for p in parts], "date": [p.day for p in parts]})
+    frame = top_churn(window, keys)
     worst = float(frame["churn"].max() or 0.0) if frame.height else 0.0
     return dg.AssetCheckResult(
         passed=worst <= threshold,
