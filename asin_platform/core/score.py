@@ -110,7 +110,8 @@ def _json_number(expr: pl.Expr) -> pl.Expr:
 def _z_texts(clip: float) -> pl.Series:
     """JSON text of every z rounded to 4 decimals in [-clip, clip], indexed by round(z * 1e4) + half."""
     half = round(clip * 10_000)
-    return pl.Series("z", [repr(k / 10_000) for k in range(-half, half + 1)], dtype=pl.Utf8)
+    steps = pl.int_range(-half, half + 1, dtype=pl.Int64, eager=True)
+    return ((steps / 10_000).round(4)).cast(pl.Utf8).alias("z")
 
 
 def _missing_lookup() -> pl.DataFrame:
