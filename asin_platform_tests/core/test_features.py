@@ -442,3 +442,19 @@ def test_multi_date_call_equals_one_date_at_a_time_exactly() -> None:
     assert_frame_equal(
         build_features(mart_lf, kw_lf, targets, calibration=CAL, lookback=45), together, check_exact=True
     )
+
+
+def test_rows_without_category_are_not_ranked_and_use_the_fallback_calibration() -> None:
+    rows = [
+        {"asin": "A", "d": 0, "bsr_root": 100, "category_id": None},
+        {"asin": "B", "d": 0, "bsr_root": 200},
+    ]
+    out = features(rows)
+    assert row(out, "A")["bsr_pctl"] is None  # a rank only means something within a category
+    assert row(out, "B")["bsr_pctl"] == 1.0  # and A does not count in c1's n
+    assert row(out, "A")["est_sales_7d_mean"] == pytest.approx(FALLBACK_A / 100, rel=1e-6)
+
+
+def test_no_mart_rows_on_the_target_gives_no_rows() -> None:
+    assert features([{"asin": "A", "d": -3, "bsr_root": 5}]).height == 0
+    assert build_features(MART_TIMESERIES_DAILY.empty().lazy(), keywords(), [T], calibration=CAL).height == 0
