@@ -209,7 +209,7 @@ def _history(
             pl.lit(by_pair["a"].gather(pair).fill_null(FALLBACK_A)),
             pl.lit(by_pair["b"].gather(pair).fill_null(FALLBACK_B)),
         )
-    )
+    ).drop("_site_code", "_cat_code")
 
 
 def _with_percentile(hist: pl.DataFrame, pctl_dates: list[date]) -> pl.DataFrame:
@@ -225,7 +225,7 @@ def _with_percentile(hist: pl.DataFrame, pctl_dates: list[date]) -> pl.DataFrame
         .collect()
     )
     pctl = pl.Series("bsr_pctl", dtype=pl.Float64).extend_constant(None, hist.height)
-    return hist.with_columns(pctl.scatter(ranked["_row"], ranked["bsr_pctl"]))
+    return hist.with_columns(pctl.scatter(ranked["_row"], ranked["bsr_pctl"])).drop("_xsec")
 
 
 def _grid(hist: pl.DataFrame, span: int) -> pl.DataFrame:
