@@ -478,7 +478,7 @@ def build_features(
     labels = hist.select("site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")[out["_row"]]
     del hist  # the grid and the labels hold all that is left to read; free the strings first
 
-    windows = (
+    windows_plan = (
         grid.lazy()
         .with_columns(_day_columns())
         # each window column is filtered as soon as it is computed: full-length copies of all of
@@ -486,11 +486,13 @@ def build_features(
         .select([e.filter(is_output) for e in (*_window_columns(), *(pl.col(c) for c in _PASS_THROUGH))])
         .with_columns(_feature_columns())
         .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
-        .collect()
     )
-    del grid
-    keyword = _keyword_features(keywords, targets, lo, span, blocks, block_of).collect()
-    del anchor  # the keyword rows are numbered: the mapping may go
+    # the two plans are independent: collected together they share the cores (the keyword match
+    # is a quarter of a backfill's feature time)
+    windows, keyword = pl.collect_all(
+        [windows_plan, _keyword_features(keywords, targets, lo, span, blocks, block_of)]
+    )
+    del grid, anchor  # the keyword rows are numbered: the mapping may go
     features = (
         pl.concat([labels, windows, _at(out["_pos"], keyword, n_blocks * span)], how="horizontal")
         .lazy()
