@@ -257,10 +257,13 @@ def _fixed(expr: pl.Expr, scale: int) -> pl.Expr:
 
 
 def _day_columns() -> list[pl.Expr]:
-    """Per-day inputs of the window statistics: Int64 values with nulls as 0 beside 0/1 counts."""
+    """Per-day inputs of the window statistics: integers with nulls as 0 beside 0/1 counts.
+
+    Counts are Int8 and small sums Int32 (a 30-day sum of each fits): ~100 MB less to allocate and
+    page in per 100k-ASIN partition. _feature_columns widens every sum to Int64 before multiplying."""
     bsr = pl.col("bsr_root")
     y = _fixed(pl.when(bsr > 0).then(bsr.cast(pl.Float64).log()), _Y_SCALE)
-    has_y = y.is_not_null().cast(pl.Int64)
+    has_y = y.is_not_null().cast(pl.Int8)
     x = pl.col("x")
     # A spike-flagged price (> price_spike_ratio jump vs the day before) is far more often a data
     # error than a promotion; price features treat it as a missing day.
@@ -273,20 +276,20 @@ def _day_columns() -> list[pl.Expr]:
     rating = pl.when(pl.col("rating").is_between(1.0, 5.0)).then(pl.col("rating"))
     return [
         has_y.alias("_n"),
-        (x * has_y).alias("_sx"),
+        (x * has_y).cast(pl.Int32).alias("_sx"),
         (x * x * has_y).alias("_sxx"),
         y.fill_null(0).alias("_sy"),
         (x * y).fill_null(0).alias("_sxy"),
         _fixed(pl.col("est_sales"), _SALES_SCALE).fill_null(0).alias("_sales"),
         price.alias("_price"),
-        cents.is_not_null().cast(pl.Int64).alias("_np"),
+        cents.is_not_null().cast(pl.Int8).alias("_np"),
         cents.fill_null(0).alias("_sp"),
         (cents * cents).fill_null(0).alias("_spp"),
         pl.when(rc_ok).then(rc).alias("_rc"),
-        pl.when(rc_ok).then(x).alias("_rc_x"),
+        pl.when(rc_ok).then(x).cast(pl.Int32).alias("_rc_x"),
         rating.alias("_rating"),
-        rating.is_not_null().cast(pl.Int64).alias("_nr"),
-        _fixed(rating, _RATING_SCALE).fill_null(0).alias("_sr"),
+        rating.is_not_null().cast(pl.Int8).alias("_nr"),
+        _fixed(rating, _RATING_SCALE).fill_null(0).cast(pl.Int32).alias("_sr"),
     ]
 
 
@@ -322,7 +325,9 @@ def _feature_columns() -> list[pl.Expr]:
     """Features of the output rows from their window columns."""
     exprs: list[pl.Expr] = []
     for n in SLOPE_WINDOWS:
-        cnt, sx, sxx, sy, sxy = (pl.col(f"{c}{n}") for c in ("_n", "_sx", "_sxx", "_sy", "_sxy"))
+        cnt, sx, sxx, sy, sxy = (
+            pl.col(f"{c}{n}").cast(pl.Int64) for c in ("_n", "_sx", "_sxx", "_sy", "_sxy")
+        )
         # exact Int64 numerator and denominator (|values| < 2^50); n^2 var(x) > 0 from 2 days on
         denom = cnt * sxx - sx * sx
         slope = (cnt * sxy - sx * sy).cast(pl.Float64) / (denom.cast(pl.Float64) * _Y_SCALE)
