@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backfill-days", type=int, default=365, help="target dates of the backfill case (0 = skip)"
     )
     parser.add_argument("--backfill-asins", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3, help="polars runs per case (best is reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="polars runs per case (best is reported)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-pandas", action="store_true")
     parser.add_argument("--write-docs", action="store_true", help=f"update the {SECTION!r} section of {DOCS}")
