@@ -412,7 +412,13 @@ in `score_baseline`. The 365-date backfill spends ~7 s in features (the keyword 
 3.3M keyword rows ~1.5, window sums ~1.2) and ~8 s in the score, of which ~3 s is writing the reason
 JSON: 3.5M texts of ~410 bytes (1.4 GB, also most of that case's peak memory).
 
-What did not make it (measured on the 100k partition unless noted): per-ASIN
+The partition's wall time depends on having both cores: on this shared box it measured 1.6-1.7 s at
+a load average of ~3 and 2.1-2.7 s while other sessions kept both cores busy. Its CPU work is ~2.5 s
+(about a fifth of it page faults on ~1 GB of fresh buffers), so it meets 2 s only when polars gets
+both cores; on one free core it cannot.
+
+What did not make it (measured on the 100k partition unless noted): one `group_by` per ASIN with
+filtered aggregations per window 1.5 s vs 0.9 s for the grid and its windows; per-ASIN
 `rolling_*_by("date").over(asin)` ~4x slower per statistic; `rolling_*_by` on a sorted sparse index
 ~2x, plus a join per lag; building the grid with a sort and a sorted join ~2x the index-map scatter;
 joining the calibration on (site, category) strings over every row ~0.2 s; windows and ranks over

@@ -15,7 +15,8 @@ window and ``shift(N)`` *is* the value N days earlier, so every rolling statisti
 
 * ``rolling_*_by("date", ...).over(asin)``: ~4x slower per statistic (per-group kernels + scatter);
 * ``rolling_*_by`` on a sorted sparse index: ~2x slower, and each "N days earlier" lag is a join;
-* one ``group_by`` with per-window filters: fine for one date, useless for a 365-day backfill.
+* one ``group_by`` per ASIN with per-window filtered aggregations: 1.5 s vs 0.9 s for grid plus
+  windows on a 100k-ASIN partition, and no way to serve a 365-day backfill in one pass.
 
 A block is only crossed in its first N-1 rows, and those are never output: every target day lies
 at least ``lookback`` (>= the longest window) days into its block. The grid is built without a
