@@ -98,7 +98,7 @@ _SALES_SCALE = 2**24  # units/day: 6e-8 resolution; a 30-day sum stays < 2^50 fo
 _PRICE_SCALE = 100  # cents (yen stay whole)
 _RATING_SCALE = 100
 
-# Columns the grid carries (numbers only: strings go around it, see _split_history).
+# Columns the grid carries (numbers only: strings reach the output rows through ``labels``).
 _GRID_COLUMNS: tuple[str, ...] = (
     "bsr_root",
     "bsr_pctl",
@@ -156,7 +156,7 @@ def _pair(site: str, asin: str) -> pl.Expr:
 def _history(
     mart: pl.LazyFrame, calibration: pl.DataFrame, lo: date, hi: date, blocks: pl.Categorical
 ) -> pl.DataFrame:
-    """Mart rows of [lo, hi] with day number ``x``, block number ``_block`` (one per (site, asin)),
+    """Mart rows of [lo, hi] with day number ``x``, ``_pair`` = the (site, asin) coded by ``blocks``,
     the integer cross-section key ``_xsec`` of (site, date, category) and estimated sales."""
     epoch_day = (lo - date(1970, 1, 1)).days
     small = _codes("small")  # sites and categories: a handful of values each
@@ -183,7 +183,6 @@ def _history(
             _cat_code=pl.col("category_id").cast(small).to_physical().cast(pl.Int64),
         )
         .with_columns(
-            _block=pl.col("_pair").to_physical(),
             # (site, day, category) as one Int64; null without a category, so it is not ranked
             _xsec=(pl.col("_site_code") * 2**16 + pl.col("x")) * 2**32 + pl.col("_cat_code"),
         )
