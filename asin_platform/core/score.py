@@ -39,7 +39,7 @@ class Component:
     penalty: bool = False  # True: the weighted z is subtracted (price volatility)
 
     def value(self) -> pl.Expr:
-        col = pl.col(self.feature).cast(pl.Float64)
+        col = pl.col(self.feature).cast(pl.Float64).fill_nan(None)  # NaN = no value, like null
         if self.name == "bsr_trend":
             # ln BSR per day falls when sales rise: a negative slope is the good direction
             return -col
@@ -107,6 +107,9 @@ def _json_number(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr.is_finite()).then(expr.cast(pl.Utf8)).otherwise(pl.lit("null"))
 
 
+_Z_TABLE_MAX_CLIP = 50.0  # 1M texts at most
+
+
 def _z_texts(clip: float) -> pl.Series:
     """JSON text of every z rounded to 4 decimals in [-clip, clip], indexed by round(z * 1e4) + half."""
     half = round(clip * 10_000)
@@ -164,15 +167,17 @@ def _reason(signed: dict[str, float], clip: float) -> pl.Expr:
     widest column of a backfill, ~400 bytes a row). Reads ``_scope_json`` / ``_site_note`` (from
     _scope_lookup) and ``_mask`` (the null pattern)."""
     missing = _missing_lookup()
-    z_text = _z_texts(clip)
+    # z in 1e-4 steps within +-clip: look its text up (float formatting was half the reason's
+    # cost); an unusually wide clip would make the table too big, so it falls back to formatting
+    z_text = _z_texts(clip) if clip <= _Z_TABLE_MAX_CLIP else None
     parts: list[pl.Expr] = [pl.lit("{")]
     for c in COMPONENTS:
+        z = pl.col(f"z_{c.name}")
         parts += [
             pl.lit(f'"{c.name}":{{"z":'),
-            # z in 1e-4 steps within +-clip: look its text up (float formatting was half the cost)
-            pl.lit(z_text).gather(
-                (pl.col(f"z_{c.name}") * 10_000).round(0).cast(pl.Int64) + z_text.len() // 2
-            ),
+            pl.lit(z_text).gather((z * 10_000).round(0).cast(pl.Int64) + z_text.len() // 2)
+            if z_text is not None
+            else _json_number(z.round(4)),
             pl.lit(f',"w":{signed[c.name]!r},"value":'),
             # 6 decimals: every component value is O(1e-3 .. 1e2); ~1.6x cheaper than 6 significant digits
             _json_number(pl.col(f"_v_{c.name}").round(6)),
@@ -231,8 +236,8 @@ def score_baseline(
     if clip <= 0:
         raise ValueError("clip must be positive")
     signed = {c.name: (-1.0 if c.penalty else 1.0) * float(getattr(weights, c.name)) for c in COMPONENTS}
-    frame = features.lazy().select("site", "date", "asin", "category_id", *{c.feature for c in COMPONENTS})
-    frame = frame.collect()
+    inputs = dict.fromkeys(c.feature for c in COMPONENTS)
+    frame = features.lazy().select("site", "date", "asin", "category_id", *inputs).collect()
     # "ordinal" ranks break score ties by row order, so asins must ascend within each (site, date);
     # build_features output already does, and checking is ~20x cheaper than sorting string keys.
     if not _asin_ordered(frame):

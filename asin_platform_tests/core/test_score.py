@@ -198,3 +198,14 @@ def test_no_category_scores_at_site_level_with_its_own_note() -> None:
     assert reason["note"].startswith("no category: z-scores use the site median/MAD")
     # site reference = all four values 0, 1, 2, 9: median 1.5, MAD 1 -> (9 - 1.5) / 1.4826
     assert out["N"]["z_review_velocity"] == pytest.approx(5.0)  # 5.06 clipped
+
+
+def test_nan_counts_as_missing_and_a_wide_clip_still_writes_valid_json() -> None:
+    rows = [
+        {"asin": f"A{i}", "review_velocity_14d": v} for i, v in enumerate([1.0, 2.0, float("nan"), 400.0])
+    ]
+    out = by_asin(score_baseline(frame(rows), weights(review_velocity=1.0), min_category_size=1, clip=100.0))
+    assert out["A2"]["z_review_velocity"] == 0.0
+    assert json.loads(out["A2"]["reason"])["missing"] == [c.name for c in COMPONENTS]
+    # median 2, MAD 1 -> (400 - 2) / 1.4826 = 268.4..., clipped at 100 and written as 100.0
+    assert json.loads(out["A3"]["reason"])["review_velocity"]["z"] == 100.0
