@@ -177,6 +177,8 @@ def _history(
             "listed_since",
         )
         .with_columns(
+            # a NaN is no value, like null (and must not reach the fixed-point casts)
+            pl.col("price", "rating").cast(pl.Float64).fill_nan(None),
             x=pl.col("date").cast(pl.Int64) - epoch_day,
             _pair=_pair("site", "asin").cast(blocks),
             _site_code=pl.col("site").cast(small).to_physical().cast(pl.Int64),

@@ -458,3 +458,11 @@ def test_rows_without_category_are_not_ranked_and_use_the_fallback_calibration()
 def test_no_mart_rows_on_the_target_gives_no_rows() -> None:
     assert features([{"asin": "A", "d": -3, "bsr_root": 5}]).height == 0
     assert build_features(MART_TIMESERIES_DAILY.empty().lazy(), keywords(), [T], calibration=CAL).height == 0
+
+
+def test_nan_prices_and_ratings_are_missing_days() -> None:
+    rows = series("A", list(range(-9, 1)), price=10.0, rating=4.0)
+    rows[-1] |= {"price": float("nan"), "rating": float("nan")}
+    r = row(features(rows), "A")
+    assert r["price_change_vs_median_30d"] is None and r["promo_flag"] is None
+    assert r["price_cv_30d"] == 0.0 and r["rating_mean_30d"] == pytest.approx(4.0)
