@@ -487,10 +487,12 @@ def build_features(
 
     windows_plan = (
         grid.lazy()
-        .with_columns(_day_columns())
+        # the output mask as a column: written inline, it was re-evaluated in each of the ~40
+        # filters below (CSE did not catch it), which doubled this plan's time
+        .with_columns(*_day_columns(), _out=is_output)
         # each window column is filtered as soon as it is computed: full-length copies of all of
         # them at once would triple the peak memory of a 100k-ASIN partition
-        .select([e.filter(is_output) for e in (*_window_columns(), *(pl.col(c) for c in _PASS_THROUGH))])
+        .select([e.filter(pl.col("_out")) for e in (*_window_columns(), *(pl.col(c) for c in _PASS_THROUGH))])
         .with_columns(_feature_columns())
         .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
     )
