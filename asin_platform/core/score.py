@@ -164,8 +164,8 @@ def _scope_lookup(frame: pl.DataFrame, min_category_size: int) -> pl.DataFrame:
 
 def _reason(signed: dict[str, float], clip: float) -> pl.Expr:
     """The reason JSON, assembled as text (~1.5x faster than struct.json_encode; the reason is the
-    widest column of a backfill, ~400 bytes a row). Reads ``_scope_json`` / ``_site_note`` (from
-    _scope_lookup) and ``_mask`` (the null pattern)."""
+    widest column of a backfill, ~400 bytes a row). Reads ``_scope_json`` (from _scope_lookup),
+    ``_mask`` (the null pattern) and ``_note``."""
     missing = _missing_lookup()
     # z in 1e-4 steps within +-clip: look its text up (float formatting was half the reason's
     # cost); an unusually wide clip would make the table too big, so it falls back to formatting
@@ -183,11 +183,7 @@ def _reason(signed: dict[str, float], clip: float) -> pl.Expr:
             _json_number(pl.col(f"_v_{c.name}").round(6)),
             pl.lit("},"),
         ]
-    note = pl.concat_str(
-        [pl.col("_site_note"), pl.lit(missing["missing_note"]).gather(pl.col("_mask"))],
-        separator="; ",
-        ignore_nulls=True,
-    )
+    note = pl.col("_note")
     parts += [
         pl.col("_scope_json"),
         pl.lit(',"missing":['),
@@ -197,6 +193,16 @@ def _reason(signed: dict[str, float], clip: float) -> pl.Expr:
         pl.lit("}"),
     ]
     return pl.concat_str(parts)
+
+
+def _note() -> pl.Expr:
+    """The reason's plain-language note (site fallback; missing values), "" when there is none.
+    A column of its own because the reason reads it twice."""
+    return pl.concat_str(
+        [pl.col("_site_note"), pl.lit(_missing_lookup()["missing_note"]).gather(pl.col("_mask"))],
+        separator="; ",
+        ignore_nulls=True,
+    )
 
 
 def _is_sorted(frame: pl.DataFrame, columns: tuple[str, ...]) -> bool:
@@ -300,6 +306,7 @@ def score_baseline(
     scored = (
         scored.with_columns(groups.select("_scope_json", "_site_note")[group])
         .lazy()
+        .with_columns(_note=_note())
         .with_columns(
             reason=_reason(signed, clip),
             rank_in_category=pl.col("explosive_score").rank("ordinal", descending=True).over("_cat_gid"),
