@@ -401,6 +401,8 @@ def _keyword_features(
         .with_columns(
             _pos=pl.lit(block_of).gather(pl.col("_code")) * span + pl.col("date").cast(pl.Int64) - epoch_day
         )
+        # both branches below read these rows: without the cache the string casts ran twice
+        .cache()
     )
     today = kw.filter(pl.col("date").is_in(targets))
     # (position, keyword) as one Int64 for the T vs T-7 match: one integer key joins ~2x faster
