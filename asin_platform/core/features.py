@@ -104,7 +104,6 @@ _GRID_COLUMNS: tuple[str, ...] = (
     "bsr_pctl",
     "est_sales",
     "price",
-    "flag_price_spike",
     "rating",
     "review_count",
     "new_offer_count",
@@ -179,6 +178,15 @@ def _history(
         .with_columns(
             # a NaN is no value, like null (and must not reach the fixed-point casts)
             pl.col("price", "rating").cast(pl.Float64).fill_nan(None),
+        )
+        .with_columns(
+            # A spike-flagged price (> price_spike_ratio jump vs the day before) is far more often a
+            # data error than a promotion: price features treat it as a missing day. Cleaned here,
+            # on the rows, so the flag never has to enter the grid.
+            price=pl.when((pl.col("price") > 0) & ~pl.col("flag_price_spike").fill_null(False)).then(
+                pl.col("price")
+            ),
+            rating=pl.when(pl.col("rating").is_between(1.0, 5.0)).then(pl.col("rating")),
             x=pl.col("date").cast(pl.Int64) - epoch_day,
             _pair=_pair("site", "asin").cast(blocks),
             _site_code=pl.col("site").cast(small).to_physical().cast(pl.Int64),
@@ -259,19 +267,15 @@ def _fixed(expr: pl.Expr, scale: int) -> pl.Expr:
 
 
 def _day_inputs() -> list[pl.Expr]:
-    """Cleaned per-day values that several day columns share, as columns of their own: polars
-    re-evaluated them in each user when written inline (~1.7x the cost of _day_columns)."""
+    """Per-day values that several day columns share, as columns of their own: polars re-evaluated
+    them in each user when written inline (~1.7x the cost of _day_columns). price and rating
+    arrive cleaned by _history (spikes, non-positive prices, ratings off 1..5 are null)."""
     bsr = pl.col("bsr_root")
-    # A spike-flagged price (> price_spike_ratio jump vs the day before) is far more often a data
-    # error than a promotion; price features treat it as a missing day.
-    price = pl.when((pl.col("price") > 0) & ~pl.col("flag_price_spike").fill_null(False)).then(
-        pl.col("price")
-    )
     return [
         _fixed(pl.when(bsr > 0).then(bsr.cast(pl.Float64).log()), _Y_SCALE).alias("_y"),
-        price.alias("_price"),
-        _fixed(price, _PRICE_SCALE).alias("_cents"),
-        pl.when(pl.col("rating").is_between(1.0, 5.0)).then(pl.col("rating")).alias("_rating"),
+        pl.col("price").alias("_price"),
+        _fixed(pl.col("price"), _PRICE_SCALE).alias("_cents"),
+        pl.col("rating").alias("_rating"),
     ]
 
 
