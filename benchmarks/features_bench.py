@@ -404,18 +404,19 @@ def verdict(cases: list[Case]) -> list[str]:
 
 
 NOTES = """\
-Where the time goes (single-threaded CPU seconds, `POLARS_MAX_THREADS=1`, on an otherwise busy box,
-so +-20 %): the 100k partition spends ~2.6 s in `build_features` - reading the window and numbering
-sites, ASINs and categories ~0.5, building the dense grid ~0.4, per-day fixed-point inputs ~0.35, the
-28 window sums with first-in-window points and lags ~0.5, the rolling price median ~0.3 - and ~0.2 s
-in `score_baseline`. The 365-date backfill spends ~7 s in features (the keyword T vs T-7 match over
-3.3M keyword rows ~1.5, window sums ~1.2) and ~8 s in the score, of which ~3 s is writing the reason
-JSON: 3.5M texts of ~410 bytes (1.4 GB, also most of that case's peak memory).
+Where the time goes (single-threaded CPU seconds, `POLARS_MAX_THREADS=1`, on a shared box, so
++-20 %): the 100k partition spends ~2.2 s in `build_features` - reading the window and numbering
+sites, ASINs and categories ~0.5, building the dense grid ~0.35, per-day fixed-point inputs ~0.15,
+the 28 window sums with first-in-window points and lags ~0.5, the rolling price median ~0.3 - and
+~0.2 s in `score_baseline`. The 365-date backfill spends ~6 s in features (the keyword T vs T-7 match
+over 3.3M keyword rows ~1.2, window sums ~1.2) and ~7 s in the score, of which ~3 s is writing the
+reason JSON: 3.5M texts of ~410 bytes (1.4 GB; with the 0.7 GB of features it is most of that
+case's peak memory).
 
-The partition's wall time depends on having both cores: on this shared box it measured 1.6-1.7 s at
-a load average of ~3 and 2.1-2.7 s while other sessions kept both cores busy. Its CPU work is ~2.5 s
-(about a fifth of it page faults on ~1 GB of fresh buffers), so it meets 2 s only when polars gets
-both cores; on one free core it cannot.
+The partition's wall time depends on having both cores: on this shared box it measured 1.45-1.7 s
+at a load average up to ~3 and 2.1-2.7 s while other sessions kept both cores busy. Its CPU work is
+~2.3-2.5 s (about a fifth of it page faults on ~1 GB of fresh buffers), so it meets 2 s only when
+polars gets both cores; on one free core it cannot.
 
 What did not make it (measured on the 100k partition unless noted): one `group_by` per ASIN with
 filtered aggregations per window 1.5 s vs 0.9 s for the grid and its windows; per-ASIN
@@ -425,6 +426,9 @@ joining the calibration on (site, category) strings over every row ~0.2 s; windo
 three string columns in the score ~4x the Int64 keys (backfill); `struct.json_encode` ~1.5x the text
 assembly and a `concat_list` of missing components ~10x the per-pattern lookup (backfill); gathering
 each window column straight into output order instead of filter-then-reorder: slower for a partition.
+Shared sub-expressions written inline (the output mask, the cleaned per-day values, the coded
+keyword rows) were re-evaluated at every use despite common-subexpression elimination: as columns
+of their own (or a cached plan) they cut the window plan ~2x and the keyword match ~20 %.
 Window sums run on Int64 fixed-point values (exact, ~2x faster than float sums), which is also why a
 backfill reproduces daily runs bit for bit.
 """
