@@ -298,31 +298,26 @@ def cmd_dev(args: argparse.Namespace) -> int:
             return 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    """Seed's pipelines/ingest_raw.py + etl_standardize.py: fetch and standardise a date range."""
+def run_assets_over_range(keys: Sequence[str], args: argparse.Namespace) -> int:
+    """Run ``keys`` through Dagster over the range of ``_add_range_args`` (default: yesterday, every
+    configured site); exit code 0 when every run succeeded."""
     _prepare_environment()
     from asin_platform.settings import get_settings
 
-    settings = get_settings()
-    sites = args.sites or list(settings.sites)
     end = args.end or _yesterday()
-    start = args.start or end
-    keys = ["raw_payloads"] if args.raw_only else ["raw_payloads", "mart_timeseries_daily"]
-    summaries = _run_pipeline(keys, sites, start, end)
+    summaries = _run_pipeline(keys, args.sites or list(get_settings().sites), args.start or end, end)
     return 0 if all(s.success for s in summaries) else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Seed's pipelines/ingest_raw.py + etl_standardize.py: fetch and standardise a date range."""
+    keys = ["raw_payloads"] if args.raw_only else ["raw_payloads", "mart_timeseries_daily"]
+    return run_assets_over_range(keys, args)
 
 
 def cmd_etl(args: argparse.Namespace) -> int:
     """Seed's pipelines/etl_standardize.py: rebuild the mart from stored raw payloads (no API calls)."""
-    _prepare_environment()
-    from asin_platform.settings import get_settings
-
-    settings = get_settings()
-    end = args.end or _yesterday()
-    summaries = _run_pipeline(
-        ["mart_timeseries_daily"], args.sites or list(settings.sites), args.start or end, end
-    )
-    return 0 if all(s.success for s in summaries) else 1
+    return run_assets_over_range(["mart_timeseries_daily"], args)
 
 
 def cmd_export_table(args: argparse.Namespace) -> int:

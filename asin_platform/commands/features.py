@@ -12,27 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
-
-def _range_args(parser: argparse.ArgumentParser) -> None:
-    from asin_platform.cli import _add_range_args
-
-    _add_range_args(parser)
-
-
-def _run_assets(keys: list[str], args: argparse.Namespace) -> int:
-    from asin_platform.cli import _prepare_environment, _run_pipeline, _yesterday
-    from asin_platform.settings import get_settings
-
-    _prepare_environment()
-    settings = get_settings()
-    end = args.end or _yesterday()
-    summaries = _run_pipeline(keys, args.sites or list(settings.sites), args.start or end, end)
-    return 0 if all(s.success for s in summaries) else 1
+from asin_platform.cli import _add_range_args, run_assets_over_range
 
 
 def cmd_features_build(args: argparse.Namespace) -> int:
     if args.mart is None:
-        return _run_assets(["features_daily"], args)
+        return run_assets_over_range(["features_daily"], args)
     from asin_platform.core.features import build_features
     from asin_platform.core.sales import default_calibration
     from asin_platform.schemas import FACT_KEYWORDS
@@ -47,7 +32,11 @@ def cmd_features_build(args: argparse.Namespace) -> int:
     start = first if args.all_dates else min(last, first + timedelta(days=settings.windows.lookback))
     targets = [d for d in dates.sort().to_list() if d >= (args.start or start) and d <= (args.end or last)]
     frame = build_features(
-        mart, keywords, targets, lookback=settings.windows.lookback, calibration=default_calibration(settings.sites)
+        mart,
+        keywords,
+        targets,
+        lookback=settings.windows.lookback,
+        calibration=default_calibration(settings.sites),
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(args.output)
@@ -57,7 +46,7 @@ def cmd_features_build(args: argparse.Namespace) -> int:
 
 def cmd_score_baseline(args: argparse.Namespace) -> int:
     if args.features is None:
-        return _run_assets(["score_baseline_daily"], args)
+        return run_assets_over_range(["score_baseline_daily"], args)
     from asin_platform.core.score import score_baseline
     from asin_platform.settings import get_settings
 
@@ -72,7 +61,7 @@ def cmd_score_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    return _run_assets(["top_candidates"], args)
+    return run_assets_over_range(["top_candidates"], args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features-build",
         help="build features_daily (warehouse via Dagster, or --mart/--keywords Parquet -> --output)",
     )
-    _range_args(p)
+    _add_range_args(p)
     p.add_argument("--mart", help="mart_timeseries_daily Parquet (file mode)")
     p.add_argument("--keywords", help="fact_keywords Parquet (file mode, optional)")
     p.add_argument("--output", default="artifacts/features_daily.parquet", help="file mode output")
@@ -91,13 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score-baseline",
         help="compute the baseline Explosive Score (warehouse via Dagster, or --features Parquet -> --output)",
     )
-    _range_args(p)
+    _add_range_args(p)
     p.add_argument("--features", help="features_daily Parquet (file mode)")
     p.add_argument("--output", default="artifacts/score_baseline_daily.parquet", help="file mode output")
     p.set_defaults(func=cmd_score_baseline)
 
     p = sub.add_parser(
-        "export-top-candidates", help="write exports/<site>/top_candidates_YYYYMMDD.csv/.parquet for a date range"
+        "export-top-candidates",
+        help="write exports/<site>/top_candidates_YYYYMMDD.csv/.parquet for a date range",
     )
-    _range_args(p)
+    _add_range_args(p)
     p.set_defaults(func=cmd_export)
