@@ -1,8 +1,15 @@
-"""The only wiring: assets, checks, resources, jobs, schedules and sensors."""
+"""The only wiring: assets, checks, resources, jobs, schedules and sensors.
+
+``build_definitions(settings)`` is the one place the Dagster shell reads settings: it builds the
+partitions, every asset and check from them and registers the Settings object as the resource
+``"settings"`` (``dg.ResourceParam[Settings]``), from which assets take their run-time values.
+``defs = build_definitions()`` is the code location (the process-wide settings).
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -11,6 +18,7 @@ from asin_platform.automation import build_automation
 from asin_platform.checks import features as feature_checks
 from asin_platform.checks import ingest as ingest_checks
 from asin_platform.checks import model as model_checks
+from asin_platform.partitions import build_date_site_partitions
 from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import UnifiedApiClient
 from asin_platform.resources.warehouse import Warehouse
@@ -20,7 +28,7 @@ TOKEN_ENV = "ASIN_PLATFORM_API_TOKEN"
 WAREHOUSE_URL_ENV = "ASIN_PLATFORM_WAREHOUSE_URL"
 
 
-def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+def build_resources(settings: Settings) -> dict[str, Any]:
     """Production resources from settings; secrets stay in the environment (EnvVar), so they are
     resolved at run time and never shown in the UI's resource config."""
     limit = settings.rate_limit("unified")
@@ -43,19 +51,23 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     url = dg.EnvVar(WAREHOUSE_URL_ENV) if os.environ.get(WAREHOUSE_URL_ENV) else settings.warehouse_url
     # Keepa reads its key from KEEPA_API_KEY only when a Keepa site is fetched: building it needs none.
     keepa = KeepaClient.from_settings(settings)
-    return {"upstream": upstream, "keepa": keepa, "warehouse": Warehouse(url=url)}
+    return {"upstream": upstream, "keepa": keepa, "warehouse": Warehouse(url=url), "settings": settings}
 
 
-ASSETS = [
-    ingest.raw_payloads,
-    mart.mart_timeseries_daily,
-    features.features_daily,
-    scoring.score_baseline_daily,
-    exports.top_candidates,
-    *training.TRAINING_ASSETS,
-    *inference.INFERENCE_ASSETS,
-]
-CHECKS = [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS, *model_checks.MODEL_CHECKS]
+# In graph order; each exposes build_assets(settings, partitions_def) -> list[dg.AssetsDefinition].
+ASSET_MODULES = (ingest, mart, features, scoring, exports, training, inference)
+
+
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Every asset of the graph, partitioned by ``partitions_def``."""
+    return [asset for module in ASSET_MODULES for asset in module.build_assets(settings, partitions_def)]
+
+
+def build_checks(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[Any]:
+    """Every asset check. The checks modules still build theirs at import from the process-wide
+    settings; they take (settings, partitions_def) once converted (CONTRACTS 2, H-checks)."""
+    return [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS, *model_checks.MODEL_CHECKS]
+
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -65,12 +77,15 @@ ingest_job = dg.define_asset_job(
 
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The code location for ``settings`` (default: the process-wide settings, read here once)."""
     settings = settings or get_settings()
+    partitions_def = build_date_site_partitions(settings)
+    checks = build_checks(settings, partitions_def)
     # Schedules, sensors, alerting and the automation conditions of the daily chain (docs/operations.md).
-    automation = build_automation(ASSETS, CHECKS, settings)
+    automation = build_automation(build_assets(settings, partitions_def), checks, settings)
     return dg.Definitions(
         assets=automation.assets,
-        asset_checks=CHECKS,
+        asset_checks=checks,
         jobs=[ingest_job, *automation.jobs],
         schedules=automation.schedules,
         sensors=automation.sensors,
@@ -82,3 +97,14 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
 
 
 defs = build_definitions()
+
+
+def __getattr__(name: str) -> Any:
+    # ASSETS / CHECKS: the lists of the process-wide settings, for tests and tools that take them
+    # whole; built on access so importing this module reads settings only for `defs`.
+    if name in ("ASSETS", "CHECKS"):
+        settings = get_settings()
+        partitions_def = build_date_site_partitions(settings)
+        build = build_assets if name == "ASSETS" else build_checks
+        return build(settings, partitions_def)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

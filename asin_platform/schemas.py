@@ -426,12 +426,14 @@ def _describe_failures(table_name: str, failures: pl.DataFrame) -> list[str]:
         elif check == "column_in_schema":
             lines.append(f"{table_name}: unexpected column(s) {shown}")
         elif check.startswith("dtype("):
-            lines.append(f"{table_name}.{column}: dtype is {shown}, expected {check[len('dtype('):-1]}")
+            lines.append(f"{table_name}.{column}: dtype is {shown}, expected {check[len('dtype(') : -1]}")
         elif check == "not_nullable":
             lines.append(f"{table_name}.{column}: {n} null value(s){where}")
         elif check in ("multiple_fields_uniqueness", "field_uniqueness"):
             key = TABLES[table_name].key if table_name in TABLES else ()
-            lines.append(f"{table_name}: {n} row(s) share their key {key} with another row{where}, e.g. {shown}")
+            lines.append(
+                f"{table_name}: {n} row(s) share their key {key} with another row{where}, e.g. {shown}"
+            )
         elif context == "DataFrameSchema":
             lines.append(f"{table_name}: {n} row(s) fail {check}{where}, e.g. {shown}")
         else:

@@ -55,6 +55,23 @@ class RetryPolicy(_Model):
     max_delay: float = Field(30.0, gt=0)
 
 
+# --- Dagster retry of the assets that call the upstream API (H-shell) ----------------------------
+class AssetRetry(_Model):
+    """Dagster ``RetryPolicy`` of the assets that call the upstream API: a run whose fetch failed for
+    good (the upstream was down longer than the per-request retries wait) is re-run after a pause, so
+    a transient outage heals without a person. Requests already stored are fetched again: a partition
+    is replaced whole, never half-kept."""
+
+    max_retries: int = Field(2, ge=0, description="re-runs of a failed step (0: none)")
+    delay: float = Field(60.0, ge=0, description="seconds before the first re-run")
+    backoff: Literal["exponential", "linear"] = Field(
+        "exponential", description="how the delay grows with each further re-run"
+    )
+    jitter: Literal["plus_minus", "full", "none"] = Field(
+        "plus_minus", description="random spread of the delay, so retried runs do not hit the API together"
+    )
+
+
 class Windows(_Model):
     lookback: int = Field(30, ge=7, description="days of history behind each feature row")
     horizon: int = Field(30, ge=1, description="label horizon H in days")
@@ -206,6 +223,7 @@ class Settings(_Model):
         }
     )
     retry_policy: RetryPolicy = RetryPolicy()
+    asset_retry: AssetRetry = AssetRetry()
     windows: Windows = Windows()
     thresholds: Thresholds = Thresholds()
     upstream: UpstreamSettings = UpstreamSettings()

@@ -12,9 +12,9 @@ import pandas as pd
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
-from asin_platform.partitions import date_site_partitions, partitions_of_context
+from asin_platform.partitions import partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:
@@ -107,18 +107,26 @@ def _markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(
-    partitions_def=date_site_partitions,
-    deps=["score_baseline_daily", "dim_asin"],
-    group_name="exports",
-    kinds={"pandas", "csv", "parquet"},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    tags={"layer": "exports"},
-)
-def top_candidates(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``top_candidates`` over ``partitions_def`` (size and directory come from the settings resource)."""
+    return [
+        dg.asset(
+            name="top_candidates",
+            partitions_def=partitions_def,
+            deps=["score_baseline_daily", "dim_asin"],
+            group_name="exports",
+            kinds={"pandas", "csv", "parquet"},
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            tags={"layer": "exports"},
+        )(top_candidates)
+    ]
+
+
+def top_candidates(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
+) -> dg.MaterializeResult:
     """The day's top candidates per site (title, brand, category, BSR, price, reviews, score and
     reason) as exports/<site>/top_candidates_YYYYMMDD.csv and .parquet, for BI users."""
-    settings = get_settings()
     metadata: dict[str, Any] = {}
     paths = []
     with warehouse.session():

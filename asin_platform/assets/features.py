@@ -8,10 +8,9 @@ import polars as pl
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.features import build_features
 from asin_platform.core.sales import default_calibration
-from asin_platform.partitions import date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.schemas import FEATURES_DAILY
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 KEY_COLUMNS = ("site", "date", "asin", "category_id")
 
@@ -25,16 +24,25 @@ def null_rates(frame: pl.DataFrame) -> dict[str, float]:
     return dict(zip(features, (float(v) for v in row), strict=True))
 
 
-@dg.asset(
-    partitions_def=date_site_partitions,
-    deps=["mart_timeseries_daily", "fact_keywords"],
-    group_name="features",
-    kinds={"polars", "table"},
-    # One run per site over the whole date range: the features of many days are one polars plan.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    tags={"layer": "features"},
-)
-def features_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``features_daily`` over ``partitions_def`` (run-time values come from the settings resource)."""
+    return [
+        dg.asset(
+            name="features_daily",
+            partitions_def=partitions_def,
+            deps=["mart_timeseries_daily", "fact_keywords"],
+            group_name="features",
+            kinds={"polars", "table"},
+            # One run per site over the whole date range: the features of many days are one polars plan.
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            tags={"layer": "features"},
+        )(features_daily)
+    ]
+
+
+def features_daily(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
+) -> dg.MaterializeResult:
     """Rolling features per (site, date, ASIN) from the calendar window ending on the date.
 
     BSR trend (log-BSR OLS slopes over 7/14/30 days, category percentile changes), estimated
@@ -42,7 +50,6 @@ def features_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     rating, offers, keyword ranks, listing quality and age. Missing days stay missing: a window
     is a span of calendar days, never "the last N rows". Definitions: docs/features.md.
     """
-    settings = get_settings()
     lookback = settings.windows.lookback
     calibration = default_calibration(settings.sites)
     written: list[pl.DataFrame] = []

@@ -16,9 +16,9 @@ import polars as pl
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, predict_with
 from asin_platform.core.ranker import LATEST, load_model
-from asin_platform.partitions import date_site_partitions, partitions_of_context
+from asin_platform.partitions import partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 EXPORT_TOP = 100  # rows per (site, date) in the export file, as the baseline's top candidates
 
@@ -31,19 +31,27 @@ def export_frame(warehouse: Warehouse, site: str, day: Any, limit: int = EXPORT_
     )
 
 
-@dg.asset(
-    partitions_def=date_site_partitions,
-    deps=["features_daily", "ranker_model", "dim_asin"],
-    group_name="model",
-    kinds={"lightgbm", "table", "csv", "parquet"},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    tags={"layer": "inference"},
-)
-def predictions_rank_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``predictions_rank_daily`` over ``partitions_def`` (directories come from the settings resource)."""
+    return [
+        dg.asset(
+            name="predictions_rank_daily",
+            partitions_def=partitions_def,
+            deps=["features_daily", "ranker_model", "dim_asin"],
+            group_name="model",
+            kinds={"lightgbm", "table", "csv", "parquet"},
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            tags={"layer": "inference"},
+        )(predictions_rank_daily)
+    ]
+
+
+def predictions_rank_daily(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
+) -> dg.MaterializeResult:
     """Model score of every ASIN of the (date, site) and its rank in the site and in its category
     (1 = most likely to explode), with the model version; joinable with dim_asin on (site, asin).
     Exported as exports/<site>/pred_rank_daily_YYYYMMDD.csv/.parquet beside top_candidates."""
-    settings = get_settings()
     try:
         model = load_model(Path(settings.artifacts_dir) / "models", LATEST)
     except FileNotFoundError as exc:
@@ -90,6 +98,3 @@ def predictions_rank_daily(context: dg.AssetExecutionContext, warehouse: Warehou
             "top_10": dg.MetadataValue.md("\n".join(lines)),
         }
     )
-
-
-INFERENCE_ASSETS = [predictions_rank_daily]

@@ -12,31 +12,51 @@ import dagster as dg
 import polars as pl
 
 from asin_platform.core.raw import payload_frame
-from asin_platform.partitions import DateSite, date_site_partitions, partitions_of_context
+from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import DayFetch, UpstreamClient
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import Settings, get_settings
-
-_settings = get_settings()
+from asin_platform.settings import Settings
 
 
-@dg.asset(
-    partitions_def=date_site_partitions,
-    group_name="ingest",
-    kinds={"python", "httpx"},
-    # One shared pool for every run that calls the API: concurrent runs (backfills, retries)
-    # cannot overrun the per-token quota together. Limit it with `dagster instance concurrency`.
-    pool=_settings.api_pool,
-    # Several days of one site per run: per-run overhead is seconds, a day's fetch is not.
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
-    tags={"layer": "raw"},
-)
+def retry_policy(settings: Settings) -> dg.RetryPolicy | None:
+    """The Dagster retry policy of the assets that call the API (settings ``asset_retry``)."""
+    retry = settings.asset_retry
+    if retry.max_retries == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=retry.max_retries,
+        delay=retry.delay,
+        backoff=dg.Backoff.EXPONENTIAL if retry.backoff == "exponential" else dg.Backoff.LINEAR,
+        jitter=None if retry.jitter == "none" else dg.Jitter(retry.jitter.upper()),
+    )
+
+
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``raw_payloads`` over ``partitions_def``, in the settings' API pool and with their retry policy."""
+    return [
+        dg.asset(
+            name="raw_payloads",
+            partitions_def=partitions_def,
+            group_name="ingest",
+            kinds={"python", "httpx"},
+            # One shared pool for every run that calls the API: concurrent runs (backfills, retries)
+            # cannot overrun the per-token quota together. Limit it with `dagster instance concurrency`.
+            pool=settings.api_pool,
+            retry_policy=retry_policy(settings),
+            # Several days of one site per run: per-run overhead is seconds, a day's fetch is not.
+            backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
+            tags={"layer": "raw"},
+        )(raw_payloads)
+    ]
+
+
 def raw_payloads(
     context: dg.AssetExecutionContext,
     upstream: UpstreamClient,
     keepa: KeepaClient,
     warehouse: Warehouse,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Every upstream response for the partition's site and day, stored as received.
 
@@ -45,7 +65,6 @@ def raw_payloads(
     it (docs/upstream_api.md, "Keepa"). Each body is kept with its source, endpoint, params, status,
     fetch time and hash, so the mart can be rebuilt without calling the API again. Requests that
     fail after the retry budget are stored too (with the error), never dropped."""
-    settings = get_settings()  # read at run time: a site's source is configuration, not code
     totals: dict[str, float] = {}
     per_partition: list[str] = []
     with warehouse.session():

@@ -8,9 +8,8 @@ import dagster as dg
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.parsers import parse_payloads
 from asin_platform.core.standardise import StandardiseResult, standardise
-from asin_platform.partitions import date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import Settings, get_settings
+from asin_platform.settings import Settings
 
 MART_TABLES = ("mart_timeseries_daily", "fact_reviews", "fact_keywords", "quarantine")
 
@@ -57,16 +56,24 @@ _specs = [
 ]
 
 
-@dg.multi_asset(
-    specs=_specs,
-    partitions_def=date_site_partitions,
-    can_subset=False,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-)
-def mart_timeseries_daily(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The mart multi-asset over ``partitions_def`` (run-time values come from the settings resource)."""
+    return [
+        dg.multi_asset(
+            name="mart_timeseries_daily",
+            specs=_specs,
+            partitions_def=partitions_def,
+            can_subset=False,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+        )(mart_timeseries_daily)
+    ]
+
+
+def mart_timeseries_daily(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
+):
     """Parse, deduplicate, flag and validate the partition's raw payloads into the mart tables,
     replacing each (site, date) slice of every table in one transaction."""
-    settings = get_settings()
     with warehouse.session():
         reports = _standardise_segments(context, warehouse, settings)
 

@@ -5,25 +5,32 @@ import polars as pl
 
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.score import score_baseline
-from asin_platform.partitions import date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 
-@dg.asset(
-    partitions_def=date_site_partitions,
-    deps=["features_daily"],
-    group_name="features",
-    kinds={"polars", "table"},
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    tags={"layer": "score"},
-)
-def score_baseline_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """``score_baseline_daily`` over ``partitions_def`` (weights come from the settings resource)."""
+    return [
+        dg.asset(
+            name="score_baseline_daily",
+            partitions_def=partitions_def,
+            deps=["features_daily"],
+            group_name="features",
+            kinds={"polars", "table"},
+            backfill_policy=dg.BackfillPolicy.single_run(),
+            tags={"layer": "score"},
+        )(score_baseline_daily)
+    ]
+
+
+def score_baseline_daily(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
+) -> dg.MaterializeResult:
     """Baseline Explosive Score: robust z-scores ((x - median) / (1.4826 * MAD)) per site x
     category, combined with the weights of settings.score_weights; ``reason`` holds every
     component's z and weight, and categories too small for a stable MAD fall back to the site.
     Ranked in category and in site (1 = most explosive)."""
-    settings = get_settings()
     scored: list[pl.DataFrame] = []
     with warehouse.session():
         for site, start, end in site_segments(context):

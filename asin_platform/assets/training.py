@@ -41,7 +41,7 @@ from asin_platform.core.ranker import (
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import Settings, get_settings
+from asin_platform.settings import Settings
 
 RANKERS = {
     "model": "model_score",
@@ -80,20 +80,16 @@ class TrainSamplesConfig(dg.Config):
     sample_every: int = 1  # keep every n-th reference date (a long window at lower cost)
 
 
-@dg.asset(
-    deps=["features_daily", "mart_timeseries_daily"],
-    group_name="model",
-    kinds={"polars", "lightgbm", "table"},
-    tags={"layer": "model"},
-)
 def train_samples(
-    context: dg.AssetExecutionContext, config: TrainSamplesConfig, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    config: TrainSamplesConfig,
+    warehouse: Warehouse,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Supervised samples (bin / rank / reg) over the configured window: features of each
     reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
     train / valid / test split with an embargo of >= H days between them. Written to the
     train_samples_{bin,rank,reg} tables and as Parquet under <artifacts_dir>/samples."""
-    settings = get_settings()
     w, t = settings.windows, settings.thresholds
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
@@ -196,20 +192,16 @@ def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
     return encoded
 
 
-@dg.asset(
-    deps=["train_samples"],
-    group_name="model",
-    kinds={"lightgbm"},
-    tags={"layer": "model"},
-)
 def ranker_model(
-    context: dg.AssetExecutionContext, config: RankerModelConfig, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    config: RankerModelConfig,
+    warehouse: Warehouse,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """LightGBM lambdarank over (site, date) queries, early-stopped on validation NDCG@20, saved as
     <artifacts_dir>/models/<version>/model.txt + card.json. Promoted to `latest` (what predictions
     use) only if it beats the baseline Explosive Score on validation. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
-    settings = get_settings()
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
         raise dg.Failure("train_samples_rank is empty: materialise train_samples first")
@@ -336,19 +328,15 @@ def evaluate_model(
     return pl.concat(parts)
 
 
-@dg.asset(
-    deps=["ranker_model", "train_samples"],
-    group_name="model",
-    kinds={"polars", "table"},
-    tags={"layer": "model"},
-)
 def model_evaluation(
-    context: dg.AssetExecutionContext, config: ModelEvaluationConfig, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    config: ModelEvaluationConfig,
+    warehouse: Warehouse,
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """NDCG / precision / recall @10/20/50 of the newest model beside the baseline Explosive
     Score, a random ranking and the simulator oracle, on the validation and the test split, over
     the queries (site x date) with at least one positive. Upserted into model_evaluation."""
-    settings = get_settings()
     try:
         model = load_model(models_dir(settings), LAST_TRAINED)
     except FileNotFoundError as exc:
@@ -383,4 +371,16 @@ def model_evaluation(
     return dg.MaterializeResult(metadata=metadata)
 
 
-TRAINING_ASSETS = [train_samples, ranker_model, model_evaluation]
+def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The unpartitioned model assets (``partitions_def`` is not used: a model spans many partitions;
+    run-time values come from the settings resource)."""
+    model = {"group_name": "model", "tags": {"layer": "model"}}
+    return [
+        dg.asset(
+            deps=["features_daily", "mart_timeseries_daily"], kinds={"polars", "lightgbm", "table"}, **model
+        )(train_samples),
+        dg.asset(deps=["train_samples"], kinds={"lightgbm"}, **model)(ranker_model),
+        dg.asset(deps=["ranker_model", "train_samples"], kinds={"polars", "table"}, **model)(
+            model_evaluation
+        ),
+    ]

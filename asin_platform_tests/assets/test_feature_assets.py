@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 
 from asin_platform.assets.exports import EXPORT_SCHEMA
-from asin_platform.definitions import ASSETS, CHECKS
+from asin_platform.definitions import ASSETS, CHECKS, build_definitions
 from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import range_tags, selection_with_checks
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings, get_settings
 
 SITE = "UK"
 FIRST, LAST = date(2025, 2, 1), date(2025, 3, 12)
@@ -33,7 +33,12 @@ def _materialize(warehouse: Warehouse, keys: list[str], *, partition_key=None, t
     return dg.materialize(
         [*ASSETS, *CHECKS],
         selection=selection_with_checks(keys),
-        resources={"upstream": _client(), "keepa": KeepaClient(), "warehouse": warehouse},
+        resources={
+            "upstream": _client(),
+            "keepa": KeepaClient(),
+            "warehouse": warehouse,
+            "settings": get_settings(),
+        },
         partition_key=partition_key,
         tags=tags or {},
         raise_on_error=False,
@@ -101,6 +106,26 @@ def test_features_score_and_export_for_a_day(warehouse_copy: Warehouse, tmp_path
     assert "| rank | asin |" in metadata["top_10"].value
     assert metadata["bsr_trajectories"].value.startswith("![BSR trajectories](data:image/png;base64,")
     assert (tmp_path / "exports" / SITE / f"top_candidates_{day:%Y%m%d}_bsr.png").exists()
+
+
+def test_settings_passed_to_build_definitions_reach_the_assets(
+    warehouse_copy: Warehouse, tmp_path: Path
+) -> None:
+    """A Settings object given to build_definitions is what the assets use at run time, not the
+    process-wide settings (which point the exports at tmp_path/exports here)."""
+    settings = Settings(top_candidates=7, exports_dir=tmp_path / "custom_exports")
+    defs = build_definitions(settings)
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=selection_with_checks(FEATURE_ASSETS),
+        resources={**defs.resources, "upstream": _client(), "warehouse": warehouse_copy},
+        partition_key=f"{LAST}|{SITE}",
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    exported = pl.read_csv(tmp_path / "custom_exports" / SITE / f"top_candidates_{LAST:%Y%m%d}.csv")
+    assert exported["rank"].to_list() == [1, 2, 3, 4, 5, 6, 7]
+    assert not (tmp_path / "exports").exists()
 
 
 def test_ranged_backfill_equals_partition_by_partition(ingested: Path, tmp_path: Path) -> None:

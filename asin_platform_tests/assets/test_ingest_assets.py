@@ -13,6 +13,7 @@ from asin_platform.definitions import ASSETS, CHECKS
 from asin_platform.resources.keepa import KeepaClient
 from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.runner import range_tags, selection_with_checks
+from asin_platform.settings import get_settings
 from asin_platform.simulator import Market, MarketConfig
 
 DAY = date(2025, 3, 10)
@@ -32,7 +33,12 @@ def _materialize(warehouse, client, *, partition_key: str | None = None, tags=No
     return dg.materialize(
         [*ASSETS, *CHECKS],
         selection=selection_with_checks(["raw_payloads", "mart_timeseries_daily"]),
-        resources={"upstream": client, "keepa": KeepaClient(), "warehouse": warehouse},
+        resources={
+            "upstream": client,
+            "keepa": KeepaClient(),
+            "warehouse": warehouse,
+            "settings": get_settings(),
+        },
         partition_key=partition_key,
         tags=tags or {},
         raise_on_error=False,

@@ -70,6 +70,7 @@ def _materialize(warehouse, *, keepa: SimulatedKeepaClient | None = None, **run)
             "upstream": SimulatedUpstreamClient(sim_asins_per_site=N_ASINS, sim_sites=SITES),
             "keepa": keepa or SimulatedKeepaClient(sim_asins_per_site=N_ASINS, sim_sites=SITES),
             "warehouse": warehouse,
+            "settings": get_settings(),
         },
         raise_on_error=False,
         instance=dg.DagsterInstance.ephemeral(),

@@ -12,11 +12,11 @@ import polars as pl
 import pytest
 
 import asin_platform.assets.training as training
-from asin_platform.assets.inference import predictions_rank_daily
-from asin_platform.assets.training import TRAINING_ASSETS
+from asin_platform.assets import inference
 from asin_platform.checks.model import MODEL_CHECKS
 from asin_platform.core.ranker import LAST_TRAINED, LATEST
 from asin_platform.core.score import score_baseline
+from asin_platform.partitions import build_date_site_partitions
 from asin_platform.schemas import DIM_ASIN
 from asin_platform.settings import get_settings
 from asin_platform_tests.core.test_labels import sim_features, sim_market, sim_mart
@@ -67,11 +67,17 @@ def _seed(warehouse) -> pl.Series:
 
 def _run(warehouse, selection: list, partition_key: str | None = None):
     # config only for the selected assets (Dagster rejects entries for ops outside the run)
+    settings = get_settings()
+    partitions = build_date_site_partitions(settings)
     run_config = {"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if k in selection}}
     return dg.materialize(
-        [*TRAINING_ASSETS, predictions_rank_daily, *MODEL_CHECKS],
+        [
+            *training.build_assets(settings, partitions),
+            *inference.build_assets(settings, partitions),
+            *MODEL_CHECKS,
+        ],
         selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
-        resources={"warehouse": warehouse},
+        resources={"warehouse": warehouse, "settings": settings},
         partition_key=partition_key,
         run_config=run_config,
         raise_on_error=False,
