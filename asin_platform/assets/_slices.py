@@ -1,11 +1,14 @@
-"""Helpers shared by the partitioned assets: which (site, date span) slices a run owns."""
+"""Which (site, date span) slices a run owns, and the one way a partitioned asset writes them."""
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import dagster as dg
+import polars as pl
 
 from asin_platform.partitions import partitions_of_context
+from asin_platform.resources.warehouse import Warehouse
 
 
 def contiguous_segments(days: list[date]) -> list[tuple[date, date]]:
@@ -25,3 +28,21 @@ def site_segments(context: dg.AssetExecutionContext) -> list[tuple[str, date, da
     for part in partitions_of_context(context):
         by_site[part.site].append(part.day)
     return [(site, a, b) for site, days in sorted(by_site.items()) for a, b in contiguous_segments(days)]
+
+
+def write_segments(
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    table: str,
+    build: Callable[[str, date, date], pl.DataFrame],
+) -> pl.DataFrame:
+    """Build the rows of every contiguous (site, days) slice of the run and replace that slice of
+    ``table`` (one transaction each: a re-run replaces a slice whole, never half). Returns every row
+    written, for the partitions' metadata."""
+    written = []
+    for site, start, end in site_segments(context):
+        frame = build(site, start, end)
+        rows = warehouse.replace_slices(table, frame, sites=[site], start=start, end=end)
+        context.log.info(f"{table} {site} {start}..{end}: {rows} rows")
+        written.append(frame)
+    return pl.concat(written, how="vertical")

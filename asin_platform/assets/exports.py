@@ -12,7 +12,8 @@ import pandas as pd
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
-from asin_platform.partitions import partitions_of_context
+from asin_platform.assets._metadata import metadata_table
+from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 
@@ -90,23 +91,6 @@ def bsr_trajectory_png(history: pl.DataFrame, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _markdown_table(frame: pl.DataFrame) -> str:
-    head = frame.head(10)
-    lines = [
-        "| rank | asin | title | brand | category | BSR | price | reviews | score |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in head.iter_rows(named=True):
-        title = (r["title"] or "")[:40].replace("|", "/")
-        lines.append(
-            f"| {r['rank']} | {r['asin']} | {title} | {r['brand'] or ''} | {r['category_id']} "
-            f"| {r['bsr_root'] if r['bsr_root'] is not None else ''} "
-            f"| {r['price'] if r['price'] is not None else ''} | {r['review_count'] or 0} "
-            f"| {r['explosive_score']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``top_candidates`` over ``partitions_def`` (size and directory come from the settings resource)."""
     return [
@@ -126,46 +110,66 @@ def top_candidates(
     context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
     """The day's top candidates per site (title, brand, category, BSR, price, reviews, score and
-    reason) as exports/<site>/top_candidates_YYYYMMDD.csv and .parquet, for BI users."""
-    metadata: dict[str, Any] = {}
-    paths = []
-    with warehouse.session():
-        for part in partitions_of_context(context):
-            frame = top_candidates_frame(warehouse, part.site, part.day, settings.top_candidates)
-            pandas_frame = frame.to_pandas()
-            check = dg.check_dagster_type(TopCandidatesFrame, pandas_frame)
-            if not check.success:
-                raise dg.Failure(
-                    f"top candidates of {part.key} break the export contract: {check.description}"
-                )
-            out_dir = Path(settings.exports_dir) / part.site
-            out_dir.mkdir(parents=True, exist_ok=True)
-            stem = out_dir / f"top_candidates_{part.day:%Y%m%d}"
-            frame.write_csv(stem.with_suffix(".csv"))
-            frame.write_parquet(stem.with_suffix(".parquet"))
-            paths.append(str(stem.with_suffix(".csv")))
-            metadata = {**check.metadata, "path": str(stem.with_suffix(".csv"))}
-            metadata["top_10"] = dg.MetadataValue.md(_markdown_table(frame))
-            context.log.info(f"{part.site} {part.day}: {frame.height} candidates -> {stem}.csv/.parquet")
+    reason) as `exports/<site>/top_candidates_YYYYMMDD.csv` and `.parquet`, for BI users.
 
-        # The plot is for the newest partition of the run: that is the one a person looks at.
-        last = partitions_of_context(context)[-1]
-        top10 = top_candidates_frame(warehouse, last.site, last.day, 10)["asin"].to_list()
-        history = warehouse.read(
-            "mart_timeseries_daily",
-            sites=[last.site],
-            start=last.day - timedelta(days=29),
-            end=last.day,
-            asins=top10,
-            columns=["asin", "date", "bsr_root"],
-        ).drop_nulls("bsr_root")
-        if history.height:
-            png = bsr_trajectory_png(history, f"BSR of the top 10, {last.site}, 30 days to {last.day}")
-            plot_path = Path(settings.exports_dir) / last.site / f"top_candidates_{last.day:%Y%m%d}_bsr.png"
-            plot_path.write_bytes(png)
-            encoded = base64.b64encode(png).decode()
-            metadata["bsr_trajectories"] = dg.MetadataValue.md(
-                f"![BSR trajectories](data:image/png;base64,{encoded})"
-            )
-    metadata["files"] = len(paths)
-    return dg.MaterializeResult(metadata=metadata)
+    Each partition's metadata describes that partition's file and its top 10; the BSR plot of the
+    top 10 is drawn for the newest day of each site in the run only (a plot costs ~0.2 s)."""
+    runs = partitions_of_context(context)
+    newest = {part.site: part for part in runs}  # sorted by (site, day): the last one per site wins
+    with warehouse.session():
+        for part in runs:
+            metadata = _export_partition(warehouse, settings, part)
+            if newest[part.site] == part:
+                metadata.update(_bsr_plot(warehouse, settings, part))
+            context.add_asset_metadata(metadata, partition_key=part.key)
+            context.log.debug(f"{part.site} {part.day}: {metadata['rows']} candidates -> {metadata['path']}")
+    context.log.info(f"top_candidates: {len(runs)} files under {settings.exports_dir}")
+    return dg.MaterializeResult()
+
+
+TOP_10_COLUMNS = [
+    "rank",
+    "asin",
+    "title",
+    "brand",
+    "category_id",
+    "bsr_root",
+    "price",
+    "review_count",
+    "explosive_score",
+]
+
+
+def _export_partition(warehouse: Warehouse, settings: Settings, part: DateSite) -> dict[str, Any]:
+    """Write one (date, site)'s CSV and Parquet; its metadata (typed summary, path, top 10)."""
+    frame = top_candidates_frame(warehouse, part.site, part.day, settings.top_candidates)
+    check = dg.check_dagster_type(TopCandidatesFrame, frame.to_pandas())
+    if not check.success:
+        raise dg.Failure(f"top candidates of {part.key} break the export contract: {check.description}")
+    out_dir = Path(settings.exports_dir) / part.site
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"top_candidates_{part.day:%Y%m%d}"
+    frame.write_csv(stem.with_suffix(".csv"))
+    frame.write_parquet(stem.with_suffix(".parquet"))
+    top = frame.head(10).select(TOP_10_COLUMNS).with_columns(pl.col("title").str.slice(0, 40))
+    return {**check.metadata, "path": str(stem.with_suffix(".csv")), "top_10": metadata_table(top, digits=2)}
+
+
+def _bsr_plot(warehouse: Warehouse, settings: Settings, part: DateSite) -> dict[str, Any]:
+    """The top 10's BSR over the 30 days to the partition's day, as a PNG beside the export."""
+    top10 = top_candidates_frame(warehouse, part.site, part.day, 10)["asin"].to_list()
+    history = warehouse.read(
+        "mart_timeseries_daily",
+        sites=[part.site],
+        start=part.day - timedelta(days=29),
+        end=part.day,
+        asins=top10,
+        columns=["asin", "date", "bsr_root"],
+    ).drop_nulls("bsr_root")
+    if history.is_empty():
+        return {}
+    png = bsr_trajectory_png(history, f"BSR of the top 10, {part.site}, 30 days to {part.day}")
+    plot_path = Path(settings.exports_dir) / part.site / f"top_candidates_{part.day:%Y%m%d}_bsr.png"
+    plot_path.write_bytes(png)
+    encoded = base64.b64encode(png).decode()
+    return {"bsr_trajectories": dg.MetadataValue.md(f"![BSR trajectories](data:image/png;base64,{encoded})")}

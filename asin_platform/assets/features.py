@@ -1,15 +1,15 @@
 """Feature layer: ``mart_timeseries_daily`` + ``fact_keywords`` -> ``features_daily``."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._slices import site_segments
+from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition, metadata_table
+from asin_platform.assets._slices import write_segments
 from asin_platform.core.features import build_features
 from asin_platform.core.sales import default_calibration
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.schemas import FEATURES_DAILY
 from asin_platform.settings import Settings
 
 KEY_COLUMNS = ("site", "date", "asin", "category_id")
@@ -52,30 +52,26 @@ def features_daily(
     """
     lookback = settings.windows.lookback
     calibration = default_calibration(settings.sites)
-    written: list[pl.DataFrame] = []
+
+    def build(site: str, start: date, end: date) -> pl.DataFrame:
+        history_start = start - timedelta(days=lookback)
+        mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end)
+        keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end)
+        days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        return build_features(mart.lazy(), keywords.lazy(), days, lookback=lookback, calibration=calibration)
+
     with warehouse.session():
-        for site, start, end in site_segments(context):
-            history_start = start - timedelta(days=lookback)
-            mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end)
-            keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end)
-            days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-            frame = build_features(
-                mart.lazy(), keywords.lazy(), days, lookback=lookback, calibration=calibration
-            )
-            rows = warehouse.replace_slices("features_daily", frame, sites=[site], start=start, end=end)
-            context.log.info(f"{site} {start}..{end}: {rows} feature rows from {mart.height} mart rows")
-            written.append(frame)
-    frame = pl.concat(written) if written else FEATURES_DAILY.empty()
-    rates = null_rates(frame)
-    table = "\n".join(
-        ["| feature | null rate |", "|---|---|"] + [f"| `{k}` | {v:.1%} |" for k, v in rates.items()]
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "rows": frame.height,
-            "asins": frame["asin"].n_unique() if frame.height else 0,
-            "features": len(rates),
-            "null_rates": dg.MetadataValue.md(table),
-            "lookback_days": lookback,
+        frame = write_segments(context, warehouse, "features_daily", build)
+    features = [c for c in frame.columns if c not in KEY_COLUMNS]
+    rates = figures_by_partition(frame, [(pl.col(c).null_count() / pl.len()).alias(c) for c in features])
+    counts = figures_by_partition(frame, [pl.len().alias("rows"), pl.col("asin").n_unique().alias("asins")])
+    figures = {
+        part: {
+            **counts[part],
+            "null_rates": metadata_table(pl.DataFrame({"feature": list(r), "null_rate": list(r.values())})),
         }
-    )
+        for part, r in rates.items()
+    }
+    add_partition_metadata(context, figures, empty={"rows": 0, "asins": 0})
+    context.log.info(f"features run total: {frame.height} rows")
+    return dg.MaterializeResult(metadata={"features": len(features), "lookback_days": lookback})

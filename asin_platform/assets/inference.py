@@ -7,19 +7,22 @@ baseline's top candidates as ``exports/<site>/pred_rank_daily_YYYYMMDD.csv|.parq
 through ``vw_pred_rank_daily`` (title, brand, category path, BSR, price, baseline score and rank).
 """
 
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._slices import site_segments
-from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, predict_with
+from asin_platform.assets._metadata import figures_by_partition, metadata_table
+from asin_platform.assets._slices import write_segments
+from asin_platform.core.predict import predict_with
 from asin_platform.core.ranker import LATEST, load_model
 from asin_platform.partitions import partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 
+TOP_10_COLUMNS = ["rank_in_site", "asin", "title", "category_id", "model_score", "baseline_rank_in_site"]
 EXPORT_TOP = 100  # rows per (site, date) in the export file, as the baseline's top candidates
 
 
@@ -51,21 +54,18 @@ def predictions_rank_daily(
 ) -> dg.MaterializeResult:
     """Model score of every ASIN of the (date, site) and its rank in the site and in its category
     (1 = most likely to explode), with the model version; joinable with dim_asin on (site, asin).
-    Exported as exports/<site>/pred_rank_daily_YYYYMMDD.csv/.parquet beside top_candidates."""
+    Exported as `exports/<site>/pred_rank_daily_YYYYMMDD.csv` and `.parquet` beside top_candidates.
+    Each partition's metadata holds its own row count, file and top 10."""
     try:
         model = load_model(Path(settings.artifacts_dir) / "models", LATEST)
     except FileNotFoundError as exc:
         raise dg.Failure(f"no promoted model: materialise ranker_model first ({exc})") from exc
-    written: list[pl.DataFrame] = []
-    for site, start, end in site_segments(context):
-        features = warehouse.read("features_daily", sites=[site], start=start, end=end)
-        frame = predict_with(model, features)
-        rows = warehouse.replace_slices("predictions_rank_daily", frame, sites=[site], start=start, end=end)
-        context.log.info(f"{site} {start}..{end}: {rows} predictions with model {model.version}")
-        written.append(frame)
-    frame = pl.concat(written) if written else PREDICTIONS_RANK_DAILY.empty()
 
-    files = 0
+    def build(site: str, start: date, end: date) -> pl.DataFrame:
+        return predict_with(model, warehouse.read("features_daily", sites=[site], start=start, end=end))
+
+    frame = write_segments(context, warehouse, "predictions_rank_daily", build)
+    rows = figures_by_partition(frame, [pl.len().alias("rows")])
     for part in partitions_of_context(context):
         export = export_frame(warehouse, part.site, part.day)
         out_dir = Path(settings.exports_dir) / part.site
@@ -73,28 +73,12 @@ def predictions_rank_daily(
         stem = out_dir / f"pred_rank_daily_{part.day:%Y%m%d}"
         export.write_csv(stem.with_suffix(".csv"))
         export.write_parquet(stem.with_suffix(".parquet"))
-        files += 1
-
-    last = partitions_of_context(context)[-1]
-    top = export_frame(warehouse, last.site, last.day, 10)
-    lines = [
-        f"**{last.site} {last.day}**, model {model.version}",
-        "",
-        "| rank | asin | title | category | score | baseline rank |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in top.iter_rows(named=True):
-        title = (r["title"] or "")[:40].replace("|", "/")
-        lines.append(
-            f"| {r['rank_in_site']} | {r['asin']} | {title} | {r['category_id']} | {r['model_score']:.3f} "
-            f"| {r['baseline_rank_in_site'] if r['baseline_rank_in_site'] is not None else ''} |"
-        )
-    return dg.MaterializeResult(
-        metadata={
-            "rows": frame.height,
-            "model_version": model.version,
-            "export_files": files,
-            "exports_dir": str(Path(settings.exports_dir)),
-            "top_10": dg.MetadataValue.md("\n".join(lines)),
+        top = export.head(10).select(TOP_10_COLUMNS).with_columns(pl.col("title").str.slice(0, 40))
+        metadata = {
+            "rows": rows.get(part, {}).get("rows", 0),
+            "path": str(stem.with_suffix(".csv")),
+            "top_10": metadata_table(top, digits=3),
         }
-    )
+        context.add_asset_metadata(metadata, partition_key=part.key)
+    context.log.info(f"predictions run total: {frame.height} rows with model {model.version}")
+    return dg.MaterializeResult(metadata={"model_version": model.version})

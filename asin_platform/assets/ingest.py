@@ -66,40 +66,26 @@ def raw_payloads(
     fetch time and hash, so the mart can be rebuilt without calling the API again. Requests that
     fail after the retry budget are stored too (with the error), never dropped."""
     totals: dict[str, float] = {}
-    per_partition: list[str] = []
     with warehouse.session():
         for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
             frame = _payload_rows(fetched, part, context.run.run_id)
             written = warehouse.replace_slices(
                 "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
             )
-            report = fetched.report.as_metadata()
-            for key, value in report.items():
+            report = fetched.report
+            missing = sum(len(v) for v in report.missing_asins.values())
+            figures = {**report.as_metadata(), "payloads": written, "missing_asins": missing}
+            context.add_asset_metadata(figures, partition_key=part.key)
+            for key, value in figures.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
-            missing = sum(len(v) for v in fetched.report.missing_asins.values())
-            per_partition.append(
-                f"| {part.day} | {part.site} | {fetched.report.source} | {fetched.report.tracked_asins} "
-                f"| {written} | {missing} | {fetched.report.retries} | {fetched.report.failed_requests} |"
-            )
             context.log.info(
-                f"{part.site} {part.day}: {written} payloads, {fetched.report.tracked_asins} tracked ASINs, "
-                f"{missing} missing, {fetched.report.retries} retries, {fetched.report.elapsed_s:.1f}s"
+                f"{part.site} {part.day}: {written} payloads, {report.tracked_asins} tracked ASINs, "
+                f"{missing} missing, {report.retries} retries, {report.elapsed_s:.1f}s"
             )
-    table = "\n".join(
-        [
-            "| date | site | source | tracked ASINs | payloads | missing ASINs | retries | failed requests |",
-            "|---|---|---|---|---|---|---|---|",
-            *per_partition,
-        ]
-    )
-    metadata: dict[str, Any] = {
-        "partitions": len(per_partition),
-        "fetch_report": dg.MetadataValue.md(table),
-        "warehouse": warehouse.describe(),
-    }
-    metadata.update({k: (int(v) if float(v).is_integer() else round(v, 3)) for k, v in totals.items()})
-    return dg.MaterializeResult(metadata=metadata)
+    # Run-wide totals belong to the run, not to any one partition's event.
+    context.log.info("raw_payloads run total: " + ", ".join(f"{k} {v:g}" for k, v in sorted(totals.items())))
+    return dg.MaterializeResult(metadata={"warehouse": warehouse.describe()})
 
 
 def _fetch_partitions(

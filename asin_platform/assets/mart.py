@@ -4,10 +4,13 @@ from collections import defaultdict
 from datetime import date, timedelta
 
 import dagster as dg
+import polars as pl
 
+from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.parsers import parse_payloads
-from asin_platform.core.standardise import StandardiseResult, standardise
+from asin_platform.core.standardise import FLAG_COLUMNS, StandardiseResult, standardise
+from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 
@@ -76,38 +79,55 @@ def mart_timeseries_daily(
     replacing each (site, date) slice of every table in one transaction."""
     with warehouse.session():
         reports = _standardise_segments(context, warehouse, settings)
+    _partition_metadata(context, [result for *_, result in reports])
+    context.log.info(
+        f"mart run total: {sum(r.mart.height for *_, r in reports)} rows, "
+        f"{sum(r.report.quarantined_total for *_, r in reports)} quarantined"
+    )
+    for spec in _specs:
+        yield dg.MaterializeResult(asset_key=spec.key)
 
-    mart_rows = sum(r.mart.height for *_, r in reports)
-    quarantined = sum(r.report.quarantined_total for *_, r in reports)
-    quality = "\n\n".join(f"**{s} {a}..{b}**\n\n{r.report.as_markdown()}" for s, a, b, r in reports)
-    first_report = reports[0][3].report.as_metadata() if len(reports) == 1 else {}
-    yield dg.MaterializeResult(
-        asset_key="mart_timeseries_daily",
-        metadata={
-            "rows": mart_rows,
-            "quarantined": quarantined,
-            "quality_report": dg.MetadataValue.md(quality),
-            **first_report,
-        },
+
+def _partition_metadata(context: dg.AssetExecutionContext, results: list[StandardiseResult]) -> None:
+    """Each (date, site) gets its own rows, coverage and quarantine counts, on every mart table."""
+    slices = pl.concat([r.report.by_slice for r in results])
+    quality = figures_by_partition(
+        slices,
+        [
+            pl.col("mart_rows").sum().alias("rows"),
+            pl.col("tracked_asins").sum(),
+            pl.col("covered_rows").sum(),
+            (pl.col("covered_rows").sum() / pl.col("tracked_asins").sum())
+            .fill_nan(0.0)
+            .round(6)
+            .alias("coverage"),
+            pl.col("duplicates_dropped").sum(),
+            pl.col("quarantined").sum(),
+        ],
     )
-    yield dg.MaterializeResult(
-        asset_key="dim_asin", metadata={"asins_seen": sum(r.dim_asin.height for *_, r in reports)}
-    )
-    yield dg.MaterializeResult(
-        asset_key="fact_reviews", metadata={"rows": sum(r.fact_reviews.height for *_, r in reports)}
-    )
-    yield dg.MaterializeResult(
-        asset_key="fact_keywords", metadata={"rows": sum(r.fact_keywords.height for *_, r in reports)}
-    )
-    yield dg.MaterializeResult(
-        asset_key="quarantine",
-        metadata={
-            "rows": quarantined,
-            "by_reason": dg.MetadataValue.json(
-                _merge_counts(r.report.quarantined_by_reason for *_, r in reports)
-            ),
-        },
-    )
+    mart = pl.concat([r.mart for r in results])
+    flags = figures_by_partition(mart, [pl.col(f).sum().alias(f"invalid.{f}") for f in FLAG_COLUMNS])
+    quality = {part: {**figures, **flags.get(part, {})} for part, figures in quality.items()}
+    empty = {"rows": 0, "tracked_asins": 0, "covered_rows": 0, "coverage": 0.0, "quarantined": 0}
+    add_partition_metadata(context, quality, empty=empty, asset_key="mart_timeseries_daily")
+    counts = {
+        "dim_asin": ([mart], pl.col("asin").n_unique().alias("asins_seen")),
+        "fact_reviews": ([r.fact_reviews for r in results], pl.len().alias("rows")),
+        "fact_keywords": ([r.fact_keywords for r in results], pl.len().alias("rows")),
+    }
+    for key, (frames, figure) in counts.items():
+        figures = figures_by_partition(pl.concat(frames), [figure])
+        add_partition_metadata(context, figures, empty={figure.meta.output_name(): 0}, asset_key=key)
+    quarantine = pl.concat([r.quarantine for r in results]).group_by("site", "date", "reason").len()
+    reasons: dict[DateSite, dict[str, int]] = defaultdict(dict)
+    for site, day, reason, n in quarantine.iter_rows():  # one row per (partition, reason): a handful
+        reasons[DateSite(day, site)][reason] = n
+    by_reason = {
+        part: {"rows": sum(counts.values()), "by_reason": dg.MetadataValue.json(counts)}
+        for part, counts in reasons.items()
+    }
+    empty_quarantine = {"rows": 0, "by_reason": dg.MetadataValue.json({})}
+    add_partition_metadata(context, by_reason, empty=empty_quarantine, asset_key="quarantine")
 
 
 def _standardise_segments(
@@ -145,11 +165,3 @@ def _standardise_segments(
         )
         reports.append((site, start, end, result))
     return reports
-
-
-def _merge_counts(counts) -> dict[str, int]:
-    merged: dict[str, int] = defaultdict(int)
-    for c in counts:
-        for k, v in c.items():
-            merged[k] += int(v)
-    return dict(merged)

@@ -1,9 +1,12 @@
 """Score layer: ``features_daily`` -> ``score_baseline_daily`` (the baseline Explosive Score)."""
 
+from datetime import date
+
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._slices import site_segments
+from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition, top_by_partition
+from asin_platform.assets._slices import write_segments
 from asin_platform.core.score import score_baseline
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -31,34 +34,30 @@ def score_baseline_daily(
     category, combined with the weights of settings.score_weights; ``reason`` holds every
     component's z and weight, and categories too small for a stable MAD fall back to the site.
     Ranked in category and in site (1 = most explosive)."""
-    scored: list[pl.DataFrame] = []
+
+    def build(site: str, start: date, end: date) -> pl.DataFrame:
+        features = warehouse.read("features_daily", sites=[site], start=start, end=end)
+        return score_baseline(features, settings.score_weights, min_category_size=settings.min_category_size)
+
     with warehouse.session():
-        for site, start, end in site_segments(context):
-            features = warehouse.read("features_daily", sites=[site], start=start, end=end)
-            frame = score_baseline(
-                features, settings.score_weights, min_category_size=settings.min_category_size
-            )
-            rows = warehouse.replace_slices("score_baseline_daily", frame, sites=[site], start=start, end=end)
-            fallback = frame.filter(pl.col("scope") == "site").height
-            context.log.info(f"{site} {start}..{end}: scored {rows} ASINs ({fallback} at site level)")
-            scored.append(frame)
-    frame = pl.concat(scored)
-    top = frame.sort("explosive_score", descending=True).head(10)
-    table = "\n".join(
-        ["| date | site | rank | asin | category | score |", "|---|---|---|---|---|---|"]
-        + [
-            f"| {r['date']} | {r['site']} | {r['rank_in_site']} | {r['asin']} | {r['category_id']} "
-            f"| {r['explosive_score']:.2f} |"
-            for r in top.iter_rows(named=True)
-        ]
+        frame = write_segments(context, warehouse, "score_baseline_daily", build)
+    score = pl.col("explosive_score")
+    figures = figures_by_partition(
+        frame,
+        [
+            pl.len().alias("rows"),
+            (pl.col("scope") == "site").sum().alias("site_level_fallback"),
+            score.median().fill_null(0.0).round(4).alias("score_median"),
+            score.quantile(0.99).fill_null(0.0).round(4).alias("score_p99"),
+        ],
     )
-    scores = frame["explosive_score"]
-    return dg.MaterializeResult(
-        metadata={
-            "rows": frame.height,
-            "site_level_fallback": frame.filter(pl.col("scope") == "site").height,
-            "score_median": float(scores.median() or 0.0),
-            "score_p99": float(scores.quantile(0.99) or 0.0),
-            "top_10": dg.MetadataValue.md(table),
-        }
+    top = top_by_partition(
+        frame,
+        by="explosive_score",
+        columns=["date", "site", "rank_in_site", "asin", "category_id", "explosive_score"],
     )
+    figures = {part: {**f, "top_10": top[part]} for part, f in figures.items()}
+    add_partition_metadata(context, figures, empty={"rows": 0, "site_level_fallback": 0})
+    fallback = frame.filter(pl.col("scope") == "site").height
+    context.log.info(f"score run total: {frame.height} ASIN-days scored ({fallback} at site level)")
+    return dg.MaterializeResult()

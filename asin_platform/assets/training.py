@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from asin_platform.assets._metadata import metadata_table
 from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, build_samples
 from asin_platform.core.metrics import (
     DEFAULT_KS,
@@ -26,7 +27,6 @@ from asin_platform.core.metrics import (
     add_baseline_scores,
     add_random_scores,
     compare_rankers,
-    markdown_table,
     oracle_scores,
     ratios,
 )
@@ -55,16 +55,6 @@ def models_dir(settings: Settings) -> Path:
     return Path(settings.artifacts_dir) / "models"
 
 
-def md_table(frame: pl.DataFrame, digits: int = 4) -> str:
-    """A small polars frame as a Markdown table."""
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns)
-    rows = [
-        "| " + " | ".join(f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row) + " |"
-        for row in frame.iter_rows()
-    ]
-    return "\n".join([header, *rows])
-
-
 def _png(fig: Any) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -89,7 +79,7 @@ def train_samples(
     """Supervised samples (bin / rank / reg) over the configured window: features of each
     reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
     train / valid / test split with an embargo of >= H days between them. Written to the
-    train_samples_{bin,rank,reg} tables and as Parquet under <artifacts_dir>/samples."""
+    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts_dir>/samples`."""
     w, t = settings.windows, settings.thresholds
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
@@ -146,7 +136,7 @@ def train_samples(
             "rows_rank": samples.rank.height,
             "rows_reg": samples.reg.height,
             "positives_by_split": dg.MetadataValue.json(positives),
-            "summary": dg.MetadataValue.md(md_table(summary.with_columns(pl.col(pl.Date).cast(pl.Utf8)))),
+            "summary": metadata_table(summary),
             "windows": dg.MetadataValue.json(samples.windows.to_json()),
             "features": len(samples.features),
             "label_definition": dg.MetadataValue.md(
@@ -199,7 +189,7 @@ def ranker_model(
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """LightGBM lambdarank over (site, date) queries, early-stopped on validation NDCG@20, saved as
-    <artifacts_dir>/models/<version>/model.txt + card.json. Promoted to `latest` (what predictions
+    `<artifacts_dir>/models/<version>/model.txt` + `card.json`. Promoted to `latest` (what predictions
     use) only if it beats the baseline Explosive Score on validation. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
     samples = warehouse.read("train_samples_rank")
@@ -254,8 +244,8 @@ def ranker_model(
         "train_rows": trained.rows["train"],
         "valid_ndcg@20": gate["model"],
         "baseline_valid_ndcg@20": gate["baseline"],
-        "valid_metrics": dg.MetadataValue.md(markdown_table(trained.valid_metrics)),
-        "feature_importance": dg.MetadataValue.md(md_table(feature_importance(trained.booster).head(25))),
+        "valid_metrics": metadata_table(trained.valid_metrics),
+        "feature_importance": metadata_table(feature_importance(trained.booster).head(25)),
         "card": dg.MetadataValue.json(card_view),
     }
     curve = _learning_curve_png(trained.history)
@@ -349,22 +339,19 @@ def model_evaluation(
     )
     warehouse.upsert("model_evaluation", stored)
     metadata: dict[str, Any] = {"model_version": model.version, "oracle": oracle is not None}
-    sections = []
     for split in SPLITS[1:]:
         part = table.filter(pl.col("split") == split)
         if part.is_empty():
             continue
         r = ratios(part, "model", k=20)
-        sections.append(
-            f"**{split}** ({part['first_date'][0]}..{part['last_date'][0]})\n\n{markdown_table(part)}"
-        )
+        # the table holds the split's first and last date: each split is one typed table
+        metadata[f"evaluation_{split}"] = metadata_table(part)
         metadata[f"{split}_ndcg@20"] = float(
             part.filter((pl.col("ranker") == "model") & (pl.col("k") == 20))["ndcg"][0]
         )
         metadata[f"{split}_model_vs_baseline_ndcg@20"] = r.get("baseline")
         if "oracle" in r:
             metadata[f"{split}_model_vs_oracle_ndcg@20"] = r["oracle"]
-    metadata["evaluation"] = dg.MetadataValue.md("\n\n".join(sections))
     context.log.info(
         f"evaluated {model.version}: " + ", ".join(f"{k}={v}" for k, v in metadata.items() if "@20" in k)
     )

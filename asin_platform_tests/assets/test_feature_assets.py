@@ -103,7 +103,9 @@ def test_features_score_and_export_for_a_day(warehouse_copy: Warehouse, tmp_path
         m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("top_candidates")
     )
     metadata = export_event.materialization.metadata
-    assert "| rank | asin |" in metadata["top_10"].value
+    top_10 = [r.data for r in metadata["top_10"].records]
+    assert [r["asin"] for r in top_10] == exported["asin"].head(10).to_list()
+    assert [r["rank"] for r in top_10] == list(range(1, 11))
     assert metadata["bsr_trajectories"].value.startswith("![BSR trajectories](data:image/png;base64,")
     assert (tmp_path / "exports" / SITE / f"top_candidates_{day:%Y%m%d}_bsr.png").exists()
 

@@ -183,8 +183,13 @@ def test_ranged_keepa_run_shares_one_budget(sources, warehouse) -> None:
     market = Market(MarketConfig(sites=tuple(SITES), asins_per_site=N_ASINS))
     assert mart.height == sum(len(market.universe("JP", start + timedelta(days=k))) for k in range(3))
     assert set(mart["source"]) == {"keepa"}
-    raw_step = next(
-        e for e in result.get_asset_materialization_events() if e.asset_key.path == ["raw_payloads"]
-    )
-    assert raw_step.materialization.metadata["partitions"].value == 3
-    assert raw_step.materialization.metadata["tokens_consumed"].value > 0
+    raw_events = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path == ["raw_payloads"]
+    ]
+    # one event per day, each with that day's own fetch figures
+    assert sorted(e.partition for e in raw_events) == [f"{start + timedelta(days=k)}|JP" for k in range(3)]
+    for event in raw_events:
+        assert event.metadata["day"].value == event.partition.split("|")[0]
+        assert event.metadata["tokens_consumed"].value > 0

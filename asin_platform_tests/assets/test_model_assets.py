@@ -107,14 +107,20 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
 
     meta = result.asset_materializations_for_node("ranker_model")[0].metadata
     assert meta["model_version"].value == version
-    assert "| feature | gain | splits |" in meta["feature_importance"].value
-    assert "| model |" in meta["valid_metrics"].value
+    importance = meta["feature_importance"]
+    assert [c.name for c in importance.schema.columns] == ["feature", "gain", "splits"]
+    assert len(importance.records) == 25
+    assert "model" in {r.data["ranker"] for r in meta["valid_metrics"].records}
     evaluation = warehouse.read("model_evaluation")
     assert set(evaluation["ranker"]) == {"model", "baseline", "random", "oracle"}
     assert set(evaluation["split"]) == {"valid", "test"} and set(evaluation["k"]) == {10, 20, 50}
     assert (evaluation["queries_kept"] <= evaluation["queries_total"]).all()
     eval_meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
-    assert eval_meta["oracle"].value is True and "| oracle |" in eval_meta["evaluation"].value
+    assert eval_meta["oracle"].value is True
+    for split in ("valid", "test"):
+        rows = [r.data for r in eval_meta[f"evaluation_{split}"].records]
+        assert {r["ranker"] for r in rows} == {"model", "baseline", "random", "oracle"}
+        assert {r["split"] for r in rows} == {split}
 
     day = dates.max()
     predicted = _run(warehouse, ["predictions_rank_daily"], partition_key=f"{day}|US")

@@ -142,7 +142,7 @@ def test_partitioned_asset_shows_date_by_site_partitions_with_status(page, dagst
     assert materialized >= 2 * len(SITES)
     assert re.search(r"Failed \(0\)", body)
     assert page.get_by_text("Materialized", exact=True).count()
-    assert "fetch_report" in body and "tracked_asins" in body
+    assert "missing_asins" in body and "tracked_asins" in body
     _shot(page, "partitions_date_by_site")
 
 
