@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -102,3 +103,14 @@ def test_api_assets_retry_with_the_policy_of_the_settings() -> None:
     assert _asset(defs, "features_daily").op.retry_policy is None
     off = build_definitions(Settings(asset_retry=AssetRetry(max_retries=0)))
     assert _asset(off, "raw_payloads").op.retry_policy is None
+
+
+def test_asset_descriptions_render_as_written() -> None:
+    """The UI renders descriptions as Markdown, where `<site>` outside a code span is an HTML tag and
+    vanishes (`exports//top_candidates_YYYYMMDD.csv`)."""
+    graph = build_definitions(Settings()).resolve_asset_graph()
+    top = graph.get(dg.AssetKey("top_candidates")).description or ""
+    assert "`exports/<site>/top_candidates_YYYYMMDD.csv`" in top
+    for key in graph.get_all_asset_keys():
+        prose = re.sub(r"`[^`]*`", "", graph.get(key).description or "")
+        assert not re.search(r"<[A-Za-z_]\w*>", prose), key.to_user_string()
