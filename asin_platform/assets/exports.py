@@ -114,16 +114,16 @@ def top_candidates(
 
     Each partition's metadata describes that partition's file and its top 10; the BSR plot of the
     top 10 is drawn for the newest day of each site in the run only (a plot costs ~0.2 s)."""
-    runs = partitions_of_context(context)
-    newest = {part.site: part for part in runs}  # sorted by (site, day): the last one per site wins
+    parts = partitions_of_context(context)
+    newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
     with warehouse.session():
-        for part in runs:
+        for part in parts:
             metadata = _export_partition(warehouse, settings, part)
             if newest[part.site] == part:
                 metadata.update(_bsr_plot(warehouse, settings, part))
             context.add_asset_metadata(metadata, partition_key=part.key)
-            context.log.debug(f"{part.site} {part.day}: {metadata['rows']} candidates -> {metadata['path']}")
-    context.log.info(f"top_candidates: {len(runs)} files under {settings.exports_dir}")
+            context.log.debug(f"{part.site} {part.day} -> {metadata['path']}")
+    context.log.info(f"top_candidates: {len(parts)} files under {settings.exports_dir}")
     return dg.MaterializeResult()
 
 

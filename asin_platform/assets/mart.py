@@ -123,8 +123,7 @@ def _partition_metadata(context: dg.AssetExecutionContext, results: list[Standar
     for site, day, reason, n in quarantine.iter_rows():  # one row per (partition, reason): a handful
         reasons[DateSite(day, site)][reason] = n
     by_reason = {
-        part: {"rows": sum(counts.values()), "by_reason": dg.MetadataValue.json(counts)}
-        for part, counts in reasons.items()
+        part: {"rows": sum(n.values()), "by_reason": dg.MetadataValue.json(n)} for part, n in reasons.items()
     }
     empty_quarantine = {"rows": 0, "by_reason": dg.MetadataValue.json({})}
     add_partition_metadata(context, by_reason, empty=empty_quarantine, asset_key="quarantine")
