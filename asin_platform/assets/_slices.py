@@ -46,3 +46,26 @@ def write_segments(
         context.log.info(f"{table} {site} {start}..{end}: {rows} rows")
         written.append(frame)
     return pl.concat(written, how="vertical")
+
+
+def ranged_asset(
+    compute: Callable[..., dg.MaterializeResult],
+    partitions_def: dg.PartitionsDefinition,
+    *,
+    deps: list[str],
+    group_name: str,
+    kinds: set[str],
+    layer: str,
+) -> dg.AssetsDefinition:
+    """A (date, site)-partitioned asset downstream of the mart, named after ``compute``: one run per
+    site over a whole date range, because a run costs seconds and a partition inside a ranged run
+    milliseconds (many days are one polars plan and one slice write per contiguous segment)."""
+    return dg.asset(
+        name=compute.__name__,
+        partitions_def=partitions_def,
+        deps=deps,
+        group_name=group_name,
+        kinds=kinds,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        tags={"layer": layer},
+    )(compute)

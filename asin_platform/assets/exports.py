@@ -13,6 +13,7 @@ import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
 from asin_platform.assets._metadata import metadata_table
+from asin_platform.assets._slices import ranged_asset
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -94,15 +95,14 @@ def bsr_trajectory_png(history: pl.DataFrame, title: str) -> bytes:
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``top_candidates`` over ``partitions_def`` (size and directory come from the settings resource)."""
     return [
-        dg.asset(
-            name="top_candidates",
-            partitions_def=partitions_def,
+        ranged_asset(
+            top_candidates,
+            partitions_def,
             deps=["score_baseline_daily", "dim_asin"],
             group_name="exports",
             kinds={"pandas", "csv", "parquet"},
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            tags={"layer": "exports"},
-        )(top_candidates)
+            layer="exports",
+        )
     ]
 
 
@@ -146,13 +146,24 @@ def _export_partition(warehouse: Warehouse, settings: Settings, part: DateSite) 
     check = dg.check_dagster_type(TopCandidatesFrame, frame.to_pandas())
     if not check.success:
         raise dg.Failure(f"top candidates of {part.key} break the export contract: {check.description}")
-    out_dir = Path(settings.exports_dir) / part.site
+    path = write_export(frame, Path(settings.exports_dir), part, "top_candidates")
+    return {**check.metadata, "path": str(path), "top_10": top_10_table(frame, TOP_10_COLUMNS, digits=2)}
+
+
+def write_export(frame: pl.DataFrame, exports_dir: Path, part: DateSite, name: str) -> Path:
+    """``<exports_dir>/<site>/<name>_YYYYMMDD.csv`` and ``.parquet``; returns the CSV's path."""
+    out_dir = exports_dir / part.site
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"top_candidates_{part.day:%Y%m%d}"
+    stem = out_dir / f"{name}_{part.day:%Y%m%d}"
     frame.write_csv(stem.with_suffix(".csv"))
     frame.write_parquet(stem.with_suffix(".parquet"))
-    top = frame.head(10).select(TOP_10_COLUMNS).with_columns(pl.col("title").str.slice(0, 40))
-    return {**check.metadata, "path": str(stem.with_suffix(".csv")), "top_10": metadata_table(top, digits=2)}
+    return stem.with_suffix(".csv")
+
+
+def top_10_table(frame: pl.DataFrame, columns: list[str], *, digits: int) -> dg.TableMetadataValue:
+    """An export's first 10 rows as a typed table, titles cut to 40 characters."""
+    top = frame.head(10).select(columns).with_columns(pl.col("title").str.slice(0, 40))
+    return metadata_table(top, digits=digits)
 
 
 def _bsr_plot(warehouse: Warehouse, settings: Settings, part: DateSite) -> dict[str, Any]:

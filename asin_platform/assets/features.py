@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition, metadata_table
-from asin_platform.assets._slices import write_segments
+from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.core.features import build_features
 from asin_platform.core.sales import default_calibration
 from asin_platform.resources.warehouse import Warehouse
@@ -27,16 +27,14 @@ def null_rates(frame: pl.DataFrame) -> dict[str, float]:
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``features_daily`` over ``partitions_def`` (run-time values come from the settings resource)."""
     return [
-        dg.asset(
-            name="features_daily",
-            partitions_def=partitions_def,
+        ranged_asset(
+            features_daily,
+            partitions_def,
             deps=["mart_timeseries_daily", "fact_keywords"],
             group_name="features",
             kinds={"polars", "table"},
-            # One run per site over the whole date range: the features of many days are one polars plan.
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            tags={"layer": "features"},
-        )(features_daily)
+            layer="features",
+        )
     ]
 
 

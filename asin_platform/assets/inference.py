@@ -14,8 +14,9 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._metadata import figures_by_partition, metadata_table
-from asin_platform.assets._slices import write_segments
+from asin_platform.assets._metadata import figures_by_partition
+from asin_platform.assets._slices import ranged_asset, write_segments
+from asin_platform.assets.exports import top_10_table, write_export
 from asin_platform.core.predict import predict_with
 from asin_platform.core.ranker import LATEST, load_model
 from asin_platform.partitions import partitions_of_context
@@ -37,15 +38,14 @@ def export_frame(warehouse: Warehouse, site: str, day: Any, limit: int = EXPORT_
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``predictions_rank_daily`` over ``partitions_def`` (directories come from the settings resource)."""
     return [
-        dg.asset(
-            name="predictions_rank_daily",
-            partitions_def=partitions_def,
+        ranged_asset(
+            predictions_rank_daily,
+            partitions_def,
             deps=["features_daily", "ranker_model", "dim_asin"],
             group_name="model",
             kinds={"lightgbm", "table", "csv", "parquet"},
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            tags={"layer": "inference"},
-        )(predictions_rank_daily)
+            layer="inference",
+        )
     ]
 
 
@@ -68,16 +68,11 @@ def predictions_rank_daily(
     rows = figures_by_partition(frame, [pl.len().alias("rows")])
     for part in partitions_of_context(context):
         export = export_frame(warehouse, part.site, part.day)
-        out_dir = Path(settings.exports_dir) / part.site
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stem = out_dir / f"pred_rank_daily_{part.day:%Y%m%d}"
-        export.write_csv(stem.with_suffix(".csv"))
-        export.write_parquet(stem.with_suffix(".parquet"))
-        top = export.head(10).select(TOP_10_COLUMNS).with_columns(pl.col("title").str.slice(0, 40))
+        path = write_export(export, Path(settings.exports_dir), part, "pred_rank_daily")
         metadata = {
             "rows": rows.get(part, {}).get("rows", 0),
-            "path": str(stem.with_suffix(".csv")),
-            "top_10": metadata_table(top, digits=3),
+            "path": str(path),
+            "top_10": top_10_table(export, TOP_10_COLUMNS, digits=3),
         }
         context.add_asset_metadata(metadata, partition_key=part.key)
     context.log.info(f"predictions run total: {frame.height} rows with model {model.version}")

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition, top_by_partition
-from asin_platform.assets._slices import write_segments
+from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.core.score import score_baseline
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -15,15 +15,14 @@ from asin_platform.settings import Settings
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``score_baseline_daily`` over ``partitions_def`` (weights come from the settings resource)."""
     return [
-        dg.asset(
-            name="score_baseline_daily",
-            partitions_def=partitions_def,
+        ranged_asset(
+            score_baseline_daily,
+            partitions_def,
             deps=["features_daily"],
             group_name="features",
             kinds={"polars", "table"},
-            backfill_policy=dg.BackfillPolicy.single_run(),
-            tags={"layer": "score"},
-        )(score_baseline_daily)
+            layer="score",
+        )
     ]
 
 
