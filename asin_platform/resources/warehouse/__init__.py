@@ -5,6 +5,7 @@ Modules (one concern each):
 - ``resource``: the ``Warehouse`` Dagster resource (setup, sessions, transactions, typed reads).
 - ``transaction``: ``WarehouseTx``, the writes of one transaction (slice replace, upsert).
 - ``driver``: the interface both backends implement; ``duckdb`` and ``postgres`` implement it.
+- ``leases``: one fetch per (resource, site, date) at a time, across processes (``ingest_leases``).
 - ``ddl``: polars dtype <-> SQL type, generated DDL, the migration files, schema comparison.
 - ``urls``: which backend a URL names, and the URL with its password redacted.
 - ``sqltext``: identifier quoting and ``?`` -> ``%s`` placeholder translation.
@@ -29,16 +30,21 @@ from asin_platform.resources.warehouse.ddl import (
     unique_key,
 )
 from asin_platform.resources.warehouse.errors import WarehouseError, WarehouseLockedError
+from asin_platform.resources.warehouse.leases import LEASES_TABLE, LeaseGrant, LeaseHolder, LeaseKey
 from asin_platform.resources.warehouse.resource import Warehouse
 from asin_platform.resources.warehouse.sqltext import qmark_to_pyformat
 from asin_platform.resources.warehouse.transaction import WarehouseTx
 from asin_platform.resources.warehouse.urls import Backend, redact_url
 
 __all__ = [
+    "LEASES_TABLE",
     "MIGRATIONS_TABLE",
     "NON_UNIQUE_KEY_TABLES",
     "SQL_TYPES",
     "Backend",
+    "LeaseGrant",
+    "LeaseHolder",
+    "LeaseKey",
     "Migration",
     "Warehouse",
     "WarehouseError",

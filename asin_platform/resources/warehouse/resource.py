@@ -20,8 +20,10 @@ import polars as pl
 from pydantic import Field
 
 from asin_platform.resources.warehouse import ddl
+from asin_platform.resources.warehouse import leases as lease_rows
 from asin_platform.resources.warehouse.driver import Driver
 from asin_platform.resources.warehouse.duckdb import DuckDBDriver
+from asin_platform.resources.warehouse.leases import LeaseGrant, LeaseKey
 from asin_platform.resources.warehouse.postgres import PostgresDriver
 from asin_platform.resources.warehouse.sqltext import as_date, q, site_list
 from asin_platform.resources.warehouse.transaction import WarehouseTx
@@ -295,3 +297,58 @@ class Warehouse(dg.ConfigurableResource):
         )
         names = list(tables) if tables is not None else sorted(TABLES)
         return ddl.schema_mismatches(columns, keys, names, driver.backend)
+
+    # -------------------------------------------------------------------------------------- leases
+
+    def acquire_leases(
+        self, resource: str, keys: Sequence[LeaseKey], *, holder: str, ttl_s: float
+    ) -> LeaseGrant:
+        """Lease the (site, date) ``keys`` of ``resource`` to ``holder`` for ``ttl_s`` seconds where
+        free, expired or already ``holder``'s (renewed); the grant lists who holds the others."""
+        with self.transaction() as tx:
+            return lease_rows.acquire(tx, resource, keys, holder, ttl_s)
+
+    def release_leases(self, resource: str, keys: Sequence[LeaseKey], *, holder: str) -> None:
+        """Release the leases of ``keys`` that ``holder`` holds."""
+        with self.transaction() as tx:
+            lease_rows.release(tx, resource, keys, holder)
+
+    @contextmanager
+    def leases(
+        self,
+        resource: str,
+        keys: Sequence[LeaseKey],
+        *,
+        holder: str,
+        ttl_s: float,
+        wait_s: float = 0.0,
+        poll_s: float = 1.0,
+    ) -> Iterator[LeaseGrant]:
+        """Hold the leases of ``keys`` for the block (see ``leases.py``): acquire what is free, wait up
+        to ``wait_s`` for the rest, release what was acquired on exit. Work only ``grant.acquired``."""
+        with lease_rows.held(
+            lambda ks: self.acquire_leases(resource, ks, holder=holder, ttl_s=ttl_s),
+            lambda ks: self.release_leases(resource, ks, holder=holder),
+            keys,
+            wait_s=wait_s,
+            poll_s=poll_s,
+        ) as grant:
+            yield grant
+
+    @contextmanager
+    def lease(
+        self,
+        resource: str,
+        site: str,
+        day: date,
+        *,
+        holder: str,
+        ttl_s: float,
+        wait_s: float = 0.0,
+        poll_s: float = 1.0,
+    ) -> Iterator[LeaseGrant]:
+        """``leases`` for one (site, date): the grant is truthy when the partition is ours."""
+        with self.leases(
+            resource, [(site, day)], holder=holder, ttl_s=ttl_s, wait_s=wait_s, poll_s=poll_s
+        ) as grant:
+            yield grant
