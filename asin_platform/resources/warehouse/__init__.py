@@ -31,7 +31,7 @@ from asin_platform.resources.warehouse.ddl import (
 )
 from asin_platform.resources.warehouse.errors import WarehouseError, WarehouseLockedError
 from asin_platform.resources.warehouse.leases import LEASES_TABLE, LeaseGrant, LeaseHolder, LeaseKey
-from asin_platform.resources.warehouse.resource import Warehouse
+from asin_platform.resources.warehouse.resource import WAREHOUSE_URL_ENV, Warehouse
 from asin_platform.resources.warehouse.sqltext import qmark_to_pyformat
 from asin_platform.resources.warehouse.transaction import WarehouseTx
 from asin_platform.resources.warehouse.urls import Backend, redact_url
@@ -41,6 +41,7 @@ __all__ = [
     "MIGRATIONS_TABLE",
     "NON_UNIQUE_KEY_TABLES",
     "SQL_TYPES",
+    "WAREHOUSE_URL_ENV",
     "Backend",
     "LeaseGrant",
     "LeaseHolder",

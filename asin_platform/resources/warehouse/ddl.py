@@ -164,3 +164,32 @@ def schema_mismatches(
         if stored_key != want_key:
             problems.append(f"{name}: primary key {stored_key or 'none'} != {want_key or 'none'}")
     return problems
+
+
+def _stored_dtypes(backend: Backend) -> dict[str, pl.DataType]:
+    # information_schema type name -> polars dtype. Where several dtypes share a type (PostgreSQL's
+    # smallint holds Int8, Int16 and UInt8), the signed dtype of that width wins: what a view's column
+    # is read as when no table schema says otherwise.
+    index = 0 if backend == "duckdb" else 1
+    narrow_or_unsigned = (pl.Int8, pl.UInt8, pl.UInt16, pl.UInt32)
+    found: dict[str, pl.DataType] = {}
+    for dtype in sorted(SQL_TYPES, key=lambda t: t in narrow_or_unsigned):
+        found.setdefault(SQL_TYPES[dtype][index].lower(), dtype())
+    found[_TIMESTAMP_TYPES[True][index].lower()] = pl.Datetime("us", "UTC")
+    found[_TIMESTAMP_TYPES[False][index].lower()] = pl.Datetime("us")
+    return found
+
+
+def view_spec(name: str, columns: list[tuple[str, str]], backend: Backend) -> Table:
+    """A view read like a table: ``columns`` are its (name, information_schema data_type) in order.
+
+    Its key (the read order) is whichever of site, date, asin it has, which identifies a row of every
+    view the migrations define; it counts as partitioned when it has site and date to filter on.
+    """
+    known = _stored_dtypes(backend)
+    unknown = [(c, t) for c, t in columns if t.lower() not in known]
+    if unknown:
+        raise ValueError(f"view {name} has columns of types no polars dtype is mapped from: {unknown}")
+    schema = {c: known[t.lower()] for c, t in columns}
+    key = tuple(c for c in ("site", "date", "asin") if c in schema)
+    return Table(name, schema, key=key, partitioned={"site", "date"} <= set(schema))

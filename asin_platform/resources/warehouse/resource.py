@@ -8,12 +8,13 @@ with no change here. Every public method runs ``setup()`` lazily once per proces
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import polars as pl
@@ -23,6 +24,7 @@ from asin_platform.resources.warehouse import ddl
 from asin_platform.resources.warehouse import leases as lease_rows
 from asin_platform.resources.warehouse.driver import Driver
 from asin_platform.resources.warehouse.duckdb import DuckDBDriver
+from asin_platform.resources.warehouse.errors import WarehouseError
 from asin_platform.resources.warehouse.leases import LeaseGrant, LeaseKey
 from asin_platform.resources.warehouse.postgres import PostgresDriver
 from asin_platform.resources.warehouse.sqltext import as_date, q, site_list
@@ -30,7 +32,13 @@ from asin_platform.resources.warehouse.transaction import WarehouseTx
 from asin_platform.resources.warehouse.urls import Backend, backend_of, redact_url
 from asin_platform.schemas import TABLES, Table
 
+if TYPE_CHECKING:
+    from asin_platform.settings import Settings
+
 log = logging.getLogger(__name__)
+
+#: Where the production warehouse URL comes from (it may carry a password, so not from settings).
+WAREHOUSE_URL_ENV = "ASIN_PLATFORM_WAREHOUSE_URL"
 
 # Locations already set up by this process: setup() is idempotent, but running it before every
 # operation would cost a round trip each time.
@@ -58,21 +66,59 @@ class Warehouse(dg.ConfigurableResource):
         60.0, ge=0, description="seconds to wait for another process's lock on the DuckDB file"
     )
 
-    # ----------------------------------------------------------------------------------- plumbing
+    # ---------------------------------------------------------------------------------- the URL
+
+    @classmethod
+    def from_env_or_settings(cls, settings: Settings, environ: dict[str, str] | None = None) -> Warehouse:
+        """The effective warehouse: ``ASIN_PLATFORM_WAREHOUSE_URL`` when set (kept as a ``dg.EnvVar``,
+        so it stays out of run config), else ``settings.warehouse_url``. Usable inside a Dagster run
+        and outside one (the CLI) alike."""
+        env = os.environ if environ is None else environ
+        if env.get(WAREHOUSE_URL_ENV):
+            return cls(url=dg.EnvVar(WAREHOUSE_URL_ENV))
+        return cls(url=settings.warehouse_url)
+
+    def _plain_url(self) -> str:
+        # Inside a run Dagster hands the resource the resolved string; outside one (the CLI, scripts,
+        # tests) the field still holds the dg.EnvVar, which refuses str(): resolve it here.
+        url = self.url
+        if isinstance(url, dg.EnvVar):
+            value = url.get_value()
+            if not value:
+                raise WarehouseError(
+                    f"the warehouse URL comes from {url.env_var_name}, which is not set: export it "
+                    "(e.g. postgresql://user@host:5432/db) or unset it to use settings.warehouse_url"
+                )
+            return value
+        return url
+
+    @property
+    def url_origin(self) -> str:
+        """Where the URL came from: ``env ASIN_PLATFORM_WAREHOUSE_URL`` or ``config``."""
+        return f"env {self.url.env_var_name}" if isinstance(self.url, dg.EnvVar) else "config"
+
+    @property
+    def redacted_url(self) -> str:
+        """The effective URL with any password replaced by ``***`` (safe to print)."""
+        return redact_url(self._plain_url())
 
     @property
     def backend(self) -> Backend:
-        return backend_of(self.url)
+        return backend_of(self._plain_url())
 
     def _driver(self) -> Driver:
-        if self.backend == "postgres":
-            return PostgresDriver(self.url, self.pg_schema)
-        return DuckDBDriver(self.url, self.lock_timeout)
+        url = self._plain_url()
+        if backend_of(url) == "postgres":
+            return PostgresDriver(url, self.pg_schema)
+        return DuckDBDriver(url, self.lock_timeout)
 
     def __repr_args__(self) -> Any:
         # pydantic's repr (and str) would print the URL verbatim, password included.
         for name, value in super().__repr_args__():
-            yield name, (redact_url(value) if name == "url" and isinstance(value, str) else value)
+            if name == "url" and isinstance(value, dg.EnvVar):
+                yield name, f"EnvVar({value.env_var_name!r})"
+            else:
+                yield name, (redact_url(value) if name == "url" and isinstance(value, str) else value)
 
     def describe(self) -> str:
         """Where the data lives, for logs and metadata; never includes the password."""
@@ -236,15 +282,19 @@ class Warehouse(dg.ConfigurableResource):
         columns: Sequence[str] | None = None,
         asins: Sequence[str] | None = None,
     ) -> pl.DataFrame:
-        """Rows of ``table`` (dates inclusive), cast to its schema and ordered by its key."""
-        spec = ddl.table_spec(table)
+        """Rows of ``table`` (dates inclusive), cast to its schema and ordered by its key.
+
+        ``table`` may also name a view of the database (``relations()["views"]``): its columns are
+        typed from the database's column types and it is ordered by its site, date and asin columns.
+        """
+        driver = self._driver()
+        self._ensure_setup(driver)
+        spec = self._relation(driver, table)
         wanted = list(columns) if columns is not None else spec.columns
         unknown = [c for c in wanted if c not in spec.schema]
         if unknown:
             raise ValueError(f"{table} has no column(s) {unknown}; columns: {spec.columns}")
         schema = {c: spec.schema[c] for c in wanted}
-        driver = self._driver()
-        self._ensure_setup(driver)
         where, params = self._where(driver, spec, sites, start, end, asins)
         order = (
             f" ORDER BY {', '.join(driver.order_expr(k, spec.schema[k]) for k in spec.key)}"
@@ -254,6 +304,35 @@ class Warehouse(dg.ConfigurableResource):
         sql = f"SELECT {driver.select_list(schema)} FROM {q(spec.name)}{where}{order}"
         with self._connection(driver) as conn:
             return driver.fetch_typed(conn, sql, params, schema)
+
+    def relations(self) -> dict[str, list[str]]:
+        """What ``read`` and ``count`` accept: ``{"tables": [...], "views": [...]}``, sorted."""
+        driver = self._driver()
+        return {"tables": sorted(TABLES), "views": self._views(driver)}
+
+    def _views(self, driver: Driver) -> list[str]:
+        found = self.query(
+            f"SELECT table_name FROM information_schema.tables WHERE {driver.here()} "
+            "AND table_type = 'VIEW' ORDER BY table_name"
+        )
+        return found["table_name"].to_list() if found.height else []
+
+    def _relation(self, driver: Driver, name: str) -> Table:
+        """The registered table ``name``, else the database's view ``name`` (typed from its columns)."""
+        if name in TABLES:
+            return TABLES[name]
+        views = self._views(driver)
+        if name not in views:
+            raise ValueError(
+                f"unknown table or view {name!r}; tables: {', '.join(sorted(TABLES))}; "
+                f"views: {', '.join(views) or 'none'}"
+            )
+        columns = self.query(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            f"WHERE {driver.here()} AND table_name = ? ORDER BY ordinal_position",
+            [name],
+        )
+        return ddl.view_spec(name, columns.rows(), driver.backend)
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         """Run a query (``?`` placeholders) and return its rows; dtypes follow the result columns."""
@@ -270,10 +349,10 @@ class Warehouse(dg.ConfigurableResource):
         start: date | None = None,
         end: date | None = None,
     ) -> int:
-        """Number of rows of ``table`` in the given sites / date range (dates inclusive)."""
-        spec = ddl.table_spec(table)
+        """Number of rows of ``table`` (or view) in the given sites / date range (dates inclusive)."""
         driver = self._driver()
         self._ensure_setup(driver)
+        spec = self._relation(driver, table)
         where, params = self._where(driver, spec, sites, start, end)
         with self._connection(driver) as conn:
             frame = driver.fetch(conn, f"SELECT count(*) AS n FROM {q(spec.name)}{where}", params)
