@@ -68,7 +68,7 @@ def test_an_expired_lease_is_taken_over(warehouse: Warehouse) -> None:
 
 def test_lease_block_releases_on_exit_and_on_error(warehouse: Warehouse) -> None:
     with warehouse.lease(RES, "US", D1, holder="run-a", ttl_s=60) as got:
-        assert got and got.acquired == [("US", D1)]
+        assert got and got.acquired == [("US", D1)] and not got.waited_for
         with warehouse.lease(RES, "US", D1, holder="run-b", ttl_s=60) as other:
             assert not other and other.held_by_others[("US", D1)].holder == "run-a"
             assert other.acquired == []
@@ -86,6 +86,7 @@ def test_lease_waits_for_the_holder_then_gets_it(warehouse: Warehouse) -> None:
     with warehouse.lease(RES, "US", D1, holder="run-b", ttl_s=60, wait_s=10, poll_s=0.05) as got:
         waited = time.monotonic() - started
         assert got and stored(warehouse) == [(RES, "US", D1, "run-b")]
+        assert {k: h.holder for k, h in got.waited_for.items()} == {("US", D1): "run-a"}
     assert 0.3 < waited < 5
     warehouse.acquire_leases(RES, KEYS[:1], holder="run-a", ttl_s=60)
     started = time.monotonic()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -64,6 +64,9 @@ class LeaseGrant:
     holder: str
     acquired: list[LeaseKey] = field(default_factory=list)
     held_by_others: dict[LeaseKey, LeaseHolder] = field(default_factory=dict)
+    #: Acquired only after waiting for the holder named here to release (or its lease to expire): that
+    #: holder has most likely just fetched the partition, so check the stored slice before fetching.
+    waited_for: dict[LeaseKey, LeaseHolder] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return not self.held_by_others
@@ -135,10 +138,16 @@ def held(
     while grant.held_by_others and time.monotonic() < deadline:
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
         retry = take(list(grant.held_by_others))
+        grant.waited_for.update({k: grant.held_by_others[k] for k in retry.acquired})
         grant.acquired = sorted({*grant.acquired, *retry.acquired})
         grant.held_by_others = retry.held_by_others
     try:
         yield grant
-    finally:
+    except BaseException:
         if grant.acquired:
-            give_back(grant.acquired)
+            # The block's error is what matters; a lease that cannot be released expires anyway.
+            with suppress(Exception):
+                give_back(grant.acquired)
+        raise
+    if grant.acquired:
+        give_back(grant.acquired)
