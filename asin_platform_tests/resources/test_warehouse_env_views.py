@@ -36,7 +36,9 @@ def test_from_env_or_settings_prefers_the_environment(
     for text in (repr(wh), str(wh), wh.redacted_url, wh.describe()):
         assert "S3cret" not in text
     # An explicit environment wins over the process's.
-    assert Warehouse.from_env_or_settings(settings, environ={}).url_origin == "config"
+    assert Warehouse.from_env_or_settings(settings, environ={}).redacted_url == settings.warehouse_url
+    given = Warehouse.from_env_or_settings(settings, environ={WAREHOUSE_URL_ENV: "postgresql://u:pw@h/db"})
+    assert given.url_origin == "config" and given.redacted_url == "postgresql://u:***@h/db"
 
 
 def test_an_env_var_url_works_outside_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,9 +72,11 @@ class Warehouse(dg.ConfigurableResource):
     def from_env_or_settings(cls, settings: Settings, environ: dict[str, str] | None = None) -> Warehouse:
         """The effective warehouse: ``ASIN_PLATFORM_WAREHOUSE_URL`` when set (kept as a ``dg.EnvVar``,
         so it stays out of run config), else ``settings.warehouse_url``. Usable inside a Dagster run
-        and outside one (the CLI) alike."""
-        env = os.environ if environ is None else environ
-        if env.get(WAREHOUSE_URL_ENV):
+        and outside one (the CLI) alike. An explicit ``environ`` (tests) is read now instead: an EnvVar
+        would resolve against the process environment later."""
+        if environ is not None:
+            return cls(url=environ.get(WAREHOUSE_URL_ENV) or settings.warehouse_url)
+        if os.environ.get(WAREHOUSE_URL_ENV):
             return cls(url=dg.EnvVar(WAREHOUSE_URL_ENV))
         return cls(url=settings.warehouse_url)
 
