@@ -515,9 +515,14 @@ def test_migration_files_must_be_well_named(tmp_path: Path) -> None:
     (tmp_path / "duckdb").mkdir()
     (tmp_path / "duckdb" / "001_ok.sql").write_text("SELECT 1;")
     (tmp_path / "duckdb" / "notes.txt").write_text("ignored")
+    (tmp_path / "duckdb" / "roles.sql").write_text("CREATE ROLE x;")  # run by hand, not a migration
     assert [(m.version, m.name) for m in migrations("duckdb", tmp_path)] == [(1, "ok")]
     (tmp_path / "duckdb" / "2-Features.sql").write_text("SELECT 1;")
     with pytest.raises(WarehouseError, match="2-Features.sql"):
+        migrations("duckdb", tmp_path)
+    (tmp_path / "duckdb" / "2-Features.sql").unlink()
+    (tmp_path / "duckdb" / "002_Features.sql").write_text("SELECT 1;")  # upper case: refused too
+    with pytest.raises(WarehouseError, match="002_Features.sql"):
         migrations("duckdb", tmp_path)
 
 

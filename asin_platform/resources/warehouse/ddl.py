@@ -119,10 +119,17 @@ class Migration:
 
 
 def migrations(backend: Backend, root: Path | None = None) -> list[Migration]:
-    """The migration files of ``backend`` in version order (files not ending in .sql are ignored)."""
+    """The migration files of ``backend`` in version order.
+
+    A migration's name starts with its version number. Other files are not migrations and are
+    ignored: files not ending in .sql, and .sql files not starting with a digit (scripts an operator
+    runs by hand, such as ``sql/postgres/roles.sql``).
+    """
     directory = (root or SQL_DIR) / backend
     found: dict[int, Migration] = {}
     for path in sorted(directory.glob("*.sql")):
+        if not path.name[:1].isdigit():
+            continue
         match = _MIGRATION_FILE.match(path.name)
         if not match:
             # Skipping it silently would leave a schema change unapplied with nothing to show for it.
