@@ -1,7 +1,7 @@
 """The DDL under asin_platform/sql/ agrees with the column contracts of asin_platform/schemas.py.
 
 Runs once per warehouse backend (fixtures in conftest.py). The polars -> SQL type map lives in one
-place, ``SQL_TYPES`` / ``sql_type`` in asin_platform/resources/warehouse.py; when a table is added to
+place, ``SQL_TYPES`` / ``sql_type`` in asin_platform/resources/warehouse/ddl.py; when a table is added to
 ``schemas.TABLES`` without its migration, the failure names it and ``create_table_sql`` drafts the DDL.
 """
 

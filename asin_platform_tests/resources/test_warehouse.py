@@ -19,7 +19,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-import asin_platform.resources.warehouse as warehouse_module
+import asin_platform.resources.warehouse.ddl as ddl_module
 from asin_platform.resources.warehouse import (
     Warehouse,
     WarehouseError,
@@ -113,7 +113,7 @@ def test_migrations_run_in_order_once_and_atomically(
         "INSERT INTO t_one VALUES (1);\nCREATE VIEW v_one AS SELECT x + 1 AS y FROM t_one;\n"
     )
     (folder / "README.md").write_text("not a migration")
-    monkeypatch.setattr(warehouse_module, "SQL_DIR", root)
+    monkeypatch.setattr(ddl_module, "SQL_DIR", root)
     wh = warehouse_factory()
     wh.setup()
     recorded = wh.query("SELECT version, name FROM schema_migrations ORDER BY version")
@@ -515,9 +515,14 @@ def test_migration_files_must_be_well_named(tmp_path: Path) -> None:
     (tmp_path / "duckdb").mkdir()
     (tmp_path / "duckdb" / "001_ok.sql").write_text("SELECT 1;")
     (tmp_path / "duckdb" / "notes.txt").write_text("ignored")
+    (tmp_path / "duckdb" / "roles.sql").write_text("CREATE ROLE x;")  # run by hand, not a migration
     assert [(m.version, m.name) for m in migrations("duckdb", tmp_path)] == [(1, "ok")]
     (tmp_path / "duckdb" / "2-Features.sql").write_text("SELECT 1;")
     with pytest.raises(WarehouseError, match="2-Features.sql"):
+        migrations("duckdb", tmp_path)
+    (tmp_path / "duckdb" / "2-Features.sql").unlink()
+    (tmp_path / "duckdb" / "002_Features.sql").write_text("SELECT 1;")  # upper case: refused too
+    with pytest.raises(WarehouseError, match="002_Features.sql"):
         migrations("duckdb", tmp_path)
 
 
@@ -718,12 +723,12 @@ def test_duckdb_lock_waits_then_fails_clearly(tmp_path: Path) -> None:
 def test_session_reuses_one_duckdb_connection_and_releases_it(tmp_path: Path) -> None:
     import duckdb
 
-    from asin_platform.resources import warehouse as warehouse_module
+    from asin_platform.resources.warehouse.duckdb import DuckDBDriver
 
     warehouse = Warehouse(url=str(tmp_path / "session.duckdb"))
     warehouse.setup()
     opened: list[object] = []
-    real_connect = warehouse_module._DuckDB.connect
+    real_connect = DuckDBDriver.connect
 
     def counting_connect(self, *, autocommit: bool = False):
         conn = real_connect(self, autocommit=autocommit)
@@ -735,7 +740,7 @@ def test_session_reuses_one_duckdb_connection_and_releases_it(tmp_path: Path) ->
         pl.DataFrame({"site": ["US"], "date": [day], "asin": ["B0AAAAAAA1"], "bsr_root": [5]})
     )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(warehouse_module._DuckDB, "connect", counting_connect)
+        mp.setattr(DuckDBDriver, "connect", counting_connect)
         with warehouse.session():
             warehouse.replace_slices("mart_timeseries_daily", frame, sites=["US"], start=day, end=day)
             with warehouse.session():  # nested: same connection
