@@ -12,6 +12,7 @@ from asin_platform.partitions import date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.schemas import FEATURES_DAILY
 from asin_platform.settings import get_settings
+from asin_platform.simulator.catalog import SALES_PRIOR
 
 KEY_COLUMNS = ("site", "date", "asin", "category_id")
 
@@ -44,7 +45,7 @@ def features_daily(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     """
     settings = get_settings()
     lookback = settings.windows.lookback
-    calibration = default_calibration(settings.sites)
+    calibration = default_calibration(settings.sites, SALES_PRIOR)
     written: list[pl.DataFrame] = []
     with warehouse.session():
         for site, start, end in site_segments(context):

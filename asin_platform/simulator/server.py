@@ -14,17 +14,15 @@ the clock time of every accepted request per token so a benchmark can check the 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import math
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import uvicorn
@@ -35,27 +33,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from asin_platform.simulator.body_faults import add_extra_fields, corrupt, drop_row, duplicate_row
+from asin_platform.simulator.faults import FAULT_KINDS, FaultConfig, SimulatorStats
+from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, KeepaPlan, keepa_routes
 from asin_platform.simulator.market import Market, UnknownSiteError
+from asin_platform.simulator.numerics import uniform as _uniform
 from asin_platform.simulator.openapi import openapi_document
-
-if TYPE_CHECKING:
-    from asin_platform.simulator.keepa import KeepaPlan
 
 MAX_BATCH = 100
 MAX_RANGE_DAYS = 400
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
-FAULT_KINDS: tuple[str, ...] = (
-    "error_5xx",
-    "latency",
-    "timeout",
-    "malformed",
-    "duplicate_rows",
-    "missing_rows",
-    "out_of_range",
-    "extra_fields",
-)
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -67,109 +55,6 @@ class Quota:
 
 
 DEFAULT_TOKENS: dict[str, Quota] = {"demo-token": Quota(6000, 50)}
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """Deterministic fault injection. Rates are per fault-eligible request (authorised, not 429)."""
-
-    seed: int = 0
-    error_5xx_rate: float = 0.0  # answer 500 / 502 / 503 instead
-    latency_ms: float = 0.0  # added to every request, jittered 0.5x..1.5x
-    timeout_rate: float = 0.0  # sleep ``timeout_seconds`` before answering
-    timeout_seconds: float = 30.0
-    malformed_rate: float = 0.0  # status 200, JSON body cut mid-way
-    duplicate_rows_rate: float = 0.0  # a row (point, review, item, ASIN) repeated
-    missing_rows_rate: float = 0.0  # a batch item / row silently omitted (not in not_found)
-    out_of_range_rate: float = 0.0  # bsr <= 0, rating 7.5 / -1, negative price / review_count, ...
-    extra_fields: bool = False  # unknown fields added to every object
-
-    @property
-    def active(self) -> bool:
-        return any(
-            (
-                self.error_5xx_rate,
-                self.latency_ms,
-                self.timeout_rate,
-                self.malformed_rate,
-                self.duplicate_rows_rate,
-                self.missing_rows_rate,
-                self.out_of_range_rate,
-                self.extra_fields,
-            )
-        )
-
-
-def _splitmix(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def _uniform(*keys: int) -> float:
-    """A uniform in [0, 1) from integer keys: the same keys always give the same draw."""
-    h = 0
-    for k in keys:
-        h = _splitmix(h ^ (k & _MASK64))
-    return (h >> 11) / float(1 << 53)
-
-
-class SimulatorStats:
-    """Thread-safe request counters, read by tests and benchmarks while the server runs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests = 0
-        self.by_status: Counter[int] = Counter()
-        self.rate_limited = 0
-        self.faults: Counter[str] = Counter()
-        self.accepted: dict[str, list[float]] = {}
-
-    def record_status(self, status: int) -> None:
-        with self._lock:
-            self.requests += 1
-            self.by_status[status] += 1
-            if status == 429:
-                self.rate_limited += 1
-
-    def record_accept(self, token: str, at: float) -> None:
-        with self._lock:
-            self.accepted.setdefault(token, []).append(at)
-
-    def record_fault(self, kind: str) -> None:
-        with self._lock:
-            self.faults[kind] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy: counts plus accepted-request timestamps per token."""
-        with self._lock:
-            return {
-                "requests": self.requests,
-                "by_status": dict(self.by_status),
-                "rate_limited": self.rate_limited,
-                "faults": dict(self.faults),
-                "accepted": {k: list(v) for k, v in self.accepted.items()},
-            }
-
-    def achieved_qpm(self, token: str) -> float:
-        """Accepted requests per minute between the token's first and last accepted request."""
-        with self._lock:
-            times = list(self.accepted.get(token, []))
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0]) * 60.0
-
-    def max_in_window(self, token: str, seconds: float) -> int:
-        """Most accepted requests within any window of ``seconds`` (quota check: <= burst + rate*s)."""
-        with self._lock:
-            times = sorted(self.accepted.get(token, []))
-        best, lo = 0, 0
-        for hi, at in enumerate(times):
-            while at - times[lo] > seconds:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
 
 
 class _Bucket:
@@ -399,112 +284,6 @@ def h_keywords(market: Market, request: Request) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Body faults. Each returns True when it changed the body (only then is it counted).
-# ----------------------------------------------------------------------------------------------
-
-
-def _row_lists(kind: str, body: dict[str, Any]) -> list[list[Any]]:
-    """The lists holding rows in a route's body (where rows can be duplicated or dropped)."""
-    if kind == "asins":
-        return [body["asins"]]
-    if kind == "products":
-        return [body["products"]]
-    if kind == "series":
-        return [body["points"]]
-    if kind == "timeseries":
-        return [item["points"] for item in body["items"]]
-    if kind == "reviews":
-        return [body["reviews"]]
-    if kind == "keywords":
-        return [item["keywords"] for item in body["items"]]
-    return []
-
-
-def _batch_list(kind: str, body: dict[str, Any]) -> list[Any] | None:
-    """The per-ASIN list of a batch route: dropping an element omits an ASIN silently."""
-    if kind == "products":
-        return body["products"]
-    if kind in ("timeseries", "keywords"):
-        return body["items"]
-    return None
-
-
-def _pick(lists: list[list[Any]], u: float) -> tuple[list[Any], int] | None:
-    flat = [(rows, k) for rows in lists for k in range(len(rows))]
-    if not flat:
-        return None
-    return flat[min(int(u * len(flat)), len(flat) - 1)]
-
-
-def _duplicate(kind: str, body: dict[str, Any], u: float) -> bool:
-    """Repeat one row: an inner row where the route has them (point, review, keyword, ASIN), else an item."""
-    hit = _pick(_row_lists(kind, body), u)
-    batch = _batch_list(kind, body)
-    if hit is None and batch:
-        hit = _pick([batch], u)
-    if hit is None:
-        return False
-    rows, k = hit
-    rows.insert(k + 1, copy.deepcopy(rows[k]))
-    return True
-
-
-def _drop(kind: str, body: dict[str, Any], u: float) -> bool:
-    batch = _batch_list(kind, body)
-    hit = _pick([batch], u) if batch else _pick(_row_lists(kind, body), u)
-    if hit is None:
-        return False
-    rows, k = hit
-    del rows[k]
-    return True
-
-
-def _corrupt(kind: str, body: dict[str, Any], u: float, v: float) -> bool:
-    """Set one value out of its valid range (v picks which field and how)."""
-    if kind == "product":
-        body["listing"]["image_count"] = -1 if v < 0.5 else 42
-        return True
-    if kind == "products":
-        hit = _pick([body["products"]], u)
-        if hit is None:
-            return False
-        hit[0][hit[1]]["listing"]["bullet_count" if v < 0.5 else "image_count"] = -1
-        return True
-    hit = _pick(_row_lists(kind, body), u)
-    if hit is None or kind == "asins":
-        return False
-    row = hit[0][hit[1]]
-    if kind in ("series", "timeseries"):
-        field_, value = [
-            ("bsr_root", 0),
-            ("bsr_root", -17),
-            ("rating", 7.5),
-            ("rating", -1.0),
-            ("price", -abs(row.get("price") or 9.99)),
-            ("review_count", -1 - (row.get("review_count") or 0)),
-        ][min(int(v * 6), 5)]
-    elif kind == "reviews":
-        field_, value = ("rating", 0 if v < 0.5 else 6)
-    else:  # keywords
-        field_, value = ("rank", 0) if v < 0.5 else ("search_volume", -100)
-    row[field_] = value
-    return True
-
-
-def _add_extra(obj: Any, depth: int = 0) -> None:
-    """Add unknown fields to every object (clients must ignore them)."""
-    if isinstance(obj, dict):
-        for value in list(obj.values()):
-            _add_extra(value, depth + 1)
-        obj["x_vendor_trace"] = f"sim-{depth}"
-        if depth == 0:
-            obj["x_extra"] = {"note": "unknown field", "n": 1}
-    elif isinstance(obj, list):
-        for value in obj:
-            _add_extra(value, depth + 1)
-
-
-# ----------------------------------------------------------------------------------------------
 # App
 # ----------------------------------------------------------------------------------------------
 
@@ -523,9 +302,6 @@ def create_app(
     (``simulator/keepa.py``): ``keepa_keys`` are its access keys and plans (default: the demo key),
     ``keepa_now`` the instant its responses are as of (default: the real clock).
     """
-    # Imported here: keepa.py builds on this module's stats and fault types.
-    from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, keepa_routes
-
     tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
     faults = faults or FaultConfig()
     stats = SimulatorStats()
@@ -584,20 +360,20 @@ def create_app(
                 return respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
 
             if faults.active:
-                if draw("duplicate_rows") < faults.duplicate_rows_rate and _duplicate(
+                if draw("duplicate_rows") < faults.duplicate_rows_rate and duplicate_row(
                     kind, body, _uniform(faults.seed, n, 101)
                 ):
                     stats.record_fault("duplicate_rows")
-                if draw("missing_rows") < faults.missing_rows_rate and _drop(
+                if draw("missing_rows") < faults.missing_rows_rate and drop_row(
                     kind, body, _uniform(faults.seed, n, 102)
                 ):
                     stats.record_fault("missing_rows")
-                if draw("out_of_range") < faults.out_of_range_rate and _corrupt(
+                if draw("out_of_range") < faults.out_of_range_rate and corrupt(
                     kind, body, _uniform(faults.seed, n, 103), _uniform(faults.seed, n, 104)
                 ):
                     stats.record_fault("out_of_range")
                 if faults.extra_fields:
-                    _add_extra(body)
+                    add_extra_fields(body)
                     stats.record_fault("extra_fields")
             payload = json.dumps(body, separators=(",", ":")).encode()
             if faults.active and draw("malformed") < faults.malformed_rate:
