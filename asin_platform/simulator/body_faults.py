@@ -1,12 +1,28 @@
 """Faults applied to a route's decoded body before it is serialised: duplicated, dropped and
-out-of-range rows, unknown extra fields. Each returns True when it changed the body (only then is
-it counted in ``SimulatorStats``). ``u`` / ``v`` are the request's seeded draws (``faults.py``).
+out-of-range rows, unknown extra fields (each returns True when it changed the body; only then is it
+counted in ``SimulatorStats``; ``u`` / ``v`` are the request's seeded draws), and value mutations
+(``mutate_values``, drawn per value cell, see ``faults.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import zlib
+from collections.abc import Iterator
 from typing import Any
+
+from asin_platform.simulator.faults import (
+    HUGE_VALUE,
+    MUTABLE_FIELDS,
+    MUTATION_KINDS,
+    NULLABLE_FIELDS,
+    Mutation,
+)
+from asin_platform.simulator.numerics import uniform
+
+# Single-ASIN routes share their batch kind: a mutation is recorded under the parser's record kind.
+BATCH_KIND = {"series": "timeseries", "product": "products"}
+_SALT_PICK, _SALT_KIND = 0x3D1, 0x3D2
 
 
 def _row_lists(kind: str, body: dict[str, Any]) -> list[list[Any]]:
@@ -108,3 +124,66 @@ def add_extra_fields(obj: Any, depth: int = 0) -> None:
     elif isinstance(obj, list):
         for value in obj:
             add_extra_fields(value, depth + 1)
+
+
+def _cells(
+    kind: str, body: dict[str, Any], day: str
+) -> Iterator[tuple[dict[str, Any], str, str, str | None]]:
+    """(object holding the field, row date, asin, keyword) of every row ``mutate_values`` may touch."""
+    if kind == "timeseries":
+        items = body.get("items", []) if "items" in body else [body]
+        for item in items:
+            for point in item.get("points") or []:
+                yield point, str(point.get("date")), str(item.get("asin")), None
+    elif kind == "products":
+        for product in body.get("products", []) if "products" in body else [body]:
+            if isinstance(product.get("listing"), dict):
+                yield product["listing"], day, str(product.get("asin")), None
+    elif kind == "keywords":
+        for item in body.get("items", []):
+            for kw in item.get("keywords") or []:
+                yield kw, day, str(item.get("asin")), str(kw.get("keyword"))
+
+
+def _key(text: str | None) -> int:
+    return 0 if text is None else zlib.crc32(text.encode())
+
+
+def _mutated(name: str, original: Any, pick: float) -> Any:
+    """The replacement value: negative, a non-numeric string, 10**12 (float fields: 1e12) or null."""
+    kinds = MUTATION_KINDS if name not in NULLABLE_FIELDS else MUTATION_KINDS[:-1]
+    kind = kinds[min(int(pick * len(kinds)), len(kinds) - 1)]
+    if kind == "negative":
+        return -abs(original) if original else -1
+    if kind == "string":
+        return "n/a"
+    if kind == "huge":
+        return float(HUGE_VALUE) if isinstance(original, float) else HUGE_VALUE
+    return None
+
+
+def mutate_values(
+    kind: str, body: dict[str, Any], site: str, day: str, seed: int, rate: float
+) -> list[Mutation]:
+    """Replace a share ``rate`` of the body's mutable values in place; return what was replaced.
+
+    Each (endpoint, site, date, asin, field[, keyword]) cell draws from a seeded hash of itself, so
+    a retried request carries exactly the same mutations.
+    """
+    endpoint = BATCH_KIND.get(kind, kind)
+    fields = MUTABLE_FIELDS.get(endpoint)
+    if not fields or rate <= 0:
+        return []
+    done: list[Mutation] = []
+    base = (seed, _key(endpoint), _key(site))
+    for obj, row_date, asin, keyword in _cells(endpoint, body, day):
+        for k, name in enumerate(fields):
+            if name not in obj:
+                continue
+            cell = (*base, _key(row_date), _key(asin), k, _key(keyword))
+            if uniform(*cell, _SALT_PICK) >= rate:
+                continue
+            original = obj[name]
+            obj[name] = _mutated(name, original, uniform(*cell, _SALT_KIND))
+            done.append(Mutation(endpoint, site, row_date, asin, name, obj[name], original, keyword))
+    return done

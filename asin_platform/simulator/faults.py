@@ -1,15 +1,26 @@
 """Fault knobs (``FaultConfig``) and request counters (``SimulatorStats``) shared by the unified routes
 (``server.py``) and the Keepa routes (``keepa.py``).
 
-Every fault is drawn from a seeded hash (``numerics.uniform``), never from a global RNG, so the same
-seed and the same request sequence give the same faults.
+Every fault is drawn from a seeded hash (``numerics.uniform``), never from a global RNG. Request-level
+faults (5xx, latency, timeout, truncation, row faults) hash the request counter, so the same seed and
+the same request sequence give the same faults. Two knobs hash what the request *is* instead, so a
+retry meets the same fault, as it would against a broken upstream:
+
+- ``fail_for_good``: ``FailRule`` s; every request a rule matches (endpoint, site, day, a batch holding
+  an ASIN) is answered 5xx or 429 on every attempt, so the client must give the batch up.
+- ``mutation_rate``: the share of mutable JSON values (``MUTABLE_FIELDS``) replaced by a negative, a
+  non-numeric string, 10**12 or null, drawn per (endpoint, site, date, asin, field[, keyword]) cell.
+  ``SimulatorStats.mutations()`` lists every mutated value the server delivered intact, so a test can
+  reconcile "every mutated value is quarantined or flagged" cell by cell.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 FAULT_KINDS: tuple[str, ...] = (
@@ -21,7 +32,89 @@ FAULT_KINDS: tuple[str, ...] = (
     "missing_rows",
     "out_of_range",
     "extra_fields",
+    "fail_for_good",
+    "mutated_value",
 )
+# Endpoint (record kind) -> the JSON fields ``mutation_rate`` may replace. Null is a legitimate value
+# of the first four point fields (unranked, no offer, no reviews), so those are never nulled.
+MUTABLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "timeseries": ("bsr_root", "bsr_sub", "price", "rating", "review_count", "new_offer_count"),
+    "products": ("bullet_count", "image_count", "title_length"),
+    "keywords": ("search_volume",),
+}
+NULLABLE_FIELDS = frozenset({"bsr_root", "bsr_sub", "price", "rating"})
+MUTATION_KINDS: tuple[str, ...] = ("negative", "string", "huge", "null")
+HUGE_VALUE = 10**12
+FAIL_STATUSES = (429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class FailRule:
+    """Requests that fail on every attempt. ``None`` matches anything.
+
+    ``endpoint`` is the record kind (``asins``, ``products``, ``timeseries``, ``reviews``,
+    ``keywords``; single-ASIN routes count as their batch kind) or ``keepa`` for ``/product``. ``day``
+    matches the request's ``date``, or lies in its ``start..end`` / ``since..until`` range (Keepa: the
+    day of the response instant). ``asin`` picks the batch that holds it. Spec text for the CLI and
+    the simulated clients: ``endpoint:site:day:asin[:status]``, ``*`` for any, e.g.
+    ``products:US:2025-03-01:B0ABCDEFGH:503``.
+    """
+
+    endpoint: str = "products"
+    site: str | None = None
+    day: date | None = None
+    asin: str | None = None
+    status: int = 503
+
+    def __post_init__(self) -> None:
+        if self.status not in FAIL_STATUSES:
+            raise ValueError(f"fail-for-good status must be one of {FAIL_STATUSES}, got {self.status}")
+
+    @classmethod
+    def parse(cls, spec: str) -> FailRule:
+        parts = spec.strip().split(":")
+        if not 4 <= len(parts) <= 5:
+            raise ValueError(f"bad fail-for-good rule {spec!r}: expected endpoint:site:day:asin[:status]")
+
+        def part(k: str) -> str | None:
+            return None if k in ("", "*") else k
+
+        day = part(parts[2])
+        try:
+            return cls(
+                endpoint=parts[0],
+                site=part(parts[1]),
+                day=date.fromisoformat(day) if day else None,
+                asin=part(parts[3]),
+                status=int(parts[4]) if len(parts) == 5 else 503,
+            )
+        except ValueError as exc:
+            raise ValueError(f"bad fail-for-good rule {spec!r}: {exc}") from None
+
+    def matches(self, endpoint: str, site: str, days: tuple[date, date] | None, asins: Iterable[str]) -> bool:
+        if self.endpoint != endpoint or (self.site is not None and self.site != site):
+            return False
+        if self.day is not None and (days is None or not days[0] <= self.day <= days[1]):
+            return False
+        return self.asin is None or self.asin in set(asins)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One JSON value the server replaced (``mutation_rate``) and delivered intact."""
+
+    endpoint: str  # timeseries | products | keywords
+    site: str
+    date: str  # the point's date (timeseries) or the request's date
+    asin: str
+    field: str  # the contract field name (``bullet_count``, not ``listing.bullet_count``)
+    value: Any  # what was sent: a negative number, a string, 10**12 or None
+    original: Any  # what the market holds
+    keyword: str | None = None  # keywords: which keyword's search_volume
+
+    @property
+    def cell(self) -> tuple[str, str, str, str, str, str | None]:
+        return (self.endpoint, self.site, self.date, self.asin, self.field, self.keyword)
 
 
 @dataclass(frozen=True)
@@ -38,6 +131,24 @@ class FaultConfig:
     missing_rows_rate: float = 0.0  # a batch item / row silently omitted (not in not_found)
     out_of_range_rate: float = 0.0  # bsr <= 0, rating 7.5 / -1, negative price / review_count, ...
     extra_fields: bool = False  # unknown fields added to every object
+    fail_for_good: tuple[FailRule | str, ...] = ()  # requests failing on every attempt (rules or specs)
+    mutation_rate: float = 0.0  # share of MUTABLE_FIELDS values replaced (see the module docstring)
+
+    def __post_init__(self) -> None:
+        rules = tuple(r if isinstance(r, FailRule) else FailRule.parse(r) for r in self.fail_for_good)
+        object.__setattr__(self, "fail_for_good", rules)
+        if not 0.0 <= self.mutation_rate <= 1.0:
+            raise ValueError(f"mutation_rate must be in [0, 1], got {self.mutation_rate}")
+
+    def failing_status(
+        self, endpoint: str, site: str, days: tuple[date, date] | None, asins: Iterable[str]
+    ) -> int | None:
+        """The status of the first rule failing this request for good, or None."""
+        asins = list(asins)
+        for rule in self.fail_for_good:
+            if isinstance(rule, FailRule) and rule.matches(endpoint, site, days, asins):
+                return rule.status
+        return None
 
     @property
     def active(self) -> bool:
@@ -51,6 +162,8 @@ class FaultConfig:
                 self.missing_rows_rate,
                 self.out_of_range_rate,
                 self.extra_fields,
+                self.fail_for_good,
+                self.mutation_rate,
             )
         )
 
@@ -65,6 +178,7 @@ class SimulatorStats:
         self.rate_limited = 0
         self.faults: Counter[str] = Counter()
         self.accepted: dict[str, list[float]] = {}
+        self._mutations: dict[tuple[Any, ...], Mutation] = {}
 
     def record_status(self, status: int) -> None:
         with self._lock:
@@ -81,6 +195,18 @@ class SimulatorStats:
         with self._lock:
             self.faults[kind] += 1
 
+    def record_mutations(self, mutations: Iterable[Mutation]) -> None:
+        """Mutated values of a response that was delivered intact; a retry's repeat is kept once."""
+        with self._lock:
+            for m in mutations:
+                self._mutations[m.cell] = m
+
+    def mutations(self) -> list[Mutation]:
+        """Every mutated value delivered so far, ordered by cell."""
+        with self._lock:
+            found = list(self._mutations.values())
+        return sorted(found, key=lambda m: tuple("" if v is None else v for v in m.cell))
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy: counts plus accepted-request timestamps per token."""
         with self._lock:
@@ -90,6 +216,7 @@ class SimulatorStats:
                 "rate_limited": self.rate_limited,
                 "faults": dict(self.faults),
                 "accepted": {k: list(v) for k, v in self.accepted.items()},
+                "mutated_values": len(self._mutations),
             }
 
     def achieved_qpm(self, token: str) -> float:

@@ -325,6 +325,10 @@ def keepa_routes(
             }
         except _BadRequest as exc:
             return error(400, "badRequest", exc.message, status)
+        failing = faults.failing_status("keepa", site, (now.date(), now.date()), asins)
+        if failing is not None:
+            stats.record_fault("fail_for_good")
+            return error(failing, "internal", "injected permanent failure", status)
 
         def build() -> tuple[list[dict[str, Any]], int]:
             return keepa_products(market, site, asins, now, **params)

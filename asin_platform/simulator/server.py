@@ -33,8 +33,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from asin_platform.simulator.body_faults import add_extra_fields, corrupt, drop_row, duplicate_row
-from asin_platform.simulator.faults import FAULT_KINDS, FaultConfig, SimulatorStats
+from asin_platform.simulator.body_faults import (
+    BATCH_KIND,
+    add_extra_fields,
+    corrupt,
+    drop_row,
+    duplicate_row,
+    mutate_values,
+)
+from asin_platform.simulator.faults import FAULT_KINDS, FaultConfig, Mutation, SimulatorStats
 from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, KeepaPlan, keepa_routes
 from asin_platform.simulator.market import Market, UnknownSiteError
 from asin_platform.simulator.numerics import uniform as _uniform
@@ -288,6 +295,100 @@ def h_keywords(market: Market, request: Request) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
+def _request_scope(kind: str, request: Request) -> tuple[tuple[date, date] | None, list[str]]:
+    """(day range, ASINs) a request is about, for ``FailRule`` matching; None when unreadable."""
+    q = request.query_params
+    asins = [a.strip() for a in q.get("asins", "").split(",") if a.strip()]
+    if "asin" in request.path_params:
+        asins.append(request.path_params["asin"])
+    first, last = {
+        "timeseries": ("start", "end"),
+        "series": ("start", "end"),
+        "reviews": ("since", "until"),
+    }.get(kind, ("date", "date"))
+    try:
+        lo = date.fromisoformat(q.get(first, ""))
+        return (lo, date.fromisoformat(q.get(last) or lo.isoformat())), asins
+    except ValueError:
+        return None, asins
+
+
+@dataclass
+class _Faults:
+    """The unified routes' fault plan over one app: request-level draws keyed by the request counter."""
+
+    config: FaultConfig
+    stats: SimulatorStats
+    counter: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_request(self) -> int:
+        with self.lock:
+            n = self.counter
+            self.counter += 1
+            return n
+
+    def draw(self, n: int, kind: str) -> float:
+        return _uniform(self.config.seed, n, FAULT_KINDS.index(kind) + 1)
+
+    async def before(self, n: int, kind: str, request: Request) -> tuple[int, str, str] | None:
+        """Latency / timeout sleeps, then (status, code, message) when the request is to fail."""
+        cfg = self.config
+        if cfg.latency_ms > 0:
+            self.stats.record_fault("latency")
+            await asyncio.sleep(cfg.latency_ms / 1000.0 * (0.5 + self.draw(n, "latency")))
+        if self.draw(n, "timeout") < cfg.timeout_rate:
+            self.stats.record_fault("timeout")
+            await asyncio.sleep(cfg.timeout_seconds)
+        if cfg.fail_for_good:
+            days, asins = _request_scope(kind, request)
+            status = cfg.failing_status(BATCH_KIND.get(kind, kind), request.path_params["site"], days, asins)
+            if status is not None:
+                self.stats.record_fault("fail_for_good")
+                return (
+                    status,
+                    "rate_limited" if status == 429 else "unavailable",
+                    "injected permanent failure",
+                )
+        if self.draw(n, "error_5xx") < cfg.error_5xx_rate:
+            self.stats.record_fault("error_5xx")
+            status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
+                min(int(_uniform(cfg.seed, n, 99) * 3), 2)
+            ]
+            return status, code, "injected upstream failure"
+        return None
+
+    def body(self, n: int, kind: str, body: dict[str, Any], request: Request) -> list[Mutation]:
+        """Row faults and value mutations applied to ``body`` in place; the mutations made."""
+        cfg, stats = self.config, self.stats
+        if self.draw(n, "duplicate_rows") < cfg.duplicate_rows_rate and duplicate_row(
+            kind, body, _uniform(cfg.seed, n, 101)
+        ):
+            stats.record_fault("duplicate_rows")
+        if self.draw(n, "missing_rows") < cfg.missing_rows_rate and drop_row(
+            kind, body, _uniform(cfg.seed, n, 102)
+        ):
+            stats.record_fault("missing_rows")
+        if self.draw(n, "out_of_range") < cfg.out_of_range_rate and corrupt(
+            kind, body, _uniform(cfg.seed, n, 103), _uniform(cfg.seed, n, 104)
+        ):
+            stats.record_fault("out_of_range")
+        # Last of the row faults: a mutated value is never dropped afterwards, so the record is exact.
+        day = request.query_params.get("date", "")
+        mutations = mutate_values(kind, body, request.path_params["site"], day, cfg.seed, cfg.mutation_rate)
+        if cfg.extra_fields:
+            add_extra_fields(body)
+            stats.record_fault("extra_fields")
+        return mutations
+
+    def truncate(self, n: int, payload: bytes) -> bytes:
+        if self.draw(n, "malformed") >= self.config.malformed_rate:
+            return payload
+        self.stats.record_fault("malformed")
+        cut = int(len(payload) * (0.2 + 0.6 * _uniform(self.config.seed, n, 105)))
+        return payload[: max(1, min(len(payload) - 1, cut))]
+
+
 def create_app(
     market: Market,
     tokens: dict[str, Quota] | None = None,
@@ -306,8 +407,7 @@ def create_app(
     faults = faults or FaultConfig()
     stats = SimulatorStats()
     buckets = {tok: _Bucket(q, clock) for tok, q in tokens.items()}
-    counter_lock = threading.Lock()
-    counter = [0]
+    plan = _Faults(faults, stats)
 
     def respond(status: int, body: bytes, headers: dict[str, str]) -> Response:
         stats.record_status(status)
@@ -328,27 +428,12 @@ def create_app(
                     429, _error_body("rate_limited", f"quota exceeded; retry in {wait:.3f} s"), headers
                 )
             stats.record_accept(token, clock())
-
-            with counter_lock:
-                n = counter[0]
-                counter[0] += 1
-
-            def draw(kind_: str) -> float:
-                return _uniform(faults.seed, n, FAULT_KINDS.index(kind_) + 1)
-
-            if faults.active:
-                if faults.latency_ms > 0:
-                    stats.record_fault("latency")
-                    await asyncio.sleep(faults.latency_ms / 1000.0 * (0.5 + draw("latency")))
-                if draw("timeout") < faults.timeout_rate:
-                    stats.record_fault("timeout")
-                    await asyncio.sleep(faults.timeout_seconds)
-                if draw("error_5xx") < faults.error_5xx_rate:
-                    stats.record_fault("error_5xx")
-                    status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
-                        min(int(_uniform(faults.seed, n, 99) * 3), 2)
-                    ]
-                    return respond(status, _error_body(code, "injected upstream failure"), headers)
+            n = plan.next_request()
+            failure = await plan.before(n, kind, request) if faults.active else None
+            if failure is not None:
+                if failure[0] == 429:
+                    headers["Retry-After"] = "0.100"
+                return respond(failure[0], _error_body(failure[1], failure[2]), headers)
             try:
                 if market.is_ready(request.path_params.get("site", "")):
                     body = handler(market, request)  # index into cached arrays: ~1 ms, no thread hop
@@ -358,31 +443,14 @@ def create_app(
                 return respond(exc.status, _error_body(exc.code, exc.message), headers)
             except UnknownSiteError as exc:
                 return respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
-
-            if faults.active:
-                if draw("duplicate_rows") < faults.duplicate_rows_rate and duplicate_row(
-                    kind, body, _uniform(faults.seed, n, 101)
-                ):
-                    stats.record_fault("duplicate_rows")
-                if draw("missing_rows") < faults.missing_rows_rate and drop_row(
-                    kind, body, _uniform(faults.seed, n, 102)
-                ):
-                    stats.record_fault("missing_rows")
-                if draw("out_of_range") < faults.out_of_range_rate and corrupt(
-                    kind, body, _uniform(faults.seed, n, 103), _uniform(faults.seed, n, 104)
-                ):
-                    stats.record_fault("out_of_range")
-                if faults.extra_fields:
-                    add_extra_fields(body)
-                    stats.record_fault("extra_fields")
+            mutations = plan.body(n, kind, body, request) if faults.active else []
             payload = json.dumps(body, separators=(",", ":")).encode()
-            if faults.active and draw("malformed") < faults.malformed_rate:
-                stats.record_fault("malformed")
-                cut = max(
-                    1, min(len(payload) - 1, int(len(payload) * (0.2 + 0.6 * _uniform(faults.seed, n, 105))))
-                )
-                payload = payload[:cut]
-            return respond(200, payload, headers)
+            cut = plan.truncate(n, payload) if faults.active else payload
+            if mutations and cut is payload:  # only what the client can actually read is recorded
+                stats.record_mutations(mutations)
+                for _ in mutations:
+                    stats.record_fault("mutated_value")
+            return respond(200, cut, headers)
 
         return run
 
