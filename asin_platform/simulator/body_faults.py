@@ -15,7 +15,7 @@ from asin_platform.simulator.faults import (
     HUGE_VALUE,
     MUTABLE_FIELDS,
     MUTATION_KINDS,
-    NULLABLE_FIELDS,
+    NULL_MUTABLE_FIELDS,
     Mutation,
 )
 from asin_platform.simulator.numerics import uniform
@@ -150,8 +150,9 @@ def _key(text: str | None) -> int:
 
 
 def _mutated(name: str, original: Any, pick: float) -> Any:
-    """The replacement value: negative, a non-numeric string, 10**12 (float fields: 1e12) or null."""
-    kinds = MUTATION_KINDS if name not in NULLABLE_FIELDS else MUTATION_KINDS[:-1]
+    """The replacement value: negative, a non-numeric string, 10**12 (float fields: 1e12) or null
+    (required fields only)."""
+    kinds = MUTATION_KINDS if name in NULL_MUTABLE_FIELDS else MUTATION_KINDS[:-1]
     kind = kinds[min(int(pick * len(kinds)), len(kinds) - 1)]
     if kind == "negative":
         return -abs(original) if original else -1

@@ -9,7 +9,7 @@ retry meets the same fault, as it would against a broken upstream:
 - ``fail_for_good``: ``FailRule`` s; every request a rule matches (endpoint, site, day, a batch holding
   an ASIN) is answered 5xx or 429 on every attempt, so the client must give the batch up.
 - ``mutation_rate``: the share of mutable JSON values (``MUTABLE_FIELDS``) replaced by a negative, a
-  non-numeric string, 10**12 or null, drawn per (endpoint, site, date, asin, field[, keyword]) cell.
+  non-numeric string, 10**12 or (required fields only) null, drawn per (endpoint, site, date, asin, field[, keyword]) cell.
   ``SimulatorStats.mutations()`` lists every mutated value the server delivered intact, so a test can
   reconcile "every mutated value is quarantined or flagged" cell by cell.
 """
@@ -35,14 +35,15 @@ FAULT_KINDS: tuple[str, ...] = (
     "fail_for_good",
     "mutated_value",
 )
-# Endpoint (record kind) -> the JSON fields ``mutation_rate`` may replace. Null is a legitimate value
-# of the first four point fields (unranked, no offer, no reviews), so those are never nulled.
+# Endpoint (record kind) -> the JSON fields ``mutation_rate`` may replace.
 MUTABLE_FIELDS: dict[str, tuple[str, ...]] = {
     "timeseries": ("bsr_root", "bsr_sub", "price", "rating", "review_count", "new_offer_count"),
     "products": ("bullet_count", "image_count", "title_length"),
     "keywords": ("search_volume",),
 }
-NULLABLE_FIELDS = frozenset({"bsr_root", "bsr_sub", "price", "rating"})
+# Only values the platform requires are sent null: elsewhere null is a legitimate value (unranked, no
+# offer, no reviews yet, a Keepa history without review counts) that no check could tell from a fault.
+NULL_MUTABLE_FIELDS = frozenset({"bullet_count", "image_count", "title_length", "search_volume"})
 MUTATION_KINDS: tuple[str, ...] = ("negative", "string", "huge", "null")
 HUGE_VALUE = 10**12
 FAIL_STATUSES = (429, 500, 502, 503, 504)
