@@ -16,12 +16,15 @@ retry meets the same fault, as it would against a broken upstream:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+
+from asin_platform.simulator.numerics import uniform
 
 FAULT_KINDS: tuple[str, ...] = (
     "error_5xx",
@@ -238,3 +241,53 @@ class SimulatorStats:
                 lo += 1
             best = max(best, hi - lo + 1)
         return best
+
+
+@dataclass
+class RequestFaults:
+    """The request-level fault draws of one family of routes, keyed by the family's own request counter.
+
+    ``offset`` keeps families apart (the Keepa routes count their own requests and draw with +999), so
+    adding a family never shifts another's faults."""
+
+    config: FaultConfig
+    stats: SimulatorStats
+    offset: int = 0
+    counter: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_request(self) -> int:
+        with self.lock:
+            n = self.counter
+            self.counter += 1
+            return n
+
+    def draw(self, n: int, kind: str) -> float:
+        return uniform(self.config.seed, n, self.offset + FAULT_KINDS.index(kind) + 1)
+
+    def salted(self, n: int, salt: int) -> float:
+        """A further draw of request ``n`` (which status, which row, where to cut)."""
+        return uniform(self.config.seed, n, salt if self.offset == 0 else salt + self.offset + 1)
+
+    async def delay(self, n: int) -> None:
+        """Latency (every request, jittered) and timeouts (a share of requests) before answering."""
+        cfg = self.config
+        if cfg.latency_ms > 0:
+            self.stats.record_fault("latency")
+            await asyncio.sleep(cfg.latency_ms / 1000.0 * (0.5 + self.draw(n, "latency")))
+        if self.draw(n, "timeout") < cfg.timeout_rate:
+            self.stats.record_fault("timeout")
+            await asyncio.sleep(cfg.timeout_seconds)
+
+    def fails_5xx(self, n: int) -> bool:
+        if self.draw(n, "error_5xx") >= self.config.error_5xx_rate:
+            return False
+        self.stats.record_fault("error_5xx")
+        return True
+
+    def truncate(self, n: int, payload: bytes) -> bytes:
+        """The payload cut at 20-80% for a share ``malformed_rate`` of requests, else unchanged."""
+        if self.draw(n, "malformed") >= self.config.malformed_rate:
+            return payload
+        self.stats.record_fault("malformed")
+        return payload[: max(1, int(len(payload) * (0.2 + 0.6 * self.salted(n, 105))))]

@@ -39,7 +39,6 @@ like the unified routes' but from the Keepa routes' own request counter. Not sim
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -56,7 +55,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from asin_platform.core.keepa import DOMAIN_TO_SITE
-from asin_platform.simulator.faults import FaultConfig, SimulatorStats
+from asin_platform.simulator.faults import FaultConfig, RequestFaults, SimulatorStats
 from asin_platform.simulator.keepa_encoding import (
     category_node_id,
     day_end,
@@ -64,7 +63,6 @@ from asin_platform.simulator.keepa_encoding import (
     subcategory_node_id,
 )
 from asin_platform.simulator.market import Market
-from asin_platform.simulator.numerics import uniform as _uniform
 
 # The encoder's public names, re-exported: callers import the Keepa mode from one place.
 __all__ = [
@@ -224,6 +222,32 @@ def _now(request: Request, data_clock: Callable[[], datetime]) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+def _product_request(request: Request, market: Market) -> tuple[str, list[str], dict[str, Any]]:
+    """(site, ASINs, encoder parameters) of a ``/product`` request; ``_BadRequest`` names what is wrong."""
+    unsupported = [p for p in UNSUPPORTED_PARAMS if p in request.query_params]
+    if unsupported:
+        raise _BadRequest(f"parameter(s) {unsupported} are not simulated")
+    domain = _int_param(request, "domain", None, 1)
+    site = DOMAIN_TO_SITE.get(domain or 0)
+    if site is None or not market.has_site(site):
+        raise _BadRequest(f"domain {domain} is not served by this simulator")
+    asins = [a.strip() for a in request.query_params.get("asin", "").split(",") if a.strip()]
+    if not asins:
+        raise _BadRequest("missing parameter 'asin' (comma-separated ASINs)")
+    if len(asins) > MAX_ASINS:
+        raise _BadRequest(f"too many ASINs: {len(asins)} > {MAX_ASINS} per request")
+    params = {
+        "history": bool(_int_param(request, "history", 1, 0, 1)),
+        "days": _int_param(request, "days", None, 1),
+        "stats": _int_param(request, "stats", None, 0),
+        "rating": bool(_int_param(request, "rating", 0, 0, 1)),
+        "aplus": bool(_int_param(request, "aplus", 0, 0, 1)),
+        "videos": bool(_int_param(request, "videos", 0, 0, 1)),
+        "buybox": bool(_int_param(request, "buybox", 0, 0, 1)),
+    }
+    return site, asins, params
+
+
 def keepa_routes(
     market: Market,
     keys: dict[str, KeepaPlan],
@@ -239,6 +263,8 @@ def keepa_routes(
     are as of when the request has no ``X-Simulated-Now`` header (default: the real UTC time).
     """
     state = KeepaServerState(keys, clock)
+    # Keepa's requests are counted apart from the unified routes' and drawn with their own offset.
+    plan = RequestFaults(faults, stats, offset=999)
     data_clock = data_clock or (lambda: datetime.now(UTC))
 
     def respond(status: int, body: dict[str, Any] | bytes) -> Response:
@@ -283,46 +309,13 @@ def keepa_routes(
         stats.record_accept(key_label(key), clock())
 
         n = state.next_request()
-
-        def draw(kind: str) -> float:
-            # Salted apart from the unified routes' draws (+1000), which count their own requests.
-            return _uniform(
-                faults.seed, n, 1000 + ["error_5xx", "latency", "timeout", "malformed"].index(kind)
-            )
-
         if faults.active:
-            if faults.latency_ms > 0:
-                stats.record_fault("latency")
-                await asyncio.sleep(faults.latency_ms / 1000.0 * (0.5 + draw("latency")))
-            if draw("timeout") < faults.timeout_rate:
-                stats.record_fault("timeout")
-                await asyncio.sleep(faults.timeout_seconds)
-            if draw("error_5xx") < faults.error_5xx_rate:
-                stats.record_fault("error_5xx")
+            await plan.delay(n)
+            if plan.fails_5xx(n):
                 return error(500, "internal", "injected upstream failure", status)
 
         try:
-            unsupported = [p for p in UNSUPPORTED_PARAMS if p in request.query_params]
-            if unsupported:
-                raise _BadRequest(f"parameter(s) {unsupported} are not simulated")
-            domain = _int_param(request, "domain", None, 1)
-            site = DOMAIN_TO_SITE.get(domain or 0)
-            if site is None or not market.has_site(site):
-                raise _BadRequest(f"domain {domain} is not served by this simulator")
-            asins = [a.strip() for a in request.query_params.get("asin", "").split(",") if a.strip()]
-            if not asins:
-                raise _BadRequest("missing parameter 'asin' (comma-separated ASINs)")
-            if len(asins) > MAX_ASINS:
-                raise _BadRequest(f"too many ASINs: {len(asins)} > {MAX_ASINS} per request")
-            params = {
-                "history": bool(_int_param(request, "history", 1, 0, 1)),
-                "days": _int_param(request, "days", None, 1),
-                "stats": _int_param(request, "stats", None, 0),
-                "rating": bool(_int_param(request, "rating", 0, 0, 1)),
-                "aplus": bool(_int_param(request, "aplus", 0, 0, 1)),
-                "videos": bool(_int_param(request, "videos", 0, 0, 1)),
-                "buybox": bool(_int_param(request, "buybox", 0, 0, 1)),
-            }
+            site, asins, params = _product_request(request, market)
         except _BadRequest as exc:
             return error(400, "badRequest", exc.message, status)
         failing = faults.failing_status("keepa", site, (now.date(), now.date()), asins)
@@ -339,10 +332,8 @@ def keepa_routes(
         state.served(len(products), cost)
         body = stamp({**status, "tokensConsumed": cost, "products": products}, now, started)
         payload = json.dumps(body, separators=(",", ":")).encode()
-        if faults.active and draw("malformed") < faults.malformed_rate:
-            stats.record_fault("malformed")  # charged, then cut: the tokens are gone, like a real drop
-            payload = payload[: max(1, int(len(payload) * (0.2 + 0.6 * _uniform(faults.seed, n, 1105))))]
-        return respond(200, payload)
+        # charged, then cut: the tokens are gone, like a real drop
+        return respond(200, plan.truncate(n, payload) if faults.active else payload)
 
     routes = [Route("/product", product, methods=["GET"]), Route("/token", token, methods=["GET"])]
     return routes, state

@@ -13,7 +13,6 @@ the clock time of every accepted request per token so a benchmark can check the 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import socket
@@ -41,10 +40,9 @@ from asin_platform.simulator.body_faults import (
     duplicate_row,
     mutate_values,
 )
-from asin_platform.simulator.faults import FAULT_KINDS, FaultConfig, Mutation, SimulatorStats
+from asin_platform.simulator.faults import FaultConfig, Mutation, RequestFaults, SimulatorStats
 from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, KeepaPlan, keepa_routes
 from asin_platform.simulator.market import Market, UnknownSiteError
-from asin_platform.simulator.numerics import uniform as _uniform
 from asin_platform.simulator.openapi import openapi_document
 
 MAX_BATCH = 100
@@ -313,80 +311,124 @@ def _request_scope(kind: str, request: Request) -> tuple[tuple[date, date] | Non
         return None, asins
 
 
+async def _failure(plan: RequestFaults, n: int, kind: str, request: Request) -> tuple[int, str, str] | None:
+    """Latency / timeout sleeps, then (status, code, message) when the request is to fail."""
+    await plan.delay(n)
+    cfg = plan.config
+    if cfg.fail_for_good:
+        days, asins = _request_scope(kind, request)
+        status = cfg.failing_status(BATCH_KIND.get(kind, kind), request.path_params["site"], days, asins)
+        if status is not None:
+            plan.stats.record_fault("fail_for_good")
+            return status, "rate_limited" if status == 429 else "unavailable", "injected permanent failure"
+    if plan.fails_5xx(n):
+        status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
+            min(int(plan.salted(n, 99) * 3), 2)
+        ]
+        return status, code, "injected upstream failure"
+    return None
+
+
+def _body_faults(
+    plan: RequestFaults, n: int, kind: str, body: dict[str, Any], request: Request
+) -> list[Mutation]:
+    """Row faults and value mutations applied to ``body`` in place; the mutations made."""
+    cfg, stats = plan.config, plan.stats
+    if plan.draw(n, "duplicate_rows") < cfg.duplicate_rows_rate and duplicate_row(
+        kind, body, plan.salted(n, 101)
+    ):
+        stats.record_fault("duplicate_rows")
+    if plan.draw(n, "missing_rows") < cfg.missing_rows_rate and drop_row(kind, body, plan.salted(n, 102)):
+        stats.record_fault("missing_rows")
+    if plan.draw(n, "out_of_range") < cfg.out_of_range_rate and corrupt(
+        kind, body, plan.salted(n, 103), plan.salted(n, 104)
+    ):
+        stats.record_fault("out_of_range")
+    # Last of the row faults: a mutated value is never dropped afterwards, so the record is exact.
+    day = request.query_params.get("date", "")
+    mutations = mutate_values(kind, body, request.path_params["site"], day, cfg.seed, cfg.mutation_rate)
+    if cfg.extra_fields:
+        add_extra_fields(body)
+        stats.record_fault("extra_fields")
+    return mutations
+
+
 @dataclass
-class _Faults:
-    """The unified routes' fault plan over one app: request-level draws keyed by the request counter."""
+class _Routes:
+    """The unified routes of one app: auth, quota, faults and JSON around each handler."""
 
-    config: FaultConfig
-    stats: SimulatorStats
-    counter: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    market: Market
+    buckets: dict[str, _Bucket]
+    plan: RequestFaults
+    clock: Callable[[], float]
 
-    def next_request(self) -> int:
-        with self.lock:
-            n = self.counter
-            self.counter += 1
-            return n
+    def respond(self, status: int, body: bytes, headers: dict[str, str]) -> Response:
+        self.plan.stats.record_status(status)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
 
-    def draw(self, n: int, kind: str) -> float:
-        return _uniform(self.config.seed, n, FAULT_KINDS.index(kind) + 1)
+    def _admit(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        """Bearer auth and the token's bucket: (quota headers, the 401/429 to answer, if any)."""
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        bucket = self.buckets.get(token)
+        if bucket is None:
+            return {}, self.respond(401, _error_body("unauthorized", "missing or unknown bearer token"), {})
+        accepted, remaining, wait = bucket.take()
+        headers = {"X-RateLimit-Limit": str(bucket.quota.qpm), "X-RateLimit-Remaining": str(remaining)}
+        if not accepted:
+            headers["Retry-After"] = f"{wait:.3f}"
+            message = f"quota exceeded; retry in {wait:.3f} s"
+            return headers, self.respond(429, _error_body("rate_limited", message), headers)
+        self.plan.stats.record_accept(token, self.clock())
+        return headers, None
 
-    async def before(self, n: int, kind: str, request: Request) -> tuple[int, str, str] | None:
-        """Latency / timeout sleeps, then (status, code, message) when the request is to fail."""
-        cfg = self.config
-        if cfg.latency_ms > 0:
-            self.stats.record_fault("latency")
-            await asyncio.sleep(cfg.latency_ms / 1000.0 * (0.5 + self.draw(n, "latency")))
-        if self.draw(n, "timeout") < cfg.timeout_rate:
-            self.stats.record_fault("timeout")
-            await asyncio.sleep(cfg.timeout_seconds)
-        if cfg.fail_for_good:
-            days, asins = _request_scope(kind, request)
-            status = cfg.failing_status(BATCH_KIND.get(kind, kind), request.path_params["site"], days, asins)
-            if status is not None:
-                self.stats.record_fault("fail_for_good")
-                return (
-                    status,
-                    "rate_limited" if status == 429 else "unavailable",
-                    "injected permanent failure",
-                )
-        if self.draw(n, "error_5xx") < cfg.error_5xx_rate:
-            self.stats.record_fault("error_5xx")
-            status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
-                min(int(_uniform(cfg.seed, n, 99) * 3), 2)
-            ]
-            return status, code, "injected upstream failure"
-        return None
+    def endpoint(self, kind: str, handler: Callable[[Market, Request], dict[str, Any]]) -> Callable[..., Any]:
+        plan, market, active = self.plan, self.market, self.plan.config.active
 
-    def body(self, n: int, kind: str, body: dict[str, Any], request: Request) -> list[Mutation]:
-        """Row faults and value mutations applied to ``body`` in place; the mutations made."""
-        cfg, stats = self.config, self.stats
-        if self.draw(n, "duplicate_rows") < cfg.duplicate_rows_rate and duplicate_row(
-            kind, body, _uniform(cfg.seed, n, 101)
-        ):
-            stats.record_fault("duplicate_rows")
-        if self.draw(n, "missing_rows") < cfg.missing_rows_rate and drop_row(
-            kind, body, _uniform(cfg.seed, n, 102)
-        ):
-            stats.record_fault("missing_rows")
-        if self.draw(n, "out_of_range") < cfg.out_of_range_rate and corrupt(
-            kind, body, _uniform(cfg.seed, n, 103), _uniform(cfg.seed, n, 104)
-        ):
-            stats.record_fault("out_of_range")
-        # Last of the row faults: a mutated value is never dropped afterwards, so the record is exact.
-        day = request.query_params.get("date", "")
-        mutations = mutate_values(kind, body, request.path_params["site"], day, cfg.seed, cfg.mutation_rate)
-        if cfg.extra_fields:
-            add_extra_fields(body)
-            stats.record_fault("extra_fields")
-        return mutations
+        async def run(request: Request) -> Response:
+            headers, refused = self._admit(request)
+            if refused is not None:
+                return refused
+            n = plan.next_request()
+            failure = await _failure(plan, n, kind, request) if active else None
+            if failure is not None:
+                if failure[0] == 429:
+                    headers["Retry-After"] = "0.100"
+                return self.respond(failure[0], _error_body(failure[1], failure[2]), headers)
+            try:
+                if market.is_ready(request.path_params.get("site", "")):
+                    body = handler(market, request)  # index into cached arrays: ~1 ms, no thread hop
+                else:  # first touch generates the site (~1 s): keep the event loop (health) responsive
+                    body = await run_in_threadpool(handler, market, request)
+            except ApiError as exc:
+                return self.respond(exc.status, _error_body(exc.code, exc.message), headers)
+            except UnknownSiteError as exc:
+                return self.respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
+            mutations = _body_faults(plan, n, kind, body, request) if active else []
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            cut = plan.truncate(n, payload) if active else payload
+            if mutations and cut is payload:  # only what the client can actually read is recorded
+                plan.stats.record_mutations(mutations)
+                for _ in mutations:
+                    plan.stats.record_fault("mutated_value")
+            return self.respond(200, cut, headers)
 
-    def truncate(self, n: int, payload: bytes) -> bytes:
-        if self.draw(n, "malformed") >= self.config.malformed_rate:
-            return payload
-        self.stats.record_fault("malformed")
-        cut = int(len(payload) * (0.2 + 0.6 * _uniform(self.config.seed, n, 105)))
-        return payload[: max(1, min(len(payload) - 1, cut))]
+        return run
+
+    def routes(self) -> list[Route]:
+        prefix = "/v1/sites/{site}"
+        table = [
+            ("/asins", "asins", h_asins),
+            ("/products", "products", h_products),
+            ("/products/{asin}", "product", h_product),
+            ("/products/{asin}/timeseries", "series", h_series),
+            ("/timeseries", "timeseries", h_timeseries),
+            ("/products/{asin}/reviews", "reviews", h_product_reviews),
+            ("/reviews", "reviews", h_reviews),
+            ("/products/{asin}/keywords", "keywords", h_product_keywords),
+            ("/keywords", "keywords", h_keywords),
+        ]
+        return [Route(prefix + path, self.endpoint(kind, h), methods=["GET"]) for path, kind, h in table]
 
 
 def create_app(
@@ -406,53 +448,10 @@ def create_app(
     tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
     faults = faults or FaultConfig()
     stats = SimulatorStats()
-    buckets = {tok: _Bucket(q, clock) for tok, q in tokens.items()}
-    plan = _Faults(faults, stats)
-
-    def respond(status: int, body: bytes, headers: dict[str, str]) -> Response:
-        stats.record_status(status)
-        return Response(body, status_code=status, headers=headers, media_type="application/json")
-
-    def endpoint(kind: str, handler: Callable[[Market, Request], dict[str, Any]]) -> Callable[..., Any]:
-        async def run(request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            bucket = buckets.get(token)
-            if bucket is None:
-                return respond(401, _error_body("unauthorized", "missing or unknown bearer token"), {})
-            accepted, remaining, wait = bucket.take()
-            headers = {"X-RateLimit-Limit": str(bucket.quota.qpm), "X-RateLimit-Remaining": str(remaining)}
-            if not accepted:
-                headers["Retry-After"] = f"{wait:.3f}"
-                return respond(
-                    429, _error_body("rate_limited", f"quota exceeded; retry in {wait:.3f} s"), headers
-                )
-            stats.record_accept(token, clock())
-            n = plan.next_request()
-            failure = await plan.before(n, kind, request) if faults.active else None
-            if failure is not None:
-                if failure[0] == 429:
-                    headers["Retry-After"] = "0.100"
-                return respond(failure[0], _error_body(failure[1], failure[2]), headers)
-            try:
-                if market.is_ready(request.path_params.get("site", "")):
-                    body = handler(market, request)  # index into cached arrays: ~1 ms, no thread hop
-                else:  # first touch generates the site (~1 s): keep the event loop (health) responsive
-                    body = await run_in_threadpool(handler, market, request)
-            except ApiError as exc:
-                return respond(exc.status, _error_body(exc.code, exc.message), headers)
-            except UnknownSiteError as exc:
-                return respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
-            mutations = plan.body(n, kind, body, request) if faults.active else []
-            payload = json.dumps(body, separators=(",", ":")).encode()
-            cut = plan.truncate(n, payload) if faults.active else payload
-            if mutations and cut is payload:  # only what the client can actually read is recorded
-                stats.record_mutations(mutations)
-                for _ in mutations:
-                    stats.record_fault("mutated_value")
-            return respond(200, cut, headers)
-
-        return run
+    unified = _Routes(
+        market, {tok: _Bucket(q, clock) for tok, q in tokens.items()}, RequestFaults(faults, stats), clock
+    )
+    respond = unified.respond
 
     async def health(request: Request) -> Response:
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -468,22 +467,6 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         return respond(exc.status_code, _error_body(code, str(exc.detail)), {})
 
-    prefix = "/v1/sites/{site}"
-    routes = [
-        Route("/v1/health", health, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route(f"{prefix}/asins", endpoint("asins", h_asins), methods=["GET"]),
-        Route(f"{prefix}/products", endpoint("products", h_products), methods=["GET"]),
-        Route(f"{prefix}/products/{{asin}}", endpoint("product", h_product), methods=["GET"]),
-        Route(f"{prefix}/products/{{asin}}/timeseries", endpoint("series", h_series), methods=["GET"]),
-        Route(f"{prefix}/timeseries", endpoint("timeseries", h_timeseries), methods=["GET"]),
-        Route(f"{prefix}/products/{{asin}}/reviews", endpoint("reviews", h_product_reviews), methods=["GET"]),
-        Route(f"{prefix}/reviews", endpoint("reviews", h_reviews), methods=["GET"]),
-        Route(
-            f"{prefix}/products/{{asin}}/keywords", endpoint("keywords", h_product_keywords), methods=["GET"]
-        ),
-        Route(f"{prefix}/keywords", endpoint("keywords", h_keywords), methods=["GET"]),
-    ]
     keepa_route_list, keepa_state = keepa_routes(
         market,
         dict(DEFAULT_KEEPA_KEYS if keepa_keys is None else keepa_keys),
@@ -492,7 +475,12 @@ def create_app(
         clock=clock,
         data_clock=keepa_now,
     )
-    routes.extend(keepa_route_list)
+    routes = [
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *unified.routes(),
+        *keepa_route_list,
+    ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.stats = stats
     app.state.market = market
