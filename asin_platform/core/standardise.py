@@ -21,21 +21,29 @@ Rules, in the order they apply to the daily points (the mart):
    nulled (with ``flag_bsr_invalid`` / ``flag_rating_invalid`` / ``flag_price_invalid`` where the
    table has a flag), the row stays for coverage, and the row as received goes to quarantine with
    its payload id: one quarantine row per reason.
+   **Plausibility** (``settings.plausibility``, passed in as ``plausibility``): a value that passes
+   those rules but lies outside its field's bounds (a BSR of 10**12, a price of 1e12 in the site's
+   currency) is nulled, flagged the same way and quarantined as ``implausible_value`` with the bound
+   it broke (``core/plausibility.py``).
 4. **Price spikes.** ``price`` / previous day's ``price`` above ``price_spike_ratio`` or below its
    inverse sets ``flag_price_spike``; the price is kept (promotions are real) and nothing is
    quarantined. The previous day is the calendar day before, taken from the batch itself when it
-   holds that day, else from ``previous_prices``.
+   holds that day, else from ``previous_prices``. A nulled price is no reference, and neither is a
+   flagged spike (so a one-day spike never flags the next, correct day).
 
 Products (the listing attributes the mart rows carry) are deduplicated the same way; a negative
 listing count (``title_length``, ``bullet_count``, ``image_count``, ``attribute_flag_count``) is
-nulled and quarantined as ``listing_count_negative``.
+nulled and quarantined as ``listing_count_negative``, an implausible one as ``implausible_value``;
+a product row that arrived without ``title_length``, ``bullet_count`` or ``image_count`` is kept and
+quarantined as ``listing_field_missing``, so the gap is counted, never silent.
 
 Reviews are deduplicated on (site, asin, review_id) and keywords on (site, date, asin, keyword),
 latest fetch winning; then a review rating outside 1..5 (``rating_out_of_range``) or a keyword rank
-below 1 (``rank_non_positive``) sends the row to quarantine, and a negative keyword search volume
-(``search_volume_negative``) is nulled and quarantined. ``dim_asin`` is the latest product row per
-(site, asin) with ``first_seen``/``last_seen`` = the first/last date it was seen in the batch (the
-warehouse upsert keeps the min/max across batches).
+below 1 (``rank_non_positive``) sends the row to quarantine, a negative or implausible keyword search
+volume (``search_volume_negative`` / ``implausible_value``) is nulled and quarantined, and a keyword
+that arrived without one is kept and quarantined as ``search_volume_missing``. ``dim_asin`` is the
+latest product row per (site, asin) with ``first_seen``/``last_seen`` = the first/last date it was
+seen in the batch (the warehouse upsert keeps the min/max across batches).
 
 Quarantine rows found by the parser are passed through. Several records of one payload sharing a
 quarantine key (site, date, payload_id, table_name, asin, reason) are merged into one row (details
