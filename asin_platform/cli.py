@@ -116,6 +116,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         error_5xx_rate=args.error_rate,
         latency_ms=args.latency_ms,
         malformed_rate=args.malformed_rate,
+        fail_for_good=tuple(args.fail_for_good),
+        mutation_rate=args.mutation_rate,
     )
     tokens = {args.token: Quota(args.qpm or settings.simulator.qpm, args.burst or settings.simulator.burst)}
     print(
@@ -391,6 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--malformed-rate", type=float, default=0.0, help="share of truncated bodies")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--fault-seed", type=int, default=0)
+    p.add_argument(
+        "--fail-for-good",
+        action="append",
+        default=[],
+        metavar="ENDPOINT:SITE:DAY:ASIN[:STATUS]",
+        help="answer every request matching the rule with STATUS (default 503), '*' = any; repeatable "
+        "(e.g. products:US:2025-03-01:B0ABCDEFGH fails the products batch holding that ASIN)",
+    )
+    p.add_argument(
+        "--mutation-rate",
+        type=float,
+        default=0.0,
+        help="share of JSON values (BSR, price, rating, counts, search volume) sent negative / as a "
+        "string / 1e12 / null",
+    )
     p.set_defaults(func=cmd_simulator)
 
     p = sub.add_parser("dev", help="start the simulator and the Dagster UI + daemon (dagster dev)")

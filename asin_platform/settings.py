@@ -212,6 +212,50 @@ class AlertSettings(_Model):
         return value.rstrip("/")
 
 
+# --- plausibility bounds (issue 11; owner: H-simulator) ------------------------------------------
+Bound = tuple[float, float]
+
+
+class PlausibilityBounds(_Model):
+    """Inclusive [low, high] of every value the mart keeps. A value outside is not data but an upstream
+    fault (a BSR of 10**12, a price of 1e12): standardise quarantines the row (reason
+    ``implausible_value``, with the payload id), nulls the value and sets the row's validity flag
+    (``flag_bsr_invalid`` / ``flag_rating_invalid`` / ``flag_price_invalid``; counts have no flag column:
+    the quarantine row is their trace). Prices are in the site's currency: ``price_by_site`` overrides
+    ``price`` where the unit differs by orders of magnitude (yen, rupees)."""
+
+    bsr_root: Bound = Field((1, 20_000_000), description="root best-seller rank (largest stores ~10M)")
+    bsr_sub: Bound = Field((1, 20_000_000), description="sub-category rank")
+    review_count: Bound = Field((0, 5_000_000), description="reviews of one product (record ~1M)")
+    rating: Bound = Field((1.0, 5.0), description="stars")
+    price: Bound = Field((0.01, 100_000.0), description="local currency, sites not in price_by_site")
+    price_by_site: dict[str, Bound] = Field(
+        default_factory=lambda: {"JP": (1.0, 15_000_000.0), "IN": (1.0, 8_000_000.0)},
+        description="price bounds per site where the currency unit is small",
+    )
+    new_offer_count: Bound = Field((0, 2_000), description="sellers offering the product new")
+    bullet_count: Bound = Field((0, 30), description="listing bullet points (Amazon shows up to 10)")
+    image_count: Bound = Field((0, 60), description="listing images")
+    title_length: Bound = Field((1, 1_000), description="title characters (Amazon allows 200-500)")
+    attribute_flag_count: Bound = Field((0, 100), description="listing attribute flags set")
+    search_volume: Bound = Field((0, 500_000_000), description="monthly searches of a keyword")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PlausibilityBounds:
+        named = {name: getattr(self, name) for name in type(self).model_fields if name != "price_by_site"}
+        named.update({f"price_by_site.{site}": b for site, b in self.price_by_site.items()})
+        wrong = [name for name, (low, high) in named.items() if low > high]
+        if wrong:
+            raise ValueError(f"plausibility bounds with low > high: {', '.join(wrong)}")
+        return self
+
+    def price_for(self, site: str) -> Bound:
+        return self.price_by_site.get(site, self.price)
+
+
+# --- end plausibility bounds ---------------------------------------------------------------------
+
+
 class Settings(_Model):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
@@ -245,6 +289,7 @@ class Settings(_Model):
     api_pool: str = Field("upstream_api", description="Dagster pool shared by ingestion runs")
     automation: AutomationSettings = AutomationSettings()
     alerts: AlertSettings = AlertSettings()
+    plausibility: PlausibilityBounds = PlausibilityBounds()  # issue 11, H-simulator
 
     @field_validator("sites", mode="before")
     @classmethod

@@ -179,12 +179,13 @@ def _load(case_dir: Path, targets: list[date]) -> tuple[pl.DataFrame, pl.DataFra
 def child(mode: str, case_dir: Path, targets: list[date], repeat: int) -> None:
     from asin_platform.core.sales import default_calibration
     from asin_platform.settings import ScoreWeights
+    from asin_platform.simulator.catalog import SALES_PRIOR
 
     mart, kw = _load(case_dir, targets)
     mart_rows, kw_rows = mart.height, kw.height
     # resident memory once the inputs are loaded: the part of the peak that is not the compute
     inputs_rss_mb = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    calibration = default_calibration([SITE])
+    calibration = default_calibration([SITE], SALES_PRIOR)
     weights = ScoreWeights()
     times: list[float] = []
     cpu: list[float] = []

@@ -49,6 +49,7 @@ from asin_platform.core.sales import default_calibration  # noqa: E402
 from asin_platform.schemas import DIM_ASIN, FACT_KEYWORDS, MART_TIMESERIES_DAILY  # noqa: E402
 from asin_platform.settings import ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
+from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 
 RANKERS = {
     "model": "model_score",
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace, log=print) -> Result:
         tables.keywords.lazy(),
         dates,
         lookback=30,
-        calibration=default_calibration(args.sites),
+        calibration=default_calibration(args.sites, SALES_PRIOR),
     )
     result.timings["features_s"] = time.perf_counter() - t
     result.sizes["feature_rows"] = features.height

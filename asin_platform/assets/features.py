@@ -11,6 +11,7 @@ from asin_platform.core.features import build_features
 from asin_platform.core.sales import default_calibration
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.simulator.catalog import SALES_PRIOR
 
 KEY_COLUMNS = ("site", "date", "asin", "category_id")
 
@@ -49,7 +50,7 @@ def features_daily(
     is a span of calendar days, never "the last N rows". Definitions: docs/features.md.
     """
     lookback = settings.windows.lookback
-    calibration = default_calibration(settings.sites)
+    calibration = default_calibration(settings.sites, SALES_PRIOR)
 
     def build(site: str, start: date, end: date) -> pl.DataFrame:
         history_start = start - timedelta(days=lookback)

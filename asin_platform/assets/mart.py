@@ -145,12 +145,13 @@ def _standardise_segments(
             sites=[site],
             start=start - timedelta(days=1),
             end=start - timedelta(days=1),
-            columns=["site", "asin", "price"],
+            columns=["site", "asin", "price", "flag_price_spike"],
         )
         result = standardise(
             parse_payloads(raw),
             previous_prices=previous,
             price_spike_ratio=settings.thresholds.price_spike_ratio,
+            plausibility=settings.plausibility,
         )
         with warehouse.transaction() as tx:
             tx.replace_slices("mart_timeseries_daily", result.mart, sites=[site], start=start, end=end)

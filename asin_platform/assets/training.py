@@ -42,6 +42,7 @@ from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.simulator.catalog import SALES_PRIOR
 
 RANKERS = {
     "model": "model_score",
@@ -107,7 +108,7 @@ def train_samples(
             embargo=w.embargo,
             sales_ratio=t.label_sales_ratio,
             pctl_gain=t.label_bsr_pctl_gain,
-            calibration=default_calibration(settings.sites),
+            calibration=default_calibration(settings.sites, SALES_PRIOR),
             sample_every=config.sample_every,
         )
     except ValueError as exc:

@@ -22,6 +22,7 @@ def cmd_features_build(args: argparse.Namespace) -> int:
     from asin_platform.core.sales import default_calibration
     from asin_platform.schemas import FACT_KEYWORDS
     from asin_platform.settings import get_settings
+    from asin_platform.simulator.catalog import SALES_PRIOR
 
     settings = get_settings()
     mart = pl.scan_parquet(args.mart)
@@ -36,7 +37,7 @@ def cmd_features_build(args: argparse.Namespace) -> int:
         keywords,
         targets,
         lookback=settings.windows.lookback,
-        calibration=default_calibration(settings.sites),
+        calibration=default_calibration(settings.sites, SALES_PRIOR),
     )
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(args.output)

@@ -4,14 +4,17 @@ Within a root category, daily unit sales fall off roughly as a power of the best
 (``sales ~ a * bsr ** -b`` with ``b`` in 0.9..1.05, see docs/features.md). The platform never
 observes sales, so the curve is a calibration: ``a`` is units/day at rank 1 and ``b`` the exponent.
 
-Defaults come from the bundled simulator's catalogue (the market it draws BSR from), scaled per
-site; a category missing from the calibration uses ``FALLBACK_A`` / ``FALLBACK_B``. Replace the
-defaults with a fitted table (same columns) once real sales are known for some products.
+A :class:`PowerLawPrior` (US ``(a, b)`` per category and each site's market size) turns into the
+per-site table with :func:`default_calibration`; the platform passes the bundled simulator's prior
+(``asin_platform.simulator.catalog.SALES_PRIOR``, the market it draws BSR from). core/ never imports
+the simulator, so without a prior the table is empty and every category uses ``FALLBACK_A`` /
+``FALLBACK_B``. Replace the prior with a fitted table (same columns) once real sales are known.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import polars as pl
 
@@ -40,23 +43,28 @@ def estimate_sales(bsr_expr: pl.Expr, a: pl.Expr | float, b: pl.Expr | float) ->
     return pl.when(bsr > 0).then((a_expr.log() - b_expr * bsr.log()).exp())
 
 
-def default_calibration(sites: Iterable[str]) -> pl.DataFrame:
-    """(site, category_id, a, b) for every category of the bundled simulator on each site.
+@dataclass(frozen=True)
+class PowerLawPrior:
+    """What is believed about a market before any sales are seen: the US power law ``(a, b)`` per
+    category, and each site's size relative to the US (``a`` scales with it; 1.0 when absent)."""
 
-    ``a`` is the simulator's US scale times the site's market size, so a rank in a smaller market
-    means fewer units. If the simulator catalogue is unavailable the table is empty and every
-    category falls back to ``FALLBACK_A`` / ``FALLBACK_B``.
+    us_curves: Mapping[str, tuple[float, float]]
+    site_scale: Mapping[str, float] = field(default_factory=dict)
+
+
+def default_calibration(sites: Iterable[str], prior: PowerLawPrior | None = None) -> pl.DataFrame:
+    """(site, category_id, a, b) for every category of ``prior`` on each site.
+
+    ``a`` is the prior's US scale times the site's market size, so a rank in a smaller market means
+    fewer units. Without a prior the table is empty and every category falls back to
+    ``FALLBACK_A`` / ``FALLBACK_B``.
     """
-    sites = list(dict.fromkeys(sites))
-    try:
-        # Imported lazily: core/ must not need the simulator to compute features on real data.
-        from asin_platform.simulator.catalog import CATEGORY_CALIBRATION, SITE_SCALE
-    except (ImportError, AttributeError):
+    if prior is None:
         return pl.DataFrame(schema=CALIBRATION_SCHEMA)
     rows = [
-        (site, category, float(a_us) * float(SITE_SCALE.get(site, 1.0)), float(b))
-        for site in sites
-        for category, (a_us, b) in CATEGORY_CALIBRATION.items()
+        (site, category, float(a_us) * float(prior.site_scale.get(site, 1.0)), float(b))
+        for site in dict.fromkeys(sites)
+        for category, (a_us, b) in prior.us_curves.items()
     ]
     return pl.DataFrame(rows, schema=CALIBRATION_SCHEMA, orient="row")
 

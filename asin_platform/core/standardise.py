@@ -21,21 +21,29 @@ Rules, in the order they apply to the daily points (the mart):
    nulled (with ``flag_bsr_invalid`` / ``flag_rating_invalid`` / ``flag_price_invalid`` where the
    table has a flag), the row stays for coverage, and the row as received goes to quarantine with
    its payload id: one quarantine row per reason.
+   **Plausibility** (``settings.plausibility``, passed in as ``plausibility``): a value that passes
+   those rules but lies outside its field's bounds (a BSR of 10**12, a price of 1e12 in the site's
+   currency) is nulled, flagged the same way and quarantined as ``implausible_value`` with the bound
+   it broke (``core/plausibility.py``).
 4. **Price spikes.** ``price`` / previous day's ``price`` above ``price_spike_ratio`` or below its
    inverse sets ``flag_price_spike``; the price is kept (promotions are real) and nothing is
    quarantined. The previous day is the calendar day before, taken from the batch itself when it
-   holds that day, else from ``previous_prices``.
+   holds that day, else from ``previous_prices``. A nulled price is no reference, and neither is a
+   flagged spike (so a one-day spike never flags the next, correct day).
 
 Products (the listing attributes the mart rows carry) are deduplicated the same way; a negative
 listing count (``title_length``, ``bullet_count``, ``image_count``, ``attribute_flag_count``) is
-nulled and quarantined as ``listing_count_negative``.
+nulled and quarantined as ``listing_count_negative``, an implausible one as ``implausible_value``;
+a product row that arrived without ``title_length``, ``bullet_count`` or ``image_count`` is kept and
+quarantined as ``listing_field_missing``, so the gap is counted, never silent.
 
 Reviews are deduplicated on (site, asin, review_id) and keywords on (site, date, asin, keyword),
 latest fetch winning; then a review rating outside 1..5 (``rating_out_of_range``) or a keyword rank
-below 1 (``rank_non_positive``) sends the row to quarantine, and a negative keyword search volume
-(``search_volume_negative``) is nulled and quarantined. ``dim_asin`` is the latest product row per
-(site, asin) with ``first_seen``/``last_seen`` = the first/last date it was seen in the batch (the
-warehouse upsert keeps the min/max across batches).
+below 1 (``rank_non_positive``) sends the row to quarantine, a negative or implausible keyword search
+volume (``search_volume_negative`` / ``implausible_value``) is nulled and quarantined, and a keyword
+that arrived without one is kept and quarantined as ``search_volume_missing``. ``dim_asin`` is the
+latest product row per (site, asin) with ``first_seen``/``last_seen`` = the first/last date it was
+seen in the batch (the warehouse upsert keeps the min/max across batches).
 
 Quarantine rows found by the parser are passed through. Several records of one payload sharing a
 quarantine key (site, date, payload_id, table_name, asin, reason) are merged into one row (details
@@ -50,11 +58,12 @@ nearest slice date of its site, so it always lands inside the batch's slices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import polars as pl
 
+from asin_platform.core import plausibility as plaus
 from asin_platform.core.parsed import (
     KEYWORDS_SCHEMA,
     POINTS_SCHEMA,
@@ -63,6 +72,7 @@ from asin_platform.core.parsed import (
     UNIVERSE_SCHEMA,
     ParsedPayloads,
 )
+from asin_platform.core.quality import QualityReport, quality_report
 from asin_platform.schemas import (
     DIM_ASIN,
     FACT_KEYWORDS,
@@ -73,10 +83,8 @@ from asin_platform.schemas import (
     Table,
     validate,
 )
+from asin_platform.settings import PlausibilityBounds
 
-FLAG_COLUMNS = ("flag_bsr_invalid", "flag_rating_invalid", "flag_price_invalid", "flag_price_spike")
-# Reasons that reject a whole payload (its body could not be used at all).
-PAYLOAD_LEVEL_REASONS = ("malformed_json", "unexpected_shape")
 _LISTING_COUNTS = ("title_length", "bullet_count", "image_count", "attribute_flag_count")
 _PRODUCT_ATTRIBUTES = (
     "category_id",
@@ -93,74 +101,6 @@ _PRODUCT_ATTRIBUTES = (
 class StandardiseOutputError(RuntimeError):
     """standardise produced rows its own table models reject: a bug in this module, not bad input
     (bad input is quarantined, never raised)."""
-
-
-@dataclass(frozen=True)
-class QualityReport:
-    """What one standardise call did, for materialisation metadata and the checks.
-
-    ``coverage`` = ``covered_rows / tracked_asins``, where ``tracked_asins`` is the number of
-    distinct (site, date, asin) in the batch's universe and ``covered_rows`` the mart rows that
-    still carry a ``bsr_root`` or a ``price`` after invalid values were nulled (a row with neither
-    tells nothing about the product that day). Mart rows are always tracked ASINs, so coverage is in
-    [0, 1]; it is 0.0 when nothing is tracked (no universe = nothing covered). ``by_slice`` holds the
-    same numbers per (site, date).
-    """
-
-    tracked_asins: int
-    mart_rows: int
-    covered_rows: int
-    coverage: float
-    duplicates_dropped: int  # mart: points superseded by a later fetch of the same (site, date, asin)
-    duplicates_dropped_by_table: dict[str, int]
-    invalid_by_flag: dict[str, int]  # mart rows with each flag set
-    quarantined_by_reason: dict[str, int]  # quarantine rows (parser + standardise) per reason
-    quarantined_total: int
-    malformed_payloads: int  # distinct payloads rejected whole (malformed_json, unexpected_shape)
-    by_slice: pl.DataFrame = field(repr=False)
-
-    def as_metadata(self) -> dict[str, int | float]:
-        """Flat ``{name: number}`` for Dagster materialisation metadata (no nested values)."""
-        flat: dict[str, int | float] = {
-            "tracked_asins": self.tracked_asins,
-            "mart_rows": self.mart_rows,
-            "covered_rows": self.covered_rows,
-            "coverage": round(self.coverage, 6),
-            "duplicates_dropped": self.duplicates_dropped,
-            "quarantined_total": self.quarantined_total,
-            "malformed_payloads": self.malformed_payloads,
-        }
-        flat.update({f"invalid.{flag}": n for flag, n in self.invalid_by_flag.items()})
-        flat.update({f"quarantined.{reason}": n for reason, n in self.quarantined_by_reason.items()})
-        flat.update({f"duplicates_dropped.{t}": n for t, n in self.duplicates_dropped_by_table.items()})
-        return flat
-
-    def as_markdown(self, max_slices: int = 60) -> str:
-        """Summary, quarantine reasons and the per-slice breakdown as Markdown tables."""
-        lines = [
-            "| metric | value |",
-            "|---|---:|",
-            f"| tracked ASINs | {self.tracked_asins} |",
-            f"| mart rows | {self.mart_rows} |",
-            f"| covered rows (BSR or price) | {self.covered_rows} |",
-            f"| coverage | {self.coverage:.2%} |",
-            f"| duplicates dropped | {self.duplicates_dropped} |",
-            f"| quarantined | {self.quarantined_total} |",
-            f"| malformed payloads | {self.malformed_payloads} |",
-        ]
-        lines += [f"| {flag} | {n} |" for flag, n in self.invalid_by_flag.items()]
-        if self.quarantined_by_reason:
-            lines += ["", "| quarantine reason | rows |", "|---|---:|"]
-            lines += [f"| {reason} | {n} |" for reason, n in self.quarantined_by_reason.items()]
-        if self.by_slice.height:
-            columns = self.by_slice.columns
-            lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-            for row in self.by_slice.head(max_slices).iter_rows():
-                cells = [f"{v:.2%}" if isinstance(v, float) else str(v) for v in row]
-                lines.append("| " + " | ".join(cells) + " |")
-            if self.by_slice.height > max_slices:
-                lines.append(f"\n({self.by_slice.height - max_slices} more slices not shown)")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -228,9 +168,9 @@ def _place(
     now: pl.Expr,
 ) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
     """Split ``frame`` into rows of tracked (site, date, asin) and quarantine rows for the rest."""
-    marked = frame.join(
-        slices.with_columns(_in_slice=pl.lit(True)), on=["site", "date"], how="left"
-    ).join(universe.with_columns(_tracked=pl.lit(True)), on=["site", "date", "asin"], how="left")
+    marked = frame.join(slices.with_columns(_in_slice=pl.lit(True)), on=["site", "date"], how="left").join(
+        universe.with_columns(_tracked=pl.lit(True)), on=["site", "date", "asin"], how="left"
+    )
     kept = marked.filter(pl.col("_tracked").fill_null(False)).drop("_in_slice", "_tracked")
     outside = marked.filter(pl.col("_in_slice").is_null())
     untracked = marked.filter(pl.col("_in_slice").fill_null(False) & pl.col("_tracked").is_null())
@@ -297,9 +237,13 @@ def _null_where(column: str, bad: pl.Expr) -> pl.Expr:
     return pl.when(bad.fill_null(False)).then(None).otherwise(pl.col(column)).alias(column)
 
 
-def _clean_points(points: pl.DataFrame, now: pl.Expr) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Null out-of-range values, set the validity flags, quarantine the rows as received."""
+def _clean_points(
+    points: pl.DataFrame, now: pl.Expr, bounds: PlausibilityBounds
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Null out-of-range and implausible values, set the validity flags, quarantine the rows as received."""
     record_columns = list(POINTS_SCHEMA)
+    rules = [*_POINT_RULES, (plaus.IMPLAUSIBLE, plaus.implausible_any(plaus.POINT_FIELDS, bounds),
+                             plaus.implausible_detail(plaus.POINT_FIELDS, bounds))]  # fmt: skip
     rejected = [
         _quarantine_rows(
             points.filter(condition.fill_null(False)),
@@ -309,49 +253,19 @@ def _clean_points(points: pl.DataFrame, now: pl.Expr) -> tuple[pl.DataFrame, lis
             record_columns=record_columns,
             now=now,
         )
-        for reason, condition, detail in _POINT_RULES
+        for reason, condition, detail in rules
     ]
+
+    def bad(name: str) -> pl.Expr:
+        return plaus._basic_rule(name).fill_null(False) | plaus.implausible(name, bounds)
+
     cleaned = points.with_columns(
-        _null_where("bsr_root", pl.col("bsr_root") <= 0),
-        _null_where("bsr_sub", pl.col("bsr_sub") <= 0),
-        _null_where("rating", (pl.col("rating") < 1) | (pl.col("rating") > 5)),
-        _null_where("price", pl.col("price") <= 0),
-        _null_where("review_count", pl.col("review_count") < 0),
-        _null_where("new_offer_count", pl.col("new_offer_count") < 0),
-        flag_bsr_invalid=((pl.col("bsr_root") <= 0) | (pl.col("bsr_sub") <= 0)).fill_null(False),
-        flag_rating_invalid=((pl.col("rating") < 1) | (pl.col("rating") > 5)).fill_null(False),
-        flag_price_invalid=(pl.col("price") <= 0).fill_null(False),
+        *[_null_where(name, bad(name)) for name in plaus.POINT_FIELDS],
+        flag_bsr_invalid=bad("bsr_root") | bad("bsr_sub"),
+        flag_rating_invalid=bad("rating"),
+        flag_price_invalid=bad("price"),
     )
     return cleaned, rejected
-
-
-def _previous_prices(
-    mart: pl.DataFrame, previous_prices: pl.DataFrame | None
-) -> pl.DataFrame:
-    """(site, asin, date, _prev_price): the price of the calendar day before ``date``.
-
-    The batch's own rows come first; ``previous_prices`` (the previous day's mart: site, asin,
-    price, and optionally date) fills the day before each site's first batch date, or the day after
-    each of its own dates when it carries a ``date`` column.
-    """
-    parts = [mart.select("site", "asin", pl.col("date") + timedelta(days=1), pl.col("price").alias("_prev_price"))]
-    if previous_prices is not None and previous_prices.height:
-        missing = [c for c in ("site", "asin", "price") if c not in previous_prices.columns]
-        if missing:
-            raise ValueError(f"standardise: previous_prices lacks column(s) {missing}")
-        prev = previous_prices.select(
-            pl.col("site").cast(pl.Utf8),
-            pl.col("asin").cast(pl.Utf8),
-            pl.col("price").cast(pl.Float64).alias("_prev_price"),
-            *([pl.col("date").cast(pl.Date)] if "date" in previous_prices.columns else []),
-        )
-        if "date" in prev.columns:
-            prev = prev.with_columns(pl.col("date") + timedelta(days=1))
-        else:
-            first_dates = mart.group_by("site").agg(pl.col("date").min())
-            prev = prev.join(first_dates, on="site", how="inner")
-        parts.append(prev.select("site", "asin", "date", "_prev_price"))
-    return pl.concat(parts).unique(subset=["site", "asin", "date"], keep="first", maintain_order=True)
 
 
 def _collapse_quarantine(quarantine: pl.DataFrame) -> pl.DataFrame:
@@ -382,150 +296,192 @@ def _sorted(table: Table, frame: pl.DataFrame) -> pl.DataFrame:
     return table.conform(frame).sort(list(table.key), nulls_last=True)
 
 
-def standardise(
-    parsed: ParsedPayloads,
-    *,
-    previous_prices: pl.DataFrame | None = None,
-    price_spike_ratio: float = 3.0,
-    now: datetime | None = None,
-) -> StandardiseResult:
-    """Turn parsed payloads into the mart tables (see the module docstring for every rule).
-
-    ``previous_prices``: (site, asin, price[, date]) of the day before the batch's first date, used
-    for price spikes on that date. ``now`` stamps ``quarantined_at`` of the rows quarantined here
-    (default: the current UTC time; parser rows keep theirs). Bad input never raises: it is
-    quarantined and counted. Raises ``ValueError`` for wiring mistakes (a parsed frame without its
-    columns, a ratio <= 1) and :class:`StandardiseOutputError` if the output breaks its own models.
-    """
-    if not price_spike_ratio > 1:
-        raise ValueError(f"standardise: price_spike_ratio must be > 1, got {price_spike_ratio}")
-    stamp = now or datetime.now(UTC)
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    now_lit = pl.lit(stamp, dtype=UTC_TS)
-
-    universe = _require(parsed.universe, UNIVERSE_SCHEMA, "universe").select("site", "date", "asin").unique()
-    slices = universe.select("site", "date").unique()
-    points = _require(parsed.points, POINTS_SCHEMA, "points")
-    products = _require(parsed.products, PRODUCTS_SCHEMA, "products")
-    reviews = _require(parsed.reviews, REVIEWS_SCHEMA, "reviews")
-    keywords = _require(parsed.keywords, KEYWORDS_SCHEMA, "keywords")
-    rejected: list[pl.DataFrame] = [QUARANTINE.conform(parsed.rejected)]
-
-    # --- mart: place, dedupe, range-check, attach listing attributes, spikes ---------------------
-    points, out = _place(
-        points, universe, slices, table=MART_TIMESERIES_DAILY, record_columns=list(POINTS_SCHEMA), now=now_lit
-    )
-    rejected += out
-    placed_per_slice = points.group_by("site", "date").agg(pl.len().alias("_placed"))
-    points, mart_dups = _latest(points, ["site", "date", "asin"])
-    points, out = _clean_points(points, now_lit)
-    rejected += out
-
-    products, out = _place(
-        products, universe, slices, table=DIM_ASIN, record_columns=list(PRODUCTS_SCHEMA), now=now_lit
-    )
-    rejected += out
-    products, product_dups = _latest(products, ["site", "date", "asin"])
-    bad_listing = pl.any_horizontal(pl.col(c) < 0 for c in _LISTING_COUNTS).fill_null(False)
+def _clean_products(
+    products: pl.DataFrame, now: pl.Expr, bounds: PlausibilityBounds
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Negative and implausible listing counts nulled and quarantined; a product row that arrived
+    without a required listing field is quarantined as ``listing_field_missing`` (and kept)."""
+    record_columns = list(PRODUCTS_SCHEMA)
+    negative = pl.any_horizontal(pl.col(c) < 0 for c in _LISTING_COUNTS).fill_null(False)
+    rules = [
+        ("listing_count_negative", negative, pl.format(
+            "negative listing count(s): title_length={}, bullet_count={}, image_count={}, attribute_flag_count={}",
+            *_LISTING_COUNTS,
+        )),
+        (plaus.IMPLAUSIBLE, plaus.implausible_any(plaus.LISTING_FIELDS, bounds),
+         plaus.implausible_detail(plaus.LISTING_FIELDS, bounds)),
+    ]  # fmt: skip
+    rejected = [
+        _quarantine_rows(products.filter(cond), table=DIM_ASIN, reason=reason, detail=detail,
+                         record_columns=record_columns, now=now)
+        for reason, cond, detail in rules
+    ]  # fmt: skip
+    # Missing as received (sent null, or unreadable: the parser quarantined it as type_mismatch too);
+    # a value nulled below already has its own reason.
+    required = plaus.REQUIRED_LISTING_FIELDS
     rejected.append(
         _quarantine_rows(
-            products.filter(bad_listing),
+            products.filter(plaus.missing_any(required)),
             table=DIM_ASIN,
-            reason="listing_count_negative",
-            detail=pl.format(
-                "negative listing count(s): title_length={}, bullet_count={}, image_count={}, "
-                "attribute_flag_count={}",
-                *_LISTING_COUNTS,
-            ),
-            record_columns=list(PRODUCTS_SCHEMA),
-            now=now_lit,
+            reason=plaus.LISTING_FIELD_MISSING,
+            detail=plaus.missing_detail(required, "product listing"),
+            record_columns=record_columns,
+            now=now,
         )
     )
-    products = products.with_columns(_null_where(c, pl.col(c) < 0) for c in _LISTING_COUNTS)
-
-    mart = points.join(
-        products.select("site", "date", "asin", *_PRODUCT_ATTRIBUTES), on=["site", "date", "asin"], how="left"
+    products = products.with_columns(
+        _null_where(c, (pl.col(c) < 0) | plaus.implausible(c, bounds)) for c in _LISTING_COUNTS
     )
-    ratio = pl.col("price") / pl.col("_prev_price")
-    mart = mart.join(
-        _previous_prices(mart, previous_prices), on=["site", "asin", "date"], how="left"
-    ).with_columns(
-        flag_price_spike=(
-            (pl.col("_prev_price") > 0) & ((ratio > price_spike_ratio) | (ratio < 1 / price_spike_ratio))
-        ).fill_null(False)
-    )
+    return products, rejected
 
-    # --- dim_asin: latest attributes per (site, asin), first/last seen in the batch --------------
+
+def _clean_keywords(
+    keywords: pl.DataFrame, now: pl.Expr, bounds: PlausibilityBounds
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """A rank below 1 drops the row; a negative or implausible search volume is nulled; a row that
+    arrived without a search volume is counted as ``search_volume_missing`` (and kept)."""
+    bad_rank = (pl.col("rank") < 1).fill_null(False)
+    negative = (pl.col("search_volume") < 0).fill_null(False)
+    implausible = plaus.implausible("search_volume", bounds)
+    rules = [
+        ("rank_non_positive", bad_rank, pl.format("keyword {} rank={}: organic positions start at 1", "keyword", "rank")),
+        ("search_volume_negative", negative, pl.format("keyword {} search_volume={} is negative", "keyword", "search_volume")),
+        (plaus.IMPLAUSIBLE, implausible,
+         pl.format("keyword {}: {}", "keyword", plaus.implausible_detail(["search_volume"], bounds))),
+    ]  # fmt: skip
+    rejected = [
+        _quarantine_rows(keywords.filter(cond), table=FACT_KEYWORDS, reason=reason, detail=detail,
+                         record_columns=list(KEYWORDS_SCHEMA), now=now)
+        for reason, cond, detail in rules
+    ]  # fmt: skip
+    keywords = keywords.filter(~bad_rank)
+    rejected.append(
+        _quarantine_rows(
+            keywords.filter(pl.col("search_volume").is_null()),
+            table=FACT_KEYWORDS,
+            reason=plaus.SEARCH_VOLUME_MISSING,
+            detail=pl.format("keyword {} has no search_volume", "keyword"),
+            record_columns=list(KEYWORDS_SCHEMA),
+            now=now,
+        )
+    )
+    return keywords.with_columns(_null_where("search_volume", negative | implausible)), rejected
+
+
+def _clean_reviews(reviews: pl.DataFrame, now: pl.Expr) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    bad_rating = (~pl.col("rating").is_between(1, 5)).fill_null(False)
+    rejected = _quarantine_rows(
+        reviews.filter(bad_rating),
+        table=FACT_REVIEWS,
+        reason="rating_out_of_range",
+        detail=pl.format("review {} rating={} is outside 1..5", "review_id", "rating"),
+        record_columns=list(REVIEWS_SCHEMA),
+        now=now,
+    )
+    return reviews.filter(~bad_rating), [rejected]
+
+
+def _dim_asin(products: pl.DataFrame) -> pl.DataFrame:
+    """Latest attributes per (site, asin), first/last seen in the batch."""
     seen = products.group_by("site", "asin").agg(
         first_seen=pl.col("date").min(), last_seen=pl.col("date").max()
     )
-    dim_asin = (
+    return (
         products.sort(["date", "fetched_at", "payload_id"], descending=True, nulls_last=True)
         .unique(subset=["site", "asin"], keep="first", maintain_order=True)
         .join(seen, on=["site", "asin"], how="left")
     )
 
-    # --- facts: dedupe, then the latest version must be valid --------------------------------------
-    reviews, review_dups = _latest(reviews, ["site", "asin", "review_id"])
-    bad_rating = ~pl.col("rating").is_between(1, 5)
-    rejected.append(
-        _quarantine_rows(
-            reviews.filter(bad_rating.fill_null(False)),
-            table=FACT_REVIEWS,
-            reason="rating_out_of_range",
-            detail=pl.format("review {} rating={} is outside 1..5", "review_id", "rating"),
-            record_columns=list(REVIEWS_SCHEMA),
-            now=now_lit,
-        )
-    )
-    reviews = reviews.filter(~bad_rating.fill_null(False))
 
-    keywords, keyword_dups = _latest(keywords, ["site", "date", "asin", "keyword"])
-    bad_rank = pl.col("rank") < 1
-    bad_volume = pl.col("search_volume") < 0
-    rejected += [
-        _quarantine_rows(
-            keywords.filter(bad_rank.fill_null(False)),
-            table=FACT_KEYWORDS,
-            reason="rank_non_positive",
-            detail=pl.format("keyword {} rank={}: organic positions start at 1", "keyword", "rank"),
-            record_columns=list(KEYWORDS_SCHEMA),
-            now=now_lit,
-        ),
-        _quarantine_rows(
-            keywords.filter(bad_volume.fill_null(False)),
-            table=FACT_KEYWORDS,
-            reason="search_volume_negative",
-            detail=pl.format("keyword {} search_volume={} is negative", "keyword", "search_volume"),
-            record_columns=list(KEYWORDS_SCHEMA),
-            now=now_lit,
-        ),
-    ]
-    keywords = keywords.filter(~bad_rank.fill_null(False)).with_columns(_null_where("search_volume", bad_volume))
+def _now_literal(now: datetime | None) -> pl.Expr:
+    stamp = now or datetime.now(UTC)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return pl.lit(stamp, dtype=UTC_TS)
 
-    quarantine = _collapse_quarantine(
-        pl.concat(rejected).with_columns(pl.col("quarantined_at").fill_null(now_lit))
-    )
 
-    out_frames = {
-        table.name: _sorted(table, frame)
-        for table, frame in (
-            (MART_TIMESERIES_DAILY, mart),
-            (DIM_ASIN, dim_asin),
-            (FACT_REVIEWS, reviews),
-            (FACT_KEYWORDS, keywords),
-            (QUARANTINE, quarantine),
-        )
-    }
-    problems = [line for name, frame in out_frames.items() for line in validate(name, frame)]
+def _validated(frames: list[tuple[Table, pl.DataFrame]]) -> dict[str, pl.DataFrame]:
+    out = {table.name: _sorted(table, frame) for table, frame in frames}
+    problems = [line for name, frame in out.items() for line in validate(name, frame)]
     if problems:
         raise StandardiseOutputError(
             "standardise produced rows that break the table models (a bug in core/standardise.py, "
             "not bad input):\n  " + "\n  ".join(problems)
         )
+    return out
 
-    report = _report(
+
+def standardise(
+    parsed: ParsedPayloads,
+    *,
+    previous_prices: pl.DataFrame | None = None,
+    price_spike_ratio: float = 3.0,
+    plausibility: PlausibilityBounds | None = None,
+    now: datetime | None = None,
+) -> StandardiseResult:
+    """Turn parsed payloads into the mart tables (see the module docstring for every rule).
+
+    ``previous_prices``: (site, asin, price[, date][, flag_price_spike]) of the day before the batch's
+    first date, used for price spikes on that date (a row flagged as a spike is no reference).
+    ``plausibility``: the bounds values must lie in (default: ``PlausibilityBounds()``). ``now`` stamps
+    ``quarantined_at`` of the rows quarantined here (default: the current UTC time; parser rows keep
+    theirs). Bad input never raises: it is quarantined and counted. Raises ``ValueError`` for wiring
+    mistakes (a parsed frame without its columns, a ratio <= 1) and :class:`StandardiseOutputError`
+    if the output breaks its own models.
+    """
+    if not price_spike_ratio > 1:
+        raise ValueError(f"standardise: price_spike_ratio must be > 1, got {price_spike_ratio}")
+    bounds = plausibility or PlausibilityBounds()
+    now_lit = _now_literal(now)
+    universe = _require(parsed.universe, UNIVERSE_SCHEMA, "universe").select("site", "date", "asin").unique()
+    slices = universe.select("site", "date").unique()
+    rejected: list[pl.DataFrame] = [QUARANTINE.conform(parsed.rejected)]
+
+    # --- mart: place, dedupe, range/plausibility checks, listing attributes, spikes --------------
+    points, out = _place(_require(parsed.points, POINTS_SCHEMA, "points"), universe, slices,
+                         table=MART_TIMESERIES_DAILY, record_columns=list(POINTS_SCHEMA), now=now_lit)  # fmt: skip
+    rejected += out
+    placed_per_slice = points.group_by("site", "date").agg(pl.len().alias("_placed"))
+    points, mart_dups = _latest(points, ["site", "date", "asin"])
+    points, out = _clean_points(points, now_lit, bounds)
+    rejected += out
+    products, out = _place(_require(parsed.products, PRODUCTS_SCHEMA, "products"), universe, slices,
+                           table=DIM_ASIN, record_columns=list(PRODUCTS_SCHEMA), now=now_lit)  # fmt: skip
+    rejected += out
+    products, product_dups = _latest(products, ["site", "date", "asin"])
+    products, out = _clean_products(products, now_lit, bounds)
+    rejected += out
+    mart = points.join(
+        products.select("site", "date", "asin", *_PRODUCT_ATTRIBUTES), on=["site", "date", "asin"], how="left"
+    )
+    mart = mart.join(plaus.previous_prices(mart, previous_prices), on=["site", "asin", "date"], how="left")
+    mart = mart.with_columns(flag_price_spike=plaus.spike_flags(price_spike_ratio))
+
+    # --- facts: dedupe, then the latest version must be valid --------------------------------------
+    reviews, review_dups = _latest(
+        _require(parsed.reviews, REVIEWS_SCHEMA, "reviews"), ["site", "asin", "review_id"]
+    )
+    reviews, out = _clean_reviews(reviews, now_lit)
+    rejected += out
+    keywords, keyword_dups = _latest(
+        _require(parsed.keywords, KEYWORDS_SCHEMA, "keywords"), ["site", "date", "asin", "keyword"]
+    )
+    keywords, out = _clean_keywords(keywords, now_lit, bounds)
+    rejected += out
+    quarantine = _collapse_quarantine(
+        pl.concat(rejected).with_columns(pl.col("quarantined_at").fill_null(now_lit))
+    )
+
+    out_frames = _validated(
+        [
+            (MART_TIMESERIES_DAILY, mart),
+            (DIM_ASIN, _dim_asin(products)),
+            (FACT_REVIEWS, reviews),
+            (FACT_KEYWORDS, keywords),
+            (QUARANTINE, quarantine),
+        ]
+    )
+    report = quality_report(
         universe=universe,
         mart=out_frames[MART_TIMESERIES_DAILY.name],
         quarantine=out_frames[QUARANTINE.name],
@@ -544,63 +500,4 @@ def standardise(
         fact_keywords=out_frames[FACT_KEYWORDS.name],
         quarantine=out_frames[QUARANTINE.name],
         report=report,
-    )
-
-
-def _report(
-    *,
-    universe: pl.DataFrame,
-    mart: pl.DataFrame,
-    quarantine: pl.DataFrame,
-    placed_per_slice: pl.DataFrame,
-    duplicates: dict[str, int],
-) -> QualityReport:
-    keys = ["site", "date"]
-    covered = pl.col("bsr_root").is_not_null() | pl.col("price").is_not_null()
-    slice_keys = (
-        pl.concat([universe.select(keys), mart.select(keys), quarantine.select(keys)])
-        .drop_nulls()
-        .unique()
-    )
-    by_slice = (
-        slice_keys.join(universe.group_by(keys).agg(tracked_asins=pl.len()), on=keys, how="left")
-        .join(
-            mart.group_by(keys).agg(mart_rows=pl.len(), covered_rows=covered.sum()),
-            on=keys,
-            how="left",
-        )
-        .join(placed_per_slice, on=keys, how="left")
-        .join(quarantine.group_by(keys).agg(quarantined=pl.len()), on=keys, how="left")
-        .with_columns(
-            pl.col("tracked_asins", "mart_rows", "covered_rows", "_placed", "quarantined")
-            .fill_null(0)
-            .cast(pl.Int64)
-        )
-        .with_columns(
-            coverage=pl.when(pl.col("tracked_asins") > 0)
-            .then(pl.col("covered_rows") / pl.col("tracked_asins"))
-            .otherwise(0.0),
-            duplicates_dropped=pl.col("_placed") - pl.col("mart_rows"),
-        )
-        .select(
-            "site", "date", "tracked_asins", "mart_rows", "covered_rows", "coverage",
-            "duplicates_dropped", "quarantined",
-        )
-        .sort(keys)
-    )
-    tracked = universe.height
-    covered_rows = int(mart.select(covered.sum()).item())
-    by_reason = quarantine.group_by("reason").agg(pl.len()).sort("reason")
-    return QualityReport(
-        tracked_asins=tracked,
-        mart_rows=mart.height,
-        covered_rows=covered_rows,
-        coverage=covered_rows / tracked if tracked else 0.0,
-        duplicates_dropped=duplicates[MART_TIMESERIES_DAILY.name],
-        duplicates_dropped_by_table=duplicates,
-        invalid_by_flag={flag: int(mart[flag].sum()) for flag in FLAG_COLUMNS},
-        quarantined_by_reason=dict(zip(by_reason["reason"].to_list(), by_reason["len"].to_list(), strict=True)),
-        quarantined_total=quarantine.height,
-        malformed_payloads=quarantine.filter(pl.col("reason").is_in(PAYLOAD_LEVEL_REASONS))["payload_id"].n_unique(),
-        by_slice=by_slice,
     )

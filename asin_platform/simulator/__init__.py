@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from asin_platform.settings import SimulatorSettings
+from asin_platform.simulator.faults import FaultConfig, SimulatorStats
 from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, KeepaPlan, keepa_products
 from asin_platform.simulator.market import Market, MarketConfig, UnknownSiteError
 from asin_platform.simulator.server import (
-    FaultConfig,
     Quota,
     RunningSimulator,
-    SimulatorStats,
     create_app,
     serve,
     start_in_thread,

@@ -1,7 +1,8 @@
 """Static catalogue of the synthetic market: categories, their BSR calibration, seasonality, keywords.
 
 Everything here is plain data. ``market.py`` draws products from it; features and tests read the
-calibration from here (``CATEGORY_CALIBRATION``, ``SITE_SCALE``) or from ``Market.calibration(site)``.
+calibration from here (``SALES_PRIOR`` for ``core.sales.default_calibration``, ``CATEGORY_CALIBRATION``,
+``SITE_SCALE``) or from ``Market.calibration(site)``.
 
 Power law (per site x category): ``sales_per_day = A_site * bsr_root ** -b`` with
 ``A_site = A_us * SITE_SCALE[site]``. The sub-category rank is the root rank scaled by the
@@ -11,6 +12,8 @@ sub-category's share of the category, so ``sales = A_site * share**b * bsr_sub *
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from asin_platform.core.sales import PowerLawPrior
 
 # Contract site list; the index is the site's stable id in every seeded stream (never reorder).
 SITE_IDS: tuple[str, ...] = ("US", "UK", "DE", "FR", "JP", "CA", "IT", "ES", "IN", "MX", "BR")
@@ -197,6 +200,9 @@ CATEGORY_BY_ID: dict[str, Category] = {c.id: c for c in CATEGORIES}
 
 # (A, b) of the root power law per category on the US site; multiply A by SITE_SCALE[site] elsewhere.
 CATEGORY_CALIBRATION: dict[str, tuple[float, float]] = {c.id: (c.a, c.b) for c in CATEGORIES}
+
+# The market's BSR -> sales law as core's prior: what features and labels estimate sales with.
+SALES_PRIOR = PowerLawPrior(us_curves=CATEGORY_CALIBRATION, site_scale=SITE_SCALE)
 
 # Weekday shape (Mon..Sun): online demand peaks Sunday/Monday and dips Friday/Saturday.
 WEEKDAY_SHAPE: tuple[float, ...] = (0.6, 0.25, 0.0, -0.1, -0.55, -1.0, 0.8)

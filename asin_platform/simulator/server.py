@@ -13,18 +13,15 @@ the clock time of every accepted request per token so a benchmark can check the 
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import json
 import math
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import uvicorn
@@ -35,27 +32,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from asin_platform.simulator.body_faults import (
+    BATCH_KIND,
+    add_extra_fields,
+    corrupt,
+    drop_row,
+    duplicate_row,
+    mutate_values,
+)
+from asin_platform.simulator.faults import FaultConfig, Mutation, RequestFaults, SimulatorStats
+from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, KeepaPlan, keepa_routes
 from asin_platform.simulator.market import Market, UnknownSiteError
 from asin_platform.simulator.openapi import openapi_document
-
-if TYPE_CHECKING:
-    from asin_platform.simulator.keepa import KeepaPlan
 
 MAX_BATCH = 100
 MAX_RANGE_DAYS = 400
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
-FAULT_KINDS: tuple[str, ...] = (
-    "error_5xx",
-    "latency",
-    "timeout",
-    "malformed",
-    "duplicate_rows",
-    "missing_rows",
-    "out_of_range",
-    "extra_fields",
-)
-_MASK64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -67,109 +60,6 @@ class Quota:
 
 
 DEFAULT_TOKENS: dict[str, Quota] = {"demo-token": Quota(6000, 50)}
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """Deterministic fault injection. Rates are per fault-eligible request (authorised, not 429)."""
-
-    seed: int = 0
-    error_5xx_rate: float = 0.0  # answer 500 / 502 / 503 instead
-    latency_ms: float = 0.0  # added to every request, jittered 0.5x..1.5x
-    timeout_rate: float = 0.0  # sleep ``timeout_seconds`` before answering
-    timeout_seconds: float = 30.0
-    malformed_rate: float = 0.0  # status 200, JSON body cut mid-way
-    duplicate_rows_rate: float = 0.0  # a row (point, review, item, ASIN) repeated
-    missing_rows_rate: float = 0.0  # a batch item / row silently omitted (not in not_found)
-    out_of_range_rate: float = 0.0  # bsr <= 0, rating 7.5 / -1, negative price / review_count, ...
-    extra_fields: bool = False  # unknown fields added to every object
-
-    @property
-    def active(self) -> bool:
-        return any(
-            (
-                self.error_5xx_rate,
-                self.latency_ms,
-                self.timeout_rate,
-                self.malformed_rate,
-                self.duplicate_rows_rate,
-                self.missing_rows_rate,
-                self.out_of_range_rate,
-                self.extra_fields,
-            )
-        )
-
-
-def _splitmix(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def _uniform(*keys: int) -> float:
-    """A uniform in [0, 1) from integer keys: the same keys always give the same draw."""
-    h = 0
-    for k in keys:
-        h = _splitmix(h ^ (k & _MASK64))
-    return (h >> 11) / float(1 << 53)
-
-
-class SimulatorStats:
-    """Thread-safe request counters, read by tests and benchmarks while the server runs."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests = 0
-        self.by_status: Counter[int] = Counter()
-        self.rate_limited = 0
-        self.faults: Counter[str] = Counter()
-        self.accepted: dict[str, list[float]] = {}
-
-    def record_status(self, status: int) -> None:
-        with self._lock:
-            self.requests += 1
-            self.by_status[status] += 1
-            if status == 429:
-                self.rate_limited += 1
-
-    def record_accept(self, token: str, at: float) -> None:
-        with self._lock:
-            self.accepted.setdefault(token, []).append(at)
-
-    def record_fault(self, kind: str) -> None:
-        with self._lock:
-            self.faults[kind] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """A consistent copy: counts plus accepted-request timestamps per token."""
-        with self._lock:
-            return {
-                "requests": self.requests,
-                "by_status": dict(self.by_status),
-                "rate_limited": self.rate_limited,
-                "faults": dict(self.faults),
-                "accepted": {k: list(v) for k, v in self.accepted.items()},
-            }
-
-    def achieved_qpm(self, token: str) -> float:
-        """Accepted requests per minute between the token's first and last accepted request."""
-        with self._lock:
-            times = list(self.accepted.get(token, []))
-        if len(times) < 2 or times[-1] <= times[0]:
-            return 0.0
-        return (len(times) - 1) / (times[-1] - times[0]) * 60.0
-
-    def max_in_window(self, token: str, seconds: float) -> int:
-        """Most accepted requests within any window of ``seconds`` (quota check: <= burst + rate*s)."""
-        with self._lock:
-            times = sorted(self.accepted.get(token, []))
-        best, lo = 0, 0
-        for hi, at in enumerate(times):
-            while at - times[lo] > seconds:
-                lo += 1
-            best = max(best, hi - lo + 1)
-        return best
 
 
 class _Bucket:
@@ -399,114 +289,146 @@ def h_keywords(market: Market, request: Request) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Body faults. Each returns True when it changed the body (only then is it counted).
+# App
 # ----------------------------------------------------------------------------------------------
 
 
-def _row_lists(kind: str, body: dict[str, Any]) -> list[list[Any]]:
-    """The lists holding rows in a route's body (where rows can be duplicated or dropped)."""
-    if kind == "asins":
-        return [body["asins"]]
-    if kind == "products":
-        return [body["products"]]
-    if kind == "series":
-        return [body["points"]]
-    if kind == "timeseries":
-        return [item["points"] for item in body["items"]]
-    if kind == "reviews":
-        return [body["reviews"]]
-    if kind == "keywords":
-        return [item["keywords"] for item in body["items"]]
-    return []
+def _request_scope(kind: str, request: Request) -> tuple[tuple[date, date] | None, list[str]]:
+    """(day range, ASINs) a request is about, for ``FailRule`` matching; None when unreadable."""
+    q = request.query_params
+    asins = [a.strip() for a in q.get("asins", "").split(",") if a.strip()]
+    if "asin" in request.path_params:
+        asins.append(request.path_params["asin"])
+    first, last = {
+        "timeseries": ("start", "end"),
+        "series": ("start", "end"),
+        "reviews": ("since", "until"),
+    }.get(kind, ("date", "date"))
+    try:
+        lo = date.fromisoformat(q.get(first, ""))
+        return (lo, date.fromisoformat(q.get(last) or lo.isoformat())), asins
+    except ValueError:
+        return None, asins
 
 
-def _batch_list(kind: str, body: dict[str, Any]) -> list[Any] | None:
-    """The per-ASIN list of a batch route: dropping an element omits an ASIN silently."""
-    if kind == "products":
-        return body["products"]
-    if kind in ("timeseries", "keywords"):
-        return body["items"]
+async def _failure(plan: RequestFaults, n: int, kind: str, request: Request) -> tuple[int, str, str] | None:
+    """Latency / timeout sleeps, then (status, code, message) when the request is to fail."""
+    await plan.delay(n)
+    cfg = plan.config
+    if cfg.fail_for_good:
+        days, asins = _request_scope(kind, request)
+        status = cfg.failing_status(BATCH_KIND.get(kind, kind), request.path_params["site"], days, asins)
+        if status is not None:
+            plan.stats.record_fault("fail_for_good")
+            return status, "rate_limited" if status == 429 else "unavailable", "injected permanent failure"
+    if plan.fails_5xx(n):
+        status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
+            min(int(plan.salted(n, 99) * 3), 2)
+        ]
+        return status, code, "injected upstream failure"
     return None
 
 
-def _pick(lists: list[list[Any]], u: float) -> tuple[list[Any], int] | None:
-    flat = [(rows, k) for rows in lists for k in range(len(rows))]
-    if not flat:
-        return None
-    return flat[min(int(u * len(flat)), len(flat) - 1)]
+def _body_faults(
+    plan: RequestFaults, n: int, kind: str, body: dict[str, Any], request: Request
+) -> list[Mutation]:
+    """Row faults and value mutations applied to ``body`` in place; the mutations made."""
+    cfg, stats = plan.config, plan.stats
+    if plan.draw(n, "duplicate_rows") < cfg.duplicate_rows_rate and duplicate_row(
+        kind, body, plan.salted(n, 101)
+    ):
+        stats.record_fault("duplicate_rows")
+    if plan.draw(n, "missing_rows") < cfg.missing_rows_rate and drop_row(kind, body, plan.salted(n, 102)):
+        stats.record_fault("missing_rows")
+    if plan.draw(n, "out_of_range") < cfg.out_of_range_rate and corrupt(
+        kind, body, plan.salted(n, 103), plan.salted(n, 104)
+    ):
+        stats.record_fault("out_of_range")
+    # Last of the row faults: a mutated value is never dropped afterwards, so the record is exact.
+    day = request.query_params.get("date", "")
+    mutations = mutate_values(kind, body, request.path_params["site"], day, cfg.seed, cfg.mutation_rate)
+    if cfg.extra_fields:
+        add_extra_fields(body)
+        stats.record_fault("extra_fields")
+    return mutations
 
 
-def _duplicate(kind: str, body: dict[str, Any], u: float) -> bool:
-    """Repeat one row: an inner row where the route has them (point, review, keyword, ASIN), else an item."""
-    hit = _pick(_row_lists(kind, body), u)
-    batch = _batch_list(kind, body)
-    if hit is None and batch:
-        hit = _pick([batch], u)
-    if hit is None:
-        return False
-    rows, k = hit
-    rows.insert(k + 1, copy.deepcopy(rows[k]))
-    return True
+@dataclass
+class _Routes:
+    """The unified routes of one app: auth, quota, faults and JSON around each handler."""
 
+    market: Market
+    buckets: dict[str, _Bucket]
+    plan: RequestFaults
+    clock: Callable[[], float]
 
-def _drop(kind: str, body: dict[str, Any], u: float) -> bool:
-    batch = _batch_list(kind, body)
-    hit = _pick([batch], u) if batch else _pick(_row_lists(kind, body), u)
-    if hit is None:
-        return False
-    rows, k = hit
-    del rows[k]
-    return True
+    def respond(self, status: int, body: bytes, headers: dict[str, str]) -> Response:
+        self.plan.stats.record_status(status)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
 
+    def _admit(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        """Bearer auth and the token's bucket: (quota headers, the 401/429 to answer, if any)."""
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        bucket = self.buckets.get(token)
+        if bucket is None:
+            return {}, self.respond(401, _error_body("unauthorized", "missing or unknown bearer token"), {})
+        accepted, remaining, wait = bucket.take()
+        headers = {"X-RateLimit-Limit": str(bucket.quota.qpm), "X-RateLimit-Remaining": str(remaining)}
+        if not accepted:
+            headers["Retry-After"] = f"{wait:.3f}"
+            message = f"quota exceeded; retry in {wait:.3f} s"
+            return headers, self.respond(429, _error_body("rate_limited", message), headers)
+        self.plan.stats.record_accept(token, self.clock())
+        return headers, None
 
-def _corrupt(kind: str, body: dict[str, Any], u: float, v: float) -> bool:
-    """Set one value out of its valid range (v picks which field and how)."""
-    if kind == "product":
-        body["listing"]["image_count"] = -1 if v < 0.5 else 42
-        return True
-    if kind == "products":
-        hit = _pick([body["products"]], u)
-        if hit is None:
-            return False
-        hit[0][hit[1]]["listing"]["bullet_count" if v < 0.5 else "image_count"] = -1
-        return True
-    hit = _pick(_row_lists(kind, body), u)
-    if hit is None or kind == "asins":
-        return False
-    row = hit[0][hit[1]]
-    if kind in ("series", "timeseries"):
-        field_, value = [
-            ("bsr_root", 0),
-            ("bsr_root", -17),
-            ("rating", 7.5),
-            ("rating", -1.0),
-            ("price", -abs(row.get("price") or 9.99)),
-            ("review_count", -1 - (row.get("review_count") or 0)),
-        ][min(int(v * 6), 5)]
-    elif kind == "reviews":
-        field_, value = ("rating", 0 if v < 0.5 else 6)
-    else:  # keywords
-        field_, value = ("rank", 0) if v < 0.5 else ("search_volume", -100)
-    row[field_] = value
-    return True
+    def endpoint(self, kind: str, handler: Callable[[Market, Request], dict[str, Any]]) -> Callable[..., Any]:
+        plan, market, active = self.plan, self.market, self.plan.config.active
 
+        async def run(request: Request) -> Response:
+            headers, refused = self._admit(request)
+            if refused is not None:
+                return refused
+            n = plan.next_request()
+            failure = await _failure(plan, n, kind, request) if active else None
+            if failure is not None:
+                if failure[0] == 429:
+                    headers["Retry-After"] = "0.100"
+                return self.respond(failure[0], _error_body(failure[1], failure[2]), headers)
+            try:
+                if market.is_ready(request.path_params.get("site", "")):
+                    body = handler(market, request)  # index into cached arrays: ~1 ms, no thread hop
+                else:  # first touch generates the site (~1 s): keep the event loop (health) responsive
+                    body = await run_in_threadpool(handler, market, request)
+            except ApiError as exc:
+                return self.respond(exc.status, _error_body(exc.code, exc.message), headers)
+            except UnknownSiteError as exc:
+                return self.respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
+            mutations = _body_faults(plan, n, kind, body, request) if active else []
+            payload = json.dumps(body, separators=(",", ":")).encode()
+            cut = plan.truncate(n, payload) if active else payload
+            if mutations and cut is payload:  # only what the client can actually read is recorded
+                plan.stats.record_mutations(mutations)
+                for _ in mutations:
+                    plan.stats.record_fault("mutated_value")
+            return self.respond(200, cut, headers)
 
-def _add_extra(obj: Any, depth: int = 0) -> None:
-    """Add unknown fields to every object (clients must ignore them)."""
-    if isinstance(obj, dict):
-        for value in list(obj.values()):
-            _add_extra(value, depth + 1)
-        obj["x_vendor_trace"] = f"sim-{depth}"
-        if depth == 0:
-            obj["x_extra"] = {"note": "unknown field", "n": 1}
-    elif isinstance(obj, list):
-        for value in obj:
-            _add_extra(value, depth + 1)
+        return run
 
-
-# ----------------------------------------------------------------------------------------------
-# App
-# ----------------------------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        prefix = "/v1/sites/{site}"
+        table = [
+            ("/asins", "asins", h_asins),
+            ("/products", "products", h_products),
+            ("/products/{asin}", "product", h_product),
+            ("/products/{asin}/timeseries", "series", h_series),
+            ("/timeseries", "timeseries", h_timeseries),
+            ("/products/{asin}/reviews", "reviews", h_product_reviews),
+            ("/reviews", "reviews", h_reviews),
+            ("/products/{asin}/keywords", "keywords", h_product_keywords),
+            ("/keywords", "keywords", h_keywords),
+        ]
+        return [Route(prefix + path, self.endpoint(kind, h), methods=["GET"]) for path, kind, h in table]
 
 
 def create_app(
@@ -523,92 +445,13 @@ def create_app(
     (``simulator/keepa.py``): ``keepa_keys`` are its access keys and plans (default: the demo key),
     ``keepa_now`` the instant its responses are as of (default: the real clock).
     """
-    # Imported here: keepa.py builds on this module's stats and fault types.
-    from asin_platform.simulator.keepa import DEFAULT_KEEPA_KEYS, keepa_routes
-
     tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
     faults = faults or FaultConfig()
     stats = SimulatorStats()
-    buckets = {tok: _Bucket(q, clock) for tok, q in tokens.items()}
-    counter_lock = threading.Lock()
-    counter = [0]
-
-    def respond(status: int, body: bytes, headers: dict[str, str]) -> Response:
-        stats.record_status(status)
-        return Response(body, status_code=status, headers=headers, media_type="application/json")
-
-    def endpoint(kind: str, handler: Callable[[Market, Request], dict[str, Any]]) -> Callable[..., Any]:
-        async def run(request: Request) -> Response:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            bucket = buckets.get(token)
-            if bucket is None:
-                return respond(401, _error_body("unauthorized", "missing or unknown bearer token"), {})
-            accepted, remaining, wait = bucket.take()
-            headers = {"X-RateLimit-Limit": str(bucket.quota.qpm), "X-RateLimit-Remaining": str(remaining)}
-            if not accepted:
-                headers["Retry-After"] = f"{wait:.3f}"
-                return respond(
-                    429, _error_body("rate_limited", f"quota exceeded; retry in {wait:.3f} s"), headers
-                )
-            stats.record_accept(token, clock())
-
-            with counter_lock:
-                n = counter[0]
-                counter[0] += 1
-
-            def draw(kind_: str) -> float:
-                return _uniform(faults.seed, n, FAULT_KINDS.index(kind_) + 1)
-
-            if faults.active:
-                if faults.latency_ms > 0:
-                    stats.record_fault("latency")
-                    await asyncio.sleep(faults.latency_ms / 1000.0 * (0.5 + draw("latency")))
-                if draw("timeout") < faults.timeout_rate:
-                    stats.record_fault("timeout")
-                    await asyncio.sleep(faults.timeout_seconds)
-                if draw("error_5xx") < faults.error_5xx_rate:
-                    stats.record_fault("error_5xx")
-                    status, code = [(500, "internal"), (502, "bad_gateway"), (503, "unavailable")][
-                        min(int(_uniform(faults.seed, n, 99) * 3), 2)
-                    ]
-                    return respond(status, _error_body(code, "injected upstream failure"), headers)
-            try:
-                if market.is_ready(request.path_params.get("site", "")):
-                    body = handler(market, request)  # index into cached arrays: ~1 ms, no thread hop
-                else:  # first touch generates the site (~1 s): keep the event loop (health) responsive
-                    body = await run_in_threadpool(handler, market, request)
-            except ApiError as exc:
-                return respond(exc.status, _error_body(exc.code, exc.message), headers)
-            except UnknownSiteError as exc:
-                return respond(404, _error_body("not_found", f"unknown site {exc}"), headers)
-
-            if faults.active:
-                if draw("duplicate_rows") < faults.duplicate_rows_rate and _duplicate(
-                    kind, body, _uniform(faults.seed, n, 101)
-                ):
-                    stats.record_fault("duplicate_rows")
-                if draw("missing_rows") < faults.missing_rows_rate and _drop(
-                    kind, body, _uniform(faults.seed, n, 102)
-                ):
-                    stats.record_fault("missing_rows")
-                if draw("out_of_range") < faults.out_of_range_rate and _corrupt(
-                    kind, body, _uniform(faults.seed, n, 103), _uniform(faults.seed, n, 104)
-                ):
-                    stats.record_fault("out_of_range")
-                if faults.extra_fields:
-                    _add_extra(body)
-                    stats.record_fault("extra_fields")
-            payload = json.dumps(body, separators=(",", ":")).encode()
-            if faults.active and draw("malformed") < faults.malformed_rate:
-                stats.record_fault("malformed")
-                cut = max(
-                    1, min(len(payload) - 1, int(len(payload) * (0.2 + 0.6 * _uniform(faults.seed, n, 105))))
-                )
-                payload = payload[:cut]
-            return respond(200, payload, headers)
-
-        return run
+    unified = _Routes(
+        market, {tok: _Bucket(q, clock) for tok, q in tokens.items()}, RequestFaults(faults, stats), clock
+    )
+    respond = unified.respond
 
     async def health(request: Request) -> Response:
         now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -624,22 +467,6 @@ def create_app(
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         return respond(exc.status_code, _error_body(code, str(exc.detail)), {})
 
-    prefix = "/v1/sites/{site}"
-    routes = [
-        Route("/v1/health", health, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route(f"{prefix}/asins", endpoint("asins", h_asins), methods=["GET"]),
-        Route(f"{prefix}/products", endpoint("products", h_products), methods=["GET"]),
-        Route(f"{prefix}/products/{{asin}}", endpoint("product", h_product), methods=["GET"]),
-        Route(f"{prefix}/products/{{asin}}/timeseries", endpoint("series", h_series), methods=["GET"]),
-        Route(f"{prefix}/timeseries", endpoint("timeseries", h_timeseries), methods=["GET"]),
-        Route(f"{prefix}/products/{{asin}}/reviews", endpoint("reviews", h_product_reviews), methods=["GET"]),
-        Route(f"{prefix}/reviews", endpoint("reviews", h_reviews), methods=["GET"]),
-        Route(
-            f"{prefix}/products/{{asin}}/keywords", endpoint("keywords", h_product_keywords), methods=["GET"]
-        ),
-        Route(f"{prefix}/keywords", endpoint("keywords", h_keywords), methods=["GET"]),
-    ]
     keepa_route_list, keepa_state = keepa_routes(
         market,
         dict(DEFAULT_KEEPA_KEYS if keepa_keys is None else keepa_keys),
@@ -648,7 +475,12 @@ def create_app(
         clock=clock,
         data_clock=keepa_now,
     )
-    routes.extend(keepa_route_list)
+    routes = [
+        Route("/v1/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        *unified.routes(),
+        *keepa_route_list,
+    ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.stats = stats
     app.state.market = market

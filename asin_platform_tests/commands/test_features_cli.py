@@ -14,6 +14,7 @@ from asin_platform.core.score import score_baseline
 from asin_platform.schemas import FACT_KEYWORDS, MART_TIMESERIES_DAILY
 from asin_platform.settings import get_settings
 from asin_platform.simulator import Market, MarketConfig
+from asin_platform.simulator.catalog import SALES_PRIOR
 
 
 def _mart(tmp_path: Path) -> Path:
@@ -35,7 +36,7 @@ def test_features_and_score_file_mode(tmp_path: Path) -> None:
     targets = [date(2025, 3, 10) + timedelta(days=i) for i in range(6)]
     expected = build_features(
         pl.scan_parquet(mart_path), FACT_KEYWORDS.empty().lazy(), targets,
-        lookback=settings.windows.lookback, calibration=default_calibration(settings.sites),
+        lookback=settings.windows.lookback, calibration=default_calibration(settings.sites, SALES_PRIOR),
     )  # fmt: skip
     got = pl.read_parquet(features_path)
     assert got.sort("date", "asin").equals(expected.sort("date", "asin"))

@@ -20,6 +20,7 @@ from asin_platform.core.sales import (
     CALIBRATION_SCHEMA,
     FALLBACK_A,
     FALLBACK_B,
+    PowerLawPrior,
     default_calibration,
     estimate_sales,
 )
@@ -222,13 +223,17 @@ def test_estimate_sales_expression_and_default_calibration() -> None:
     got = frame.select(estimate_sales(pl.col("bsr"), 1000.0, 1.0)).to_series().to_list()
     assert got[0] == pytest.approx(1000.0) and got[1] == pytest.approx(10.0)
     assert got[2] is None and got[3] is None  # a rank of 0 is invalid, not infinite sales
-    cal = default_calibration(["US", "DE"])
+    prior = PowerLawPrior(us_curves={"c1": (1000.0, 0.9), "c2": (50.0, 1.0)}, site_scale={"DE": 0.3})
+    cal = default_calibration(["US", "DE", "US"], prior)
     assert cal.columns == list(CALIBRATION_SCHEMA)
-    assert cal.height == 0 or (cal["a"] > 0).all()
-    if cal.height:  # the simulator catalogue scales a by market size
-        us = cal.filter(pl.col("site") == "US").sort("category_id")
-        de = cal.filter(pl.col("site") == "DE").sort("category_id")
-        assert (de["a"] < us["a"]).all() and de["b"].to_list() == us["b"].to_list()
+    assert sorted(cal.rows()) == [
+        ("DE", "c1", pytest.approx(300.0), 0.9),
+        ("DE", "c2", pytest.approx(15.0), 1.0),
+        ("US", "c1", 1000.0, 0.9),
+        ("US", "c2", 50.0, 1.0),
+    ]
+    # without a prior (core never reaches for the simulator's) every category uses the fallback
+    assert default_calibration(["US"]).height == 0
 
 
 # ---------------------------------------------------------------------------------------------

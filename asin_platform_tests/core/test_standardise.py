@@ -7,7 +7,7 @@ these tests cover the path the mart asset runs.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import polars as pl
@@ -27,6 +27,7 @@ from asin_platform.schemas import (
     TABLES,
     validate,
 )
+from asin_platform.settings import PlausibilityBounds
 from asin_platform_tests.core.test_unified import (
     D1,
     D2,
@@ -51,7 +52,9 @@ def run(rows: list[dict[str, Any]], **kwargs: Any) -> StandardiseResult:
 
 
 def timeseries(payload_id: str, items: dict[str, list[dict[str, Any]]], **kw: Any) -> dict[str, Any]:
-    return payload(payload_id, TIMESERIES, {"items": [{"asin": a, "points": p} for a, p in items.items()]}, **kw)
+    return payload(
+        payload_id, TIMESERIES, {"items": [{"asin": a, "points": p} for a, p in items.items()]}, **kw
+    )
 
 
 def mart_row(result: StandardiseResult, asin: str, day: date = D1, site: str = "US") -> dict[str, Any]:
@@ -67,19 +70,45 @@ def test_happy_path_exact_rows_and_report():
     assert result.mart.schema == pl.Schema(MART_TIMESERIES_DAILY.schema)
     assert result.mart.select("asin").to_series().to_list() == [A1, A2]
     assert mart_row(result, A1) == {
-        "site": "US", "date": D1, "asin": A1, "category_id": "beauty", "subcategory_id": "beauty-serums",
-        "price": 24.99, "bsr_root": 15234, "bsr_sub": 312, "rating": 4.4, "review_count": 1873,
-        "new_offer_count": 3, "buybox_seller": "Lumora Direct", "title_length": 142, "bullet_count": 5,
-        "image_count": 7, "has_aplus": True, "attribute_flag_count": 3, "listed_since": date(2025, 3, 14),
-        "flag_bsr_invalid": False, "flag_rating_invalid": False, "flag_price_invalid": False,
-        "flag_price_spike": False, "source": "unified", "payload_id": "US-2026-11-20-timeseries",
+        "site": "US",
+        "date": D1,
+        "asin": A1,
+        "category_id": "beauty",
+        "subcategory_id": "beauty-serums",
+        "price": 24.99,
+        "bsr_root": 15234,
+        "bsr_sub": 312,
+        "rating": 4.4,
+        "review_count": 1873,
+        "new_offer_count": 3,
+        "buybox_seller": "Lumora Direct",
+        "title_length": 142,
+        "bullet_count": 5,
+        "image_count": 7,
+        "has_aplus": True,
+        "attribute_flag_count": 3,
+        "listed_since": date(2025, 3, 14),
+        "flag_bsr_invalid": False,
+        "flag_rating_invalid": False,
+        "flag_price_invalid": False,
+        "flag_price_spike": False,
+        "source": "unified",
+        "payload_id": "US-2026-11-20-timeseries",
         "fetched_at": T1,
     }
     assert result.dim_asin.schema == pl.Schema(DIM_ASIN.schema)
     assert result.dim_asin.row(0, named=True) == {
-        "site": "US", "asin": A1, "title": f"Serum {A1}", "brand": "Lumora", "category_id": "beauty",
-        "category_path": "Beauty > Skin Care > Serums", "subcategory_id": "beauty-serums",
-        "listed_since": date(2025, 3, 14), "first_seen": D1, "last_seen": D1, "source": "unified",
+        "site": "US",
+        "asin": A1,
+        "title": f"Serum {A1}",
+        "brand": "Lumora",
+        "category_id": "beauty",
+        "category_path": "Beauty > Skin Care > Serums",
+        "subcategory_id": "beauty-serums",
+        "listed_since": date(2025, 3, 14),
+        "first_seen": D1,
+        "last_seen": D1,
+        "source": "unified",
     }
     assert result.fact_reviews.rows() == [
         ("US", D1, A1, f"R-{A1}-20", 5, True, "US-2026-11-20-reviews"),
@@ -102,12 +131,20 @@ def test_duplicated_point_latest_fetch_wins():
     rows = slice_payloads("US", D1, [A1, A2])
     rows += [
         timeseries("refetch-late", {A1: [point(D1, price=19.99, bsr_root=900)]}, fetched_at=T2),
-        timeseries("refetch-early", {A1: [point(D1, price=99.0, bsr_root=1)]},
-                   fetched_at=datetime(2026, 11, 21, 0, 0, tzinfo=UTC)),
+        timeseries(
+            "refetch-early",
+            {A1: [point(D1, price=99.0, bsr_root=1)]},
+            fetched_at=datetime(2026, 11, 21, 0, 0, tzinfo=UTC),
+        ),
     ]
     result = run(rows)
     row = mart_row(result, A1)
-    assert (row["price"], row["bsr_root"], row["payload_id"], row["fetched_at"]) == (19.99, 900, "refetch-late", T2)
+    assert (row["price"], row["bsr_root"], row["payload_id"], row["fetched_at"]) == (
+        19.99,
+        900,
+        "refetch-late",
+        T2,
+    )
     assert mart_row(result, A2)["payload_id"] == "US-2026-11-20-timeseries"
     assert result.report.duplicates_dropped == 2
     assert result.report.by_slice["duplicates_dropped"].to_list() == [2]
@@ -116,17 +153,35 @@ def test_duplicated_point_latest_fetch_wins():
 
 def test_same_fetch_time_highest_payload_id_wins():
     rows = slice_payloads("US", D1, [A1])
-    rows[2:3] = [timeseries("ts-a", {A1: [point(D1, price=10.0)]}), timeseries("ts-b", {A1: [point(D1, price=11.0)]})]
+    rows[2:3] = [
+        timeseries("ts-a", {A1: [point(D1, price=10.0)]}),
+        timeseries("ts-b", {A1: [point(D1, price=11.0)]}),
+    ]
     assert mart_row(run(rows), A1)["price"] == 11.0
 
 
 def test_reviews_and_keywords_deduplicate_latest_fetch_wins():
     rows = slice_payloads("US", D1, [A1])
     rows += [
-        payload("rv2", REVIEWS, {"reviews": [review(f"R-{A1}-20", A1, D1, rating=3, verified=False)]},
-                fetched_at=T2),
-        payload("kw2", KEYWORDS, {"items": [{"asin": A1, "keywords": [
-            {"keyword": "vitamin c serum", "search_volume": 50000, "rank": 4}]}]}, fetched_at=T2),
+        payload(
+            "rv2",
+            REVIEWS,
+            {"reviews": [review(f"R-{A1}-20", A1, D1, rating=3, verified=False)]},
+            fetched_at=T2,
+        ),
+        payload(
+            "kw2",
+            KEYWORDS,
+            {
+                "items": [
+                    {
+                        "asin": A1,
+                        "keywords": [{"keyword": "vitamin c serum", "search_volume": 50000, "rank": 4}],
+                    }
+                ]
+            },
+            fetched_at=T2,
+        ),
     ]
     result = run(rows)
     assert result.fact_reviews.select("review_id", "rating", "verified", "payload_id").rows() == [
@@ -134,7 +189,10 @@ def test_reviews_and_keywords_deduplicate_latest_fetch_wins():
     ]
     assert result.fact_keywords.select("search_volume", "rank", "payload_id").rows() == [(50000, 4, "kw2")]
     assert result.report.duplicates_dropped_by_table == {
-        "mart_timeseries_daily": 0, "dim_asin": 0, "fact_reviews": 1, "fact_keywords": 1,
+        "mart_timeseries_daily": 0,
+        "dim_asin": 0,
+        "fact_reviews": 1,
+        "fact_keywords": 1,
     }
 
 
@@ -159,9 +217,17 @@ def test_bad_value_is_nulled_flagged_and_quarantined(bad, reason, nulled, flag):
     row = mart_row(result, A1)
     for column in nulled:
         assert row[column] is None
-    untouched = {"price": 24.99, "bsr_root": 15234, "bsr_sub": 312, "rating": 4.4, "review_count": 1873,
-                 "new_offer_count": 3}
-    assert {k: row[k] for k in untouched if k not in nulled} == {k: v for k, v in untouched.items() if k not in nulled}
+    untouched = {
+        "price": 24.99,
+        "bsr_root": 15234,
+        "bsr_sub": 312,
+        "rating": 4.4,
+        "review_count": 1873,
+        "new_offer_count": 3,
+    }
+    assert {k: row[k] for k in untouched if k not in nulled} == {
+        k: v for k, v in untouched.items() if k not in nulled
+    }
     flags = {f: row[f] for f in ("flag_bsr_invalid", "flag_rating_invalid", "flag_price_invalid")}
     assert flags == {f: f == flag for f in flags}
     assert not any(mart_row(result, A2)[f] for f in flags)
@@ -169,7 +235,12 @@ def test_bad_value_is_nulled_flagged_and_quarantined(bad, reason, nulled, flag):
     q = result.quarantine.row(0, named=True)
     assert result.quarantine.height == 1
     assert (q["site"], q["date"], q["payload_id"], q["table_name"], q["asin"], q["reason"]) == (
-        "US", D1, "US-2026-11-20-timeseries", "mart_timeseries_daily", A1, reason
+        "US",
+        D1,
+        "US-2026-11-20-timeseries",
+        "mart_timeseries_daily",
+        A1,
+        reason,
     )
     record = json.loads(q["record"])
     assert {k: record[k] for k in bad} == bad  # the value as received, not the nulled one
@@ -183,27 +254,52 @@ def test_several_problems_give_one_quarantine_row_per_reason():
     bad = point(D1, bsr_root=-1, bsr_sub=0, rating=9.0, price=-1.0, review_count=-4, new_offer_count=-1)
     result = run(slice_payloads("US", D1, [A1], points={A1: [bad]}))
     assert sorted(result.quarantine["reason"]) == [
-        "bsr_non_positive", "offer_count_negative", "price_non_positive", "rating_out_of_range",
+        "bsr_non_positive",
+        "offer_count_negative",
+        "price_non_positive",
+        "rating_out_of_range",
         "review_count_negative",
     ]
     row = mart_row(result, A1)
-    assert [row[c] for c in ("price", "bsr_root", "bsr_sub", "rating", "review_count", "new_offer_count")] == [None] * 6
-    assert (row["flag_bsr_invalid"], row["flag_rating_invalid"], row["flag_price_invalid"]) == (True, True, True)
+    assert [
+        row[c] for c in ("price", "bsr_root", "bsr_sub", "rating", "review_count", "new_offer_count")
+    ] == [None] * 6
+    assert (row["flag_bsr_invalid"], row["flag_rating_invalid"], row["flag_price_invalid"]) == (
+        True,
+        True,
+        True,
+    )
     assert result.report.covered_rows == 0 and result.report.coverage == 0.0
 
 
 def test_invalid_review_rating_and_keyword_values_are_quarantined():
     rows = slice_payloads("US", D1, [A1])
     rows += [
-        payload("rv", REVIEWS, {"reviews": [review("R-bad", A1, D1, rating=0), review("R-ok", A1, D1, rating=1)]}),
-        payload("kw", KEYWORDS, {"items": [{"asin": A1, "keywords": [
-            {"keyword": "zero rank", "search_volume": 10, "rank": 0},
-            {"keyword": "neg volume", "search_volume": -10, "rank": 3}]}]}),
+        payload(
+            "rv", REVIEWS, {"reviews": [review("R-bad", A1, D1, rating=0), review("R-ok", A1, D1, rating=1)]}
+        ),
+        payload(
+            "kw",
+            KEYWORDS,
+            {
+                "items": [
+                    {
+                        "asin": A1,
+                        "keywords": [
+                            {"keyword": "zero rank", "search_volume": 10, "rank": 0},
+                            {"keyword": "neg volume", "search_volume": -10, "rank": 3},
+                        ],
+                    }
+                ]
+            },
+        ),
     ]
     result = run(rows)
     assert "R-bad" not in result.fact_reviews["review_id"].to_list()
     assert "R-ok" in result.fact_reviews["review_id"].to_list()
-    assert result.fact_keywords.filter(keyword="neg volume").select("search_volume", "rank").rows() == [(None, 3)]
+    assert result.fact_keywords.filter(keyword="neg volume").select("search_volume", "rank").rows() == [
+        (None, 3)
+    ]
     assert result.fact_keywords.filter(keyword="zero rank").is_empty()
     assert result.quarantine.select("payload_id", "table_name", "reason").sort("reason").rows() == [
         ("kw", "fact_keywords", "rank_non_positive"),
@@ -313,12 +409,20 @@ def test_every_input_point_is_in_the_mart_or_quarantine():
         A3: [point(D1, rating=7.0)],
     }
     result = run(slice_payloads("US", D1, [A1, A2], points=points))
-    accounted = result.mart.height + result.report.duplicates_dropped + result.quarantine.filter(
-        pl.col("reason").is_in(["type_mismatch", "missing_key", "date_outside_partition", "asin_not_tracked"])
-    ).height
+    accounted = (
+        result.mart.height
+        + result.report.duplicates_dropped
+        + result.quarantine.filter(
+            pl.col("reason").is_in(
+                ["type_mismatch", "missing_key", "date_outside_partition", "asin_not_tracked"]
+            )
+        ).height
+    )
     assert accounted == 5
     assert result.report.quarantined_by_reason == {
-        "asin_not_tracked": 1, "date_outside_partition": 1, "type_mismatch": 1,
+        "asin_not_tracked": 1,
+        "date_outside_partition": 1,
+        "type_mismatch": 1,
     }
 
 
@@ -330,7 +434,9 @@ def test_multi_date_multi_site_batch_equals_separate_calls():
     for site, day, fetched in slices:
         points = {A1: [point(day, price=prices[site, day])], A2: [point(day, bsr_root=0)], A3: [point(day)]}
         rows = slice_payloads(site, day, [A1, A2], points=points, fetched_at=fetched)
-        rows.append(payload(f"{site}-{day}-broken", KEYWORDS, '{"items": [', site=site, day=day, fetched_at=fetched))
+        rows.append(
+            payload(f"{site}-{day}-broken", KEYWORDS, '{"items": [', site=site, day=day, fetched_at=fetched)
+        )
         rows_by_slice[site, day] = rows
 
     batch = run([r for rows in rows_by_slice.values() for r in rows])
@@ -339,9 +445,15 @@ def test_multi_date_multi_site_batch_equals_separate_calls():
         previous = separate[site, D1].mart.select("site", "asin", "price") if day == D2 else None
         separate[site, day] = run(rows_by_slice[site, day], previous_prices=previous)
 
-    for name, table in (("mart", MART_TIMESERIES_DAILY), ("fact_reviews", FACT_REVIEWS),
-                        ("fact_keywords", FACT_KEYWORDS), ("quarantine", QUARANTINE)):
-        combined = pl.concat([getattr(r, name) for r in separate.values()]).sort(list(table.key), nulls_last=True)
+    for name, table in (
+        ("mart", MART_TIMESERIES_DAILY),
+        ("fact_reviews", FACT_REVIEWS),
+        ("fact_keywords", FACT_KEYWORDS),
+        ("quarantine", QUARANTINE),
+    ):
+        combined = pl.concat([getattr(r, name) for r in separate.values()]).sort(
+            list(table.key), nulls_last=True
+        )
         assert_frame_equal(getattr(batch, name), combined)
     assert mart_row(batch, A1, D2)["flag_price_spike"] is True  # US 10 -> 45 across the two dates
     # dim_asin: the warehouse upsert keeps min(first_seen) / max(last_seen) of the separate calls
@@ -350,12 +462,20 @@ def test_multi_date_multi_site_batch_equals_separate_calls():
         .group_by("site", "asin")
         .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
     )
-    assert_frame_equal(batch.dim_asin.select("site", "asin", "first_seen", "last_seen"), merged,
-                       check_row_order=False)
+    assert_frame_equal(
+        batch.dim_asin.select("site", "asin", "first_seen", "last_seen"), merged, check_row_order=False
+    )
     assert batch.report.by_slice.select("site", "date", "tracked_asins", "quarantined").rows() == [
-        ("DE", D1, 2, 3), ("DE", D2, 2, 3), ("US", D1, 2, 3), ("US", D2, 2, 3),
+        ("DE", D1, 2, 3),
+        ("DE", D2, 2, 3),
+        ("US", D1, 2, 3),
+        ("US", D2, 2, 3),
     ]
-    assert batch.report.quarantined_by_reason == {"asin_not_tracked": 4, "bsr_non_positive": 4, "malformed_json": 4}
+    assert batch.report.quarantined_by_reason == {
+        "asin_not_tracked": 4,
+        "bsr_non_positive": 4,
+        "malformed_json": 4,
+    }
     assert batch.report.malformed_payloads == 4
 
 
@@ -373,9 +493,16 @@ def test_report_counts_are_exact_and_metadata_is_flat():
     assert report.coverage == pytest.approx(1 / 3)
     assert report.duplicates_dropped == 1
     assert report.invalid_by_flag == {
-        "flag_bsr_invalid": 0, "flag_rating_invalid": 1, "flag_price_invalid": 1, "flag_price_spike": 0,
+        "flag_bsr_invalid": 0,
+        "flag_rating_invalid": 1,
+        "flag_price_invalid": 1,
+        "flag_price_spike": 0,
     }
-    assert report.quarantined_by_reason == {"malformed_json": 1, "price_non_positive": 1, "rating_out_of_range": 1}
+    assert report.quarantined_by_reason == {
+        "malformed_json": 1,
+        "price_non_positive": 1,
+        "rating_out_of_range": 1,
+    }
     assert report.quarantined_total == 3 and report.malformed_payloads == 1
     assert report.by_slice.rows() == [("US", D1, 3, 2, 1, pytest.approx(1 / 3), 1, 3)]
 
@@ -404,9 +531,13 @@ def test_pandera_models_mirror_the_table_contracts():
 
 def test_standardise_output_validates_and_broken_frames_are_reported():
     result = run(slice_payloads("US", D1, [A1, A2], points={A1: [point(D1, bsr_root=0)], A2: [point(D1)]}))
-    for name, frame in (("mart_timeseries_daily", result.mart), ("dim_asin", result.dim_asin),
-                        ("fact_reviews", result.fact_reviews), ("fact_keywords", result.fact_keywords),
-                        ("quarantine", result.quarantine)):
+    for name, frame in (
+        ("mart_timeseries_daily", result.mart),
+        ("dim_asin", result.dim_asin),
+        ("fact_reviews", result.fact_reviews),
+        ("fact_keywords", result.fact_keywords),
+        ("quarantine", result.quarantine),
+    ):
         assert validate(name, frame) == [], name
 
     broken = pl.concat([result.mart, result.mart.head(1)]).with_columns(
@@ -415,11 +546,17 @@ def test_standardise_output_validates_and_broken_frames_are_reported():
     )
     errors = validate("mart_timeseries_daily", broken)
     assert any("share their key ('site', 'date', 'asin')" in e for e in errors), errors
-    assert any(e.startswith("mart_timeseries_daily.bsr_root: 1 value(s) fail greater_than_or_equal_to(1)")
-               for e in errors), errors
-    assert any(e.startswith("mart_timeseries_daily.flag_rating_invalid: 3 null value(s)") for e in errors), errors
+    assert any(
+        e.startswith("mart_timeseries_daily.bsr_root: 1 value(s) fail greater_than_or_equal_to(1)")
+        for e in errors
+    ), errors
+    assert any(e.startswith("mart_timeseries_daily.flag_rating_invalid: 3 null value(s)") for e in errors), (
+        errors
+    )
 
-    schema_errors = validate("fact_keywords", result.fact_keywords.drop("rank").with_columns(pl.col("date").cast(pl.Utf8)))
+    schema_errors = validate(
+        "fact_keywords", result.fact_keywords.drop("rank").with_columns(pl.col("date").cast(pl.Utf8))
+    )
     assert "fact_keywords: missing column(s) rank" in schema_errors
     assert "fact_keywords.date: dtype is String, expected 'Date'" in schema_errors
     with pytest.raises(KeyError, match="no pandera model"):
@@ -430,3 +567,145 @@ def test_output_that_breaks_its_models_raises_a_clear_error(monkeypatch):
     monkeypatch.setattr(standardise_module, "validate", lambda name, frame: [f"{name}: broken on purpose"])
     with pytest.raises(StandardiseOutputError, match="bug in core/standardise.py"):
         run(slice_payloads("US", D1, [A1]))
+
+
+# --- plausibility bounds (settings.plausibility) ----------------------------------------------------
+def quarantined(result: StandardiseResult) -> list[tuple[Any, ...]]:
+    return (
+        result.quarantine.select("date", "payload_id", "table_name", "asin", "reason", "detail")
+        .sort("date", "table_name", "asin", "reason")
+        .rows()
+    )
+
+
+def test_absurd_point_values_are_quarantined_nulled_and_flagged():
+    points = {
+        A1: [point(D1, bsr_root=10**12, bsr_sub=10**12)],
+        A2: [point(D1, review_count=10**12, new_offer_count=5000, rating=4.0)],
+        A3: [point(D1, price=1e12)],
+    }
+    result = run(slice_payloads("US", D1, [A1, A2, A3], points=points))
+    cols = ("bsr_root", "bsr_sub", "review_count", "new_offer_count", "price", "rating")
+    flags = ("flag_bsr_invalid", "flag_rating_invalid", "flag_price_invalid", "flag_price_spike")
+    assert result.mart.select("asin", *cols, *flags).rows() == [
+        (A1, None, None, 1873, 3, 24.99, 4.4, True, False, False, False),
+        (A2, 15234, 312, None, None, 24.99, 4.0, False, False, False, False),
+        (A3, 15234, 312, 1873, 3, None, 4.4, False, False, True, False),
+    ]
+    ts = "US-2026-11-20-timeseries"
+    assert quarantined(result) == [
+        (D1, ts, "mart_timeseries_daily", A1, "implausible_value",
+         "bsr_root=1000000000000 outside 1.0..20000000.0; bsr_sub=1000000000000 outside 1.0..20000000.0"),
+        (D1, ts, "mart_timeseries_daily", A2, "implausible_value",
+         "review_count=1000000000000 outside 0.0..5000000.0; new_offer_count=5000 outside 0.0..2000.0"),
+        (D1, ts, "mart_timeseries_daily", A3, "implausible_value", "price=1000000000000.0 outside 0.01..100000.0"),
+    ]  # fmt: skip
+    assert json.loads(result.quarantine.filter(asin=A3)["record"][0])["price"] == 1e12
+    assert result.report.quarantined_by_reason == {"implausible_value": 3}
+    assert result.report.invalid_by_flag == {
+        "flag_bsr_invalid": 1, "flag_rating_invalid": 0, "flag_price_invalid": 1, "flag_price_spike": 0,
+    }  # fmt: skip
+
+
+def test_a_negative_value_keeps_its_own_reason_only():
+    result = run(slice_payloads("US", D1, [A1], points={A1: [point(D1, bsr_root=-5)]}))
+    assert [r[4] for r in quarantined(result)] == ["bsr_non_positive"]
+
+
+def test_price_bounds_are_per_site_currency():
+    jp = slice_payloads("JP", D1, [A1], points={A1: [point(D1, price=150_000.0)]})
+    us = slice_payloads("US", D1, [A1], points={A1: [point(D1, price=150_000.0)]})
+    result = run(jp + us)
+    assert result.mart.select("site", "price", "flag_price_invalid").rows() == [
+        ("JP", 150_000.0, False),  # yen
+        ("US", None, True),
+    ]
+    tight = PlausibilityBounds(price_by_site={"JP": (1.0, 100_000.0)})
+    assert run(jp, plausibility=tight).mart.select("price", "flag_price_invalid").rows() == [(None, True)]
+
+
+def test_custom_bounds_apply():
+    rows = slice_payloads("US", D1, [A1], points={A1: [point(D1, bsr_root=600_000)]})
+    assert mart_row(run(rows), A1)["bsr_root"] == 600_000
+    row = mart_row(run(rows, plausibility=PlausibilityBounds(bsr_root=(1, 500_000))), A1)
+    assert (row["bsr_root"], row["bsr_sub"], row["flag_bsr_invalid"]) == (None, 312, True)
+
+
+def test_an_absurd_price_does_not_make_the_next_correct_day_a_spike():
+    d3 = D1 + timedelta(days=2)
+    rows = []
+    for day, price, fetched in ((D1, 24.99, T1), (D2, 1e12, T1), (d3, 24.99, T2)):
+        rows += slice_payloads("US", day, [A1], points={A1: [point(day, price=price)]}, fetched_at=fetched)
+    assert run(rows).mart.select("date", "price", "flag_price_invalid", "flag_price_spike").rows() == [
+        (D1, 24.99, False, False),
+        (D2, None, True, False),
+        (d3, 24.99, False, False),
+    ]
+
+
+def test_a_spike_is_no_reference_for_the_next_day():
+    days = [D1 + timedelta(days=k) for k in range(5)]
+    prices = [10.0, 100.0, 10.0, 100.0, 100.0]  # a one-day spike, then a real level change
+    rows = []
+    for day, price in zip(days, prices, strict=True):
+        rows += slice_payloads("US", day, [A1], points={A1: [point(day, price=price)]})
+    assert run(rows).mart["flag_price_spike"].to_list() == [False, True, False, True, False]
+    # the previous partition's own flag counts the same way for the batch's first day
+    flagged_prev = pl.DataFrame({"site": ["US"], "asin": [A1], "price": [1.0], "flag_price_spike": [True]})
+    first = slice_payloads("US", D1, [A1], points={A1: [point(D1, price=10.0)]})
+    assert mart_row(run(first, previous_prices=flagged_prev), A1)["flag_price_spike"] is False
+    trusted = flagged_prev.with_columns(flag_price_spike=pl.lit(False))
+    assert mart_row(run(first, previous_prices=trusted), A1)["flag_price_spike"] is True
+
+
+def _with_listing(rows: list[dict[str, Any]], **listing: Any) -> list[dict[str, Any]]:
+    body = json.loads(rows[1]["body"])
+    body["products"][0]["listing"].update(listing)
+    rows[1]["body"] = json.dumps(body)
+    return rows
+
+
+def test_missing_required_listing_fields_are_counted_never_silent():
+    rows = _with_listing(slice_payloads("US", D1, [A1, A2]), bullet_count=None, title_length=None)
+    result = run(rows)
+    assert mart_row(result, A1)["bullet_count"] is None and mart_row(result, A2)["bullet_count"] == 5
+    assert quarantined(result) == [
+        (D1, "US-2026-11-20-products", "dim_asin", A1, "listing_field_missing",
+         "product listing without title_length, bullet_count"),
+    ]  # fmt: skip
+    assert result.report.quarantined_by_reason == {"listing_field_missing": 1}
+
+
+def test_implausible_listing_counts_are_nulled_and_quarantined():
+    result = run(_with_listing(slice_payloads("US", D1, [A1]), image_count=4000))
+    assert mart_row(result, A1)["image_count"] is None
+    assert [r[4:] for r in quarantined(result)] == [
+        ("implausible_value", "image_count=4000 outside 0.0..60.0")
+    ]
+
+
+def test_missing_and_implausible_search_volumes_are_counted():
+    rows = slice_payloads("US", D1, [A1])
+    rows.append(
+        payload("kw2", KEYWORDS, {"items": [{"asin": A1, "keywords": [
+            {"keyword": "no volume", "search_volume": None, "rank": 2},
+            {"keyword": "huge volume", "search_volume": 10**12, "rank": 4}]}]})
+    )  # fmt: skip
+    result = run(rows)
+    assert result.fact_keywords.select("keyword", "search_volume").sort("keyword").rows() == [
+        ("huge volume", None), ("no volume", None), ("vitamin c serum", 48000),
+    ]  # fmt: skip
+    assert [r[1:5] for r in quarantined(result)] == [
+        ("kw2", "fact_keywords", A1, "implausible_value"),
+        ("kw2", "fact_keywords", A1, "search_volume_missing"),
+    ]
+    assert result.quarantine.filter(reason="implausible_value")["detail"].to_list() == [
+        "keyword huge volume: search_volume=1000000000000 outside 0.0..500000000.0"
+    ]
+
+
+def test_plausibility_bounds_settings_validate():
+    with pytest.raises(ValueError, match="low > high: price_by_site.JP"):
+        PlausibilityBounds(price_by_site={"JP": (10.0, 1.0)})
+    assert PlausibilityBounds().price_for("JP") == (1.0, 15_000_000.0)
+    assert PlausibilityBounds().price_for("DE") == (0.01, 100_000.0)

@@ -292,13 +292,13 @@ def test_lazy_generation_is_thread_safe(monkeypatch: pytest.MonkeyPatch) -> None
     from asin_platform.simulator import market as market_module
 
     calls: list[str] = []
-    real = market_module._build_site
+    real = market_module.build_site
 
     def counting(cfg: MarketConfig, site: str) -> object:
         calls.append(site)
         return real(cfg, site)
 
-    monkeypatch.setattr(market_module, "_build_site", counting)
+    monkeypatch.setattr(market_module, "build_site", counting)
     market = Market(MarketConfig(seed=3, sites=("US",), asins_per_site=50, horizon_days=90))
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: market.universe("US", date(2025, 2, 1)), range(8)))
