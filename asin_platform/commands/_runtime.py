@@ -162,12 +162,31 @@ def sweep_stale_runs(instance: dg.DagsterInstance, log: Callable[[str], None] = 
     return swept
 
 
-def report_failures(summaries: Sequence[RunSummary]) -> int:
+def failure_cause(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The root cause of a failed run in one line: the innermost error of its first failed step
+    (Dagster wraps it in a step-execution error whose message says nothing)."""
+    from dagster._core.events import DagsterEventType
+
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        error = entry.dagster_event.step_failure_data.error if entry.dagster_event else None
+        while error is not None and error.cause is not None:
+            error = error.cause
+        if error is not None:
+            # "package.module.UpstreamError: text" -> "UpstreamError: text"
+            message = " ".join(error.message.split())
+            qualified, sep, rest = message.partition(": ")
+            if sep and qualified.endswith(error.cls_name or "\0"):
+                message = f"{error.cls_name}: {rest}"
+            return f"{entry.dagster_event.step_key}: {message}"
+    return None
+
+
+def report_failures(summaries: Sequence[RunSummary], instance: dg.DagsterInstance) -> int:
     """Exit code of a batch of runs; each failed run's cause in one line on stderr."""
     failed = [s for s in summaries if not s.success]
     for s in failed:
         span = f"{s.start}..{s.end}" if s.start else "unpartitioned"
-        cause = (s.error or "run failed").strip().splitlines()[0]
+        cause = failure_cause(instance, s.run_id) or " ".join((s.error or "run failed").split())
         print(f"asin-platform: run {s.run_id} ({s.site} {span}) failed: {cause}", file=sys.stderr)
     return 1 if failed else 0
 
@@ -196,4 +215,4 @@ def run_assets_over_range(keys: Sequence[str], args: object, settings: Settings)
             instance=instance,
             tags=process_tag(),
         )
-    return report_failures(summaries)
+        return report_failures(summaries, instance)

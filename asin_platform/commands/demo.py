@@ -24,6 +24,7 @@ from asin_platform.commands._runtime import (
     cli_warehouse,
     prepare_environment,
     process_tag,
+    report_failures,
     sweep_stale_runs,
 )
 from asin_platform.commands.simulator import SimulatorProcess, free_port, point_upstream_at
@@ -169,8 +170,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                 break
         # ---- HOOK (H-checks): the one-line check summary of the demo's runs goes here, e.g.
         # print(check_summary_line(instance, [s.run_id for s in summaries])) from commands/checks.py.
-    _print_demo_summary(summaries, settings)
-    return 0 if all(s.success for s in summaries) else 1
+        _print_demo_summary(summaries, settings)
+        return report_failures(summaries, instance)
 
 
 def _print_demo_summary(summaries: list, settings: Settings) -> None:
