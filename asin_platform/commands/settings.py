@@ -15,7 +15,7 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     # The warehouse actually used (the environment variable wins) and never its credentials.
     _, origin = effective_warehouse_url(settings)
     shown["warehouse_url"] = f"{cli_warehouse(settings).describe()} (from {origin})"
-    print(yaml.safe_dump(shown, sort_keys=False))
+    print(yaml.safe_dump(shown, sort_keys=False, width=1_000))
     return 0
 
 
