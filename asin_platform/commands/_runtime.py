@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asin_platform.commands._stale import process_tag, sweep_stale_runs
 from asin_platform.errors import UserError
 from asin_platform.settings import Settings
 
@@ -29,9 +28,6 @@ WAREHOUSE_URL_ENV = "ASIN_PLATFORM_WAREHOUSE_URL"
 DAGSTER_HOME_DIR = ".dagster_home"
 # The instance template (pools, run limits, retries, monitoring): the project's own dagster.yaml.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Tag on every run the CLI starts: "<host>:<pid>:<process start>", so a later CLI can tell whether
-# the process behind a STARTED run is still alive (in-process runs have no run worker to monitor).
-PROCESS_TAG = "asin_platform/cli_process"
 # How long the CLI waits for another process's lock on the DuckDB file before giving up.
 LOCK_WAIT_SECONDS = 60.0
 
@@ -109,57 +105,6 @@ def check_warehouse_available(settings: Settings) -> None:
 
 
 # ------------------------------------------------------------------------------------ runs
-
-
-def _process_start(pid: int) -> str:
-    """The start time of ``pid`` (clock ticks since boot; Linux), so a reused pid is not taken for
-    the original process; empty where /proc does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rpartition(")")[2].split()[19]
-
-
-def process_tag() -> dict[str, str]:
-    pid = os.getpid()
-    return {PROCESS_TAG: f"{socket.gethostname()}:{pid}:{_process_start(pid)}"}
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: it exists
-    return not started or _process_start(pid) in ("", started)
-
-
-def sweep_stale_runs(instance: dg.DagsterInstance, log: Callable[[str], None] = print) -> list[str]:
-    """Mark FAILURE every run a CLI process on this host started and left in progress when it died
-    (kill -9, a crash, a power cut): nothing else would ever end them. Returns their run ids."""
-    import dagster as dg
-
-    host = socket.gethostname()
-    in_progress = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
-    swept = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=in_progress)):
-        run_host, _, rest = run.tags.get(PROCESS_TAG, "").partition(":")
-        pid_text, _, started = rest.partition(":")
-        if run_host != host or not pid_text.isdigit() or _alive(int(pid_text), started):
-            continue
-        when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        instance.report_run_failed(
-            run,
-            f"The asin-platform process that ran this run (pid {pid_text} on {host}) is gone: it was "
-            f"killed or crashed while the run was {run.status.value}. Marked failed by the next "
-            f"asin-platform start at {when}; run the command again to redo these partitions.",
-        )
-        swept.append(run.run_id)
-    if swept:
-        log(f"marked {len(swept)} run(s) left in progress by a dead asin-platform process as failed")
-    return swept
 
 
 def failure_cause(instance: dg.DagsterInstance, run_id: str) -> str | None:

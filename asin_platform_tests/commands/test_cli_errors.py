@@ -18,6 +18,9 @@ from asin_platform.cli import main
 from asin_platform.commands import _runtime
 from asin_platform.settings import get_settings
 
+# Long enough that scrubbing it from stored bodies cannot touch the data (a 1-letter token would).
+TOKEN = "cli-test-token-5f1c2a"
+
 PREFIX = "asin-platform: error: "
 
 
@@ -171,9 +174,9 @@ def test_upstream_gone_mid_run_one_line_cause_nonzero_exit(
     from asin_platform.simulator import Market, MarketConfig, Quota, start_in_thread
 
     sim = start_in_thread(
-        Market(MarketConfig(sites=("US",), asins_per_site=200)), tokens={"t": Quota(600_000, 5000)}
+        Market(MarketConfig(sites=("US",), asins_per_site=200)), tokens={TOKEN: Quota(600_000, 5000)}
     )
-    monkeypatch.setenv("ASIN_PLATFORM_API_TOKEN", "t")
+    monkeypatch.setenv("ASIN_PLATFORM_API_TOKEN", TOKEN)
     monkeypatch.setenv("ASIN_PLATFORM__SITES", "US")
     monkeypatch.setenv("ASIN_PLATFORM__UPSTREAM__BASE_URL", sim.url)
     monkeypatch.setenv("ASIN_PLATFORM__RETRY_POLICY__MAX_ATTEMPTS", "2")
