@@ -280,8 +280,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             flush=True,
         )
         command = [*dagster_command(), "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
+        # `dagster dev` is what this command wraps on purpose; its deprecation notice is noise here.
+        env = {**os.environ, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
         try:
-            return subprocess.call(command, env=os.environ.copy())
+            return subprocess.call(command, env=env)
         except KeyboardInterrupt:
             return 0
 
