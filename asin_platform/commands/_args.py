@@ -51,12 +51,16 @@ def check_sites(sites: list[str] | None, settings: Settings) -> list[str]:
     return list(dict.fromkeys(sites))
 
 
+def check_order(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise UserError(f"--start {start} is after --end {end}: give a --start on or before --end")
+
+
 def check_dates(start: date | None, end: date | None, settings: Settings) -> tuple[date, date]:
     """[start, end] defaulting to yesterday; checked against the partitions before anything runs."""
     end = end or yesterday()
     start = start or end
-    if start > end:
-        raise UserError(f"--start {start} is after --end {end}: give a --start on or before --end")
+    check_order(start, end)
     first, last = settings.partitions_start, yesterday()
     if start < first or end > last:
         raise UserError(

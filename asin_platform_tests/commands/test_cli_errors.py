@@ -91,11 +91,13 @@ def test_start_after_end_is_rejected_before_anything_runs(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = project.fingerprint()
-    for command in ("ingest-raw", "features-build", "export-table"):
-        extra = (
-            ["--table", "mart_timeseries_daily", "--output", "x.parquet"] if command == "export-table" else []
-        )
-        message = mistake(capsys, command, *extra, "--start", "2025-03-10", "--end", "2025-03-01")
+    for argv in (
+        ["ingest-raw"],
+        ["features-build"],
+        ["features-build", "--mart", "mart.parquet", "--output", "x.parquet"],  # file mode
+        ["export-table", "--table", "mart_timeseries_daily", "--output", "x.parquet"],
+    ):
+        message = mistake(capsys, *argv, "--start", "2025-03-10", "--end", "2025-03-01")
         assert message.startswith("--start 2025-03-10 is after --end 2025-03-01")
     assert project.fingerprint() == before
     assert not (project.root / "x.parquet").exists()
