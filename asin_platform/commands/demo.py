@@ -21,6 +21,7 @@ from pathlib import Path
 from asin_platform.commands._args import check_dates, parse_date, yesterday
 from asin_platform.commands._runtime import (
     DAGSTER_HOME_DIR,
+    check_warehouse_available,
     cli_warehouse,
     prepare_environment,
     process_tag,
@@ -129,6 +130,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError(f"--days {args.days}: give at least 1 day")
     end = args.end or yesterday()
     start, end = check_dates(end - timedelta(days=args.days - 1), end, settings)
+    check_warehouse_available(settings)
     _save_demo_state(args, settings, start, end)
     summaries = []
     with dg.DagsterInstance.get() as instance, SimulatorProcess(args.port) as sim:
