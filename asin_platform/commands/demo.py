@@ -17,6 +17,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from asin_platform.commands._args import check_dates, parse_date, yesterday
 from asin_platform.commands._runtime import (
@@ -100,14 +101,25 @@ def prepare_demo(args: argparse.Namespace) -> None:
     prepare_environment()
 
 
+def _has_password(value: str) -> bool:
+    try:
+        return "://" in value and urlsplit(value).password is not None
+    except ValueError:
+        return True  # unparseable: not worth the risk
+
+
 def _save_demo_state(args: argparse.Namespace, settings: Settings, start: object, end: object) -> Path:
     state = {
         "dagster_home": os.environ["DAGSTER_HOME"],
         "settings_file": str(Path(os.environ[SETTINGS_FILE_ENV]).resolve())
         if os.environ.get(SETTINGS_FILE_ENV)
         else None,
-        # every settings override the demo ran with (no secrets live in ASIN_PLATFORM__* variables)
-        "env": {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX) and k not in _PER_RUN_ENV},
+        # every settings override the demo ran with, except a URL carrying a password
+        "env": {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(ENV_PREFIX) and k not in _PER_RUN_ENV and not _has_password(v)
+        },
         "asins_per_site": settings.simulator.asins_per_site,
         "keepa_sites": list(args.keepa_sites),
         "seed": settings.simulator.seed,
