@@ -74,6 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"asin-platform: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(
+            "asin-platform: interrupted (runs in progress were marked as such in the instance)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

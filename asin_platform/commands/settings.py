@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from asin_platform.commands._runtime import cli_warehouse, effective_warehouse_url
+from asin_platform.errors import UserError
 from asin_platform.settings import Settings
 
 
@@ -14,7 +15,11 @@ def cmd_settings(args: argparse.Namespace, settings: Settings) -> int:
     shown = settings.model_dump(mode="json")
     # The warehouse actually used (the environment variable wins) and never its credentials.
     _, origin = effective_warehouse_url(settings)
-    shown["warehouse_url"] = f"{cli_warehouse(settings).describe()} (from {origin})"
+    try:
+        described = cli_warehouse(settings).describe()
+    except (ValueError, RuntimeError) as exc:  # the messages never carry the password
+        raise UserError(f"the warehouse URL from {origin} is not usable: {exc}") from exc
+    shown["warehouse_url"] = f"{described} (from {origin})"
     print(yaml.safe_dump(shown, sort_keys=False, width=1_000))
     return 0
 
