@@ -77,10 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print(
-            "asin-platform: interrupted (runs in progress were marked as such in the instance)",
-            file=sys.stderr,
-        )
+        print("asin-platform: interrupted", file=sys.stderr)
         return 130
 
 
