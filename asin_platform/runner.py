@@ -8,7 +8,7 @@ instance so the UI shows the same runs, materialisations and check results.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -64,13 +64,15 @@ def materialize_range(
     log: Callable[[str], None] = print,
     raise_on_error: bool = False,
     log_level: str = "INFO",
+    tags: Mapping[str, str] | None = None,
 ) -> list[RunSummary]:
-    """Materialise ``asset_keys`` (and their checks) for every day in [start, end] x sites."""
+    """Materialise ``asset_keys`` (and their checks) for every day in [start, end] x sites;
+    ``tags`` go on every run (the CLI marks its runs with its process)."""
     assets = [*(defs.assets or []), *(defs.asset_checks or [])]
     selection = selection_with_checks(asset_keys)
     summaries = []
     for site in sites:
-        tags = range_tags(site, start, end) if start != end else {}
+        run_tags = {**(tags or {}), **(range_tags(site, start, end) if start != end else {})}
         partition_key = str(to_partition_key(start, site)) if start == end else None
         result = dg.materialize(
             assets,
@@ -78,7 +80,7 @@ def materialize_range(
             resources=defs.resources,
             instance=instance,
             partition_key=partition_key,
-            tags=tags,
+            tags=run_tags,
             raise_on_error=raise_on_error,
             # progress and counts at INFO; DEBUG (every event) stays in the instance for the UI
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -134,6 +136,7 @@ def materialize_unpartitioned(
     instance: dg.DagsterInstance,
     log: Callable[[str], None] = print,
     log_level: str = "INFO",
+    tags: Mapping[str, str] | None = None,
 ) -> RunSummary:
     """Materialise unpartitioned assets (the model) and their checks in one run."""
     result = dg.materialize(
@@ -141,6 +144,7 @@ def materialize_unpartitioned(
         selection=selection_with_checks(asset_keys),
         resources=defs.resources,
         instance=instance,
+        tags=dict(tags or {}),
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )

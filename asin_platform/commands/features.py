@@ -12,19 +12,20 @@ from pathlib import Path
 
 import polars as pl
 
-from asin_platform.cli import _add_range_args, run_assets_over_range
+from asin_platform.commands._args import add_range_args, check_order
+from asin_platform.commands._runtime import run_assets_over_range
+from asin_platform.settings import Settings
 
 
-def cmd_features_build(args: argparse.Namespace) -> int:
+def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
     if args.mart is None:
-        return run_assets_over_range(["features_daily"], args)
+        return run_assets_over_range(["features_daily"], args, settings)
+    check_order(args.start, args.end)
     from asin_platform.core.features import build_features
     from asin_platform.core.sales import default_calibration
     from asin_platform.schemas import FACT_KEYWORDS
-    from asin_platform.settings import get_settings
     from asin_platform.simulator.catalog import SALES_PRIOR
 
-    settings = get_settings()
     mart = pl.scan_parquet(args.mart)
     keywords = pl.scan_parquet(args.keywords) if args.keywords else FACT_KEYWORDS.empty().lazy()
     dates = mart.select(pl.col("date").unique()).collect()["date"]
@@ -45,13 +46,11 @@ def cmd_features_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_score_baseline(args: argparse.Namespace) -> int:
+def cmd_score_baseline(args: argparse.Namespace, settings: Settings) -> int:
     if args.features is None:
-        return run_assets_over_range(["score_baseline_daily"], args)
+        return run_assets_over_range(["score_baseline_daily"], args, settings)
     from asin_platform.core.score import score_baseline
-    from asin_platform.settings import get_settings
 
-    settings = get_settings()
     frame = score_baseline(
         pl.scan_parquet(args.features), settings.score_weights, min_category_size=settings.min_category_size
     )
@@ -61,8 +60,8 @@ def cmd_score_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    return run_assets_over_range(["top_candidates"], args)
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    return run_assets_over_range(["top_candidates"], args, settings)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "features-build",
         help="build features_daily (warehouse via Dagster, or --mart/--keywords Parquet -> --output)",
     )
-    _add_range_args(p)
+    add_range_args(p)
     p.add_argument("--mart", help="mart_timeseries_daily Parquet (file mode)")
     p.add_argument("--keywords", help="fact_keywords Parquet (file mode, optional)")
     p.add_argument("--output", default="artifacts/features_daily.parquet", help="file mode output")
@@ -81,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score-baseline",
         help="compute the baseline Explosive Score (warehouse via Dagster, or --features Parquet -> --output)",
     )
-    _add_range_args(p)
+    add_range_args(p)
     p.add_argument("--features", help="features_daily Parquet (file mode)")
     p.add_argument("--output", default="artifacts/score_baseline_daily.parquet", help="file mode output")
     p.set_defaults(func=cmd_score_baseline)
@@ -90,5 +89,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export-top-candidates",
         help="write exports/<site>/top_candidates_YYYYMMDD.csv/.parquet for a date range",
     )
-    _add_range_args(p)
+    add_range_args(p)
     p.set_defaults(func=cmd_export)

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import polars as pl
+
+from asin_platform.errors import UserError
+from asin_platform.settings import Settings
 
 
 def _read_table(path: str | Path) -> pl.DataFrame:
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{p} does not exist")
+        raise UserError(f"{p} does not exist: give the path of an existing CSV or Parquet file")
     if p.suffix.lower() == ".csv":
         return pl.read_csv(p, try_parse_dates=True)
     return pl.read_parquet(p)
@@ -47,11 +49,9 @@ def _print_frame(frame: pl.DataFrame) -> None:
 # ----------------------------------------------------------------------------------- build-labels
 
 
-def cmd_build_labels(args: argparse.Namespace) -> int:
+def cmd_build_labels(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.labels import build_samples
-    from asin_platform.settings import get_settings
 
-    settings = get_settings()
     w, t = settings.windows, settings.thresholds
     samples = build_samples(
         _read_table(args.features),
@@ -74,26 +74,24 @@ def cmd_build_labels(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------- train-rank
 
 
-def _with_baseline(frame: pl.DataFrame) -> pl.DataFrame:
+def _with_baseline(frame: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     from asin_platform.core.metrics import add_baseline_scores
-    from asin_platform.settings import get_settings
 
-    settings = get_settings()
     return add_baseline_scores(frame, settings.score_weights, min_category_size=settings.min_category_size)
 
 
-def _models_dir(args: argparse.Namespace) -> Path:
-    from asin_platform.settings import get_settings
-
-    return Path(args.models_dir) if args.models_dir else Path(get_settings().artifacts_dir) / "models"
+def _models_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.models_dir) if args.models_dir else Path(settings.artifacts_dir) / "models"
 
 
-def _train_and_save(samples: pl.DataFrame, params: dict, args: argparse.Namespace, extra: dict) -> int:
+def _train_and_save(
+    samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
+) -> int:
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.predict import add_model_scores
     from asin_platform.core.ranker import export_model, feature_importance, save_model, train_ranker
 
-    samples = _with_baseline(samples)
+    samples = _with_baseline(samples, settings)
     trained = train_ranker(
         samples,
         params=params,
@@ -102,7 +100,7 @@ def _train_and_save(samples: pl.DataFrame, params: dict, args: argparse.Namespac
         compare={"baseline": "explosive_score"},
         negative_fraction=args.negative_fraction,
     )
-    saved = save_model(trained, _models_dir(args), extra={"samples": str(args.data), **extra})
+    saved = save_model(trained, _models_dir(args, settings), extra={"samples": str(args.data), **extra})
     model_out, card_out = export_model(saved, args.output)
     print(
         f"trained {trained.best_iteration} trees in {trained.training_seconds:.1f} s on "
@@ -143,26 +141,28 @@ def _parse_params(text: str | None) -> dict:
     try:
         params = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise SystemExit(f"--params is neither a JSON object nor a JSON file: {exc}") from None
+        raise UserError(f"--params is neither a JSON object nor a JSON file: {exc}") from None
     if not isinstance(params, dict):
-        raise SystemExit("--params must be a JSON object")
+        raise UserError("--params must be a JSON object (e.g. '{\"num_leaves\": 31}')")
     return params
 
 
-def cmd_train_rank(args: argparse.Namespace) -> int:
+def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
     samples = _read_table(args.data)
-    return _train_and_save(samples, _parse_params(args.params), args, extra={})
+    return _train_and_save(samples, _parse_params(args.params), args, settings, extra={})
 
 
 # -------------------------------------------------------------------------------------- tune-rank
 
 
-def cmd_tune_rank(args: argparse.Namespace) -> int:
+def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
 
     samples = _read_table(args.data)
     study_path = (
-        Path(args.study_path) if args.study_path else _models_dir(args).parent / "tuning" / "lgb_rank.db"
+        Path(args.study_path)
+        if args.study_path
+        else _models_dir(args, settings).parent / "tuning" / "lgb_rank.db"
     )
     result = tune_ranker(
         samples,
@@ -195,6 +195,7 @@ def cmd_tune_rank(args: argparse.Namespace) -> int:
             samples,
             result.best_params,
             args,
+            settings,
             extra={
                 "tuning": {
                     "study": str(study_path),
@@ -230,23 +231,22 @@ _RANKER_NAMES = {
 }
 
 
-def cmd_eval_metrics(args: argparse.Namespace) -> int:
+def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.metrics import compare_rankers, markdown_table
 
     frame = _read_table(args.predictions)
     label = args.label or next((c for c in _LABEL_CANDIDATES if c in frame.columns), None)
     if label is None or label not in frame.columns:
-        print(f"no label column: pass --label (looked for {', '.join(_LABEL_CANDIDATES)})", file=sys.stderr)
-        return 2
+        raise UserError(
+            f"no label column {args.label or ''}: pass --label (looked for {', '.join(_LABEL_CANDIDATES)})"
+        )
     positive = args.positive or ("explodes" if "explodes" in frame.columns and label != "explodes" else None)
     query = args.query or [c for c in _QUERY_COLUMNS if c in frame.columns]
     if not query:
-        print("no query columns: pass --query (e.g. site date)", file=sys.stderr)
-        return 2
+        raise UserError("no query columns: pass --query (e.g. site date)")
     scores = args.scores or [c for c in frame.columns if c.endswith("score") and frame[c].dtype.is_numeric()]
     if not scores:
-        print("no score columns: pass --scores", file=sys.stderr)
-        return 2
+        raise UserError("no score columns: pass --scores")
     if "split" in frame.columns and args.split:
         frame = frame.filter(pl.col("split") == args.split)
     names = {_RANKER_NAMES.get(s, s.removesuffix("_score") or s): s for s in scores}
@@ -270,7 +270,7 @@ def cmd_eval_metrics(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------- batch-predict
 
 
-def cmd_batch_predict(args: argparse.Namespace) -> int:
+def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
     from asin_platform.core.ranker import load_model
 

@@ -44,6 +44,8 @@ def test_features_and_score_file_mode(tmp_path: Path) -> None:
 
     scores = pl.read_parquet(score_path)
     assert scores.sort("date", "asin").equals(
-        score_baseline(expected, settings.score_weights, min_category_size=settings.min_category_size).sort("date", "asin")
+        score_baseline(expected, settings.score_weights, min_category_size=settings.min_category_size).sort(
+            "date", "asin"
+        )
     )
     assert scores.group_by("date").agg(pl.col("rank_in_site").min())["rank_in_site"].to_list() == [1] * 6

@@ -1,0 +1,77 @@
+"""Argument helpers shared by the subcommand modules: dates, the (sites x date range) options and
+their validation against the settings (the partitions that exist)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from asin_platform.errors import UserError
+from asin_platform.settings import Settings
+
+
+def yesterday() -> date:
+    """The newest partition: a day's data exists once the day is over (UTC)."""
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+def parse_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def add_range_args(
+    parser: argparse.ArgumentParser, *, default_start: str = "--end", default_end: str = "yesterday, UTC"
+) -> None:
+    parser.add_argument("--start", type=parse_date, help=f"first day (default: {default_start})")
+    parser.add_argument("--end", type=parse_date, help=f"last day (default: {default_end})")
+    parser.add_argument("--sites", nargs="+", help="sites (default: all configured)")
+
+
+@dataclass(frozen=True)
+class RangeRequest:
+    sites: list[str]
+    start: date
+    end: date
+
+
+def check_sites(sites: list[str] | None, settings: Settings) -> list[str]:
+    """``sites`` (default: every configured site); an unknown one is a UserError naming the valid ones."""
+    if not sites:
+        return list(settings.sites)
+    unknown = [s for s in sites if s not in settings.sites]
+    if unknown:
+        raise UserError(
+            f"unknown site(s) {', '.join(unknown)}: the configured sites are {', '.join(settings.sites)} "
+            "(pick from them with --sites, or add the site to `sites` in the settings)"
+        )
+    return list(dict.fromkeys(sites))
+
+
+def check_order(start: date | None, end: date | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise UserError(f"--start {start} is after --end {end}: give a --start on or before --end")
+
+
+def check_dates(start: date | None, end: date | None, settings: Settings) -> tuple[date, date]:
+    """[start, end] defaulting to yesterday; checked against the partitions before anything runs."""
+    end = end or yesterday()
+    start = start or end
+    check_order(start, end)
+    first, last = settings.partitions_start, yesterday()
+    if start < first or end > last:
+        raise UserError(
+            f"{start}..{end} is outside the partitions {first}..{last}: pick --start/--end in that range "
+            "(the first day is `partitions_start` in the settings; today's partition exists tomorrow)"
+        )
+    return start, end
+
+
+def range_request(args: argparse.Namespace, settings: Settings) -> RangeRequest:
+    """The validated (sites, start, end) of the options ``add_range_args`` added."""
+    sites = check_sites(args.sites, settings)
+    start, end = check_dates(args.start, args.end, settings)
+    return RangeRequest(sites, start, end)

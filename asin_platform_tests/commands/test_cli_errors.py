@@ -1,0 +1,204 @@
+"""Every user mistake: exit code 2, exactly one line on stderr (what is wrong, how to fix), no
+traceback, and nothing touched (the warehouse file byte for byte, no run recorded)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from asin_platform.cli import main
+from asin_platform.commands import _runtime
+from asin_platform.settings import get_settings
+
+# Long enough that scrubbing it from stored bodies cannot touch the data (a 1-letter token would).
+TOKEN = "cli-test-token-5f1c2a"
+
+PREFIX = "asin-platform: error: "
+
+
+@dataclass
+class Project:
+    root: Path
+    warehouse: Path
+    home: Path
+
+    def fingerprint(self) -> tuple[str, int]:
+        """The warehouse file's bytes and the number of runs in the instance."""
+        import dagster as dg
+
+        digest = hashlib.sha256(self.warehouse.read_bytes()).hexdigest()
+        if not (self.home / "dagster.yaml").exists():
+            return digest, 0
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            return digest, instance.get_runs_count()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    """A project directory with a set-up DuckDB warehouse and its own Dagster home."""
+    from asin_platform.resources.warehouse import Warehouse
+
+    monkeypatch.chdir(tmp_path)
+    warehouse = tmp_path / "data" / "warehouse.duckdb"
+    Warehouse(url=str(warehouse)).setup()
+    monkeypatch.delenv("ASIN_PLATFORM_WAREHOUSE_URL", raising=False)
+    monkeypatch.delenv("ASIN_PLATFORM_DEBUG", raising=False)
+    monkeypatch.setenv("ASIN_PLATFORM__WAREHOUSE_URL", str(warehouse))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    yield Project(tmp_path, warehouse, tmp_path / "home")
+    get_settings.cache_clear()  # settings read under this test's environment must not leak
+
+
+def mistake(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the CLI, assert the one-line contract, return the message."""
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
+    return lines[0][len(PREFIX) :]
+
+
+def test_unknown_site_lists_the_valid_ones(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    before = project.fingerprint()
+    message = mistake(
+        capsys, "ingest-raw", "--sites", "US", "XX", "--start", "2025-03-01", "--end", "2025-03-02"
+    )
+    assert message.startswith("unknown site(s) XX:") and "US, UK, DE, JP" in message
+    assert project.fingerprint() == before
+
+
+def test_dates_outside_the_partitions_name_the_range(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = project.fingerprint()
+    message = mistake(capsys, "etl-standardize", "--start", "2024-12-30", "--end", "2025-01-02")
+    assert "outside the partitions 2025-01-01.." in message
+    assert project.fingerprint() == before
+
+
+def test_start_after_end_is_rejected_before_anything_runs(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = project.fingerprint()
+    for argv in (
+        ["ingest-raw"],
+        ["features-build"],
+        ["features-build", "--mart", "mart.parquet", "--output", "x.parquet"],  # file mode
+        ["export-table", "--table", "mart_timeseries_daily", "--output", "x.parquet"],
+    ):
+        message = mistake(capsys, *argv, "--start", "2025-03-10", "--end", "2025-03-01")
+        assert message.startswith("--start 2025-03-10 is after --end 2025-03-01")
+    assert project.fingerprint() == before
+    assert not (project.root / "x.parquet").exists()
+
+
+def test_unknown_table_lists_tables_and_views(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    before = project.fingerprint()
+    message = mistake(capsys, "export-table", "--table", "mart", "--output", "x.parquet")
+    assert message.startswith("unknown table 'mart':")
+    for name in ("mart_timeseries_daily", "features_daily", "vw_features_latest", "vw_top_candidates_daily"):
+        assert name in message
+    assert project.fingerprint() == before
+
+
+def test_locked_duckdb_names_the_lock_holder(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = project.fingerprint()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); "
+         "time.sleep(120)", str(project.warehouse)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        monkeypatch.setattr(_runtime, "LOCK_WAIT_SECONDS", 0.3)
+        for argv in (
+            ["etl-standardize", "--sites", "US", "--start", "2025-03-01", "--end", "2025-03-01"],
+            ["export-table", "--table", "mart_timeseries_daily", "--output", "x.parquet"],
+        ):
+            message = mistake(capsys, *argv)
+            assert f"is locked by process {holder.pid} (" in message, message
+            assert "stop that process" in message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert project.fingerprint() == before
+
+
+def test_settings_error_is_the_line_settings_prints(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = project.fingerprint()
+    monkeypatch.setenv("ASIN_PLATFORM__WINDOWS__LOOKBACK", "3")
+    from_ingest = mistake(capsys, "ingest-raw", "--sites", "US")
+    assert mistake(capsys, "settings") == from_ingest
+    assert from_ingest.startswith("invalid settings (") and "windows.lookback" in from_ingest
+    assert project.fingerprint() == before
+
+
+def test_debug_shows_the_traceback(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest-raw", "--sites", "XX", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and "UserError" in err
+    assert err.splitlines()[-1].startswith(PREFIX + "unknown site(s) XX")
+
+
+def test_console_script_exits_2_with_one_line(project: Project) -> None:
+    script = Path(sys.executable).parent / "asin-platform"
+    result = subprocess.run(
+        [str(script), "ingest-raw", "--start", "2025-03-02", "--end", "2025-03-01"],
+        capture_output=True, text=True, cwd=project.root, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{PREFIX}--start 2025-03-02 is after --end 2025-03-01: give a --start on or before --end"
+    ]
+
+
+@pytest.mark.slow
+def test_upstream_gone_mid_run_one_line_cause_nonzero_exit(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator stops answering after its first requests: the run fails, the CLI exits 1 and
+    its last line on stderr names the failed endpoint and why."""
+    from asin_platform.simulator import Market, MarketConfig, Quota, start_in_thread
+
+    sim = start_in_thread(
+        Market(MarketConfig(sites=("US",), asins_per_site=200)), tokens={TOKEN: Quota(600_000, 5000)}
+    )
+    monkeypatch.setenv("ASIN_PLATFORM_API_TOKEN", TOKEN)
+    monkeypatch.setenv("ASIN_PLATFORM__SITES", "US")
+    monkeypatch.setenv("ASIN_PLATFORM__UPSTREAM__BASE_URL", sim.url)
+    monkeypatch.setenv("ASIN_PLATFORM__RETRY_POLICY__MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("ASIN_PLATFORM__RETRY_POLICY__BASE_DELAY", "0.05")
+
+    def stop_after_first_requests() -> None:
+        deadline = time.monotonic() + 60
+        while sim.stats.snapshot()["requests"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        sim.stop()
+
+    watcher = threading.Thread(target=stop_after_first_requests, daemon=True)
+    watcher.start()
+    code = main(["ingest-raw", "--start", "2025-03-01", "--end", "2025-03-10"])
+    watcher.join(5)
+    err_lines = capsys.readouterr().err.splitlines()
+    assert code == 1
+    last = err_lines[-1]
+    assert (
+        last.startswith("asin-platform: run ")
+        and "(US 2025-03-01..2025-03-10) failed: raw_payloads: " in last
+    )
+    assert "UpstreamError" in last and "connection" in last, last
