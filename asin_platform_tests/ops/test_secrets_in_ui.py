@@ -129,3 +129,16 @@ def test_sections_are_not_empty(shown: dict[str, Any], secret_demo: SecretDemo) 
     assets = {tuple(a["assetKey"]["path"]): a for a in shown["assets"]["assetNodes"]}
     assert assets[("top_candidates",)]["assetMaterializations"], "the export's materialisation is shown"
     assert "run_storage: SqliteRunStorage" in shown["instance"]["instance"]["info"]  # the instance config
+
+
+def test_the_operators_webserver_grants_what_the_read_only_one_refuses(ui: Webserver) -> None:
+    """The other side of test_readonly_webserver.py: the same permissions, all granted here."""
+    permissions = ui.gql("{ permissions { permission value } }")["permissions"]
+    granted = {p["permission"]: p["value"] for p in permissions}
+    assert (
+        granted["launch_pipeline_execution"]
+        and granted["launch_partition_backfill"]
+        and granted["wipe_assets"]
+    )
+    # ... and every other one, bar a Dagster+ permission the open-source webserver never grants
+    assert {name for name, value in granted.items() if not value} <= {"edit_app_managed_components"}
