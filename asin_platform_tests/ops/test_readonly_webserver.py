@@ -16,7 +16,7 @@ import pytest
 from asin_platform_tests.ops.stack import GraphQLError
 from asin_platform_tests.ops.ui_harness import END, SITES, SecretDemo, Webserver, webserver
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 LOCATION = {"repositoryLocationName": "asin_platform", "repositoryName": "__repository__"}
 RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"

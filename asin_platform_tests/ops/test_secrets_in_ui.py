@@ -1,7 +1,8 @@
 """Secrets stay out of the UI (issue 16): after a demo run with the API token, the Keepa key, a webhook
 URL with a secret path and query, and a warehouse password all set, nothing the webserver shows
 through GraphQL contains any of them: not the resources' configuration, not a run's config or tags,
-not a materialisation's or a check's metadata, not an event-log message, not the instance info.
+not a materialisation's or a check's metadata, not an event-log message, not a step's captured
+stdout/stderr, not the instance info.
 
 The secrets are random per session and are the only ones the simulator and the warehouse accept, so
 the run succeeding proves they were in use (ui_harness.py). Each section is also checked for what it
@@ -19,7 +20,7 @@ import pytest
 
 from asin_platform_tests.ops.ui_harness import INGEST_AND_SCORE, SecretDemo, Webserver, webserver
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 # Every metadata entry type that carries text (the others hold numbers, booleans or keys).
 METADATA = """fragment shown on MetadataEntry {
@@ -51,10 +52,14 @@ EVENTS = (
   ... on AssetCheckEvaluationEvent { evaluation { checkName metadataEntries { ...shown } } }
   ... on ExecutionStepFailureEvent { error { message stack } }
   ... on RunFailureEvent { pipelineRunError: error { message stack } }
+  ... on LogsCapturedEvent { fileKey }
 } } } }
 """
     + METADATA
 )
+# A step's raw stdout/stderr, as the run page's stdout/stderr tabs show them.
+CAPTURED = """query($runId: ID!, $fileKey: String!) { runOrError(runId: $runId) {
+  ... on Run { capturedLogs(fileKey: $fileKey) { stdout stderr } } } }"""
 ASSETS = (
     """{ assetNodes { assetKey { path } description metadataEntries { ...shown }
   assetMaterializations(limit: 20) { partition tags { key value } metadataEntries { ...shown } } } }
@@ -74,10 +79,17 @@ def ui(secret_demo: SecretDemo) -> Iterator[Webserver]:
 def shown(ui: Webserver, secret_demo: SecretDemo) -> dict[str, Any]:
     """What the UI shows, by section, as GraphQL returns it."""
     events = {run_id: ui.gql(EVENTS, {"runId": run_id}) for run_id in secret_demo.run_ids}
+    captured = [
+        ui.gql(CAPTURED, {"runId": run_id, "fileKey": event["fileKey"]})["runOrError"]["capturedLogs"]
+        for run_id, answer in events.items()
+        for event in answer["logsForRun"]["events"]
+        if event["__typename"] == "LogsCapturedEvent"
+    ]
     return {
         "resources": ui.gql(RESOURCES),
         "runs": ui.gql(RUNS),
         "events": events,
+        "compute logs": captured,
         "assets": ui.gql(ASSETS),
         "instance": ui.gql(INSTANCE),
     }
@@ -89,7 +101,7 @@ def test_the_run_used_every_secret(secret_demo: SecretDemo) -> None:
     assert secret_demo.mart_rows() > 0
 
 
-@pytest.mark.parametrize("section", ["resources", "runs", "events", "assets", "instance"])
+@pytest.mark.parametrize("section", ["resources", "runs", "events", "compute logs", "assets", "instance"])
 def test_no_secret_in_what_the_ui_shows(shown: dict[str, Any], secret_demo: SecretDemo, section: str) -> None:
     text = json.dumps(shown[section])
     leaked = [name for name, value in secret_demo.secrets.named().items() if value in text]
@@ -126,6 +138,9 @@ def test_sections_are_not_empty(shown: dict[str, Any], secret_demo: SecretDemo) 
     for key in INGEST_AND_SCORE:
         assert f'"path": ["{key}"]' in events, key
     assert "MaterializationEvent" in events and "AssetCheckEvaluationEvent" in events
+    # every run captured its steps' output, and the runs logged through it (the simulator's URL)
+    assert len(shown["compute logs"]) >= len(runs)
+    assert any("raw_payloads" in (c["stderr"] or "") for c in shown["compute logs"])
     assets = {tuple(a["assetKey"]["path"]): a for a in shown["assets"]["assetNodes"]}
     assert assets[("top_candidates",)]["assetMaterializations"], "the export's materialisation is shown"
     assert "run_storage: SqliteRunStorage" in shown["instance"]["instance"]["info"]  # the instance config
