@@ -59,6 +59,15 @@ class Roles:
         # No search_path of our own: the script gives the reader one, as a BI tool would find it.
         return psycopg.connect(as_user(self.admin_url, self.reader), autocommit=True)
 
+    def drop(self) -> None:
+        """The schema, then the roles (a role that owns or holds anything cannot be dropped)."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+            for role in (self.pipeline, self.reader):
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
 
 @pytest.fixture(scope="module")
 def roles(pg_schemas: PgSchemas) -> Iterator[Roles]:
@@ -72,12 +81,7 @@ def roles(pg_schemas: PgSchemas) -> Iterator[Roles]:
         made.apply()  # idempotent: the second run changes nothing and fails on nothing
         yield made
     finally:
-        with psycopg.connect(pg_schemas.url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-            for role in (made.pipeline, made.reader):
-                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
-                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        made.drop()
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +189,28 @@ def test_the_script_refuses_to_narrow_a_superuser(roles: Roles) -> None:
     admin = psycopg.conninfo.conninfo_to_dict(roles.admin_url).get("user") or "postgres"
     with pytest.raises(errors.RaiseException, match="superuser or the user running this script"):
         apply_roles(roles.admin_url, roles.schema, admin, roles.reader)
+
+
+def test_fresh_deployment_roles_first_then_the_pipeline_sets_up_then_roles_again(
+    pg_schemas: PgSchemas,
+) -> None:
+    """The documented order on an empty database: the script creates the roles and the schema, the
+    platform's first run creates the tables as the pipeline, the script's second run lets the
+    reader see the views (until then they do not exist for it)."""
+    from asin_platform.resources.warehouse import Warehouse
+
+    prefix = f"{pg_schemas.prefix}_fresh"
+    roles = Roles(pg_schemas.url, pg_schemas.new(), f"{prefix}_pipeline", f"{prefix}_reader")
+    try:
+        roles.apply()  # nothing of the warehouse exists yet
+        Warehouse(url=as_user(roles.admin_url, roles.pipeline), pg_schema=roles.schema).setup()
+        assert set(owners(roles).values()) == {roles.pipeline}  # created by the pipeline itself
+        with roles.reader_conn() as conn, pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM vw_top_candidates_daily")
+        roles.apply()
+        with roles.reader_conn() as conn:
+            assert conn.execute("SELECT count(*) FROM vw_top_candidates_daily").fetchone() == (0,)
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM mart_timeseries_daily")
+    finally:
+        roles.drop()
