@@ -183,3 +183,21 @@ def backfilled(dagster_stack) -> dict[str, Any]:
     )
     backfill = dagster_stack.wait_for_backfill(backfill_id)
     return {"id": backfill_id, "partitions": partitions, "backfill": backfill}
+
+
+@pytest.fixture(scope="session")
+def secret_demo(tmp_path_factory: pytest.TempPathFactory):
+    """A demo instance materialised with every secret set (ui_harness.py), shared by the UI-access
+    tests (secrets in the UI, the read-only webserver)."""
+    import os
+
+    base_url = os.environ.get(POSTGRES_URL_ENV)
+    if not base_url:
+        pytest.skip(STACK_SKIP)
+    from asin_platform_tests.ops.ui_harness import SecretDemo
+
+    demo = SecretDemo(base_url, tmp_path_factory.mktemp("secret_demo"))
+    try:
+        yield demo.start()
+    finally:
+        demo.stop()

@@ -1,10 +1,14 @@
 """Every YAML file under deploy/ parses; the PostgreSQL instance profile passes Dagster's own instance
 config validation; the Helm values use only the chart's documented keys, and the instance the chart
-renders from them validates too and agrees with the profile."""
+renders from them validates too and agrees with the profile. Who may do what (issue 16): both UIs are
+served over TLS behind an authenticating proxy, the analysts' one read-only, and no values file
+inlines a secret (only references to Kubernetes Secrets)."""
 
+import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -88,12 +92,45 @@ DAEMON_KEYS = {
 CONCURRENCY_KEYS = {"enabled", "pools", "runs"}
 CONCURRENCY_POOL_KEYS = {"defaultLimit", "granularity", "opGranularityRunBuffer"}
 CONCURRENCY_RUN_KEYS = {"maxConcurrentRuns", "tagConcurrencyLimits"}
+# subschema/webserver.py (Webserver)
+WEBSERVER_KEYS = {
+    "replicaCount", "image", "nameOverride", "pathPrefix", "service", "workspace", "env", "envConfigMaps",
+    "envSecrets", "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
+    "securityContext", "resources", "readinessProbe", "livenessProbe", "startupProbe", "annotations",
+    "enableReadOnly", "dbStatementTimeout", "dbPoolRecycle", "logLevel", "schedulerName", "volumeMounts",
+    "volumes",
+}  # fmt: skip
+# subschema/ingress.py (Ingress, WebserverIngressConfiguration, IngressTLSConfiguration), plus
+# `ingressClassName`, which templates/ingress.yaml reads (the Ingress model allows extra keys).
+INGRESS_KEYS = {
+    "enabled", "apiVersion", "labels", "annotations", "flower", "dagsterWebserver", "readOnlyDagsterWebserver",
+    "ingressClassName",
+}  # fmt: skip
+WEBSERVER_INGRESS_KEYS = {"host", "path", "pathType", "tls", "precedingPaths", "succeedingPaths"}
+INGRESS_TLS_KEYS = {"enabled", "secretName"}
+# subschema/compute_log_manager.py (ComputeLogManager, S3ComputeLogManager)
+COMPUTE_LOG_MANAGER_KEYS = {"type", "config"}
+S3_COMPUTE_LOG_KEYS = {
+    "bucket", "localDir", "prefix", "useSsl", "verify", "verifyCertPath", "endpointUrl", "skipEmptyFiles",
+    "uploadInterval", "uploadExtraArgs", "showUrlOnly", "region",
+}  # fmt: skip
 SECRET_NAME = re.compile(r"TOKEN|KEY|PASSWORD|SECRET|WAREHOUSE_URL|WEBHOOK|PG_URL", re.I)
 
 
 @pytest.fixture(scope="module")
 def values() -> dict[str, Any]:
     return yaml.safe_load(VALUES.read_text())
+
+
+OAUTH2_PROXY = {
+    "operators": DEPLOY / "helm" / "oauth2-proxy-operators.yaml",
+    "analysts": DEPLOY / "helm" / "oauth2-proxy-analysts.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def proxies() -> dict[str, dict[str, Any]]:
+    return {name: yaml.safe_load(path.read_text()) for name, path in OAUTH2_PROXY.items()}
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +189,15 @@ def test_helm_values_use_only_documented_chart_keys(values) -> None:
     deployments = values["dagster-user-deployments"]["deployments"]
     for deployment in deployments:
         assert set(deployment) <= USER_DEPLOYMENT_KEYS, set(deployment) - USER_DEPLOYMENT_KEYS
+    assert set(values["dagsterWebserver"]) <= WEBSERVER_KEYS, set(values["dagsterWebserver"]) - WEBSERVER_KEYS
+    ingress = values["ingress"]
+    assert set(ingress) <= INGRESS_KEYS, set(ingress) - INGRESS_KEYS
+    for ui in ("dagsterWebserver", "readOnlyDagsterWebserver"):
+        assert set(ingress[ui]) <= WEBSERVER_INGRESS_KEYS, (ui, set(ingress[ui]) - WEBSERVER_INGRESS_KEYS)
+        assert set(ingress[ui]["tls"]) <= INGRESS_TLS_KEYS
+    logs = values["computeLogManager"]
+    assert set(logs) <= COMPUTE_LOG_MANAGER_KEYS and set(logs["config"]) == {"s3ComputeLogManager"}
+    assert set(logs["config"]["s3ComputeLogManager"]) <= S3_COMPUTE_LOG_KEYS
 
 
 def test_helm_values_deploy_this_code_location_with_secrets_from_secrets(values) -> None:
@@ -225,10 +271,22 @@ def _chart_instance(values: dict[str, Any]) -> dict[str, Any]:
             "num_workers": values["dagsterDaemon"]["schedules"]["numWorkers"],
         },
         "telemetry": {"enabled": values["telemetry"]["enabled"]},
+        "compute_logs": _compute_logs(values["computeLogManager"]),
     }
     extra = values["additionalInstanceConfig"]
     assert not set(extra) & set(instance), "additionalInstanceConfig repeats a section the chart renders"
     return {**instance, **extra}
+
+
+def _compute_logs(manager: dict[str, Any]) -> dict[str, Any]:
+    """templates/helpers/instance/_compute-log-manager.tpl for S3: the camelCase keys in snake_case."""
+    assert manager["type"] == "S3ComputeLogManager"
+    config = manager["config"]["s3ComputeLogManager"]
+    return {
+        "module": "dagster_aws.s3.compute_log_manager",
+        "class": "S3ComputeLogManager",
+        "config": {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in config.items()},
+    }
 
 
 def test_chart_rendered_instance_validates_and_matches_the_profile(
@@ -246,6 +304,10 @@ def test_chart_rendered_instance_validates_and_matches_the_profile(
         k8s.pop(key), host.pop(key)
     assert k8s == host
     assert validated["run_monitoring"]["max_resume_run_attempts"] > 0
+    # a run pod's stdout/stderr outlive the pod (issue 15): object storage, uploaded while it runs
+    logs = validated["compute_logs"]
+    assert logs["class"] == "S3ComputeLogManager" and logs["config"]["bucket"]
+    assert logs["config"]["upload_interval"] > 0
 
 
 def test_the_validation_catches_a_misspelt_key(profile, tmp_path, monkeypatch) -> None:
@@ -255,3 +317,119 @@ def test_the_validation_catches_a_misspelt_key(profile, tmp_path, monkeypatch) -
     broken = {**profile, "run_monitoring": {**profile["run_monitoring"], "free_slots_after_run_end": 300}}
     with pytest.raises(DagsterInvalidConfigError, match="free_slots_after_run_end"):
         _validate_instance(broken, tmp_path, monkeypatch)
+
+
+# ------------------------------------------------------------------------ who may do what (issue 16)
+
+AUTH_URL = "nginx.ingress.kubernetes.io/auth-url"
+AUTH_SIGNIN = "nginx.ingress.kubernetes.io/auth-signin"
+UIS = {"operators": "dagsterWebserver", "analysts": "readOnlyDagsterWebserver"}
+
+
+def _allowed_groups(proxy: dict[str, Any]) -> list[str]:
+    match = re.search(r"^allowed_groups = (\[.*\])$", proxy["config"]["configFile"], re.M)
+    assert match, "oauth2-proxy admits everyone who can sign in"
+    return json.loads(match.group(1))
+
+
+def test_both_uis_are_served_over_tls_behind_the_authenticating_proxy(values, proxies) -> None:
+    ingress = values["ingress"]
+    assert ingress["enabled"] and ingress["ingressClassName"] == "nginx"
+    notes = ingress["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    assert notes["cert-manager.io/cluster-issuer"]
+    # every request is checked by the oauth2-proxy of the host it was sent to
+    auth = urlsplit(notes[AUTH_URL])
+    assert (auth.scheme, auth.netloc, auth.path) == ("https", "$host", "/oauth2/auth")
+    assert notes[AUTH_SIGNIN] == "https://$host/oauth2/start?rd=$escaped_request_uri"
+    hosts = {audience: ingress[ui]["host"] for audience, ui in UIS.items()}
+    assert len(set(hosts.values())) == 2
+    for audience, ui in UIS.items():
+        tls = ingress[ui]["tls"]
+        assert tls["enabled"] and tls["secretName"], ui
+        proxy, host = proxies[audience], hosts[audience]
+        # the proxy answers /oauth2 on the UI's own host, over the same certificate
+        assert proxy["ingress"]["enabled"] and proxy["ingress"]["path"] == "/oauth2"
+        assert proxy["ingress"]["className"] == ingress["ingressClassName"]
+        assert proxy["ingress"]["hosts"] == [host]
+        assert proxy["ingress"]["tls"] == [{"secretName": tls["secretName"], "hosts": [host]}]
+        assert f'redirect_url = "https://{host}/oauth2/callback"' in proxy["config"]["configFile"]
+        assert "set_xauthrequest = true" in proxy["config"]["configFile"]  # the auth-response-headers
+        assert proxy["config"]["existingSecret"], "client and cookie secrets come from a Secret"
+    # the full-rights UI admits the operators alone; analysts reach only the read-only one
+    assert _allowed_groups(proxies["operators"]) == ["asin-operators"]
+    assert set(_allowed_groups(proxies["analysts"])) == {"asin-analysts", "asin-operators"}
+    assert proxies["operators"]["config"]["cookieName"] != proxies["analysts"]["config"]["cookieName"]
+
+
+def test_the_read_only_webserver_is_enabled(values) -> None:
+    webserver = values["dagsterWebserver"]
+    assert webserver["enableReadOnly"] is True  # the chart's second Deployment, `--read-only`
+    assert values["ingress"]["readOnlyDagsterWebserver"]["host"]
+    # the webservers run no asset: they get the compute logs' store, not the platform's secrets
+    assert [s["name"] for s in webserver["envSecrets"]] == ["asin-object-storage"]
+
+
+def test_the_image_carries_the_instance_plugins_the_values_name(values) -> None:
+    """Run pods load the instance: K8sRunLauncher (dagster-k8s) and S3ComputeLogManager (dagster-aws),
+    pinned with the Dagster family of pyproject.toml."""
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    [pin] = re.findall(r'"dagster-postgres==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert values["runLauncher"]["type"] == "K8sRunLauncher" and f'"dagster-k8s=={pin}"' in dockerfile
+    assert (
+        values["computeLogManager"]["type"] == "S3ComputeLogManager" and f'"dagster-aws=={pin}"' in dockerfile
+    )
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    assert {"name": "asin-object-storage"} in deployment["envSecrets"]  # run pods write the logs
+
+
+# Keys that name a Kubernetes Secret (a reference), never hold a secret value.
+SECRET_REFERENCE_KEYS = {"existingSecret", "envSecrets", "postgresqlSecretName", "secretName", "secretKeyRef"}
+SECRET_KEY = re.compile(r"password|secret|token|api_?key|credential|private", re.I)
+CREDENTIAL_TEXT = [
+    re.compile(r"://[^/\s:@]+:[^/\s@]+@"),  # a URL with user:password@
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY"),
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # an AWS access key id
+    re.compile(r"^\s*(client_secret|cookie_secret|password|token)\s*=", re.I | re.M),  # oauth2-proxy cfg
+]
+
+
+def inlined_secrets(node: Any, path: str = "") -> list[str]:
+    """Where ``node`` (parsed YAML) holds a secret value instead of a reference to a Secret."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if "name" in node and "value" in node and SECRET_NAME.search(str(node["name"])):
+            found.append(f"{path}: env {node['name']} has an inline value (use a Secret)")
+        for key, value in node.items():
+            where = f"{path}.{key}"
+            named_secret = SECRET_KEY.search(str(key)) and key not in SECRET_REFERENCE_KEYS
+            if named_secret and not isinstance(value, bool):  # generate*Secret: false is a switch
+                found.append(f"{where}: a secret value in a values file")
+            found += inlined_secrets(value, where)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += inlined_secrets(item, f"{path}[{i}]")
+    elif isinstance(node, str) and any(p.search(node) for p in CREDENTIAL_TEXT):
+        found.append(f"{path}: text that holds a credential")
+    return found
+
+
+def test_no_values_file_inlines_a_secret() -> None:
+    files = sorted((DEPLOY / "helm").glob("*.yaml"))
+    assert VALUES in files and set(OAUTH2_PROXY.values()) <= set(files)
+    for path in files:
+        assert not inlined_secrets(yaml.safe_load(path.read_text())), path.name
+
+
+def test_the_secret_scan_catches_inlined_secrets(values, proxies) -> None:
+    """Guards the guard: each way a secret could be inlined is found."""
+    leaky = yaml.safe_load(yaml.safe_dump(values))
+    leaky["postgresql"]["postgresqlPassword"] = "hunter2"
+    [deployment] = leaky["dagster-user-deployments"]["deployments"]
+    deployment["env"].append({"name": "ASIN_PLATFORM_API_TOKEN", "value": "tok"})
+    deployment["env"].append({"name": "ASIN_PLATFORM__NOTE", "value": "postgresql://asin:pw@db:5432/asin"})
+    proxy = yaml.safe_load(yaml.safe_dump(proxies["operators"]))
+    proxy["config"]["configFile"] += '\nclient_secret = "abc"'
+    proxy["config"]["cookieSecret"] = "abc"
+    found = inlined_secrets(leaky) + inlined_secrets(proxy)
+    assert len(found) == 5, found
