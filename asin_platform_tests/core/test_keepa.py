@@ -23,7 +23,6 @@ from asin_platform.core.keepa import (
     SITE_TO_DOMAIN,
     CsvIndex,
     KeepaFormatError,
-    TokenStatus,
     daily_values,
     decode_history,
     keepa_minutes_to_utc,
@@ -31,9 +30,7 @@ from asin_platform.core.keepa import (
     parse_keepa_detailed,
     parse_keepa_product,
     parse_keepa_product_detailed,
-    parse_token_status,
     utc_to_keepa_minutes,
-    wait_seconds,
 )
 from asin_platform.core.parsed import POINTS_SCHEMA, PRODUCTS_SCHEMA, UNIVERSE_SCHEMA
 from asin_platform.schemas import QUARANTINE, RAW_PAYLOADS
@@ -484,25 +481,3 @@ def test_parse_keepa_of_nothing_is_empty_but_typed() -> None:
     parsed = parse_keepa(RAW_PAYLOADS.empty())
     assert parsed.points.schema == pl.Schema(POINTS_SCHEMA) and parsed.points.is_empty()
     assert parsed.rejected.schema == pl.Schema(QUARANTINE.schema)
-
-
-# -------------------------------------------------------------------------------------------- tokens
-
-
-def test_token_status_with_negative_tokens_left() -> None:
-    status = parse_token_status(load("keepa_tokens_negative.json"))
-    assert status == TokenStatus(
-        tokens_left=-35, refill_in_ms=14000, refill_rate_per_min=20, timestamp_ms=1795240800000
-    )
-    # deficit = 100 - (-35) = 135 tokens at 20/min = 6.75 min, after the 14 s until the next refill.
-    assert wait_seconds(status, 100) == pytest.approx(14 + 135 / 20 * 60)
-    assert wait_seconds(status, -35) == 0.0
-
-
-def test_token_status_enough_tokens_and_errors() -> None:
-    status = parse_token_status(load("keepa_product_us.json"))
-    assert status.tokens_left == 1180 and wait_seconds(status, 100) == 0.0
-    with pytest.raises(ValueError, match="refillRate"):
-        parse_token_status({"tokensLeft": 1, "refillIn": 5})
-    with pytest.raises(ValueError, match="never refill"):
-        wait_seconds(TokenStatus(tokens_left=0, refill_in_ms=0, refill_rate_per_min=0), 1)

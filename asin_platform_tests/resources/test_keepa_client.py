@@ -6,27 +6,31 @@ Token waits run on the simulated client's virtual clock: minutes of waiting cost
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import pytest
 
-from asin_platform.core.keepa import TokenStatus
-from asin_platform.resources.keepa import (
-    SIMULATED_KEEPA_KEY,
+from asin_platform.resources.upstream import (
     KeepaClient,
     KeepaFetchReport,
     KeepaMissingKeyError,
-    SimulatedKeepaClient,
-    project_status,
-    reset_simulated_keepa,
+    UpstreamError,
 )
-from asin_platform.resources.upstream import UpstreamError
+from asin_platform.resources.upstream.keepa_tokens import (
+    TokenStatus,
+    parse_token_status,
+    project_status,
+    wait_seconds,
+)
 from asin_platform.simulator import KeepaPlan, Market, MarketConfig, create_app
+from asin_platform.simulator.clients import SIMULATED_KEEPA_KEY, SimulatedKeepaClient, reset_simulated_keepa
 
 SITES = ["US", "UK", "DE", "JP"]
 N_ASINS = 120
@@ -190,8 +194,16 @@ def test_file_universe_and_unknown_asins(tmp_path: Path) -> None:
 
 
 def test_key_never_leaks(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The production pattern: the key is a dg.EnvVar field, so config dumps show only its name.
     monkeypatch.setenv("KEEPA_API_KEY", SECRET)
-    client = _client(error_5xx_rate=0.3, malformed_rate=0.3, fault_seed=2, max_attempts=2, batch_size=10)
+    client = _client(
+        api_key=dg.EnvVar("KEEPA_API_KEY"),
+        error_5xx_rate=0.3,
+        malformed_rate=0.3,
+        fault_seed=2,
+        max_attempts=2,
+        batch_size=10,
+    )
     with caplog.at_level(logging.DEBUG):
         fetched = client.fetch_day("US", DAY, progress=logging.getLogger("test").info)
     report = _report(fetched)
@@ -223,6 +235,7 @@ def test_rejected_and_missing_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("KEEPA_API_KEY", SECRET)
     loopback = _Loopback(
         base_url="http://keepa.loopback",
+        api_key=dg.EnvVar("KEEPA_API_KEY"),  # resolved at fetch time, outside a Dagster run
         universe_source="file",
         tracked_asins_path=str(tmp_path / "{site}.txt"),
     )
@@ -251,3 +264,30 @@ def test_project_status_follows_keepa_minute_refills() -> None:
     after = project_status(status, 14 + 60 * 2 + 1)  # three refills
     assert after.tokens_left == -35 + 60 and after.refill_in_ms == 59_000
     assert project_status(status, 10 * 3600).tokens_left == 20 * 60  # an hour's worth at most
+
+
+# -------------------------------------------------------------------------------------------- tokens
+
+
+def test_token_status_with_negative_tokens_left() -> None:
+    status = parse_token_status(_fixture("keepa_tokens_negative.json"))
+    assert status == TokenStatus(
+        tokens_left=-35, refill_in_ms=14000, refill_rate_per_min=20, timestamp_ms=1795240800000
+    )
+    # deficit = 100 - (-35) = 135 tokens at 20/min = 6.75 min, after the 14 s until the next refill.
+    assert wait_seconds(status, 100) == pytest.approx(14 + 135 / 20 * 60)
+    assert wait_seconds(status, -35) == 0.0
+
+
+def test_token_status_enough_tokens_and_errors() -> None:
+    status = parse_token_status(_fixture("keepa_product_us.json"))
+    assert status.tokens_left == 1180 and wait_seconds(status, 100) == 0.0
+    with pytest.raises(ValueError, match="refillRate"):
+        parse_token_status({"tokensLeft": 1, "refillIn": 5})
+    with pytest.raises(ValueError, match="never refill"):
+        wait_seconds(TokenStatus(tokens_left=0, refill_in_ms=0, refill_rate_per_min=0), 1)
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    path = Path(__file__).parent.parent / "core" / "fixtures" / name
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -22,7 +22,12 @@ import httpx
 import pytest
 
 from asin_platform.resources import upstream as up
-from asin_platform.resources.ratelimit import TokenBucket, bucket_params, reset_buckets, shared_bucket
+from asin_platform.resources.upstream.ratelimit import (
+    TokenBucket,
+    bucket_params,
+    reset_buckets,
+    shared_bucket,
+)
 from asin_platform.settings import load_settings
 
 DAY = date(2026, 11, 20)
@@ -545,7 +550,7 @@ def test_bucket_params_keep_headroom() -> None:
 
 
 def test_shared_bucket_registry_does_not_hold_the_token(token: str) -> None:
-    from asin_platform.resources import ratelimit
+    from asin_platform.resources.upstream import ratelimit
 
     shared_bucket("http://x", token, 10, 5)
     assert token not in repr(ratelimit._REGISTRY)

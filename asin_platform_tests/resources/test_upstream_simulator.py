@@ -17,8 +17,9 @@ import dagster as dg
 import pytest
 
 from asin_platform.resources import upstream as up
-from asin_platform.resources.ratelimit import reset_buckets
+from asin_platform.resources.upstream.ratelimit import reset_buckets
 from asin_platform.settings import load_settings
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 
 pytest.importorskip("asin_platform.simulator")
 
@@ -28,11 +29,11 @@ MARKET = dict(sim_seed=11, sim_sites=["US", "DE"], sim_asins_per_site=600, sim_e
 FAST_RETRY = dict(base_delay=0.005, max_delay=0.05, jitter=0.25)
 
 
-def sim(**overrides: Any) -> up.SimulatedUpstreamClient:
+def sim(**overrides: Any) -> SimulatedUpstreamClient:
     # A fresh token per client gives a fresh simulated server and a fresh client bucket.
     config: dict[str, Any] = dict(MARKET, **FAST_RETRY, token=f"sim-{uuid.uuid4().hex}")
     config.update(overrides)
-    return up.SimulatedUpstreamClient(**config)
+    return SimulatedUpstreamClient(**config)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def _clean() -> Any:
     reset_buckets()
 
 
-def stats(client: up.SimulatedUpstreamClient) -> dict[str, Any]:
+def stats(client: SimulatedUpstreamClient) -> dict[str, Any]:
     return client.simulator_app().state.stats.snapshot()
 
 
@@ -175,7 +176,7 @@ def test_unknown_site_raises() -> None:
 
 def test_from_simulator_settings() -> None:
     settings = load_settings(environ={"ASIN_PLATFORM__SIMULATOR__ASINS_PER_SITE": "600"})
-    client = up.SimulatedUpstreamClient.from_simulator_settings(settings, token="t", sim_sites=["US"])
+    client = SimulatedUpstreamClient.from_simulator_settings(settings, token="t", sim_sites=["US"])
     assert client.sim_asins_per_site == 600 and client.sim_sites == ["US"]
     assert (client.qpm, client.burst) == (settings.simulator.qpm, settings.simulator.burst)
     assert (client.server_qpm, client.server_burst) == (client.qpm, client.burst)
