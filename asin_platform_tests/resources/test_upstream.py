@@ -282,6 +282,34 @@ def test_batch_failing_for_good_is_recorded_not_raised(token: str) -> None:
     assert sorted(got.report.missing_asins["keywords"]) == sorted(raw.asins)
     assert got.report.received_asins["keywords"] == 150 - len(raw.asins)
     assert got.report.failed_requests == 1 and got.report.server_errors == 3
+    # the report names what failed for good: endpoint, the ASINs it covered, the reason
+    (failure,) = got.report.failures
+    assert failure.endpoint == up.KEYWORDS and failure.asins == raw.asins and failure.reason == raw.error
+    assert got.report.as_metadata()["failed_endpoints"] == f"{up.KEYWORDS}: 100 ASINs"
+
+
+def test_a_time_budget_retries_past_max_attempts_then_fails_for_good(token: str) -> None:
+    universe = asins(150)
+    calls: dict[str, int] = {}
+
+    def fault(request: httpx.Request, api: FakeApi) -> httpx.Response | None:
+        # the first products batch answers 503 five times, then recovers; keywords never do
+        batch = _query(request).get("asins", "")
+        key = request.url.path.rsplit("/", 1)[-1] + batch[:10]
+        calls[key] = calls.get(key, 0) + 1
+        if request.url.path.endswith("/products") and universe[0] in batch:
+            return error(503, "unavailable") if calls[key] <= 5 else None
+        if request.url.path.endswith("/keywords") and universe[0] in batch:
+            return error(503, "unavailable")
+        return None
+
+    got = make(FakeApi(universe, token, fault=fault), max_attempts=2, retry_budget_s=0.5).fetch_day("US", DAY)
+    products = [r for r in got.responses if r.endpoint == up.PRODUCTS and universe[0] in r.asins]
+    assert products[0].error is None and products[0].attempts == 6  # past max_attempts=2, within 0.5 s
+    (failure,) = got.report.failures
+    assert failure.endpoint == up.KEYWORDS and failure.status == 503 and failure.attempts > 2
+    assert failure.reason.endswith("(retry budget of 0.5s spent)")
+    assert got.report.missing_asins["products"] == [] and len(got.report.missing_asins["keywords"]) == 100
 
 
 def test_timeouts_are_retried_then_recorded(token: str) -> None:

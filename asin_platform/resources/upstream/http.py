@@ -85,6 +85,7 @@ class HttpUpstreamClient(UpstreamClient):
             base_delay=retry.base_delay,
             jitter=retry.jitter,
             max_delay=retry.max_delay,
+            retry_budget_s=settings.retry.budget_s,
         )
 
     @classmethod
@@ -405,6 +406,13 @@ class HttpCore:
             blocker = exchange.retry_blocker() if verdict.retryable and retry else ""
             if verdict.retryable and retry and not blocker:
                 self.counters.retries += 1
+                log.debug(
+                    "upstream %s: %s, retry %d in %.2fs",
+                    path,
+                    self.scrub(verdict.what),
+                    attempt,
+                    verdict.delay,
+                )
                 await self._wait(verdict)
                 continue
             error = self._failed_error(verdict.what, attempt, self.clock() - started, why_not or blocker)

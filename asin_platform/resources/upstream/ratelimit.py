@@ -40,6 +40,7 @@ AIMD_CUT = 0.7
 AIMD_RECOVERY_PER_S = 0.05
 AIMD_FLOOR = 0.05
 AIMD_COOLDOWN_S = 1.0
+_EPSILON = 1e-9
 
 
 class TokenBucket:
@@ -114,7 +115,8 @@ class TokenBucket:
             if now < self._blocked_until:
                 return self._blocked_until - now
             self._refill(now)
-            if self._tokens >= 1.0:
+            # A tolerance: a wait shorter than the clock's resolution would never end.
+            if self._tokens >= 1.0 - _EPSILON:
                 self._tokens -= 1.0
                 return 0.0
             return (1.0 - self._tokens) / (self._rate * self._factor)
