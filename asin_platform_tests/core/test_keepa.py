@@ -381,6 +381,52 @@ def test_rejects_missing_asin_site_mismatch_and_malformed_history(us: dict[str, 
     assert "csv[3]" in rejected["detail"] and out.points.is_empty()
 
 
+# ------------------------------------------------------------------------------------- plausibility
+
+
+@pytest.mark.parametrize(
+    ("index", "bad", "detail"),
+    [
+        (CsvIndex.AMAZON, 1234.9, "non-integer 1234.9"),  # truncated it would read 12.34
+        (CsvIndex.NEW, True, "boolean"),  # read as a number it would be 0.01
+        (CsvIndex.SALES, 2**62, "beyond Keepa's range"),
+        (CsvIndex.COUNT_REVIEWS, 10**12, "beyond Keepa's range"),
+    ],
+)
+def test_implausible_history_values_are_quarantined_not_coerced(
+    us: dict[str, Any], index: CsvIndex, bad: Any, detail: str
+) -> None:
+    product = copy.deepcopy(us["products"][0])
+    product["csv"][index] = [km("2026-11-11T00:00"), bad]
+    out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p-x", fetched_at=FETCHED)
+    (rejected,) = out.rejected.iter_rows(named=True)
+    assert rejected["reason"] == "implausible_value" and rejected["payload_id"] == "p-x"
+    assert rejected["asin"] == "B0TESTAAA1" and f"csv[{int(index)}]" in rejected["detail"]
+    assert detail in rejected["detail"]
+    assert out.points.is_empty()  # nothing of the product's day is written from a corrupt history
+
+
+def test_implausible_sales_rank_of_bsr_sub_only_nulls_bsr_sub(aaa1, us: dict[str, Any]) -> None:
+    product = copy.deepcopy(us["products"][0])
+    sub = aaa1.extras["bsr_sub_category_id"][0]
+    product["salesRanks"] = {**product["salesRanks"], sub: [km("2026-11-11T00:00"), 3.5]}
+    out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p", fetched_at=FETCHED)
+    assert out.rejected["reason"].to_list() == ["implausible_value"]
+    assert out.points["bsr_sub"].to_list() == [None] and out.points["bsr_root"].to_list()[0] is not None
+
+
+def test_listed_since_after_the_fetch_is_quarantined_not_written(us: dict[str, Any]) -> None:
+    product = copy.deepcopy(us["products"][0])
+    product["listedSince"] = km("2026-12-24T00:00")  # after FETCHED (2026-11-13)
+    product["trackingSince"] = km("2026-01-05T00:00")
+    out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p", fetched_at=FETCHED)
+    (rejected,) = out.rejected.iter_rows(named=True)
+    assert rejected["reason"] == "implausible_value" and "listedSince 2026-12-24" in rejected["detail"]
+    # the product's day is still written; listed_since falls back to what Keepa could vouch for
+    assert out.products["listed_since"].to_list() == [D(2026, 1, 5)]
+    assert out.points["date"].to_list() == [D(2026, 11, 12)]
+
+
 # ---------------------------------------------------------------------------------------- parse_keepa
 
 

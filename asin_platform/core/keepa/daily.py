@@ -4,17 +4,37 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-from asin_platform.core.keepa.format import _GAP_MARKERS, KeepaFormatError, keepa_minutes_to_utc
+from asin_platform.core.keepa.format import (
+    _GAP_MARKERS,
+    MAX_MAGNITUDE,
+    ImplausibleValueError,
+    KeepaFormatError,
+    keepa_minutes_to_utc,
+)
 from asin_platform.schemas import UTC_TS
 
 # --------------------------------------------------------------------------------------------------------
 # One history
 # --------------------------------------------------------------------------------------------------------
+
+
+def _check_integers(arr: Sequence[Any]) -> None:
+    """Refuse floats and booleans before numpy would silently turn them into integers (1234.9 -> 1234,
+    which as cents is 12.34; ``true`` -> 1 cent). One C-level pass over the element types."""
+    try:
+        kinds = set(map(type, arr)) - {int}
+    except TypeError as exc:  # not iterable at all
+        raise KeepaFormatError(f"history is not a list: {exc}") from exc
+    if bool in kinds:
+        raise ImplausibleValueError("history holds a boolean where Keepa sends integers")
+    if float in kinds:
+        bad = next(v for v in arr if isinstance(v, float))
+        raise ImplausibleValueError(f"history holds the non-integer {bad!r} where Keepa sends integers")
 
 
 def _split_history(arr: Sequence[int] | None, *, triples: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -26,10 +46,15 @@ def _split_history(arr: Sequence[int] | None, *, triples: bool) -> tuple[np.ndar
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
     width = 3 if triples else 2
+    _check_integers(arr)
     try:
         flat = np.asarray(arr, dtype=np.int64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise KeepaFormatError(f"history is not a flat list of integers: {exc}") from exc
+    if flat.size and int(np.abs(flat).max()) > MAX_MAGNITUDE:
+        raise ImplausibleValueError(
+            f"history holds {int(np.abs(flat).max())}, beyond Keepa's range ({MAX_MAGNITUDE})"
+        )
     if flat.ndim != 1 or flat.size % width:
         raise KeepaFormatError(
             f"history of length {flat.size} is not a sequence of {'triples' if triples else 'pairs'}"

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from asin_platform.core.keepa.format import CsvIndex, keepa_minutes_to_utc
+from asin_platform.core.keepa.format import MAX_MAGNITUDE, CsvIndex, keepa_minutes_to_utc
 from asin_platform.core.parsed import (
     ParsedPayloads,
 )
@@ -59,9 +59,10 @@ def _positive_int(value: Any) -> int | None:
 
 
 def _keepa_date(minutes: Any) -> date | None:
-    """Keepa minutes -> UTC date; 0 and negatives mean "not known" in Keepa's scalar time fields."""
+    """Keepa minutes -> UTC date; 0 and negatives mean "not known" in Keepa's scalar time fields, and
+    a magnitude beyond Keepa's int range is no time at all."""
     m = _positive_int(minutes)
-    return keepa_minutes_to_utc(m).date() if m is not None else None
+    return keepa_minutes_to_utc(m).date() if m is not None and m <= MAX_MAGNITUDE else None
 
 
 def _excerpt(obj: Any) -> str:

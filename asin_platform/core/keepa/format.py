@@ -107,8 +107,21 @@ KEEPA_EXTRAS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# Keepa's fields are Java ints: a larger magnitude (2**62, 1e12) is not a value Keepa can send.
+MAX_MAGNITUDE = 2**31 - 1
+
+
 class KeepaFormatError(ValueError):
     """A Keepa history array does not have the documented shape."""
+
+    reason = "malformed_history"  # the quarantine reason of what it rejects
+
+
+class ImplausibleValueError(KeepaFormatError):
+    """A Keepa value of the right shape that Keepa cannot have sent: a float where Keepa sends integer
+    cents or minutes (truncating 1234.9 would store 12.34), a boolean, an absurd magnitude."""
+
+    reason = "implausible_value"
 
 
 # --------------------------------------------------------------------------------------------------------

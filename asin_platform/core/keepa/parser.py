@@ -131,6 +131,7 @@ class _Batch:
         listing_max_lag_days: int | None,
     ) -> None:
         reject_day = days[-1] if days else None
+        fetched_day = fetched_at.astimezone(UTC).date()
         common = {"site": site, "day": reject_day, "payload_id": payload_id, "at": fetched_at}
         if not isinstance(product, Mapping):
             self.reject(
@@ -174,16 +175,17 @@ class _Batch:
                 **common,
                 table="mart_timeseries_daily",
                 asin=asin,
-                reason="malformed_history",
+                reason=exc.reason,
                 detail=str(exc),
                 record=product,
             )
             return
 
         k = len(self.keys)
-        fetched_day = fetched_at.astimezone(UTC).date()
-        keepa_listed = _keepa_date(product.get("listedSince"))
-        tracking_since = _keepa_date(product.get("trackingSince"))
+        keepa_listed, tracking_since = (
+            self._known_date(product, name, fetched_day, common, asin)
+            for name in ("listedSince", "trackingSince")
+        )
         known_since = min((d for d in (keepa_listed, tracking_since) if d is not None), default=None)
         # Days after the fetch have not happened for this payload; days before the product existed
         # (as far as Keepa knows) are not in its universe: selecting them would use the future.
@@ -212,7 +214,7 @@ class _Batch:
                     **common,
                     table="mart_timeseries_daily",
                     asin=asin,
-                    reason="malformed_history",
+                    reason=exc.reason,
                     detail=f"salesRanks[{sub_category}]: {exc}; bsr_sub left null",
                     record={"asin": asin, "salesRanks": {sub_category: raw}},
                 )
@@ -282,6 +284,24 @@ class _Batch:
             }
         )
 
+    def _known_date(
+        self, product: Mapping[str, Any], name: str, fetched_day: date, common: dict[str, Any], asin: str
+    ) -> date | None:
+        """A Keepa date field (``listedSince`` / ``trackingSince``), or None when unknown or after the
+        fetch: a date Keepa cannot have seen yet is quarantined, never written as listed_since."""
+        value = _keepa_date(product.get(name))
+        if value is None or value <= fetched_day:
+            return value
+        self.reject(
+            **common,
+            table="mart_timeseries_daily",
+            asin=asin,
+            reason="implausible_value",
+            detail=f"{name} {value} is after the fetch date {fetched_day}; left null",
+            record={"asin": asin, name: product.get(name)},
+        )
+        return None
+
     @staticmethod
     def _product_series(product: Mapping[str, Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         csv = product.get("csv")
@@ -293,11 +313,11 @@ class _Batch:
             try:
                 out[code] = _split_history(raw, triples=index in SHIPPING_SERIES)
             except KeepaFormatError as exc:
-                raise KeepaFormatError(f"csv[{int(index)}] ({index.name}): {exc}") from exc
+                raise type(exc)(f"csv[{int(index)}] ({index.name}): {exc}") from exc
         try:
             out[_S_MONTHLY_SOLD] = _split_history(product.get("monthlySoldHistory"), triples=False)
         except KeepaFormatError as exc:
-            raise KeepaFormatError(f"monthlySoldHistory: {exc}") from exc
+            raise type(exc)(f"monthlySoldHistory: {exc}") from exc
         return out
 
     @staticmethod
