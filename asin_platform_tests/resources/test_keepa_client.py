@@ -85,6 +85,24 @@ def test_one_day_is_fetched_and_recorded_as_keepa_rows() -> None:
     assert client.simulator_app().state.keepa.tokens_consumed == report.tokens_consumed
 
 
+def test_token_waits_do_not_spend_the_retry_budget() -> None:
+    # Minutes of token waits per batch, 5xx on a third of the requests, a 2 s retry budget: the
+    # waits for tokens are Keepa's accounting, not retries, so nothing fails for good.
+    client = _client(
+        sim_refill_rate=20,
+        sim_initial_tokens=30,
+        batch_size=20,
+        error_5xx_rate=0.3,
+        fault_seed=3,
+        retry_budget_s=2.0,
+        max_attempts=1,
+    )
+    report = _report(client.fetch_day("US", DAY))
+    assert report.server_errors > 0 and report.failed_requests == 0 and report.failures == []
+    assert report.received_asins["products"] == len(_tracked())
+    assert report.token_wait_s > 60  # far beyond the budget, which bounds only the retries
+
+
 def test_token_exhaustion_waits_for_the_refill_instead_of_hitting_429() -> None:
     # 30 tokens, 20 a minute; 20-ASIN batches cost up to 40 tokens each
     client = _client(sim_refill_rate=20, sim_initial_tokens=30, batch_size=20)
@@ -171,8 +189,16 @@ def test_budget_holds_when_charged_requests_come_back_unreadable(tmp_path: Path)
 
 
 def test_server_errors_and_timeouts_are_retried() -> None:
+    # Retried by time (a 5 s budget), not by count: with a 50 ms timeout, a loaded machine building
+    # the market for the first universe page used to exhaust 5 attempts and fail the test.
     client = _client(
-        error_5xx_rate=0.3, timeout_rate=0.1, timeout_seconds=1.0, timeout=0.05, fault_seed=4, batch_size=10
+        error_5xx_rate=0.3,
+        timeout_rate=0.1,
+        timeout_seconds=1.0,
+        timeout=0.05,
+        fault_seed=4,
+        batch_size=10,
+        retry_budget_s=5.0,
     )
     report = _report(client.fetch_day("DE", DAY))
     assert report.server_errors > 0 and report.retries >= report.server_errors

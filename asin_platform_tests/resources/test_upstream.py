@@ -308,7 +308,7 @@ def test_a_time_budget_retries_past_max_attempts_then_fails_for_good(token: str)
     assert products[0].error is None and products[0].attempts == 6  # past max_attempts=2, within 0.5 s
     (failure,) = got.report.failures
     assert failure.endpoint == up.KEYWORDS and failure.status == 503 and failure.attempts > 2
-    assert failure.reason.endswith("(retry budget of 0.5s spent)")
+    assert failure.reason.endswith("(the next wait would overrun the retry budget of 0.5s)")
     assert got.report.missing_asins["products"] == [] and len(got.report.missing_asins["keywords"]) == 100
 
 

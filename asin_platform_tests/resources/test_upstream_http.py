@@ -98,7 +98,10 @@ def test_budget_exhaustion_is_failed_for_good_with_its_reason() -> None:
     )
     # attempts at 0, 50, 100 s; a fourth would start at 150 s > 120 s: stop, without waiting for it
     assert body is None and raw.attempts == 3 and raw.status == 429
-    assert raw.error == "HTTP 429 after 3 attempts in 100.0s (retry budget of 120s spent)"
+    assert (
+        raw.error
+        == "HTTP 429 after 3 attempts in 100.0s (the next wait would overrun the retry budget of 120s)"
+    )
     assert raw.asins == ("A1", "A2") and raw.endpoint == ENDPOINT
     assert len(arrivals) == 3 and clock.now() - arrivals[0] == pytest.approx(100.0)
 

@@ -374,7 +374,7 @@ class HttpCore:
         if budget is not None and verdict.server_asked:
             if elapsed + verdict.delay <= budget:
                 return True, ""
-            return False, f"retry budget of {budget:g}s spent"
+            return False, f"the next wait would overrun the retry budget of {budget:g}s"
         if attempt < self.policy.max_attempts:
             return True, ""
         return False, ""
@@ -384,9 +384,12 @@ class HttpCore:
         path = req.endpoint.format(site=req.site)
         sent = {**req.params, **req.secret_params}
         started = self.clock()
+        paused = 0.0  # waits of the source's own (Keepa's token waits) do not spend the retry budget
         attempt = 0
         while True:
+            before = self.clock()
             stopped = await exchange.before_attempt()
+            paused += self.clock() - before
             if stopped:
                 return Outcome(None, stopped=stopped)
             attempt += 1
@@ -402,7 +405,8 @@ class HttpCore:
             exchange.after_attempt(result, usable=body is not None)
             if body is not None:
                 return Outcome(self._raw(req, result, attempt, fetched_at, None), body)
-            retry, why_not = self._may_retry(verdict, attempt, self.clock() - started)
+            elapsed = self.clock() - started - paused
+            retry, why_not = self._may_retry(verdict, attempt, elapsed)
             blocker = exchange.retry_blocker() if verdict.retryable and retry else ""
             if verdict.retryable and retry and not blocker:
                 self.counters.retries += 1
@@ -415,7 +419,7 @@ class HttpCore:
                 )
                 await self._wait(verdict)
                 continue
-            error = self._failed_error(verdict.what, attempt, self.clock() - started, why_not or blocker)
+            error = self._failed_error(verdict.what, attempt, elapsed, why_not or blocker)
             log.warning("upstream %s failed for good: %s", req.endpoint.format(site=req.site), error)
             return Outcome(self._raw(req, result, attempt, fetched_at, error))
 
