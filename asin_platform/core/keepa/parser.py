@@ -1,20 +1,11 @@
-"""Keepa ``/product`` responses -> :class:`ParsedPayloads` (pure: no Dagster, no I/O, no clock).
+"""Keepa ``/product`` products -> platform rows (pure): the field mapping of ``parse_keepa_product`` and
+the batch entry points over ``raw_payloads`` rows (``parse_keepa``); the format is described in the
+package docstring and ``docs/keepa.md``.
 
-Keepa (https://keepa.com/#!api) answers a product request with the body
-``{"timestamp", "tokensLeft", "refillIn", "refillRate", "tokenFlowReduction", "processingTimeInMs",
-"products": [...]}``. Each product carries its history as change logs in ``csv[i]``: flat
-``[keepa_minute, value, keepa_minute, value, ...]`` arrays (``[t, price, shipping, ...]`` triples for the
-``*_SHIPPING`` series), where a point holds until the next one and ``-1`` / ``-2`` open a gap (no offer,
-no rank, no data). Times are minutes since 2011-01-01 UTC; prices are in the smallest currency unit
-(cents, but whole yen on JP); ratings are tenths of stars.
-
-The daily rule that turns a change log into one value per UTC day is :func:`daily_values`; the field
-mapping onto the platform's rows is :func:`parse_keepa_product`. Both are documented, with the reasons,
-in ``docs/keepa.md``.
-
-Work is vectorised where it matters: every history of every product in a batch of payloads is stacked
-into one long frame and resolved with a single ``join_asof`` (plus one group-by for the median rule),
-so parsing cost grows with the number of points, not with Python calls per product and day.
+Every history of every product in a batch of payloads is stacked into one long frame and resolved
+with a single ``join_asof`` (plus one group-by for the median rule), so parsing cost grows with the
+number of points, not with Python calls per product and day. Values Keepa cannot have sent (floats,
+booleans, magnitudes beyond its int range, dates after the fetch) are quarantined, never coerced.
 """
 
 from __future__ import annotations
