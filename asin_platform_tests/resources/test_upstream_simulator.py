@@ -103,6 +103,22 @@ def test_faults_finish_and_report_what_could_not_be_fetched() -> None:
     assert all(v <= len(universe) for v in report.received_asins.values())
 
 
+def test_harsh_upstream_loses_nothing_within_the_time_budget() -> None:
+    # Half the answers 5xx (the simulator's fault knobs). Counted retries (2 attempts) give batches up;
+    # retries by time (a 10 s budget) wait every one of them out.
+    knobs = dict(error_5xx_rate=0.5, fault_seed=5, max_attempts=2)
+    by_count = sim(**knobs).fetch_day("US", DAY).report
+    assert by_count.failed_requests > 0 and len(by_count.failures) == by_count.failed_requests
+    assert all(f.reason.startswith("HTTP 5") and f.attempts == 2 for f in by_count.failures)
+
+    got = sim(**knobs, retry_budget_s=10.0).fetch_day("US", DAY)
+    report = got.report
+    assert report.server_errors > 0 and report.failed_requests == 0 and report.failures == []
+    assert all(r.error is None for r in got.responses)
+    assert max(r.attempts for r in got.responses) > 2  # past max_attempts, within the budget
+    assert sum(len(v) for v in report.missing_asins.values()) == 0
+
+
 def test_client_at_the_server_quota_causes_no_429() -> None:
     client = sim(server_qpm=1200, server_burst=10, qpm=1200, burst=10)
     first = client.fetch_day("US", DAY)
