@@ -426,6 +426,12 @@ def test_listed_since_after_the_fetch_is_quarantined_not_written(us: dict[str, A
     assert out.products["listed_since"].to_list() == [D(2026, 1, 5)]
     assert out.points["date"].to_list() == [D(2026, 11, 12)]
 
+    for bad in (2**62, 7_000_000.5, True):
+        product["listedSince"] = bad
+        out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p", fetched_at=FETCHED)
+        assert out.rejected["reason"].to_list() == ["implausible_value"], bad
+        assert out.products["listed_since"].to_list() == [D(2026, 1, 5)]
+
 
 # ---------------------------------------------------------------------------------------- parse_keepa
 

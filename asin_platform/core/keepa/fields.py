@@ -65,6 +65,17 @@ def _keepa_date(minutes: Any) -> date | None:
     return keepa_minutes_to_utc(m).date() if m is not None and m <= MAX_MAGNITUDE else None
 
 
+def _checked_date(raw: Any, name: str, fetched_day: date) -> tuple[date | None, str]:
+    """(date, "") of a Keepa scalar time field (``listedSince``, ``trackingSince``), or (None, why)
+    when Keepa cannot have sent it: not integer minutes, or after the fetch. (None, "") = unknown."""
+    value = _keepa_date(raw)
+    if value is not None and value > fetched_day:
+        return None, f"{name} {value} is after the fetch date {fetched_day}"
+    if isinstance(raw, bool | float) or (isinstance(raw, int) and raw > MAX_MAGNITUDE):
+        return None, f"{name} {raw!r} is not a Keepa time (integer minutes)"
+    return value, ""
+
+
 def _excerpt(obj: Any) -> str:
     text = obj if isinstance(obj, str) else json.dumps(obj, default=str)
     return text[:_RECORD_EXCERPT_CHARS]

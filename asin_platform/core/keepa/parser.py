@@ -36,9 +36,9 @@ from asin_platform.core.keepa.fields import (
     KeepaParseResult,
     _attribute_flags,
     _category_tree,
+    _checked_date,
     _excerpt,
     _image_count,
-    _keepa_date,
     _positive_int,
     _sub_category,
 )
@@ -278,20 +278,18 @@ class _Batch:
     def _known_date(
         self, product: Mapping[str, Any], name: str, fetched_day: date, common: dict[str, Any], asin: str
     ) -> date | None:
-        """A Keepa date field (``listedSince`` / ``trackingSince``), or None when unknown or after the
-        fetch: a date Keepa cannot have seen yet is quarantined, never written as listed_since."""
-        value = _keepa_date(product.get(name))
-        if value is None or value <= fetched_day:
-            return value
-        self.reject(
-            **common,
-            table="mart_timeseries_daily",
-            asin=asin,
-            reason="implausible_value",
-            detail=f"{name} {value} is after the fetch date {fetched_day}; left null",
-            record={"asin": asin, name: product.get(name)},
-        )
-        return None
+        """A Keepa date field, or None when unknown or implausible (quarantined, never written)."""
+        value, problem = _checked_date(product.get(name), name, fetched_day)
+        if problem:
+            self.reject(
+                **common,
+                table="mart_timeseries_daily",
+                asin=asin,
+                reason="implausible_value",
+                detail=f"{problem}; left null",
+                record={"asin": asin, name: product.get(name)},
+            )
+        return value
 
     @staticmethod
     def _product_series(product: Mapping[str, Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
