@@ -9,4 +9,6 @@ import warnings
 warnings.filterwarnings("ignore", message=r"Specifying a partitions_def on an AssetCheckSpec")
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function")
 warnings.filterwarnings("ignore", message=r"Class `PandasColumn` is currently in beta")
-warnings.filterwarnings("ignore", message=r"Function `create_dagster_pandas_dataframe_type` is currently in beta")
+warnings.filterwarnings(
+    "ignore", message=r"Function `create_dagster_pandas_dataframe_type` is currently in beta"
+)

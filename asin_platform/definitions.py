@@ -19,39 +19,19 @@ from asin_platform.checks import features as feature_checks
 from asin_platform.checks import ingest as ingest_checks
 from asin_platform.checks import model as model_checks
 from asin_platform.partitions import build_date_site_partitions
-from asin_platform.resources.keepa import KeepaClient
-from asin_platform.resources.upstream import UnifiedApiClient
+from asin_platform.resources.upstream import TOKEN_ENV, build_upstream_resources  # noqa: F401 - TOKEN_ENV re-exported
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings, get_settings
 
-TOKEN_ENV = "ASIN_PLATFORM_API_TOKEN"
 WAREHOUSE_URL_ENV = "ASIN_PLATFORM_WAREHOUSE_URL"
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Production resources from settings; secrets stay in the environment (EnvVar), so they are
     resolved at run time and never shown in the UI's resource config."""
-    limit = settings.rate_limit("unified")
-    retry = settings.retry_policy
-    upstream = UnifiedApiClient(
-        base_url=settings.upstream.base_url,
-        token=dg.EnvVar(TOKEN_ENV),
-        qpm=limit.qpm,
-        burst=limit.burst,
-        timeout=limit.timeout,
-        max_attempts=retry.max_attempts,
-        base_delay=retry.base_delay,
-        jitter=retry.jitter,
-        max_delay=retry.max_delay,
-        batch_size=settings.upstream.batch_size,
-        page_size=settings.upstream.page_size,
-        concurrency=settings.upstream.concurrency,
-    )
     # The URL may carry a password, so when it comes from the environment it stays an EnvVar.
     url = dg.EnvVar(WAREHOUSE_URL_ENV) if os.environ.get(WAREHOUSE_URL_ENV) else settings.warehouse_url
-    # Keepa reads its key from KEEPA_API_KEY only when a Keepa site is fetched: building it needs none.
-    keepa = KeepaClient.from_settings(settings)
-    return {"upstream": upstream, "keepa": keepa, "warehouse": Warehouse(url=url), "settings": settings}
+    return {**build_upstream_resources(settings), "warehouse": Warehouse(url=url), "settings": settings}
 
 
 # In graph order; each exposes build_assets(settings, partitions_def) -> list[dg.AssetsDefinition].

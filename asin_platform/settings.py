@@ -256,6 +256,19 @@ class PlausibilityBounds(_Model):
 # --- end plausibility bounds ---------------------------------------------------------------------
 
 
+# --- H-upstream: per-request retry time budget (issue 11) -----------------------------------------
+class RetryBudget(_Model):
+    """How long one upstream request may keep waiting out what the server asks for (429 with
+    Retry-After, 5xx, timeouts, dropped connections) before it is recorded as failed for good."""
+
+    budget_s: float = Field(
+        180.0, gt=0, description="seconds from a request's first attempt; retries by time, not count"
+    )
+
+
+# --- end H-upstream ---------------------------------------------------------------------------------
+
+
 class Settings(_Model):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
@@ -268,6 +281,7 @@ class Settings(_Model):
     )
     retry_policy: RetryPolicy = RetryPolicy()
     asset_retry: AssetRetry = AssetRetry()
+    retry: RetryBudget = RetryBudget()  # H-upstream: upstream retry time budget
     windows: Windows = Windows()
     thresholds: Thresholds = Thresholds()
     upstream: UpstreamSettings = UpstreamSettings()

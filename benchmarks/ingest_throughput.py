@@ -46,8 +46,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from asin_platform.resources.ratelimit import reset_buckets
 from asin_platform.resources.upstream import FetchReport, UnifiedApiClient
+from asin_platform.resources.upstream.ratelimit import reset_buckets
 from asin_platform.simulator import FaultConfig, Market, MarketConfig, Quota, start_in_thread
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -307,7 +307,7 @@ def write_docs(results: list[Result], command: str, asins_per_site: int, load_be
     lines = [
         f"## {SECTION}",
         "",
-        "Upstream client (`asin_platform/resources/upstream.py`) against the bundled simulator on loopback",
+        "Upstream client (`asin_platform/resources/upstream/`) against the bundled simulator on loopback",
         f"(real sockets, uvicorn), {len(SITES)} sites x {asins_per_site} ASINs (~74 % listed on a given day:",
         "2 universe pages + 4 x 15 batches of 100 per partition), `fetch_day` over successive (site, day)",
         "partitions for a fixed wall time; client concurrency 4, retry policy 5 attempts from 0.5 s, 5 %",

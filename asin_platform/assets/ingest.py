@@ -13,8 +13,7 @@ import polars as pl
 
 from asin_platform.core.raw import payload_frame
 from asin_platform.partitions import DateSite, partitions_of_context
-from asin_platform.resources.keepa import KeepaClient
-from asin_platform.resources.upstream import DayFetch, UpstreamClient
+from asin_platform.resources.upstream import DayFetch, KeepaClient, UpstreamClient, fetch_partitions
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 
@@ -95,19 +94,18 @@ def _fetch_partitions(
     warehouse: Warehouse,
     settings: Settings,
 ) -> Iterator[tuple[DateSite, DayFetch]]:
-    """(partition, fetch) for every partition of the run, each through its site's source.
-
-    Unified partitions go through ``fetch_days``, which keeps the next partitions in flight while
-    one is stored. Per-batch progress goes to DEBUG (kept in the run's event log for the UI); INFO
-    gets one line per partition, so a year-long ranged run stays readable."""
-    parts = partitions_of_context(context)
-    for part in (p for p in parts if settings.upstream.source_for(p.site) == "keepa"):
-        context.log.info(f"fetching {part.site} {part.day} from keepa ...")
-        known = _known_asins(warehouse, part) if keepa.track_known_asins else []
-        yield part, keepa.fetch_day(part.site, part.day, progress=context.log.debug, extra_asins=known)
-    unified = [p for p in parts if settings.upstream.source_for(p.site) != "keepa"]
-    fetches = upstream.fetch_days(((p.site, p.day) for p in unified), progress=context.log.debug)
-    yield from zip(unified, fetches, strict=True)
+    """(partition, fetch) for every partition of the run, each through its site's source (the
+    routing lives with the clients). Per-batch progress goes to DEBUG (kept in the run's event log);
+    INFO gets one line per partition, so a year-long ranged run stays readable."""
+    return fetch_partitions(
+        partitions_of_context(context),
+        settings,
+        upstream=upstream,
+        keepa=keepa,
+        progress=context.log.debug,
+        info=context.log.info,
+        known_asins=lambda part: _known_asins(warehouse, part),
+    )
 
 
 def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFrame:

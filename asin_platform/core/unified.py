@@ -133,7 +133,11 @@ _PRODUCT_FIELDS = (
     _Field("brand", ("brand",), "str", pl.Utf8),
     _Field("category_id", ("category_id",), "str", pl.Utf8),
     _Field(
-        "category_path", ("category_path",), "str", pl.Utf8, pre=_join_category_path,
+        "category_path",
+        ("category_path",),
+        "str",
+        pl.Utf8,
+        pre=_join_category_path,
         expect="a list of strings",
     ),
     _Field("subcategory_id", ("subcategory_id",), "str", pl.Utf8),
@@ -142,7 +146,11 @@ _PRODUCT_FIELDS = (
     _Field("image_count", ("listing", "image_count"), "int", pl.Int32),
     _Field("has_aplus", ("listing", "has_aplus"), "bool", pl.Boolean),
     _Field(
-        "attribute_flag_count", ("listing", "attribute_flags"), "int", pl.Int32, pre=_count_true_flags,
+        "attribute_flag_count",
+        ("listing", "attribute_flags"),
+        "int",
+        pl.Int32,
+        pre=_count_true_flags,
         expect="an object of flags",
     ),
     _Field("listed_since", ("listed_since",), "date", pl.Date),
@@ -175,16 +183,30 @@ _PARENT_ASIN = _Field("asin", ("__parent_asin__",), "str", pl.Utf8, required=Tru
 # Keys of each record kind that the contract defines (anything else counts as unknown).
 _KNOWN_KEYS: dict[str, frozenset[str]] = {
     "products": frozenset(
-        {"asin", "site", "title", "brand", "category_id", "category_path", "subcategory_id",
-         "listing", "listed_since"}
+        {
+            "asin",
+            "site",
+            "title",
+            "brand",
+            "category_id",
+            "category_path",
+            "subcategory_id",
+            "listing",
+            "listed_since",
+        }
     ),
     "points": frozenset(f.path[0] for f in _POINT_FIELDS),
     "reviews": frozenset(f.path[0] for f in _REVIEW_FIELDS),
     "keywords": frozenset(f.path[0] for f in _KEYWORD_FIELDS),
 }
 
-_TYPE_WORDS = {"str": "a string", "int": "an integer", "float": "a finite number", "bool": "a boolean",
-               "date": "a YYYY-MM-DD date"}
+_TYPE_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a finite number",
+    "bool": "a boolean",
+    "date": "a YYYY-MM-DD date",
+}
 
 
 @dataclass(frozen=True)
@@ -250,10 +272,20 @@ class _Rejects:
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame(
-            {"_p": self.payload, "reason": self.reason, "detail": self.detail, "record": self.record,
-             "asin": self.asin},
-            schema={"_p": pl.UInt32, "reason": pl.Utf8, "detail": pl.Utf8, "record": pl.Utf8,
-                    "asin": pl.Utf8},
+            {
+                "_p": self.payload,
+                "reason": self.reason,
+                "detail": self.detail,
+                "record": self.record,
+                "asin": self.asin,
+            },
+            schema={
+                "_p": pl.UInt32,
+                "reason": pl.Utf8,
+                "detail": pl.Utf8,
+                "record": pl.Utf8,
+                "asin": pl.Utf8,
+            },
         )
 
 
@@ -283,13 +315,23 @@ def _split_objects(
     if len(objects) != len(items):
         for item in items:
             if not isinstance(item, dict):
-                rejects.add(payload, "type_mismatch", f"{what}: element is {type(item).__name__}, "
-                            "expected an object", _dumps(item), asin)
+                rejects.add(
+                    payload,
+                    "type_mismatch",
+                    f"{what}: element is {type(item).__name__}, expected an object",
+                    _dumps(item),
+                    asin,
+                )
     return objects
 
 
 def _walk(
-    kind: str, single: bool, doc: Any, payload: int, out: dict[str, _Collected], universe: _Collected,
+    kind: str,
+    single: bool,
+    doc: Any,
+    payload: int,
+    out: dict[str, _Collected],
+    universe: _Collected,
     rejects: _Rejects,
 ) -> int:
     """Collect the records of one decoded body; return how many ASINs it lists as ``not_found``."""
@@ -301,8 +343,9 @@ def _walk(
         if len(good) != len(asins):
             for a in asins:
                 if not (isinstance(a, str) and a):
-                    rejects.add(payload, "type_mismatch", f"asins: element {a!r} is not a non-empty string",
-                                _dumps(a))
+                    rejects.add(
+                        payload, "type_mismatch", f"asins: element {a!r} is not a non-empty string", _dumps(a)
+                    )
         # Universe entries are bare strings: kept as the parent asin, with no record of their own.
         universe.parent_asin.extend(good)
         universe.payload.extend([payload] * len(good))
@@ -319,8 +362,9 @@ def _walk(
             asin = item.get("asin")
             if child not in item or not isinstance(item[child], list | None):
                 reason = "missing_key" if child not in item else "type_mismatch"
-                rejects.add(payload, reason, f"{kind} item: {child!r} missing or not a list",
-                            _dumps(item), asin)
+                rejects.add(
+                    payload, reason, f"{kind} item: {child!r} missing or not a list", _dumps(item), asin
+                )
                 continue
             records = _split_objects(item[child] or [], payload, rejects, f"{kind} {child}", asin)
             out[target].extend(records, payload, asin)
@@ -385,7 +429,11 @@ def _problem_text(flags: list[pl.Expr]) -> pl.Expr:
 
 
 def _type_records(
-    name: str, collected: _Collected, fields: Sequence[_Field], payloads: pl.DataFrame, schema: dict,
+    name: str,
+    collected: _Collected,
+    fields: Sequence[_Field],
+    payloads: pl.DataFrame,
+    schema: dict,
     extra: dict[str, pl.Expr],
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Typed rows in ``schema`` plus ``rejected`` rows (QUARANTINE columns + ``_i``) for one kind."""
@@ -425,8 +473,9 @@ def _type_records(
         [
             problems.filter(pl.col("_missing").is_not_null()).with_columns(
                 reason=pl.lit("missing_key"),
-                detail=pl.format(f"{name}: required key(s) missing or null: {{}} ({{}})", "_missing",
-                                 "endpoint"),
+                detail=pl.format(
+                    f"{name}: required key(s) missing or null: {{}} ({{}})", "_missing", "endpoint"
+                ),
             ),
             problems.filter(pl.col("_mismatch").is_not_null()).with_columns(
                 reason=pl.lit("type_mismatch"),
@@ -486,7 +535,9 @@ def parse_unified_with_stats(raw: pl.DataFrame) -> tuple[ParsedPayloads, ParseSt
         "_p", "_kind", "_single", "body", "endpoint"
     ).iter_rows():
         if kind == "unknown":
-            rejects.add(p, "unexpected_shape", f"unknown endpoint {endpoint!r}", (body or "")[:BODY_EXCERPT_CHARS])
+            rejects.add(
+                p, "unexpected_shape", f"unknown endpoint {endpoint!r}", (body or "")[:BODY_EXCERPT_CHARS]
+            )
             unusable += 1
             continue
         try:
@@ -494,8 +545,12 @@ def parse_unified_with_stats(raw: pl.DataFrame) -> tuple[ParsedPayloads, ParseSt
             if doc is None:
                 raise ValueError("empty body (null)")
         except ValueError as exc:  # JSONDecodeError is a ValueError
-            rejects.add(p, "malformed_json", f"{endpoint}: body is not valid JSON: {exc}",
-                        (body or "")[:BODY_EXCERPT_CHARS])
+            rejects.add(
+                p,
+                "malformed_json",
+                f"{endpoint}: body is not valid JSON: {exc}",
+                (body or "")[:BODY_EXCERPT_CHARS],
+            )
             unusable += 1
             continue
         try:
@@ -505,8 +560,14 @@ def parse_unified_with_stats(raw: pl.DataFrame) -> tuple[ParsedPayloads, ParseSt
             unusable += 1
 
     context = payloads.select(
-        "_p", "site", pl.col("date").alias("_slice_date"), "payload_id", "fetched_at", "source",
-        "endpoint", pl.col("_table").alias("table_name"),
+        "_p",
+        "site",
+        pl.col("date").alias("_slice_date"),
+        "payload_id",
+        "fetched_at",
+        "source",
+        "endpoint",
+        pl.col("_table").alias("table_name"),
     )
     common = {
         "site": pl.col("site"),
@@ -518,7 +579,11 @@ def parse_unified_with_stats(raw: pl.DataFrame) -> tuple[ParsedPayloads, ParseSt
         "products": (_PRODUCT_FIELDS, PRODUCTS_SCHEMA, {**common, "date": pl.col("_slice_date")}),
         "points": ((_PARENT_ASIN, *_POINT_FIELDS), POINTS_SCHEMA, common),
         "reviews": (_REVIEW_FIELDS, REVIEWS_SCHEMA, common),
-        "keywords": ((_PARENT_ASIN, *_KEYWORD_FIELDS), KEYWORDS_SCHEMA, {**common, "date": pl.col("_slice_date")}),
+        "keywords": (
+            (_PARENT_ASIN, *_KEYWORD_FIELDS),
+            KEYWORDS_SCHEMA,
+            {**common, "date": pl.col("_slice_date")},
+        ),
     }
     frames: dict[str, pl.DataFrame] = {}
     record_rejects: list[pl.DataFrame] = []
@@ -587,4 +652,3 @@ def parse_unified(raw: pl.DataFrame) -> ParsedPayloads:
 
 
 __all__ = ["ParseStats", "SOURCE", "TARGET_TABLE", "parse_unified", "parse_unified_with_stats"]
-

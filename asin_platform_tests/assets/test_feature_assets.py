@@ -13,11 +13,11 @@ import pytest
 
 from asin_platform.assets.exports import EXPORT_SCHEMA
 from asin_platform.definitions import ASSETS, CHECKS, build_definitions
-from asin_platform.resources.keepa import KeepaClient
-from asin_platform.resources.upstream import SimulatedUpstreamClient
+from asin_platform.resources.upstream import KeepaClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import range_tags, selection_with_checks
 from asin_platform.settings import Settings, get_settings
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 
 SITE = "UK"
 FIRST, LAST = date(2025, 2, 1), date(2025, 3, 12)

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 
 from asin_platform.definitions import ASSETS, CHECKS
-from asin_platform.resources.keepa import KeepaClient
-from asin_platform.resources.upstream import SimulatedUpstreamClient
+from asin_platform.resources.upstream import KeepaClient
 from asin_platform.runner import range_tags, selection_with_checks
 from asin_platform.settings import get_settings
 from asin_platform.simulator import Market, MarketConfig
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 
 DAY = date(2025, 3, 10)
 SITES = ["US", "UK", "DE", "JP"]

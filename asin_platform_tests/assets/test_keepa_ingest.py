@@ -12,11 +12,14 @@ import polars as pl
 import pytest
 
 from asin_platform.definitions import ASSETS, CHECKS
-from asin_platform.resources.keepa import SimulatedKeepaClient, reset_simulated_keepa
-from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.runner import range_tags, selection_with_checks
 from asin_platform.settings import get_settings
 from asin_platform.simulator import Market, MarketConfig
+from asin_platform.simulator.clients import (
+    SimulatedKeepaClient,
+    SimulatedUpstreamClient,
+    reset_simulated_keepa,
+)
 from asin_platform.simulator.keepa import category_node_id, subcategory_node_id
 
 DAY = date(2025, 3, 10)

@@ -10,10 +10,10 @@ import dagster as dg
 import polars as pl
 
 from asin_platform.definitions import build_definitions
-from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import materialize_range
 from asin_platform.settings import AssetRetry, Settings
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 
 SITES = ["US", "DE"]
 START, END = date(2025, 3, 10), date(2025, 3, 12)

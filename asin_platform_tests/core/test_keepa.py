@@ -23,7 +23,6 @@ from asin_platform.core.keepa import (
     SITE_TO_DOMAIN,
     CsvIndex,
     KeepaFormatError,
-    TokenStatus,
     daily_values,
     decode_history,
     keepa_minutes_to_utc,
@@ -31,9 +30,7 @@ from asin_platform.core.keepa import (
     parse_keepa_detailed,
     parse_keepa_product,
     parse_keepa_product_detailed,
-    parse_token_status,
     utc_to_keepa_minutes,
-    wait_seconds,
 )
 from asin_platform.core.parsed import POINTS_SCHEMA, PRODUCTS_SCHEMA, UNIVERSE_SCHEMA
 from asin_platform.schemas import QUARANTINE, RAW_PAYLOADS
@@ -384,6 +381,58 @@ def test_rejects_missing_asin_site_mismatch_and_malformed_history(us: dict[str, 
     assert "csv[3]" in rejected["detail"] and out.points.is_empty()
 
 
+# ------------------------------------------------------------------------------------- plausibility
+
+
+@pytest.mark.parametrize(
+    ("index", "bad", "detail"),
+    [
+        (CsvIndex.AMAZON, 1234.9, "non-integer 1234.9"),  # truncated it would read 12.34
+        (CsvIndex.NEW, True, "boolean"),  # read as a number it would be 0.01
+        (CsvIndex.SALES, 2**62, "beyond Keepa's range"),
+        (CsvIndex.COUNT_REVIEWS, 10**12, "beyond Keepa's range"),
+    ],
+)
+def test_implausible_history_values_are_quarantined_not_coerced(
+    us: dict[str, Any], index: CsvIndex, bad: Any, detail: str
+) -> None:
+    product = copy.deepcopy(us["products"][0])
+    product["csv"][index] = [km("2026-11-11T00:00"), bad]
+    out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p-x", fetched_at=FETCHED)
+    (rejected,) = out.rejected.iter_rows(named=True)
+    assert rejected["reason"] == "implausible_value" and rejected["payload_id"] == "p-x"
+    assert rejected["asin"] == "B0TESTAAA1" and f"csv[{int(index)}]" in rejected["detail"]
+    assert detail in rejected["detail"]
+    assert out.points.is_empty()  # nothing of the product's day is written from a corrupt history
+
+
+def test_implausible_sales_rank_of_bsr_sub_only_nulls_bsr_sub(aaa1, us: dict[str, Any]) -> None:
+    product = copy.deepcopy(us["products"][0])
+    sub = aaa1.extras["bsr_sub_category_id"][0]
+    product["salesRanks"] = {**product["salesRanks"], sub: [km("2026-11-11T00:00"), 3.5]}
+    out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p", fetched_at=FETCHED)
+    assert out.rejected["reason"].to_list() == ["implausible_value"]
+    assert out.points["bsr_sub"].to_list() == [None] and out.points["bsr_root"].to_list()[0] is not None
+
+
+def test_listed_since_after_the_fetch_is_quarantined_not_written(us: dict[str, Any]) -> None:
+    product = copy.deepcopy(us["products"][0])
+    product["listedSince"] = km("2026-12-24T00:00")  # after FETCHED (2026-11-13)
+    product["trackingSince"] = km("2026-01-05T00:00")
+    out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p", fetched_at=FETCHED)
+    (rejected,) = out.rejected.iter_rows(named=True)
+    assert rejected["reason"] == "implausible_value" and "listedSince 2026-12-24" in rejected["detail"]
+    # the product's day is still written; listed_since falls back to what Keepa could vouch for
+    assert out.products["listed_since"].to_list() == [D(2026, 1, 5)]
+    assert out.points["date"].to_list() == [D(2026, 11, 12)]
+
+    for bad in (2**62, 7_000_000.5, True):
+        product["listedSince"] = bad
+        out = parse_keepa_product(product, "US", [D(2026, 11, 12)], payload_id="p", fetched_at=FETCHED)
+        assert out.rejected["reason"].to_list() == ["implausible_value"], bad
+        assert out.products["listed_since"].to_list() == [D(2026, 1, 5)]
+
+
 # ---------------------------------------------------------------------------------------- parse_keepa
 
 
@@ -484,25 +533,3 @@ def test_parse_keepa_of_nothing_is_empty_but_typed() -> None:
     parsed = parse_keepa(RAW_PAYLOADS.empty())
     assert parsed.points.schema == pl.Schema(POINTS_SCHEMA) and parsed.points.is_empty()
     assert parsed.rejected.schema == pl.Schema(QUARANTINE.schema)
-
-
-# -------------------------------------------------------------------------------------------- tokens
-
-
-def test_token_status_with_negative_tokens_left() -> None:
-    status = parse_token_status(load("keepa_tokens_negative.json"))
-    assert status == TokenStatus(
-        tokens_left=-35, refill_in_ms=14000, refill_rate_per_min=20, timestamp_ms=1795240800000
-    )
-    # deficit = 100 - (-35) = 135 tokens at 20/min = 6.75 min, after the 14 s until the next refill.
-    assert wait_seconds(status, 100) == pytest.approx(14 + 135 / 20 * 60)
-    assert wait_seconds(status, -35) == 0.0
-
-
-def test_token_status_enough_tokens_and_errors() -> None:
-    status = parse_token_status(load("keepa_product_us.json"))
-    assert status.tokens_left == 1180 and wait_seconds(status, 100) == 0.0
-    with pytest.raises(ValueError, match="refillRate"):
-        parse_token_status({"tokensLeft": 1, "refillIn": 5})
-    with pytest.raises(ValueError, match="never refill"):
-        wait_seconds(TokenStatus(tokens_left=0, refill_in_ms=0, refill_rate_per_min=0), 1)

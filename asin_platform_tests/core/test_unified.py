@@ -123,22 +123,70 @@ def slice_payloads(
     series = points if points is not None else {a: [point(day)] for a in asins}
     common = {"site": site, "day": day, "fetched_at": fetched_at}
     return [
-        payload(f"{prefix}-asins", ASINS, {"site": site, "date": day.isoformat(), "total": len(asins),
-                                           "asins": asins, "next_page_token": None}, **common),
-        payload(f"{prefix}-products", PRODUCTS, {"site": site, "date": day.isoformat(),
-                                                 "products": [product(a, site) for a in asins],
-                                                 "not_found": []}, **common),
-        payload(f"{prefix}-timeseries", TIMESERIES, {"site": site, "start": day.isoformat(),
-                                                     "end": day.isoformat(),
-                                                     "items": [{"asin": a, "site": site, "points": p}
-                                                               for a, p in series.items()],
-                                                     "not_found": []}, **common),
-        payload(f"{prefix}-reviews", REVIEWS, {"site": site, "since": day.isoformat(), "until": day.isoformat(),
-                                               "reviews": [review(f"R-{a}-{day:%d}", a, day) for a in asins],
-                                               "next_page_token": None}, **common),
-        payload(f"{prefix}-keywords", KEYWORDS, {"site": site, "date": day.isoformat(), "items": [
-            {"asin": a, "keywords": [{"keyword": "vitamin c serum", "search_volume": 48000, "rank": 7}]}
-            for a in asins], "not_found": []}, **common),
+        payload(
+            f"{prefix}-asins",
+            ASINS,
+            {
+                "site": site,
+                "date": day.isoformat(),
+                "total": len(asins),
+                "asins": asins,
+                "next_page_token": None,
+            },
+            **common,
+        ),
+        payload(
+            f"{prefix}-products",
+            PRODUCTS,
+            {
+                "site": site,
+                "date": day.isoformat(),
+                "products": [product(a, site) for a in asins],
+                "not_found": [],
+            },
+            **common,
+        ),
+        payload(
+            f"{prefix}-timeseries",
+            TIMESERIES,
+            {
+                "site": site,
+                "start": day.isoformat(),
+                "end": day.isoformat(),
+                "items": [{"asin": a, "site": site, "points": p} for a, p in series.items()],
+                "not_found": [],
+            },
+            **common,
+        ),
+        payload(
+            f"{prefix}-reviews",
+            REVIEWS,
+            {
+                "site": site,
+                "since": day.isoformat(),
+                "until": day.isoformat(),
+                "reviews": [review(f"R-{a}-{day:%d}", a, day) for a in asins],
+                "next_page_token": None,
+            },
+            **common,
+        ),
+        payload(
+            f"{prefix}-keywords",
+            KEYWORDS,
+            {
+                "site": site,
+                "date": day.isoformat(),
+                "items": [
+                    {
+                        "asin": a,
+                        "keywords": [{"keyword": "vitamin c serum", "search_volume": 48000, "rank": 7}],
+                    }
+                    for a in asins
+                ],
+                "not_found": [],
+            },
+            **common,
+        ),
     ]
 
 
@@ -148,7 +196,9 @@ def rejected_of(raw: pl.DataFrame) -> pl.DataFrame:
 
 # --- happy path -----------------------------------------------------------------------------------
 def test_happy_path_gives_exact_typed_rows():
-    parsed, stats = parse_unified_with_stats(raw_frame(slice_payloads("US", D1, ["B0AAAAAAA1", "B0AAAAAAA2"])))
+    parsed, stats = parse_unified_with_stats(
+        raw_frame(slice_payloads("US", D1, ["B0AAAAAAA1", "B0AAAAAAA2"]))
+    )
 
     assert parsed.universe.to_dicts() == [
         {"site": "US", "date": D1, "asin": "B0AAAAAAA1", "payload_id": "US-2026-11-20-asins"},
@@ -156,24 +206,48 @@ def test_happy_path_gives_exact_typed_rows():
     ]
     assert parsed.products.schema == pl.Schema(PRODUCTS_SCHEMA)
     assert parsed.products.row(0, named=True) == {
-        "site": "US", "date": D1, "asin": "B0AAAAAAA1", "title": "Serum B0AAAAAAA1", "brand": "Lumora",
-        "category_id": "beauty", "category_path": "Beauty > Skin Care > Serums",
-        "subcategory_id": "beauty-serums", "title_length": 142, "bullet_count": 5, "image_count": 7,
-        "has_aplus": True, "attribute_flag_count": 3, "listed_since": date(2025, 3, 14), "source": "unified",
-        "payload_id": "US-2026-11-20-products", "fetched_at": T1,
+        "site": "US",
+        "date": D1,
+        "asin": "B0AAAAAAA1",
+        "title": "Serum B0AAAAAAA1",
+        "brand": "Lumora",
+        "category_id": "beauty",
+        "category_path": "Beauty > Skin Care > Serums",
+        "subcategory_id": "beauty-serums",
+        "title_length": 142,
+        "bullet_count": 5,
+        "image_count": 7,
+        "has_aplus": True,
+        "attribute_flag_count": 3,
+        "listed_since": date(2025, 3, 14),
+        "source": "unified",
+        "payload_id": "US-2026-11-20-products",
+        "fetched_at": T1,
     }
     assert parsed.points.schema == pl.Schema(POINTS_SCHEMA)
     assert parsed.points.row(1, named=True) == {
-        "site": "US", "date": D1, "asin": "B0AAAAAAA2", "price": 24.99, "bsr_root": 15234, "bsr_sub": 312,
-        "rating": 4.4, "review_count": 1873, "new_offer_count": 3, "buybox_seller": "Lumora Direct",
-        "source": "unified", "payload_id": "US-2026-11-20-timeseries", "fetched_at": T1,
+        "site": "US",
+        "date": D1,
+        "asin": "B0AAAAAAA2",
+        "price": 24.99,
+        "bsr_root": 15234,
+        "bsr_sub": 312,
+        "rating": 4.4,
+        "review_count": 1873,
+        "new_offer_count": 3,
+        "buybox_seller": "Lumora Direct",
+        "source": "unified",
+        "payload_id": "US-2026-11-20-timeseries",
+        "fetched_at": T1,
     }
     assert parsed.reviews.schema == pl.Schema(REVIEWS_SCHEMA)
     assert parsed.reviews.select("asin", "review_id", "rating", "verified").rows() == [
-        ("B0AAAAAAA1", "R-B0AAAAAAA1-20", 5, True), ("B0AAAAAAA2", "R-B0AAAAAAA2-20", 5, True)
+        ("B0AAAAAAA1", "R-B0AAAAAAA1-20", 5, True),
+        ("B0AAAAAAA2", "R-B0AAAAAAA2-20", 5, True),
     ]
     assert parsed.keywords.select("date", "asin", "keyword", "search_volume", "rank").rows() == [
-        (D1, "B0AAAAAAA1", "vitamin c serum", 48000, 7), (D1, "B0AAAAAAA2", "vitamin c serum", 48000, 7)
+        (D1, "B0AAAAAAA1", "vitamin c serum", 48000, 7),
+        (D1, "B0AAAAAAA2", "vitamin c serum", 48000, 7),
     ]
     assert parsed.rejected.is_empty() and parsed.rejected.schema == pl.Schema(QUARANTINE.schema)
     assert stats.records == {"universe": 2, "products": 2, "points": 2, "reviews": 2, "keywords": 2}
@@ -182,23 +256,52 @@ def test_happy_path_gives_exact_typed_rows():
 
 def test_single_asin_routes_parse_like_the_batch_routes():
     asin = "B0AAAAAAA1"
-    single = raw_frame([
-        payload("p", "/v1/sites/{site}/products/{asin}", product(asin)),
-        payload("t", "/v1/sites/{site}/products/{asin}/timeseries",
-                {"asin": asin, "site": "US", "points": [point(D1)]}),
-        payload("r", "/v1/sites/{site}/products/{asin}/reviews",
-                {"site": "US", "since": "2026-11-20", "reviews": [review("R1", asin, D1)], "next_page_token": None}),
-        payload("k", "/v1/sites/{site}/products/{asin}/keywords",
-                {"site": "US", "date": "2026-11-20", "asin": asin,
-                 "keywords": [{"keyword": "serum", "search_volume": 10, "rank": 2}]}),
-    ])
-    batch = raw_frame([
-        payload("p", PRODUCTS, {"products": [product(asin)], "not_found": []}),
-        payload("t", TIMESERIES, {"items": [{"asin": asin, "points": [point(D1)]}]}),
-        payload("r", REVIEWS, {"reviews": [review("R1", asin, D1)], "next_page_token": None}),
-        payload("k", KEYWORDS, {"items": [{"asin": asin, "keywords": [
-            {"keyword": "serum", "search_volume": 10, "rank": 2}]}]}),
-    ])
+    single = raw_frame(
+        [
+            payload("p", "/v1/sites/{site}/products/{asin}", product(asin)),
+            payload(
+                "t",
+                "/v1/sites/{site}/products/{asin}/timeseries",
+                {"asin": asin, "site": "US", "points": [point(D1)]},
+            ),
+            payload(
+                "r",
+                "/v1/sites/{site}/products/{asin}/reviews",
+                {
+                    "site": "US",
+                    "since": "2026-11-20",
+                    "reviews": [review("R1", asin, D1)],
+                    "next_page_token": None,
+                },
+            ),
+            payload(
+                "k",
+                "/v1/sites/{site}/products/{asin}/keywords",
+                {
+                    "site": "US",
+                    "date": "2026-11-20",
+                    "asin": asin,
+                    "keywords": [{"keyword": "serum", "search_volume": 10, "rank": 2}],
+                },
+            ),
+        ]
+    )
+    batch = raw_frame(
+        [
+            payload("p", PRODUCTS, {"products": [product(asin)], "not_found": []}),
+            payload("t", TIMESERIES, {"items": [{"asin": asin, "points": [point(D1)]}]}),
+            payload("r", REVIEWS, {"reviews": [review("R1", asin, D1)], "next_page_token": None}),
+            payload(
+                "k",
+                KEYWORDS,
+                {
+                    "items": [
+                        {"asin": asin, "keywords": [{"keyword": "serum", "search_volume": 10, "rank": 2}]}
+                    ]
+                },
+            ),
+        ]
+    )
     one, many = parse_unified(single), parse_unified(batch)
     for name in ("products", "points", "reviews", "keywords"):
         assert getattr(one, name).height == 1, name
@@ -211,8 +314,13 @@ def test_failed_fetch_rows_are_skipped_and_counted():
     rows = slice_payloads("US", D1, ["B0AAAAAAA1"])
     rows += [
         payload("timeout", TIMESERIES, None, status=0, error="timeout after 5 attempts"),
-        payload("503", TIMESERIES, '{"error": {"code": "unavailable", "message": "x"}}', status=503,
-                error="503 unavailable"),
+        payload(
+            "503",
+            TIMESERIES,
+            '{"error": {"code": "unavailable", "message": "x"}}',
+            status=503,
+            error="503 unavailable",
+        ),
         payload("429", KEYWORDS, '{"error": {"code": "rate_limited"}}', status=429, error=None),
     ]
     parsed, stats = parse_unified_with_stats(raw_frame(rows))
@@ -226,11 +334,13 @@ def test_truncated_body_is_one_rejected_row_and_the_rest_still_parses():
     good = json.dumps({"items": [{"asin": "B0AAAAAAA1", "points": [point(D1)]}]})
     long_body = json.dumps({"items": [{"asin": f"B0{i:08d}", "points": [point(D1)] * 3} for i in range(40)]})
     truncated = long_body[:3_000]
-    raw = raw_frame([
-        payload("good", TIMESERIES, good),
-        payload("cut", TIMESERIES, truncated),
-        payload("empty", REVIEWS, ""),
-    ])
+    raw = raw_frame(
+        [
+            payload("good", TIMESERIES, good),
+            payload("cut", TIMESERIES, truncated),
+            payload("empty", REVIEWS, ""),
+        ]
+    )
     parsed, stats = parse_unified_with_stats(raw)
     assert parsed.points["payload_id"].to_list() == ["good"]
     rejected = parsed.rejected.sort("payload_id")
@@ -248,9 +358,11 @@ def test_truncated_body_is_one_rejected_row_and_the_rest_still_parses():
 def test_body_still_malformed_after_client_retries_is_quarantined_not_skipped():
     # The client stores a 200 whose body stayed unusable with an error note; that body is bad
     # input, so it must reach quarantine rather than vanish into the fetch counters.
-    raw = raw_frame([
-        payload("cut", TIMESERIES, '{"items": [{"asin": "B0AA', error="malformed JSON after 5 attempts"),
-    ])
+    raw = raw_frame(
+        [
+            payload("cut", TIMESERIES, '{"items": [{"asin": "B0AA', error="malformed JSON after 5 attempts"),
+        ]
+    )
     parsed, stats = parse_unified_with_stats(raw)
     assert parsed.rejected.select("payload_id", "reason").rows() == [("cut", "malformed_json")]
     assert stats.skipped_failed_fetch == 0
@@ -282,39 +394,79 @@ def test_type_mismatch_in_a_value_nulls_it_keeps_the_point_and_rejects_the_recor
     ]
     rejected = parsed.rejected.row(0, named=True)
     assert parsed.rejected.height == 1
-    assert (rejected["reason"], rejected["asin"], rejected["payload_id"]) == ("type_mismatch", "B0AAAAAAA1", "ts")
+    assert (rejected["reason"], rejected["asin"], rejected["payload_id"]) == (
+        "type_mismatch",
+        "B0AAAAAAA1",
+        "ts",
+    )
     assert "price=<object or list> is not a finite number" in rejected["detail"]
     assert "bsr_root=abc is not an integer" in rejected["detail"]
     assert json.loads(rejected["record"]) == {"asin": "B0AAAAAAA1", **bad}
 
 
 def test_type_mismatch_in_a_key_drops_the_record():
-    raw = raw_frame([
-        payload("ts", TIMESERIES, {"items": [{"asin": "B0AAAAAAA1", "points": [
-            point(D1), point(D1, date="2026-13-45"), point(D1, date=20261120)]}]}),
-        payload("rv", REVIEWS, {"reviews": [review("R1", "B0AAAAAAA1", D1, rating=4.5),
-                                            review("R2", "B0AAAAAAA1", D1, rating=300)]}),
-    ])
+    raw = raw_frame(
+        [
+            payload(
+                "ts",
+                TIMESERIES,
+                {
+                    "items": [
+                        {
+                            "asin": "B0AAAAAAA1",
+                            "points": [point(D1), point(D1, date="2026-13-45"), point(D1, date=20261120)],
+                        }
+                    ]
+                },
+            ),
+            payload(
+                "rv",
+                REVIEWS,
+                {
+                    "reviews": [
+                        review("R1", "B0AAAAAAA1", D1, rating=4.5),
+                        review("R2", "B0AAAAAAA1", D1, rating=300),
+                    ]
+                },
+            ),
+        ]
+    )
     parsed = parse_unified(raw)
     assert parsed.points.height == 1 and parsed.reviews.is_empty()
     rejected = parsed.rejected.sort("payload_id", "detail")
     assert rejected.select("payload_id", "reason").rows() == [
-        ("rv", "type_mismatch"), ("rv", "type_mismatch"), ("ts", "type_mismatch"), ("ts", "type_mismatch"),
+        ("rv", "type_mismatch"),
+        ("rv", "type_mismatch"),
+        ("ts", "type_mismatch"),
+        ("ts", "type_mismatch"),
     ]
     assert any("date=2026-13-45 is not a YYYY-MM-DD date" in d for d in rejected["detail"])
     assert any("rating=4.5 is not an integer" in d for d in rejected["detail"])
 
 
 def test_missing_key_is_rejected_with_a_null_asin():
-    raw = raw_frame([
-        payload("ts", TIMESERIES, {"items": [{"site": "US", "points": [point(D1)]},
-                                             {"asin": "B0AAAAAAA2", "points": [{"price": 3.0}]}]}),
-        payload("pr", PRODUCTS, {"products": [{"title": "no asin"}, "not an object"]}),
-    ])
+    raw = raw_frame(
+        [
+            payload(
+                "ts",
+                TIMESERIES,
+                {
+                    "items": [
+                        {"site": "US", "points": [point(D1)]},
+                        {"asin": "B0AAAAAAA2", "points": [{"price": 3.0}]},
+                    ]
+                },
+            ),
+            payload("pr", PRODUCTS, {"products": [{"title": "no asin"}, "not an object"]}),
+        ]
+    )
     parsed = parse_unified(raw)
     assert parsed.points.is_empty() and parsed.products.is_empty()
-    rows = parsed.rejected.sort("payload_id", "asin", "reason", nulls_last=True).select(
-        "payload_id", "table_name", "asin", "reason").rows()
+    rows = (
+        parsed.rejected.sort("payload_id", "asin", "reason", nulls_last=True)
+        .select("payload_id", "table_name", "asin", "reason")
+        .rows()
+    )
     assert rows == [
         ("pr", "dim_asin", None, "missing_key"),
         ("pr", "dim_asin", None, "type_mismatch"),
@@ -324,8 +476,24 @@ def test_missing_key_is_rejected_with_a_null_asin():
 
 
 def test_numeric_strings_are_read_as_numbers_and_nulls_stay_null():
-    raw = raw_frame([payload("ts", TIMESERIES, {"items": [{"asin": "B0AAAAAAA1", "points": [
-        point(D1, bsr_root="15234", price=None, bsr_sub=None, buybox_seller=None)]}]})])
+    raw = raw_frame(
+        [
+            payload(
+                "ts",
+                TIMESERIES,
+                {
+                    "items": [
+                        {
+                            "asin": "B0AAAAAAA1",
+                            "points": [
+                                point(D1, bsr_root="15234", price=None, bsr_sub=None, buybox_seller=None)
+                            ],
+                        }
+                    ]
+                },
+            )
+        ]
+    )
     parsed = parse_unified(raw)
     assert parsed.points.select("bsr_root", "price", "bsr_sub", "buybox_seller").rows() == [
         (15234, None, None, None)
@@ -364,8 +532,16 @@ def test_non_string_universe_entries_are_rejected_not_tracked():
 
 def test_point_dates_are_kept_as_received():
     """A point for another day than the slice stays in points: standardise decides."""
-    raw = raw_frame([payload("ts", TIMESERIES, {"items": [{"asin": "B0AAAAAAA1", "points": [
-        point(D1), point(D2)]}]}, day=D1)])
+    raw = raw_frame(
+        [
+            payload(
+                "ts",
+                TIMESERIES,
+                {"items": [{"asin": "B0AAAAAAA1", "points": [point(D1), point(D2)]}]},
+                day=D1,
+            )
+        ]
+    )
     assert parse_unified(raw).points["date"].to_list() == [D1, D2]
 
 
@@ -380,4 +556,6 @@ def test_other_sources_and_missing_columns_raise():
 
 def test_empty_input_gives_empty_frames():
     parsed = parse_unified(RAW_PAYLOADS.empty())
-    assert all(getattr(parsed, n).is_empty() for n in ("universe", "products", "points", "reviews", "rejected"))
+    assert all(
+        getattr(parsed, n).is_empty() for n in ("universe", "products", "points", "reviews", "rejected")
+    )

@@ -20,10 +20,10 @@ from asin_platform.automation.sensors import (
     new_top_candidates,
 )
 from asin_platform.definitions import ASSETS, CHECKS
-from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import selection_with_checks
 from asin_platform.schemas import SCORE_BASELINE_DAILY
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 from asin_platform_tests.ops.conftest import ingest_resources
 
 DAY = date(2025, 3, 10)

@@ -10,10 +10,10 @@ import pytest
 from asin_platform.automation import AutomationSettings, build_automation
 from asin_platform.automation.schedules import FOLLOW_KEYS, TRIGGER_TAG, ingest_decision
 from asin_platform.definitions import ASSETS, CHECKS, build_definitions
-from asin_platform.resources.upstream import SimulatedUpstreamClient
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import selection_with_checks
 from asin_platform.settings import get_settings
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 from asin_platform_tests.ops.conftest import ingest_resources
 
 TICK = datetime(2025, 3, 11, 0, 0, tzinfo=UTC)  # the first hourly tick of 11 March

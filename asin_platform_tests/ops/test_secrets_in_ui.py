@@ -118,8 +118,7 @@ def test_resources_show_where_secrets_come_from_not_the_values(shown: dict[str, 
     }
     assert configured["upstream"]["token"] == ("ASIN_PLATFORM_API_TOKEN", "ENV_VAR")
     assert configured["warehouse"]["url"] == ("ASIN_PLATFORM_WAREHOUSE_URL", "ENV_VAR")
-    # Keepa's key is never config at all: the resource holds the name of the variable to read
-    assert configured["keepa"]["api_key_env"] == ('"KEEPA_API_KEY"', "VALUE")
+    assert configured["keepa"]["api_key"] == ("KEEPA_API_KEY", "ENV_VAR")
 
 
 def test_sections_are_not_empty(shown: dict[str, Any], secret_demo: SecretDemo) -> None:

@@ -6,27 +6,31 @@ Token waits run on the simulated client's virtual clock: minutes of waiting cost
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import pytest
 
-from asin_platform.core.keepa import TokenStatus
-from asin_platform.resources.keepa import (
-    SIMULATED_KEEPA_KEY,
+from asin_platform.resources.upstream import (
     KeepaClient,
     KeepaFetchReport,
     KeepaMissingKeyError,
-    SimulatedKeepaClient,
-    project_status,
-    reset_simulated_keepa,
+    UpstreamError,
 )
-from asin_platform.resources.upstream import UpstreamError
+from asin_platform.resources.upstream.keepa_tokens import (
+    TokenStatus,
+    parse_token_status,
+    project_status,
+    wait_seconds,
+)
 from asin_platform.simulator import KeepaPlan, Market, MarketConfig, create_app
+from asin_platform.simulator.clients import SIMULATED_KEEPA_KEY, SimulatedKeepaClient, reset_simulated_keepa
 
 SITES = ["US", "UK", "DE", "JP"]
 N_ASINS = 120
@@ -79,6 +83,24 @@ def test_one_day_is_fetched_and_recorded_as_keepa_rows() -> None:
     assert products[0].fetched_at == datetime(2025, 3, 10, 23, 59, tzinfo=UTC)
     assert report.tokens_consumed == client.tokens_spent > 0
     assert client.simulator_app().state.keepa.tokens_consumed == report.tokens_consumed
+
+
+def test_token_waits_do_not_spend_the_retry_budget() -> None:
+    # Minutes of token waits per batch, 5xx on a third of the requests, a 2 s retry budget: the
+    # waits for tokens are Keepa's accounting, not retries, so nothing fails for good.
+    client = _client(
+        sim_refill_rate=20,
+        sim_initial_tokens=30,
+        batch_size=20,
+        error_5xx_rate=0.3,
+        fault_seed=3,
+        retry_budget_s=2.0,
+        max_attempts=1,
+    )
+    report = _report(client.fetch_day("US", DAY))
+    assert report.server_errors > 0 and report.failed_requests == 0 and report.failures == []
+    assert report.received_asins["products"] == len(_tracked())
+    assert report.token_wait_s > 60  # far beyond the budget, which bounds only the retries
 
 
 def test_token_exhaustion_waits_for_the_refill_instead_of_hitting_429() -> None:
@@ -167,8 +189,16 @@ def test_budget_holds_when_charged_requests_come_back_unreadable(tmp_path: Path)
 
 
 def test_server_errors_and_timeouts_are_retried() -> None:
+    # Retried by time (a 5 s budget), not by count: with a 50 ms timeout, a loaded machine building
+    # the market for the first universe page used to exhaust 5 attempts and fail the test.
     client = _client(
-        error_5xx_rate=0.3, timeout_rate=0.1, timeout_seconds=1.0, timeout=0.05, fault_seed=4, batch_size=10
+        error_5xx_rate=0.3,
+        timeout_rate=0.1,
+        timeout_seconds=1.0,
+        timeout=0.05,
+        fault_seed=4,
+        batch_size=10,
+        retry_budget_s=5.0,
     )
     report = _report(client.fetch_day("DE", DAY))
     assert report.server_errors > 0 and report.retries >= report.server_errors
@@ -190,8 +220,16 @@ def test_file_universe_and_unknown_asins(tmp_path: Path) -> None:
 
 
 def test_key_never_leaks(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The production pattern: the key is a dg.EnvVar field, so config dumps show only its name.
     monkeypatch.setenv("KEEPA_API_KEY", SECRET)
-    client = _client(error_5xx_rate=0.3, malformed_rate=0.3, fault_seed=2, max_attempts=2, batch_size=10)
+    client = _client(
+        api_key=dg.EnvVar("KEEPA_API_KEY"),
+        error_5xx_rate=0.3,
+        malformed_rate=0.3,
+        fault_seed=2,
+        max_attempts=2,
+        batch_size=10,
+    )
     with caplog.at_level(logging.DEBUG):
         fetched = client.fetch_day("US", DAY, progress=logging.getLogger("test").info)
     report = _report(fetched)
@@ -223,6 +261,7 @@ def test_rejected_and_missing_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("KEEPA_API_KEY", SECRET)
     loopback = _Loopback(
         base_url="http://keepa.loopback",
+        api_key=dg.EnvVar("KEEPA_API_KEY"),  # resolved at fetch time, outside a Dagster run
         universe_source="file",
         tracked_asins_path=str(tmp_path / "{site}.txt"),
     )
@@ -251,3 +290,30 @@ def test_project_status_follows_keepa_minute_refills() -> None:
     after = project_status(status, 14 + 60 * 2 + 1)  # three refills
     assert after.tokens_left == -35 + 60 and after.refill_in_ms == 59_000
     assert project_status(status, 10 * 3600).tokens_left == 20 * 60  # an hour's worth at most
+
+
+# -------------------------------------------------------------------------------------------- tokens
+
+
+def test_token_status_with_negative_tokens_left() -> None:
+    status = parse_token_status(_fixture("keepa_tokens_negative.json"))
+    assert status == TokenStatus(
+        tokens_left=-35, refill_in_ms=14000, refill_rate_per_min=20, timestamp_ms=1795240800000
+    )
+    # deficit = 100 - (-35) = 135 tokens at 20/min = 6.75 min, after the 14 s until the next refill.
+    assert wait_seconds(status, 100) == pytest.approx(14 + 135 / 20 * 60)
+    assert wait_seconds(status, -35) == 0.0
+
+
+def test_token_status_enough_tokens_and_errors() -> None:
+    status = parse_token_status(_fixture("keepa_product_us.json"))
+    assert status.tokens_left == 1180 and wait_seconds(status, 100) == 0.0
+    with pytest.raises(ValueError, match="refillRate"):
+        parse_token_status({"tokensLeft": 1, "refillIn": 5})
+    with pytest.raises(ValueError, match="never refill"):
+        wait_seconds(TokenStatus(tokens_left=0, refill_in_ms=0, refill_rate_per_min=0), 1)
+
+
+def _fixture(name: str) -> dict[str, Any]:
+    path = Path(__file__).parent.parent / "core" / "fixtures" / name
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -22,7 +22,12 @@ import httpx
 import pytest
 
 from asin_platform.resources import upstream as up
-from asin_platform.resources.ratelimit import TokenBucket, bucket_params, reset_buckets, shared_bucket
+from asin_platform.resources.upstream.ratelimit import (
+    TokenBucket,
+    bucket_params,
+    reset_buckets,
+    shared_bucket,
+)
 from asin_platform.settings import load_settings
 
 DAY = date(2026, 11, 20)
@@ -277,6 +282,34 @@ def test_batch_failing_for_good_is_recorded_not_raised(token: str) -> None:
     assert sorted(got.report.missing_asins["keywords"]) == sorted(raw.asins)
     assert got.report.received_asins["keywords"] == 150 - len(raw.asins)
     assert got.report.failed_requests == 1 and got.report.server_errors == 3
+    # the report names what failed for good: endpoint, the ASINs it covered, the reason
+    (failure,) = got.report.failures
+    assert failure.endpoint == up.KEYWORDS and failure.asins == raw.asins and failure.reason == raw.error
+    assert got.report.as_metadata()["failed_endpoints"] == f"{up.KEYWORDS}: 100 ASINs"
+
+
+def test_a_time_budget_retries_past_max_attempts_then_fails_for_good(token: str) -> None:
+    universe = asins(150)
+    calls: dict[str, int] = {}
+
+    def fault(request: httpx.Request, api: FakeApi) -> httpx.Response | None:
+        # the first products batch answers 503 five times, then recovers; keywords never do
+        batch = _query(request).get("asins", "")
+        key = request.url.path.rsplit("/", 1)[-1] + batch[:10]
+        calls[key] = calls.get(key, 0) + 1
+        if request.url.path.endswith("/products") and universe[0] in batch:
+            return error(503, "unavailable") if calls[key] <= 5 else None
+        if request.url.path.endswith("/keywords") and universe[0] in batch:
+            return error(503, "unavailable")
+        return None
+
+    got = make(FakeApi(universe, token, fault=fault), max_attempts=2, retry_budget_s=0.5).fetch_day("US", DAY)
+    products = [r for r in got.responses if r.endpoint == up.PRODUCTS and universe[0] in r.asins]
+    assert products[0].error is None and products[0].attempts == 6  # past max_attempts=2, within 0.5 s
+    (failure,) = got.report.failures
+    assert failure.endpoint == up.KEYWORDS and failure.status == 503 and failure.attempts > 2
+    assert failure.reason.endswith("(the next wait would overrun the retry budget of 0.5s)")
+    assert got.report.missing_asins["products"] == [] and len(got.report.missing_asins["keywords"]) == 100
 
 
 def test_timeouts_are_retried_then_recorded(token: str) -> None:
@@ -545,7 +578,7 @@ def test_bucket_params_keep_headroom() -> None:
 
 
 def test_shared_bucket_registry_does_not_hold_the_token(token: str) -> None:
-    from asin_platform.resources import ratelimit
+    from asin_platform.resources.upstream import ratelimit
 
     shared_bucket("http://x", token, 10, 5)
     assert token not in repr(ratelimit._REGISTRY)

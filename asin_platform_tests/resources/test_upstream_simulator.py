@@ -17,8 +17,9 @@ import dagster as dg
 import pytest
 
 from asin_platform.resources import upstream as up
-from asin_platform.resources.ratelimit import reset_buckets
+from asin_platform.resources.upstream.ratelimit import reset_buckets
 from asin_platform.settings import load_settings
+from asin_platform.simulator.clients import SimulatedUpstreamClient
 
 pytest.importorskip("asin_platform.simulator")
 
@@ -28,11 +29,11 @@ MARKET = dict(sim_seed=11, sim_sites=["US", "DE"], sim_asins_per_site=600, sim_e
 FAST_RETRY = dict(base_delay=0.005, max_delay=0.05, jitter=0.25)
 
 
-def sim(**overrides: Any) -> up.SimulatedUpstreamClient:
+def sim(**overrides: Any) -> SimulatedUpstreamClient:
     # A fresh token per client gives a fresh simulated server and a fresh client bucket.
     config: dict[str, Any] = dict(MARKET, **FAST_RETRY, token=f"sim-{uuid.uuid4().hex}")
     config.update(overrides)
-    return up.SimulatedUpstreamClient(**config)
+    return SimulatedUpstreamClient(**config)
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def _clean() -> Any:
     reset_buckets()
 
 
-def stats(client: up.SimulatedUpstreamClient) -> dict[str, Any]:
+def stats(client: SimulatedUpstreamClient) -> dict[str, Any]:
     return client.simulator_app().state.stats.snapshot()
 
 
@@ -100,6 +101,22 @@ def test_faults_finish_and_report_what_could_not_be_fetched() -> None:
     assert sum(len(v) for v in report.missing_asins.values()) > 0  # silently dropped items were noticed
     # a duplicated item is counted once
     assert all(v <= len(universe) for v in report.received_asins.values())
+
+
+def test_harsh_upstream_loses_nothing_within_the_time_budget() -> None:
+    # Half the answers 5xx (the simulator's fault knobs). Counted retries (2 attempts) give batches up;
+    # retries by time (a 10 s budget) wait every one of them out.
+    knobs = dict(error_5xx_rate=0.5, fault_seed=5, max_attempts=2)
+    by_count = sim(**knobs).fetch_day("US", DAY).report
+    assert by_count.failed_requests > 0 and len(by_count.failures) == by_count.failed_requests
+    assert all(f.reason.startswith("HTTP 5") and f.attempts == 2 for f in by_count.failures)
+
+    got = sim(**knobs, retry_budget_s=10.0).fetch_day("US", DAY)
+    report = got.report
+    assert report.server_errors > 0 and report.failed_requests == 0 and report.failures == []
+    assert all(r.error is None for r in got.responses)
+    assert max(r.attempts for r in got.responses) > 2  # past max_attempts, within the budget
+    assert sum(len(v) for v in report.missing_asins.values()) == 0
 
 
 def test_client_at_the_server_quota_causes_no_429() -> None:
@@ -175,7 +192,7 @@ def test_unknown_site_raises() -> None:
 
 def test_from_simulator_settings() -> None:
     settings = load_settings(environ={"ASIN_PLATFORM__SIMULATOR__ASINS_PER_SITE": "600"})
-    client = up.SimulatedUpstreamClient.from_simulator_settings(settings, token="t", sim_sites=["US"])
+    client = SimulatedUpstreamClient.from_simulator_settings(settings, token="t", sim_sites=["US"])
     assert client.sim_asins_per_site == 600 and client.sim_sites == ["US"]
     assert (client.qpm, client.burst) == (settings.simulator.qpm, settings.simulator.burst)
     assert (client.server_qpm, client.server_burst) == (client.qpm, client.burst)

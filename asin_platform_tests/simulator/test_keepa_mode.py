@@ -10,14 +10,8 @@ import httpx
 import polars as pl
 import pytest
 
-from asin_platform.core.keepa import (
-    CsvIndex,
-    keepa_minutes_to_utc,
-    parse_keepa_product,
-    parse_token_status,
-    utc_to_keepa_minutes,
-    wait_seconds,
-)
+from asin_platform.core.keepa import CsvIndex, keepa_minutes_to_utc, parse_keepa_product, utc_to_keepa_minutes
+from asin_platform.resources.upstream.keepa_tokens import parse_token_status, wait_seconds
 from asin_platform.simulator import KeepaPlan, Market, MarketConfig, create_app, keepa_products
 from asin_platform.simulator.keepa import (
     SIMULATED_NOW_HEADER,

@@ -1,4 +1,5 @@
-"""Client-side token bucket, shared per (base URL, API token) within the process.
+"""Client-side token bucket (the request rate limiter of every upstream source), shared per
+(base URL, API token) within the process.
 
 The upstream quota belongs to the token, not to a client object: Dagster builds a fresh resource
 instance per run (and assets may hold several), so the bucket lives in a module-level registry keyed
@@ -15,7 +16,7 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 
@@ -39,6 +40,7 @@ AIMD_CUT = 0.7
 AIMD_RECOVERY_PER_S = 0.05
 AIMD_FLOOR = 0.05
 AIMD_COOLDOWN_S = 1.0
+_EPSILON = 1e-9
 
 
 class TokenBucket:
@@ -51,12 +53,17 @@ class TokenBucket:
     """
 
     def __init__(
-        self, rate_per_s: float, capacity: float, clock: Callable[[], float] = time.monotonic
+        self,
+        rate_per_s: float,
+        capacity: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if rate_per_s <= 0 or capacity < 1:
             raise ValueError(f"need rate_per_s > 0 and capacity >= 1, got {rate_per_s}, {capacity}")
         self._lock = threading.Lock()
-        self._clock = clock  # injectable so tests need not sleep
+        self._clock = clock  # injectable (with sleep, its pair) so tests need not sleep
+        self._sleep = sleep
         self._configured = float(rate_per_s)
         self._server_cap: float | None = None  # rate the server advertises (X-RateLimit-Limit)
         self._rate = float(rate_per_s)
@@ -108,20 +115,24 @@ class TokenBucket:
             if now < self._blocked_until:
                 return self._blocked_until - now
             self._refill(now)
-            if self._tokens >= 1.0:
+            # A tolerance: a wait shorter than the clock's resolution would never end.
+            if self._tokens >= 1.0 - _EPSILON:
                 self._tokens -= 1.0
                 return 0.0
             return (1.0 - self._tokens) / (self._rate * self._factor)
 
-    async def acquire(self) -> None:
-        """Wait (without holding any lock, so other loops/threads proceed) until a token is ours."""
+    async def acquire(self) -> float:
+        """Wait (without holding any lock, so other loops/threads proceed) until a token is ours;
+        returns the seconds waited."""
+        waited = 0.0
         while True:
             wait = self.try_acquire()
             if wait <= 0.0:
-                return
+                return waited
             # Polling instead of reserving: a waiter re-checks after a 429 penalty landed while it
             # slept, so it honours a Retry-After it did not see itself.
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
+            waited += wait
 
     def penalize(self, seconds: float) -> None:
         """The server said 429: drain the bucket and block every caller for ``seconds``."""

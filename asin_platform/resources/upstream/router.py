@@ -1,0 +1,62 @@
+"""Which client fetches which site: settings ``upstream.source_by_site`` routes each (site, day).
+
+The ingest asset only asks "fetch these partitions" (``fetch_partitions``); ``build_upstream_resources``
+builds every client from settings for ``definitions.build_resources``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from asin_platform.resources.upstream.base import DayFetch, UpstreamClient
+from asin_platform.resources.upstream.keepa import KeepaClient
+from asin_platform.resources.upstream.unified import UnifiedApiClient
+
+if TYPE_CHECKING:
+    from asin_platform.settings import Settings
+
+
+class Partition(Protocol):
+    @property
+    def site(self) -> str: ...
+    @property
+    def day(self) -> date: ...
+
+
+_P = TypeVar("_P", bound=Partition)
+
+
+def build_upstream_resources(settings: Settings) -> dict[str, UpstreamClient]:
+    """Resource key -> client of every source, secrets as ``dg.EnvVar`` resolved at run time."""
+    return {
+        "upstream": UnifiedApiClient.from_settings(settings),
+        "keepa": KeepaClient.from_settings(settings),
+    }
+
+
+def fetch_partitions(
+    partitions: Iterable[_P],
+    settings: Settings,
+    *,
+    upstream: UpstreamClient,
+    keepa: KeepaClient,
+    progress: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
+    known_asins: Callable[[_P], list[str]] | None = None,
+) -> Iterator[tuple[_P, DayFetch]]:
+    """(partition, fetch) for every partition, each through its site's source.
+
+    Keepa partitions are fetched one by one (their universe may grow by ``known_asins``, the site's
+    ASINs already tracked, when the client's ``track_known_asins`` is set); unified partitions go
+    through ``fetch_days``, which keeps the next partitions in flight while one is stored."""
+    parts = list(partitions)
+    for part in (p for p in parts if settings.upstream.source_for(p.site) == "keepa"):
+        if info is not None:
+            info(f"fetching {part.site} {part.day} from keepa ...")
+        extra = known_asins(part) if known_asins is not None and keepa.track_known_asins else []
+        yield part, keepa.fetch_day(part.site, part.day, progress=progress, extra_asins=extra)
+    unified = [p for p in parts if settings.upstream.source_for(p.site) != "keepa"]
+    fetches = upstream.fetch_days(((p.site, p.day) for p in unified), progress=progress)
+    yield from zip(unified, fetches, strict=True)
