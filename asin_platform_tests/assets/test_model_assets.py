@@ -14,9 +14,10 @@ import pytest
 import asin_platform.assets.training as training
 from asin_platform.assets.inference import predictions_rank_daily
 from asin_platform.assets.training import TRAINING_ASSETS
-from asin_platform.checks.model import MODEL_CHECKS
+from asin_platform.checks import model as model_checks
 from asin_platform.core.ranker import LAST_TRAINED, LATEST
 from asin_platform.core.score import score_baseline
+from asin_platform.partitions import date_site_partitions
 from asin_platform.schemas import DIM_ASIN
 from asin_platform.settings import get_settings
 from asin_platform_tests.core.test_labels import sim_features, sim_market, sim_mart
@@ -69,7 +70,11 @@ def _run(warehouse, selection: list, partition_key: str | None = None):
     # config only for the selected assets (Dagster rejects entries for ops outside the run)
     run_config = {"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if k in selection}}
     return dg.materialize(
-        [*TRAINING_ASSETS, predictions_rank_daily, *MODEL_CHECKS],
+        [
+            *TRAINING_ASSETS,
+            predictions_rank_daily,
+            *model_checks.build_checks(get_settings(), date_site_partitions),
+        ],
         selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
         resources={"warehouse": warehouse},
         partition_key=partition_key,
