@@ -426,7 +426,7 @@ def _layer_commands() -> list:
     import importlib
 
     registers = []
-    for name in ("asin_platform.commands.features", "asin_platform.commands.model"):
+    for name in ("asin_platform.commands.features", "asin_platform.commands.model", "asin_platform.commands.checks"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
