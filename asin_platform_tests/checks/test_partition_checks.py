@@ -11,6 +11,7 @@ import httpx
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
 
 from asin_platform.checks import ingest as ingest_checks
+from asin_platform.cli import main
 from asin_platform.commands.checks import (
     partitioned_check_keys,
     range_partition_keys,
@@ -52,7 +53,7 @@ def _ingest_check_keys(defs: dg.Definitions) -> list[dg.AssetCheckKey]:
     ]
 
 
-def test_ranged_run_reports_one_evaluation_per_partition(warehouse) -> None:
+def test_ranged_run_reports_one_evaluation_per_partition(warehouse, capsys) -> None:
     defs = _defs(_client(), warehouse)
     with dg.instance_for_test() as instance:
         summaries = materialize_range(
@@ -83,6 +84,16 @@ def test_ranged_run_reports_one_evaluation_per_partition(warehouse) -> None:
         assert line.startswith(
             "checks: 10 partitioned checks x 4 partitions: 20 passed, 0 warned, 0 failed, "
         )
+        # the CLI reads the instance of $DAGSTER_HOME (instance_for_test sets it)
+        assert (
+            main(["checks", "--start", str(START), "--end", str(END + timedelta(days=1)), "--sites", *SITES])
+            == 0
+        )
+        out = capsys.readouterr().out
+        assert f"asset checks over {START}..{END + timedelta(days=1)} x US, DE:" in out
+        row = next(line for line in out.splitlines() if " mart_coverage " in line)
+        assert row.split()[-4:] == ["4", "0", "0", "2"]
+        assert f"mart_coverage {END + timedelta(days=1)}|DE not evaluated" in out
 
 
 class _FailOneProductsBatch(httpx.AsyncBaseTransport):
