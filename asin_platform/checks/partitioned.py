@@ -85,7 +85,8 @@ def _targets(
     it with the partition's latest materialisation to tell a current result from a stale one)."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys),
-        limit=max(1, len(keys)),
+        # newest first; headroom for partitions materialised again since this run's materialisation
+        limit=max(1, 4 * len(keys)),
         ascending=False,
     ).records
     targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
