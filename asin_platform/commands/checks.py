@@ -19,7 +19,7 @@ import dagster as dg
 from asin_platform.partitions import date_range, to_partition_key
 
 STATES = ("passed", "warned", "failed", "not evaluated")
-WORST_FIRST = ("failed", "warned", "not evaluated")
+WORST_FIRST = ("failed", "warned")
 WORST_SHOWN = 3
 
 
@@ -63,7 +63,7 @@ def summarise_checks(
     instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], partition_keys: Sequence[str]
 ) -> list[CheckSummary]:
     """One summary per check over ``partition_keys``; the worst partitions (failed, then warned,
-    then not evaluated) with their evaluation's description."""
+    with their evaluation's description."""
     wanted = set(partition_keys)
     summaries = []
     for key in check_keys:
@@ -80,11 +80,11 @@ def summarise_checks(
         for partition in sorted(wanted):
             state = _state(infos.get(partition), severity)
             summary.counts[state] += 1
-            if state != "passed":
+            if state in WORST_FIRST:  # "not evaluated" is counted, not listed: it is often most of a range
                 bad.append((partition, state))
         bad.sort(key=lambda item: (WORST_FIRST.index(item[1]), item[0]))
         for partition, state in bad[:WORST_SHOWN]:
-            evaluation = _evaluation(instance, key, partition) if state != "not evaluated" else None
+            evaluation = _evaluation(instance, key, partition)
             summary.worst.append((partition, state, (evaluation.description or "") if evaluation else ""))
         summaries.append(summary)
     return summaries

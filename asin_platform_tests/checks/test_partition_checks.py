@@ -93,7 +93,7 @@ def test_ranged_run_reports_one_evaluation_per_partition(warehouse, capsys) -> N
         assert f"asset checks over {START}..{END + timedelta(days=1)} x US, DE:" in out
         row = next(line for line in out.splitlines() if " mart_coverage " in line)
         assert row.split()[-4:] == ["4", "0", "0", "2"]
-        assert f"mart_coverage {END + timedelta(days=1)}|DE not evaluated" in out
+        assert "worst partitions" not in out  # nothing failed or warned; unchecked days are counted only
 
 
 class _FailOneProductsBatch(httpx.AsyncBaseTransport):
@@ -141,6 +141,11 @@ def test_failed_products_batch_fails_the_blocking_coverage_check(warehouse) -> N
             instance=instance,
             raise_on_error=False,
         )
+        coverage_key = dg.AssetCheckKey(dg.AssetKey("mart_timeseries_daily"), "mart_coverage")
+        [summary] = summarise_checks(instance, [coverage_key], [partition])
+    assert summary.counts == {"passed": 0, "warned": 0, "failed": 1, "not evaluated": 0}
+    [(worst_partition, state, text)] = summary.worst
+    assert (worst_partition, state) == (partition, "failed") and "failed for good" in text
     assert not result.success  # the blocking check fails the run
     failed_batch = next(t.failed_batch for t in _TRANSPORTS if t.failed_batch)
     assert len(failed_batch.split(",")) == 10
