@@ -211,9 +211,11 @@ def test_check_partitions_view_after_backfill(page, dagster_stack, failed_partit
     page.get_by_text("2025-03-11", exact=True).first.click()
     page.wait_for_timeout(1500)
     body = page.inner_text("body")
-    # 2 days x 4 sites backfilled: 7 passed, the one made to fail failed, nothing Skipped
-    for status in ("Failed (1)", "Skipped (0)", "Passed (7)", "Execution Failed (0)"):
+    # 2 days x 4 sites backfilled (other tests of the session add more): the one made to fail
+    # failed, the other 7 (and more) passed, nothing Skipped
+    for status in ("Failed (1)", "Skipped (0)", "Execution Failed (0)"):
         assert status in body, status
+    assert int(re.search(r"Passed \((\d+)\)", body).group(1)) >= 7
     _shot(page, "check_partitions", palette=False)
 
 
