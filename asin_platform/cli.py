@@ -426,7 +426,11 @@ def _layer_commands() -> list:
     import importlib
 
     registers = []
-    for name in ("asin_platform.commands.features", "asin_platform.commands.model", "asin_platform.commands.checks"):
+    for name in (
+        "asin_platform.commands.features",
+        "asin_platform.commands.model",
+        "asin_platform.commands.checks",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
