@@ -15,9 +15,7 @@ import dagster as dg
 
 from asin_platform.assets import exports, features, inference, ingest, mart, scoring, training
 from asin_platform.automation import build_automation
-from asin_platform.checks import features as feature_checks
-from asin_platform.checks import ingest as ingest_checks
-from asin_platform.checks import model as model_checks
+from asin_platform.checks import build_checks
 from asin_platform.partitions import build_date_site_partitions
 from asin_platform.resources.upstream import TOKEN_ENV, build_upstream_resources  # noqa: F401 - TOKEN_ENV re-exported
 from asin_platform.resources.warehouse import Warehouse
@@ -41,12 +39,6 @@ ASSET_MODULES = (ingest, mart, features, scoring, exports, training, inference)
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Every asset of the graph, partitioned by ``partitions_def``."""
     return [asset for module in ASSET_MODULES for asset in module.build_assets(settings, partitions_def)]
-
-
-def build_checks(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[Any]:
-    """Every asset check. The checks modules still build theirs at import from the process-wide
-    settings; they take (settings, partitions_def) once converted (CONTRACTS 2, H-checks)."""
-    return [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS, *model_checks.MODEL_CHECKS]
 
 
 ingest_job = dg.define_asset_job(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
 import dagster as dg
 
@@ -25,16 +24,6 @@ def build_date_site_partitions(settings: Settings) -> dg.MultiPartitionsDefiniti
     daily = dg.DailyPartitionsDefinition(start_date=settings.partitions_start.isoformat(), timezone="UTC")
     sites = dg.StaticPartitionsDefinition(list(settings.sites))
     return dg.MultiPartitionsDefinition({DATE_DIM: daily, SITE_DIM: sites})
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional, for checks/ modules that still build their checks at import (H-checks converts
-    # them to build_checks(settings, partitions_def)); delete once nothing imports it.
-    if name == "date_site_partitions":
-        from asin_platform.settings import get_settings
-
-        return build_date_site_partitions(get_settings())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from asin_platform.automation.schedules import (
     retrain_job,
     table_checks_job,
 )
-from asin_platform.automation.sensors import build_sensors, check_id
-from asin_platform.settings import Settings, get_settings
+from asin_platform.automation.sensors import build_sensors
+from asin_platform.settings import Settings
 
 __all__ = [
     "AlertSettings",
@@ -57,9 +57,8 @@ class Automation:
 def build_automation(
     assets: Sequence[dg.AssetsDefinition],
     checks: Sequence[dg.AssetChecksDefinition],
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> Automation:
-    settings = settings or get_settings()
     cfg = automation_settings(settings)
     running = cfg.default_status == "running"
     schedule_status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
@@ -98,15 +97,7 @@ def build_automation(
         )
 
     followed = [k for k in FOLLOW_KEYS if k in present]
-    table_checks = frozenset(
-        check_id(k.asset_key.path, k.name)
-        for c in checks
-        if getattr(c, "partitions_def", None) is None
-        for k in c.check_keys
-    )
-    sensors = build_sensors(
-        sensor_status, with_tracking="score_baseline_daily" in present, table_checks=table_checks
-    )
+    sensors = build_sensors(sensor_status, settings, with_tracking="score_baseline_daily" in present)
     if followed:
         sensors.append(
             dg.AutomationConditionSensorDefinition(

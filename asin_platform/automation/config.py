@@ -10,7 +10,7 @@ from ``ASIN_PLATFORM_ALERT_WEBHOOK_URL`` only, at send time.
 
 import os
 
-from asin_platform.settings import AlertSettings, AutomationSettings, Settings, get_settings
+from asin_platform.settings import AlertSettings, AutomationSettings, Settings
 
 __all__ = ["AlertSettings", "AutomationSettings", "alert_settings", "automation_settings", "webhook_url"]
 
@@ -19,12 +19,12 @@ WEBHOOK_URL_ENV = "ASIN_PLATFORM_ALERT_WEBHOOK_URL"
 TIMEZONE = "UTC"
 
 
-def automation_settings(settings: Settings | None = None) -> AutomationSettings:
-    return (settings or get_settings()).automation
+def automation_settings(settings: Settings) -> AutomationSettings:
+    return settings.automation
 
 
-def alert_settings(settings: Settings | None = None) -> AlertSettings:
-    return (settings or get_settings()).alerts
+def alert_settings(settings: Settings) -> AlertSettings:
+    return settings.alerts
 
 
 def webhook_url() -> str | None:

@@ -10,7 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-SEVERITY_ICON = {"ERROR": ":rotating_light:", "WARN": ":warning:", "INFO": ":chart_with_upwards_trend:"}
+SEVERITY_ICON = {
+    "ERROR": ":rotating_light:",
+    "WARN": ":warning:",
+    "INFO": ":chart_with_upwards_trend:",
+    "RESOLVED": ":white_check_mark:",
+}
 _HEADER_MAX = 150
 _FIELD_MAX = 1900
 _SECTION_MAX = 2900

@@ -15,7 +15,7 @@ import dagster as dg
 import polars as pl
 from dagster._core.events import DagsterEventType
 
-from asin_platform.automation.config import AlertSettings, alert_settings
+from asin_platform.automation.config import AlertSettings
 from asin_platform.automation.messages import (
     asset_url,
     render_metadata,
@@ -26,7 +26,7 @@ from asin_platform.automation.messages import (
 from asin_platform.automation.webhook import Delivery, Webhook
 from asin_platform.partitions import parse_partition_key
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -107,7 +107,9 @@ def run_failure_message(
     )
 
 
-def build_run_failure_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+def build_run_failure_sensor(
+    default_status: dg.DefaultSensorStatus, alerts: AlertSettings
+) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name="run_failure_alert",
         default_status=default_status,
@@ -117,7 +119,6 @@ def build_run_failure_sensor(default_status: dg.DefaultSensorStatus) -> dg.Senso
     )
     def run_failure_alert(context: dg.RunFailureSensorContext) -> None:
         try:
-            alerts = alert_settings()
             message = run_failure_message(
                 context.dagster_run,
                 context.failure_event,
@@ -135,93 +136,119 @@ def build_run_failure_sensor(default_status: dg.DefaultSensorStatus) -> dg.Senso
 
 
 @dataclass(frozen=True)
-class FailedCheck:
-    """One failed asset-check evaluation, as the alert needs it."""
+class CheckOutcome:
+    """One asset-check evaluation (one partition, or the whole asset), as the alerts need it."""
 
-    storage_id: int
     asset_path: tuple[str, ...]
     check_name: str
     severity: str
     partition: str | None
     run_id: str
+    passed: bool
     description: str | None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def state_key(self) -> str:
+        """What "newly failing" is tracked by: the check and its partition."""
+        return f"{check_id(self.asset_path, self.check_name)}|{self.partition or ''}"
+
+
+@dataclass(frozen=True)
+class CheckAlert:
+    """Partitions of one check, in one run, that newly failed (``kind="failed"``) or recovered."""
+
+    kind: str
+    outcomes: tuple[CheckOutcome, ...]
+
+    @property
+    def first(self) -> CheckOutcome:
+        return self.outcomes[0]
+
+    @property
+    def partitions(self) -> list[str]:
+        return [o.partition for o in self.outcomes if o.partition]
+
+    @property
     def label(self) -> str:
-        where = f" [{self.partition}]" if self.partition else ""
-        return f"{'/'.join(self.asset_path)}.{self.check_name}{where} ({self.severity})"
+        where = f" [{_span(self.partitions)}]" if self.partitions else ""
+        first = self.first
+        return f"{'/'.join(first.asset_path)}.{first.check_name}{where} ({self.kind} {first.severity})"
 
 
 def check_id(asset_path: Sequence[str], check_name: str) -> str:
     return f"{'/'.join(asset_path)}:{check_name}"
 
 
-def _failed_in_run(
-    instance: dg.DagsterInstance, run_id: str, table_checks: frozenset[str], failing: set[str]
-) -> list[FailedCheck]:
-    """The failed ERROR/WARN check evaluations of one run worth alerting.
+def _span(partitions: Sequence[str]) -> str:
+    if len(partitions) == 1:
+        return partitions[0]
+    ordered = sorted(partitions)
+    return f"{len(ordered)} partitions: {ordered[0]} .. {ordered[-1]}"
 
-    Whole-table checks (``table_checks``, e.g. freshness) describe a state, not a partition: they are
-    alerted when they start failing, not again on every run that re-evaluates them while the state
-    lasts (they ride along in every partition run of their asset, backfills included). ``failing``
-    holds the table checks failing so far and is updated in place."""
+
+def _outcomes_of_run(instance: dg.DagsterInstance, run_id: str) -> list[CheckOutcome]:
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
-    failed: list[FailedCheck] = []
-    tags: dict[str, str] | None = None
+    outcomes = []
     for record in records:
         event = record.event_log_entry.dagster_event
         evaluation = event.event_specific_data if event else None
         if evaluation is None:
             continue
-        key = check_id(evaluation.asset_key.path, evaluation.check_name)
-        if key in table_checks:
-            was_failing = key in failing
-            (failing.add if not evaluation.passed else failing.discard)(key)
-            if was_failing:
-                continue
-        if evaluation.passed or evaluation.severity.value not in ("ERROR", "WARN"):
-            continue
-        partition = evaluation.partition
-        if partition is None and key not in table_checks:
-            # a ranged run's check result carries no partition: the run's range says which
-            if tags is None:
-                run = instance.get_run_by_id(run_id)
-                tags = dict(run.tags) if run else {}
-            partition = run_partition_label(tags)
-        failed.append(
-            FailedCheck(
-                storage_id=record.storage_id,
+        outcomes.append(
+            CheckOutcome(
                 asset_path=tuple(evaluation.asset_key.path),
                 check_name=evaluation.check_name,
                 severity=evaluation.severity.value,
-                partition=partition,
+                partition=evaluation.partition,
                 run_id=run_id,
+                passed=evaluation.passed,
                 description=evaluation.description,
                 metadata=dict(evaluation.metadata),
             )
         )
-    return failed
+    return outcomes
 
 
-def failed_checks_since(
-    instance: dg.DagsterInstance,
-    cursor: dict[str, Any] | None,
-    table_checks: frozenset[str] = frozenset(),
-    limit: int = RUNS_PER_TICK,
-) -> tuple[list[FailedCheck], dict[str, Any]]:
-    """Failed ERROR/WARN check evaluations of the runs that ended after ``cursor``, and the new cursor.
+def transitions(outcomes: Sequence[CheckOutcome], failing: set[str]) -> list[CheckAlert]:
+    """The alerts for one run's outcomes, given the (check, partition) keys failing before it.
+
+    A failed ERROR/WARN outcome alerts only when its key was not failing already (a check that
+    stays failed across re-runs, e.g. freshness riding along in every run, alerts once); a passed
+    outcome whose key was failing sends "resolved"; a passed one otherwise says nothing. Outcomes
+    of one check in one run are grouped into one alert per kind. ``failing`` is updated in place."""
+    groups: dict[tuple[str, str, str], list[CheckOutcome]] = {}
+    for outcome in outcomes:
+        key = outcome.state_key
+        if not outcome.passed and outcome.severity in ("ERROR", "WARN"):
+            if key not in failing:
+                failing.add(key)
+                groups.setdefault(("failed", outcome.check_name, "/".join(outcome.asset_path)), []).append(
+                    outcome
+                )
+        elif outcome.passed and key in failing:
+            failing.discard(key)
+            groups.setdefault(("resolved", outcome.check_name, "/".join(outcome.asset_path)), []).append(
+                outcome
+            )
+    return [CheckAlert(kind, tuple(items)) for (kind, _, _), items in groups.items()]
+
+
+def check_alerts_since(
+    instance: dg.DagsterInstance, cursor: dict[str, Any] | None, limit: int = RUNS_PER_TICK
+) -> tuple[list[CheckAlert], dict[str, Any]]:
+    """Check alerts (newly failed / resolved) of the runs that ended after ``cursor``, and the new cursor.
 
     Why walk run ends instead of querying ASSET_CHECK_EVALUATION events by storage id: on the
     embedded default (run-sharded SQLite) those events live in one database per run, so a global
     event-type query with a storage-id cursor is refused; run-end events are indexed globally on
-    every storage. A run's events are all stored before its end event, so nothing is missed, and a
-    check result is alerted once its run is over (WARN checks never end a run early anyway).
+    every storage. A run's events are all stored before its end event, so nothing is missed.
 
+    The cursor also holds the (check, partition) keys failing so far, so only changes alert.
     ``cursor=None`` (a fresh sensor) starts from the newest run end: history is not replayed as a
     flood of alerts on the first tick of a new deployment."""
     cursor_in = cursor or {}
-    failing = set(cursor_in.get("failing_table_checks", []))
+    failing = set(cursor_in.get("failing", []))
     new_cursor: dict[str, Any] = {}
     ended = []
     # imported here: the storage layer (SQLAlchemy) costs ~1 s to import, and the code location
@@ -242,51 +269,64 @@ def failed_checks_since(
         )
         ended.extend(result.records)
         new_cursor[name] = result.cursor if result.records else cursor_in.get(name, "")
-    failed: list[FailedCheck] = []
+    alerts: list[CheckAlert] = []
     # run ends in the order they happened (their storage ids are global on every storage)
     for record in sorted(ended, key=lambda r: r.storage_id):
-        failed.extend(_failed_in_run(instance, record.event_log_entry.run_id, table_checks, failing))
-    new_cursor["failing_table_checks"] = sorted(failing)
-    return failed, new_cursor
+        alerts.extend(transitions(_outcomes_of_run(instance, record.event_log_entry.run_id), failing))
+    new_cursor["failing"] = sorted(failing)
+    return alerts, new_cursor
 
 
-def check_failure_message(check: FailedCheck, ui: str) -> dict[str, Any]:
-    """The alert for one failed check: asset, partition, check, severity, explaining metadata, links."""
-    details = (f"{check.description}\n\n" if check.description else "") + render_metadata(check.metadata)
+def check_alert_message(alert: CheckAlert, ui: str) -> dict[str, Any]:
+    """One message per alert: asset, check, partition(s), what each partition said, the metadata
+    that explains the first one, and links to the run and the check."""
+    first = alert.first
+    name = f"{'/'.join(first.asset_path)}.{first.check_name}"
+    resolved = alert.kind == "resolved"
+    where = _span(alert.partitions) if alert.partitions else None
+    if len(alert.outcomes) == 1:
+        details = (f"{first.description}\n\n" if first.description else "") + render_metadata(first.metadata)
+    else:
+        lines = [f"{o.partition}: {o.description or ''}" for o in alert.outcomes[:30]]
+        if len(alert.outcomes) > 30:
+            lines.append(f"... and {len(alert.outcomes) - 30} more")
+        details = "\n".join(lines)
+        if not resolved:
+            details += f"\n\n{first.partition}:\n" + render_metadata(first.metadata)
     return slack_message(
-        f"Check failed: {'/'.join(check.asset_path)}.{check.check_name}"
-        + (f" {check.partition}" if check.partition else ""),
-        severity=check.severity,
+        f"{'Resolved' if resolved else 'Check failed'}: {name}" + (f" {where}" if where else ""),
+        severity="RESOLVED" if resolved else first.severity,
         fields={
-            "Asset": "/".join(check.asset_path),
-            "Check": check.check_name,
-            "Severity": check.severity,
-            "Partition": check.partition,
-            "Run": check.run_id,
+            "Asset": "/".join(first.asset_path),
+            "Check": first.check_name,
+            "Severity": first.severity,
+            "Partition": where,
+            "Run": first.run_id,
         },
         details=details,
         links=[
-            ("Open run", run_url(ui, check.run_id)),
-            ("Asset checks", asset_url(ui, check.asset_path, view="checks")),
+            ("Open run", run_url(ui, first.run_id)),
+            ("Asset checks", asset_url(ui, first.asset_path, view="checks")),
         ],
     )
 
 
 def build_check_failure_sensor(
-    default_status: dg.DefaultSensorStatus, table_checks: frozenset[str] = frozenset()
+    default_status: dg.DefaultSensorStatus, alerts: AlertSettings
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="asset_check_alert",
         default_status=default_status,
         minimum_interval_seconds=30,
-        description="Posts failed asset-check evaluations (ERROR and WARN) with the asset, partition, "
-        "check, the metadata that explains the result and a link to the run. WARN checks never fail a "
-        "run, so without this sensor nobody would hear of them.",
+        description="Posts asset checks (ERROR and WARN) that newly fail, per partition and grouped per run, "
+        "with the asset, check, partition(s), the metadata that explains the result and a link to the run; "
+        "and a resolved message when a failing partition passes again. WARN checks never fail a run, so "
+        "without this sensor nobody would hear of them.",
     )
     def asset_check_alert(context: dg.SensorEvaluationContext) -> dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else None
         try:
-            failed, new_cursor = failed_checks_since(context.instance, cursor, table_checks)
+            found, new_cursor = check_alerts_since(context.instance, cursor)
         except Exception as exc:  # event-log hiccup: try again next tick from the same cursor
             context.log.error(f"could not read check evaluations: {exc!r}")
             return dg.SkipReason("event log not readable; retrying next tick")
@@ -294,14 +334,23 @@ def build_check_failure_sensor(
             context.update_cursor(json.dumps(new_cursor, sort_keys=True))
         if cursor is None:
             return dg.SkipReason("first evaluation: watching the check results of runs that end from now on")
-        if not failed:
-            return dg.SkipReason("no failed checks in the runs that ended since the last tick")
-        alerts = alert_settings()
+        if not found:
+            return dg.SkipReason(
+                "no check newly failed or recovered in the runs that ended since the last tick"
+            )
         hook = Webhook.from_settings(alerts, context.log)
-        messages = [(c.label, check_failure_message(c, alerts.ui_base_url)) for c in failed]
+        messages = [(a.label, check_alert_message(a, alerts.ui_base_url)) for a in found]
+        for label, _ in messages:
+            context.log.debug(f"check alert: {label}")
         deliveries = _post_all(hook, messages, "asset check", alerts)
         sent = sum(d.delivered for d in deliveries)
-        return dg.SkipReason(f"{len(failed)} failed check(s) alerted ({sent} delivered to {hook.target})")
+        failed = sum(a.kind == "failed" for a in found)
+        summary = (
+            f"{failed} check alert(s) newly failing, {len(found) - failed} resolved "
+            f"({sent} delivered to {hook.target})"
+        )
+        context.log.info(summary)
+        return dg.SkipReason(summary)
 
     return asset_check_alert
 
@@ -430,7 +479,9 @@ def tracking_alerts(
     return messages
 
 
-def build_tracking_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+def build_tracking_sensor(
+    default_status: dg.DefaultSensorStatus, alerts: AlertSettings, min_score: float
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="tracking_alert",
         default_status=default_status,
@@ -453,36 +504,41 @@ def build_tracking_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDe
             context.update_cursor(json.dumps({"cursor": result.cursor}))
         if not partitions:
             return dg.SkipReason("no new score partitions")
-        alerts = alert_settings()
         messages = tracking_alerts(
             warehouse,
             partitions,
             today=datetime.now(UTC).date(),
             alerts=alerts,
-            min_score=get_settings().thresholds.alert_score_min,
-            log=context.log.info,
+            min_score=min_score,
+            log=context.log.debug,  # one line per partition: details only; the tick's summary is below
         )
         if not messages:
-            return dg.SkipReason(f"{len(set(partitions))} score partition(s) checked, no new top candidates")
+            summary = f"{len(set(partitions))} score partition(s) checked, no new top candidates"
+            context.log.info(summary)
+            return dg.SkipReason(summary)
         hook = Webhook.from_settings(alerts, context.log)
         deliveries = _post_all(hook, messages, "tracking", alerts)
         sent = sum(d.delivered for d in deliveries)
-        return dg.SkipReason(f"{len(messages)} tracking alert(s) ({sent} delivered to {hook.target})")
+        summary = (
+            f"{len(set(partitions))} score partition(s) checked, {len(messages)} tracking alert(s) "
+            f"({sent} delivered to {hook.target})"
+        )
+        context.log.info(summary)
+        return dg.SkipReason(summary)
 
     return tracking_alert
 
 
 def build_sensors(
-    default_status: dg.DefaultSensorStatus,
-    *,
-    with_tracking: bool,
-    table_checks: frozenset[str] = frozenset(),
+    default_status: dg.DefaultSensorStatus, settings: Settings, *, with_tracking: bool
 ) -> list[dg.SensorDefinition]:
-    """The alerting sensors; ``table_checks`` names the whole-table checks (see _failed_in_run)."""
+    """The alerting sensors, their knobs bound from ``settings`` (alerts, tracking threshold)."""
     sensors = [
-        build_run_failure_sensor(default_status),
-        build_check_failure_sensor(default_status, table_checks),
+        build_run_failure_sensor(default_status, settings.alerts),
+        build_check_failure_sensor(default_status, settings.alerts),
     ]
     if with_tracking:
-        sensors.append(build_tracking_sensor(default_status))
+        sensors.append(
+            build_tracking_sensor(default_status, settings.alerts, settings.thresholds.alert_score_min)
+        )
     return sensors

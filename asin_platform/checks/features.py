@@ -1,21 +1,34 @@
-"""Checks on features and the baseline score: null rates, score sanity, rank stability."""
+"""Checks on features and the baseline score: null rates, score sanity, rank stability.
 
+Each reports one evaluation per (date, site) partition of the run (checks/partitioned.py).
+"""
+
+from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets.features import null_rates
-from asin_platform.checks.ingest import _md, _parts, _read_slices
-from asin_platform.partitions import DateSite, date_site_partitions
+from asin_platform.checks.ingest import KEYS, read_slices
+from asin_platform.checks.partitioned import (
+    CheckEvent,
+    Verdict,
+    context_parts,
+    evaluations,
+    keys_frame,
+    verdicts_from_frame,
+)
+from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 SCORE_COLUMNS = (
     "explosive_score", "z_bsr_trend", "z_est_sales", "z_review_velocity",
     "z_listing_quality", "z_keyword_gain", "z_price_volatility",
 )  # fmt: skip
 CHURN_TOP_N = 50
+# Columns of features_daily that are keys, not features (assets/features.py KEY_COLUMNS).
+KEY_COLUMNS = ("site", "date", "asin", "category_id")
 # Days of mart history before a 14-day trend can exist (70% of 14 days observed).
 WARM_UP_DAYS = 13
 
@@ -42,121 +55,149 @@ def top_churn(top: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-@dg.asset_check(
-    asset="features_daily",
-    partitions_def=date_site_partitions,
-    description="Null rate of every feature column <= thresholds.feature_null_rate_max (WARN).",
-)
-def features_null_rate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    threshold = get_settings().thresholds.feature_null_rate_max
-    frame = _read_slices(warehouse, "features_daily", _parts(context))
-    rates = null_rates(frame)
-    over = {k: v for k, v in rates.items() if v > threshold}
-    return dg.AssetCheckResult(
-        passed=frame.height > 0 and not over,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"{len(over)} feature(s) above {threshold:.0%} nulls: {', '.join(sorted(over))}"
-            if over
-            else f"all {len(rates)} features under {threshold:.0%} nulls"
-        ),
-        metadata={
-            "rows": frame.height,
-            "threshold": threshold,
-            "max_null_rate": max(rates.values(), default=0.0),
-            "over_threshold": dg.MetadataValue.json(over),
-        },
+def null_rate_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: float) -> dict[str, Verdict]:
+    frame = read_slices(warehouse, "features_daily", parts)
+    features = [c for c in frame.columns if c not in KEY_COLUMNS]
+    rates = frame.group_by(KEYS).agg(
+        pl.len().alias("rows"), *[(pl.col(c).null_count() / pl.len()).alias(c) for c in features]
     )
+    verdicts: dict[str, Verdict] = {}
+    for row in keys_frame(parts).join(rates, on=KEYS, how="left").iter_rows(named=True):
+        key = str(DateSite(row["date"], row["site"]).key)
+        per_feature = {c: float(row[c]) for c in features if row[c] is not None}
+        over = {c: round(v, 4) for c, v in per_feature.items() if v > threshold}
+        rows = row["rows"] or 0
+        verdicts[key] = Verdict(
+            passed=rows > 0 and not over,
+            description=(
+                "no feature rows"
+                if not rows
+                else f"{len(over)} feature(s) above {threshold:.0%} nulls: {', '.join(sorted(over))}"
+                if over
+                else f"all {len(features)} features under {threshold:.0%} nulls"
+            ),
+            metadata={
+                "rows": rows,
+                "threshold": threshold,
+                "max_null_rate": max(per_feature.values(), default=0.0),
+                "over_threshold": dg.MetadataValue.json(over),
+            },
+        )
+    return verdicts
 
 
-@dg.asset_check(
-    asset="score_baseline_daily",
-    partitions_def=date_site_partitions,
-    blocking=True,
-    description="Scores are finite, and every partition has at least one candidate with enough data.",
-)
-def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    parts = _parts(context)
-    score = _read_slices(warehouse, "score_baseline_daily", parts)
-    non_finite = score.select([(~pl.col(c).is_finite()).sum().alias(c) for c in SCORE_COLUMNS]).row(
-        0, named=True
-    )
-    bad = {k: int(v) for k, v in non_finite.items() if v}
+def sanity_verdicts(warehouse: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
+    score = read_slices(warehouse, "score_baseline_daily", parts)
     # "enough data": the 14-day BSR trend exists (>= 70% of its days observed). A partition whose
     # mart history is too short for any ASIN to have it yet is warming up, not failing.
-    features = _read_slices(
-        warehouse, "features_daily", parts, columns=["site", "date", "asin", "bsr_log_slope_14d"]
-    )
-    keys = pl.DataFrame({"site": [p.site for p in parts], "date": [p.day for p in parts]})
+    features = read_slices(warehouse, "features_daily", parts, columns=[*KEYS, "asin", "bsr_log_slope_14d"])
     first_day = warehouse.query(
         "SELECT site, min(date) AS first_day FROM mart_timeseries_daily GROUP BY site"
     ).with_columns(pl.col("first_day").cast(pl.Date))
+    non_finite = score.group_by(KEYS).agg(
+        pl.len().cast(pl.Int64).alias("rows"),
+        pl.sum_horizontal([(~pl.col(c).is_finite()).sum() for c in SCORE_COLUMNS])
+        .cast(pl.Int64)
+        .alias("non_finite"),
+    )
     candidates = (
-        keys.join(
-            features.filter(pl.col("bsr_log_slope_14d").is_not_null())
-            .join(score.select("site", "date", "asin"), on=["site", "date", "asin"])
-            .group_by("site", "date")
-            .agg(pl.len().alias("candidates")),
-            on=["site", "date"],
-            how="left",
-        )
+        features.filter(pl.col("bsr_log_slope_14d").is_not_null())
+        .join(score.select(*KEYS, "asin"), on=[*KEYS, "asin"])
+        .group_by(KEYS)
+        .agg(pl.len().cast(pl.Int64).alias("candidates"))
+    )
+    frame = (
+        keys_frame(parts)
+        .join(non_finite, on=KEYS, how="left")
+        .join(candidates, on=KEYS, how="left")
         .join(first_day, on="site", how="left")
         .with_columns(
-            pl.col("candidates").fill_null(0),
-            warming_up=(pl.col("date") - pl.col("first_day")).dt.total_days() < WARM_UP_DAYS,
+            pl.col("rows", "non_finite", "candidates").fill_null(0),
+            warming_up=((pl.col("date") - pl.col("first_day")).dt.total_days() < WARM_UP_DAYS).fill_null(
+                True
+            ),
         )
-        .drop("first_day")
-        .sort("site", "date")
-    )
-    empty = candidates.filter((pl.col("candidates") == 0) & ~pl.col("warming_up"))
-    return dg.AssetCheckResult(
-        passed=not bad and empty.is_empty(),
-        description=(f"non-finite values: {bad}" if bad else "")
-        + (f" {empty.height} partition(s) without a candidate with enough data" if empty.height else ""),
-        metadata={
-            "rows": score.height,
-            "non_finite": dg.MetadataValue.json(bad),
-            "partitions_without_candidates": empty.height,
-            "warming_up_partitions": candidates.filter(pl.col("warming_up")).height,
-            "candidates_by_partition": _md(candidates),
-        },
+        .with_columns(
+            passed=(pl.col("non_finite") == 0) & ((pl.col("candidates") > 0) | pl.col("warming_up"))
+        )
     )
 
+    def describe(row: dict) -> str:
+        if row["non_finite"]:
+            return f"{row['non_finite']} non-finite score value(s)"
+        if not row["candidates"]:
+            return (
+                "warming up: mart history too short for a 14-day trend"
+                if row["warming_up"]
+                else ("no candidate with enough data")
+            )
+        return f"{row['candidates']} candidate(s) with enough data, all scores finite"
 
-@dg.asset_check(
-    asset="score_baseline_daily",
-    partitions_def=date_site_partitions,
-    description=f"Top-{CHURN_TOP_N} churn vs the previous day under thresholds.rank_churn_warn (WARN).",
-)
-def score_rank_stability(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    threshold = get_settings().thresholds.rank_churn_warn
-    parts = _parts(context)
+    return verdicts_from_frame(frame, describe, ["rows", "non_finite", "candidates", "warming_up"])
+
+
+def churn_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: float) -> dict[str, Verdict]:
     # The run's days plus the day before each: one read per site, churn computed as a frame.
     days = {(p.site, d) for p in parts for d in (p.day, p.day - timedelta(days=1))}
-    window = _read_slices(
+    window = read_slices(
         warehouse,
         "score_baseline_daily",
         [DateSite(day, site) for site, day in days],
-        columns=["site", "date", "asin", "rank_in_site"],
+        columns=[*KEYS, "asin", "rank_in_site"],
     ).filter(pl.col("rank_in_site") <= CHURN_TOP_N)
-    keys = pl.DataFrame({"site": [p.site for p in parts], "date": [p.day for p in parts]})
-    frame = top_churn(window, keys)
-    worst = float(frame["churn"].max() or 0.0) if frame.height else 0.0
-    return dg.AssetCheckResult(
-        passed=worst <= threshold,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"top-{CHURN_TOP_N} churn up to {worst:.0%} (threshold {threshold:.0%})"
-            if frame.height
-            else "no previous day to compare with"
+    frame = (
+        keys_frame(parts)
+        .join(top_churn(window, keys_frame(parts)), on=KEYS, how="left")
+        .with_columns(
+            passed=pl.col("churn").is_null() | (pl.col("churn") <= threshold), threshold=pl.lit(threshold)
+        )
+    )
+    return verdicts_from_frame(
+        frame,
+        lambda row: (
+            "no previous day to compare with"
+            if row["churn"] is None
+            else f"top-{CHURN_TOP_N} churn {row['churn']:.0%} (threshold {threshold:.0%})"
         ),
-        metadata={
-            "max_churn": worst,
-            "threshold": threshold,
-            "compared_days": frame.height,
-            "by_partition": _md(frame),
-        },
+        ["churn", "threshold"],
     )
 
 
-FEATURE_CHECKS = [features_null_rate, score_sanity, score_rank_stability]
+def build_checks(
+    settings: Settings, partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetChecksDefinition]:
+    """The feature and score checks; thresholds are taken from ``settings``."""
+    thresholds = settings.thresholds
+
+    @dg.asset_check(
+        asset="features_daily",
+        partitions_def=partitions_def,
+        description=f"Null rate of every feature column <= {thresholds.feature_null_rate_max:.0%} (WARN).",
+    )
+    def features_null_rate(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        verdicts = null_rate_verdicts(warehouse, context_parts(context), thresholds.feature_null_rate_max)
+        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(
+        asset="score_baseline_daily",
+        partitions_def=partitions_def,
+        blocking=True,
+        description="Scores are finite, and every partition has at least one candidate with enough data.",
+    )
+    def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[CheckEvent]:
+        yield from evaluations(context, sanity_verdicts(warehouse, context_parts(context)))
+
+    @dg.asset_check(
+        asset="score_baseline_daily",
+        partitions_def=partitions_def,
+        description=f"Top-{CHURN_TOP_N} churn vs the previous day <= {thresholds.rank_churn_warn:.0%} (WARN).",
+    )
+    def score_rank_stability(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        verdicts = churn_verdicts(warehouse, context_parts(context), thresholds.rank_churn_warn)
+        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+
+    return [features_null_rate, score_sanity, score_rank_stability]

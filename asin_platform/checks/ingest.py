@@ -1,29 +1,39 @@
 """Checks on the ingest and mart layer: coverage, duplicates, schema, quarantine rate, freshness.
 
-Every check reads back what the warehouse holds for the run's partitions (one partition, or a
-whole range in a backfill run), so it verifies the data as stored, not the asset's intent.
+Every partitioned check reads back what the warehouse holds for the run's partitions (one
+partition, or a whole range in a ranged/backfill run) and reports one evaluation per partition
+(checks/partitioned.py), so it verifies the data as stored, partition by partition.
 """
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import polars as pl
 
+from asin_platform.checks.partitioned import (
+    CheckEvent,
+    Verdict,
+    context_parts,
+    evaluations,
+    keys_frame,
+    verdicts_from_frame,
+)
+from asin_platform.core.coverage import coverage_table
+from asin_platform.core.freshness import freshness_verdict
 from asin_platform.core.parsers import parse_payloads
-from asin_platform.partitions import DateSite, date_site_partitions, parse_partition_key
+from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.schemas import TABLES, validate
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 UNIVERSE_ENDPOINTS = ("/v1/sites/{site}/asins", "/product")
+MART_TABLES = ("mart_timeseries_daily", "fact_reviews", "fact_keywords")
+KEYS = ["site", "date"]
 
 
-def _parts(context: dg.AssetCheckExecutionContext) -> list[DateSite]:
-    return sorted((parse_partition_key(k) for k in context.partition_keys), key=lambda p: (p.site, p.day))
-
-
-def _read_slices(warehouse: Warehouse, table: str, parts: list[DateSite], **kwargs) -> pl.DataFrame:
+def read_slices(warehouse: Warehouse, table: str, parts: list[DateSite], **kwargs) -> pl.DataFrame:
     """Rows of ``table`` for the given partitions (one read per site over its date span)."""
     by_site: dict[str, list[date]] = defaultdict(list)
     for p in parts:
@@ -35,41 +45,13 @@ def _read_slices(warehouse: Warehouse, table: str, parts: list[DateSite], **kwar
     return pl.concat(frames) if frames else TABLES[table].empty()
 
 
-def tracked_asins(warehouse: Warehouse, parts: list[DateSite]) -> pl.DataFrame:
-    """(site, date, tracked) from the stored universe payloads of each partition."""
-    raw = _read_slices(warehouse, "raw_payloads", parts)
+def tracked_asins(raw: pl.DataFrame) -> pl.DataFrame:
+    """(site, date, asin) from the stored universe payloads."""
     universe = parse_payloads(raw.filter(pl.col("endpoint").is_in(UNIVERSE_ENDPOINTS))).universe
-    return universe.unique(["site", "date", "asin"]).group_by("site", "date").agg(pl.len().alias("tracked"))
+    return universe.select(*KEYS, "asin").unique()
 
 
-def coverage_frame(warehouse: Warehouse, parts: list[DateSite]) -> pl.DataFrame:
-    """Per partition: tracked ASINs, mart rows that carry a BSR or a price, coverage ratio."""
-    keys = pl.DataFrame(
-        {"site": [p.site for p in parts], "date": [p.day for p in parts]},
-        schema={"site": pl.Utf8, "date": pl.Date},
-    )
-    mart = _read_slices(
-        warehouse, "mart_timeseries_daily", parts, columns=["site", "date", "asin", "bsr_root", "price"]
-    )
-    observed = (
-        mart.filter(pl.col("bsr_root").is_not_null() | pl.col("price").is_not_null())
-        .group_by("site", "date")
-        .agg(pl.len().alias("observed"))
-    )
-    return (
-        keys.join(tracked_asins(warehouse, parts), on=["site", "date"], how="left")
-        .join(observed, on=["site", "date"], how="left")
-        .with_columns(pl.col("tracked", "observed").fill_null(0))
-        .with_columns(
-            coverage=pl.when(pl.col("tracked") > 0)
-            .then(pl.col("observed") / pl.col("tracked"))
-            .otherwise(0.0)
-        )
-        .sort("site", "date")
-    )
-
-
-def _md(frame: pl.DataFrame, limit: int = 40) -> dg.MetadataValue:
+def md_table(frame: pl.DataFrame, limit: int = 40) -> dg.MetadataValue:
     shown = frame.head(limit)
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns)
     rows = [
@@ -80,177 +62,254 @@ def _md(frame: pl.DataFrame, limit: int = 40) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join([header, *rows, *more]))
 
 
-@dg.asset_check(
-    asset="mart_timeseries_daily",
-    partitions_def=date_site_partitions,
-    blocking=True,
-    description="Mart rows with a BSR or price / tracked ASINs >= thresholds.coverage_min (blocking).",
-)
-def mart_coverage(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    threshold = get_settings().thresholds.coverage_min
-    frame = coverage_frame(warehouse, _parts(context))
-    worst = frame.sort("coverage").row(0, named=True)
-    low = frame.filter(pl.col("coverage") < threshold)
-    return dg.AssetCheckResult(
-        passed=low.is_empty(),
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            f"coverage below {threshold:.0%} in {low.height} of {frame.height} partition(s)"
-            if low.height
-            else f"coverage >= {threshold:.0%} in all {frame.height} partition(s)"
-        ),
-        metadata={
-            "threshold": threshold,
-            "min_coverage": float(worst["coverage"]),
-            "worst_partition": f"{worst['date']}|{worst['site']}",
-            "tracked_asins": int(frame["tracked"].sum()),
-            "observed_rows": int(frame["observed"].sum()),
-            "by_partition": _md(frame),
-        },
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def coverage_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: float) -> dict[str, Verdict]:
+    raw = read_slices(warehouse, "raw_payloads", parts)
+    mart = read_slices(
+        warehouse,
+        "mart_timeseries_daily",
+        parts,
+        columns=[
+            *KEYS,
+            "asin",
+            "category_id",
+            "bsr_root",
+            "price",
+            "title_length",
+            "bullet_count",
+            "image_count",
+        ],
     )
+    frame = coverage_table(keys_frame(parts), tracked_asins(raw), mart, raw, min_coverage=threshold)
+
+    def describe(row: dict) -> str:
+        text = (
+            f"core {_pct(row['core_coverage'])}, timeseries {_pct(row['timeseries_coverage'])} of "
+            f"{row['tracked']} tracked ASINs (threshold {threshold:.0%})"
+        )
+        if row["failed_requests"]:
+            text = (
+                f"{row['failed_requests']} request(s) for {row['failed_asins']} ASINs failed for good "
+                f"on {', '.join(row['failed_endpoints'])}; " + text
+            )
+        return text + ("" if row["tracked"] else "; no tracked ASINs stored")
+
+    columns = [c for c in frame.columns if c not in ("site", "date", "passed")]
+    verdicts = verdicts_from_frame(frame, describe, columns)
+    for key, verdict in verdicts.items():
+        metadata = dict(verdict.metadata)
+        metadata["min_coverage"] = metadata.pop("coverage")
+        metadata["threshold"] = threshold
+        metadata["failed_endpoints"] = ", ".join(metadata["failed_endpoints"].value) or "none"
+        metadata["reviews_keywords"] = (
+            "from the source"
+            if metadata["reviews_coverage"] is not None
+            else "n/a: the source (Keepa) has none"
+        )
+        verdicts[key] = Verdict(verdict.passed, verdict.description, metadata)
+    return verdicts
 
 
-@dg.asset_check(
-    asset="mart_timeseries_daily",
-    partitions_def=date_site_partitions,
-    blocking=True,
-    description="Exactly one row per key in the mart and the fact tables.",
-)
-def mart_no_duplicate_keys(
-    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-) -> dg.AssetCheckResult:
-    parts = _parts(context)
-    found: dict[str, int] = {}
-    examples: list[str] = []
-    for name in ("mart_timeseries_daily", "fact_reviews", "fact_keywords"):
+def duplicate_verdicts(warehouse: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
+    frame = keys_frame(parts)
+    for name in MART_TABLES:
         key = list(TABLES[name].key)
         dups = (
-            _read_slices(warehouse, name, parts, columns=sorted({"site", "date", *key}))
+            read_slices(warehouse, name, parts, columns=sorted({*KEYS, *key}))
             .group_by(key)
-            .agg(pl.len().alias("n"))
+            .agg(pl.len().alias("n"), *[pl.col(c).first() for c in KEYS if c not in key])
             .filter(pl.col("n") > 1)
+            .group_by(KEYS)
+            .agg(pl.len().cast(pl.Int64).alias(f"duplicate_keys_{name}"))
         )
-        found[name] = dups.height
-        examples += [f"{name}: {row}" for row in dups.head(3).iter_rows()]
-    return dg.AssetCheckResult(
-        passed=not any(found.values()),
-        metadata={**{f"duplicate_keys_{k}": v for k, v in found.items()}, "examples": "\n".join(examples)},
+        frame = frame.join(dups, on=KEYS, how="left").with_columns(
+            pl.col(f"duplicate_keys_{name}").fill_null(0)
+        )
+    columns = [f"duplicate_keys_{n}" for n in MART_TABLES]
+    frame = frame.with_columns(total=pl.sum_horizontal(columns)).with_columns(passed=pl.col("total") == 0)
+    return verdicts_from_frame(
+        frame, lambda row: f"{row['total']} duplicated key(s)" if row["total"] else "one row per key", columns
     )
 
 
-@dg.asset_check(
-    asset="mart_timeseries_daily",
-    partitions_def=date_site_partitions,
-    blocking=True,
-    description="The stored rows conform to the pandera models of schemas.py.",
-)
-def mart_schema_conformance(
-    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-) -> dg.AssetCheckResult:
-    parts = _parts(context)
-    errors: dict[str, list[str]] = {}
-    for name in ("mart_timeseries_daily", "fact_reviews", "fact_keywords"):
-        problems = validate(name, _read_slices(warehouse, name, parts))
-        if problems:
-            errors[name] = problems
-    return dg.AssetCheckResult(
-        passed=not errors,
-        metadata={
-            "tables_checked": 3,
-            "errors": dg.MetadataValue.json({k: v[:20] for k, v in errors.items()}),
-        },
+def schema_verdicts(warehouse: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
+    """Validate the run's rows at once; only when something fails, per partition to say where."""
+    frames = {name: read_slices(warehouse, name, parts) for name in MART_TABLES}
+    clean = not any(validate(name, frame) for name, frame in frames.items())
+    verdicts = {}
+    for part in parts:
+        errors: dict[str, list[str]] = {}
+        if not clean:
+            for name, frame in frames.items():
+                problems = validate(
+                    name, frame.filter((pl.col("site") == part.site) & (pl.col("date") == part.day))
+                )
+                if problems:
+                    errors[name] = problems[:20]
+        verdicts[str(part.key)] = Verdict(
+            passed=not errors,
+            description=f"schema errors in {', '.join(sorted(errors))}" if errors else "rows conform",
+            metadata={"tables_checked": len(MART_TABLES), "errors": dg.MetadataValue.json(errors)},
+        )
+    return verdicts
+
+
+def quarantine_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: float) -> dict[str, Verdict]:
+    quarantined = read_slices(warehouse, "quarantine", parts, columns=[*KEYS, "reason"])
+    mart = read_slices(warehouse, "mart_timeseries_daily", parts, columns=KEYS)
+    by_reason = (
+        quarantined.group_by(*KEYS, "reason")
+        .agg(pl.len().alias("n"))
+        .sort("n", descending=True)
+        .group_by(KEYS)
+        .agg(pl.struct("reason", "n").alias("by_reason"))
+    )
+    frame = (
+        keys_frame(parts)
+        .join(
+            quarantined.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("quarantined")), on=KEYS, how="left"
+        )
+        .join(mart.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("mart_rows")), on=KEYS, how="left")
+        .join(by_reason, on=KEYS, how="left")
+        .with_columns(pl.col("quarantined", "mart_rows").fill_null(0))
+        .with_columns(
+            quarantine_rate=pl.col("quarantined")
+            / pl.max_horizontal(1, pl.col("quarantined") + pl.col("mart_rows"))
+        )
+        .with_columns(passed=pl.col("quarantine_rate") <= threshold, threshold=pl.lit(threshold))
+    )
+    return verdicts_from_frame(
+        frame.with_columns(by_reason=pl.col("by_reason").fill_null([])),
+        lambda row: f"quarantine rate {row['quarantine_rate']:.2%} (threshold {threshold:.2%})",
+        ["quarantine_rate", "threshold", "quarantined", "mart_rows", "by_reason"],
     )
 
 
-@dg.asset_check(
-    asset="mart_timeseries_daily",
-    partitions_def=date_site_partitions,
-    description="Quarantined records / (mart rows + quarantined) under thresholds.quarantine_rate_max (WARN).",
-)
-def mart_quarantine_rate(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    threshold = get_settings().thresholds.quarantine_rate_max
-    parts = _parts(context)
-    quarantined = _read_slices(warehouse, "quarantine", parts, columns=["site", "date", "reason"])
-    mart_rows = _read_slices(warehouse, "mart_timeseries_daily", parts, columns=["site", "date"]).height
-    rate = quarantined.height / max(1, mart_rows + quarantined.height)
-    by_reason = quarantined.group_by("reason").agg(pl.len().alias("n")).sort("n", descending=True)
-    return dg.AssetCheckResult(
-        passed=rate <= threshold,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"quarantine rate {rate:.2%} (threshold {threshold:.2%})",
-        metadata={
-            "quarantine_rate": rate,
-            "threshold": threshold,
-            "quarantined": quarantined.height,
-            "mart_rows": mart_rows,
-            "by_reason": dg.MetadataValue.json(dict(by_reason.iter_rows())),
-        },
-    )
-
-
-@dg.asset_check(
-    asset="raw_payloads",
-    partitions_def=date_site_partitions,
-    description="Every request of the partition got a usable response (WARN: failed batches mean missing ASINs).",
-)
-def raw_payloads_complete(
-    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-) -> dg.AssetCheckResult:
-    raw = _read_slices(
-        warehouse, "raw_payloads", _parts(context), columns=["site", "date", "endpoint", "status", "error"]
-    )
+def raw_complete_verdicts(warehouse: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
+    raw = read_slices(warehouse, "raw_payloads", parts, columns=[*KEYS, "endpoint", "status", "error"])
     failed = raw.filter(pl.col("error").is_not_null())
-    by_endpoint = failed.group_by("endpoint").agg(pl.len().alias("n"))
-    return dg.AssetCheckResult(
-        passed=failed.is_empty() and raw.height > 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=f"{failed.height} of {raw.height} requests failed for good",
-        metadata={
-            "payloads": raw.height,
-            "failed_requests": failed.height,
-            "failed_by_endpoint": dg.MetadataValue.json(dict(by_endpoint.iter_rows())),
-        },
+    by_endpoint = (
+        failed.group_by(*KEYS, "endpoint")
+        .agg(pl.len().alias("n"))
+        .group_by(KEYS)
+        .agg(pl.struct("endpoint", "n").alias("failed_by_endpoint"))
     )
-
-
-@dg.asset_check(
-    asset="mart_timeseries_daily",
-    description="The newest mart day is recent: no more than thresholds.freshness_hours behind the "
-    "end of yesterday (UTC), for every site (WARN).",
-)
-def mart_freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
-    settings = get_settings()
-    latest = warehouse.query("SELECT site, max(date) AS latest FROM mart_timeseries_daily GROUP BY site")
-    latest_by_site = {row[0]: row[1] for row in latest.iter_rows()}
-    now = datetime.now(UTC)
-    lag_hours = {
-        site: (
-            (
-                now - datetime.combine(latest_by_site[site] + timedelta(days=1), datetime.min.time(), UTC)
-            ).total_seconds()
-            / 3600
-            if latest_by_site.get(site)
-            else None
+    frame = (
+        keys_frame(parts)
+        .join(raw.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("payloads")), on=KEYS, how="left")
+        .join(
+            failed.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("failed_requests")), on=KEYS, how="left"
         )
-        for site in settings.sites
-    }
-    stale = {s: h for s, h in lag_hours.items() if h is None or h > settings.thresholds.freshness_hours}
-    return dg.AssetCheckResult(
-        passed=not stale,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=("stale sites: " + ", ".join(sorted(stale))) if stale else "all sites fresh",
-        metadata={
-            "latest_date_by_site": dg.MetadataValue.json({s: str(d) for s, d in latest_by_site.items()}),
-            "freshness_hours": settings.thresholds.freshness_hours,
-        },
+        .join(by_endpoint, on=KEYS, how="left")
+        .with_columns(
+            pl.col("payloads", "failed_requests").fill_null(0), pl.col("failed_by_endpoint").fill_null([])
+        )
+        .with_columns(passed=(pl.col("payloads") > 0) & (pl.col("failed_requests") == 0))
+    )
+    return verdicts_from_frame(
+        frame,
+        lambda row: f"{row['failed_requests']} of {row['payloads']} requests failed for good",
+        ["payloads", "failed_requests", "failed_by_endpoint"],
     )
 
 
-INGEST_CHECKS = [
-    mart_coverage,
-    mart_no_duplicate_keys,
-    mart_schema_conformance,
-    mart_quarantine_rate,
-    raw_payloads_complete,
-    mart_freshness,
-]
+def build_checks(
+    settings: Settings, partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetChecksDefinition]:
+    """The ingest/mart checks; thresholds are taken from ``settings`` when the definitions are built."""
+    thresholds = settings.thresholds
+    sites = tuple(settings.sites)
+
+    @dg.asset_check(
+        asset="mart_timeseries_daily",
+        partitions_def=partitions_def,
+        blocking=True,
+        description=f"Per partition: tracked ASINs with a product core row and with a timeseries row >= "
+        f"{thresholds.coverage_min:.0%}, and no request failed for good (blocking). Listing, reviews and "
+        "keywords coverage are reported (Keepa has no reviews or keywords: n/a).",
+    )
+    def mart_coverage(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[CheckEvent]:
+        yield from evaluations(
+            context, coverage_verdicts(warehouse, context_parts(context), thresholds.coverage_min)
+        )
+
+    @dg.asset_check(
+        asset="mart_timeseries_daily",
+        partitions_def=partitions_def,
+        blocking=True,
+        description="Exactly one row per key in the mart and the fact tables.",
+    )
+    def mart_no_duplicate_keys(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        yield from evaluations(context, duplicate_verdicts(warehouse, context_parts(context)))
+
+    @dg.asset_check(
+        asset="mart_timeseries_daily",
+        partitions_def=partitions_def,
+        blocking=True,
+        description="The stored rows conform to the pandera models of schemas.py.",
+    )
+    def mart_schema_conformance(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        yield from evaluations(context, schema_verdicts(warehouse, context_parts(context)))
+
+    @dg.asset_check(
+        asset="mart_timeseries_daily",
+        partitions_def=partitions_def,
+        description=f"Quarantined records / (mart rows + quarantined) <= {thresholds.quarantine_rate_max:.1%} (WARN).",
+    )
+    def mart_quarantine_rate(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        verdicts = quarantine_verdicts(warehouse, context_parts(context), thresholds.quarantine_rate_max)
+        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(
+        asset="raw_payloads",
+        partitions_def=partitions_def,
+        description="Every request of the partition got a usable response (WARN here; a request that "
+        "failed for good also fails mart_coverage, which blocks).",
+    )
+    def raw_payloads_complete(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        verdicts = raw_complete_verdicts(warehouse, context_parts(context))
+        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+
+    @dg.asset_check(
+        asset="mart_timeseries_daily",
+        description=f"The newest mart day of every site is at most {thresholds.freshness_hours:g} h behind "
+        "the end of that day (UTC): judges the newest data, so backfilling an old range never fails it (WARN).",
+    )
+    def mart_freshness(warehouse: Warehouse) -> dg.AssetCheckResult:
+        latest = warehouse.query("SELECT site, max(date) AS latest FROM mart_timeseries_daily GROUP BY site")
+        verdict = freshness_verdict(
+            {row[0]: row[1] for row in latest.iter_rows()},
+            sites=sites,
+            now=datetime.now(UTC),
+            max_lag_hours=thresholds.freshness_hours,
+        )
+        return dg.AssetCheckResult(
+            passed=verdict.passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=verdict.description,
+            metadata={
+                "latest_date_by_site": dg.MetadataValue.json(verdict.latest_by_site),
+                "lag_hours_by_site": dg.MetadataValue.json(verdict.lag_hours_by_site),
+                "freshness_hours": thresholds.freshness_hours,
+            },
+        )
+
+    return [
+        mart_coverage,
+        mart_no_duplicate_keys,
+        mart_schema_conformance,
+        mart_quarantine_rate,
+        raw_payloads_complete,
+        mart_freshness,
+    ]

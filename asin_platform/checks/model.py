@@ -4,37 +4,36 @@
   baseline Explosive Score's. When it fails the run stops before ``predictions_rank_daily``, and
   the model was not promoted to ``latest`` either (core.ranker.save_model applies the same gate),
   so later runs keep predicting with the last model that passed.
-* ``predictions_coverage``: every feature row of the partition got a prediction.
-* ``prediction_feature_drift`` (WARN): PSI of the partition's features against the training
-  distribution of the model that scored them (the profile stored in its card), per site.
+* ``predictions_coverage`` (blocking, per partition): every feature row got a prediction.
+* ``prediction_feature_drift`` (WARN, per partition): PSI of the partition's features against the
+  training distribution of the model that scored them (the profile stored in its card).
 """
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.checks.ingest import _md, _parts, _read_slices
+from asin_platform.checks.ingest import KEYS, md_table, read_slices
+from asin_platform.checks.partitioned import (
+    CheckEvent,
+    Verdict,
+    context_parts,
+    evaluations,
+    keys_frame,
+    verdicts_from_frame,
+)
 from asin_platform.core.drift import PSI_WARN, drift_report
 from asin_platform.core.ranker import LAST_TRAINED, LATEST, load_model
-from asin_platform.partitions import date_site_partitions
+from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import get_settings
+from asin_platform.settings import Settings
 
 
-def _models_dir() -> Path:
-    return Path(get_settings().artifacts_dir) / "models"
-
-
-@dg.asset_check(
-    asset="ranker_model",
-    blocking=True,
-    description="The newest model beats the baseline Explosive Score on validation NDCG@20 (blocking: "
-    "predictions do not go out with a model that does not).",
-)
-def ranker_beats_baseline() -> dg.AssetCheckResult:
+def gate_result(models_dir: Path) -> dg.AssetCheckResult:
     try:
-        model = load_model(_models_dir(), LAST_TRAINED)
+        model = load_model(models_dir, LAST_TRAINED)
     except FileNotFoundError as exc:
         return dg.AssetCheckResult(passed=False, description=str(exc))
     gate = model.card.get("gate") or {}
@@ -45,9 +44,8 @@ def ranker_beats_baseline() -> dg.AssetCheckResult:
             for name, values in metrics.items()
         ]
     )
-    passed = gate.get("passed") is True
     return dg.AssetCheckResult(
-        passed=passed,
+        passed=gate.get("passed") is True,
         description=(
             f"validation {gate.get('metric')}: model {gate.get('model'):.4f} vs baseline {gate.get('baseline'):.4f}"
             if gate.get("model") is not None and gate.get("baseline") is not None
@@ -58,96 +56,127 @@ def ranker_beats_baseline() -> dg.AssetCheckResult:
             "promoted": bool(model.card.get("promoted")),
             "model_valid_ndcg@20": gate.get("model"),
             "baseline_valid_ndcg@20": gate.get("baseline"),
-            "valid_metrics": _md(table) if table.height else "n/a",
+            "valid_metrics": md_table(table) if table.height else "n/a",
         },
     )
 
 
-@dg.asset_check(
-    asset="predictions_rank_daily",
-    partitions_def=date_site_partitions,
-    blocking=True,
-    description="Predictions / feature rows of each partition >= thresholds.coverage_min, and no "
-    "prediction for an ASIN without features.",
-)
-def predictions_coverage(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> dg.AssetCheckResult:
-    threshold = get_settings().thresholds.coverage_min
-    parts = _parts(context)
-    key = ["site", "date", "asin"]
-    features = _read_slices(warehouse, "features_daily", parts, columns=key)
-    predictions = _read_slices(warehouse, "predictions_rank_daily", parts, columns=key)
-    per_part = (
-        features.group_by("site", "date")
-        .agg(pl.len().alias("features"))
+def prediction_coverage_verdicts(
+    warehouse: Warehouse, parts: list[DateSite], threshold: float
+) -> dict[str, Verdict]:
+    key = [*KEYS, "asin"]
+    features = read_slices(warehouse, "features_daily", parts, columns=key)
+    predictions = read_slices(warehouse, "predictions_rank_daily", parts, columns=key)
+    frame = (
+        keys_frame(parts)
+        .join(features.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("feature_rows")), on=KEYS, how="left")
         .join(
             predictions.join(features, on=key, how="semi")
-            .group_by("site", "date")
-            .agg(pl.len().alias("predicted")),
-            on=["site", "date"],
+            .group_by(KEYS)
+            .agg(pl.len().cast(pl.Int64).alias("predicted")),
+            on=KEYS,
             how="left",
         )
-        .with_columns(pl.col("predicted").fill_null(0))
-        .with_columns(coverage=pl.col("predicted") / pl.col("features"))
-        .sort("site", "date")
+        .join(
+            predictions.join(features, on=key, how="anti")
+            .group_by(KEYS)
+            .agg(pl.len().cast(pl.Int64).alias("orphan_predictions")),
+            on=KEYS,
+            how="left",
+        )
+        .with_columns(pl.col("feature_rows", "predicted", "orphan_predictions").fill_null(0))
+        .with_columns(
+            coverage=pl.when(pl.col("feature_rows") > 0)
+            .then(pl.col("predicted") / pl.col("feature_rows"))
+            .otherwise(0.0),
+            threshold=pl.lit(threshold),
+        )
+        .with_columns(
+            passed=(pl.col("feature_rows") > 0)
+            & (pl.col("coverage") >= threshold)
+            & (pl.col("orphan_predictions") == 0)
+        )
     )
-    orphans = predictions.join(features, on=key, how="anti").height
-    low = per_part.filter(pl.col("coverage") < threshold)
-    worst = float(per_part["coverage"].min()) if per_part.height else 0.0  # type: ignore[arg-type]
-    return dg.AssetCheckResult(
-        passed=per_part.height > 0 and low.is_empty() and orphans == 0,
-        description=f"min coverage {worst:.1%} over {per_part.height} partition(s); {orphans} orphan prediction(s)",
-        metadata={
-            "threshold": threshold,
-            "min_coverage": worst,
-            "feature_rows": features.height,
-            "predictions": predictions.height,
-            "orphan_predictions": orphans,
-            "by_partition": _md(per_part),
-        },
+    return verdicts_from_frame(
+        frame,
+        lambda row: (
+            f"coverage {row['coverage']:.1%} of {row['feature_rows']} feature rows; "
+            f"{row['orphan_predictions']} orphan prediction(s)"
+        ),
+        ["coverage", "threshold", "feature_rows", "predicted", "orphan_predictions"],
     )
 
 
-@dg.asset_check(
-    asset="predictions_rank_daily",
-    partitions_def=date_site_partitions,
-    description=f"PSI of each feature vs the scoring model's training data <= {PSI_WARN} (WARN).",
-)
-def prediction_feature_drift(
-    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-) -> dg.AssetCheckResult:
+def drift_verdicts(warehouse: Warehouse, parts: list[DateSite], models_dir: Path) -> dict[str, Verdict]:
     try:
-        model = load_model(_models_dir(), LATEST)
+        model = load_model(models_dir, LATEST)
     except FileNotFoundError as exc:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, description=str(exc))
+        return {str(p.key): Verdict(False, str(exc)) for p in parts}
     profile = model.card.get("drift_profile")
     if not profile:
-        return dg.AssetCheckResult(
-            passed=True, severity=dg.AssetCheckSeverity.WARN, description="model card has no drift profile"
+        return {str(p.key): Verdict(True, "model card has no drift profile") for p in parts}
+    features = read_slices(warehouse, "features_daily", parts)
+    verdicts = {}
+    for (site, day), part in features.partition_by(KEYS, as_dict=True).items():
+        report = drift_report(profile, part, group=str(site))
+        drifted = report.filter(pl.col("psi") > PSI_WARN)
+        verdicts[str(DateSite(day, site).key)] = Verdict(
+            passed=drifted.is_empty(),
+            description=(
+                f"{drifted.height} feature(s) drifted (PSI > {PSI_WARN}): "
+                + ", ".join(sorted(drifted["feature"]))
+                if drifted.height
+                else f"no feature above PSI {PSI_WARN}"
+            ),
+            metadata={
+                "model_version": model.version,
+                "max_psi": float(report["psi"].max() or 0.0),  # type: ignore[arg-type]
+                "drifted_features": drifted.height,
+                "psi_top_10": md_table(report.select("feature", "psi", "status").head(10)),
+            },
         )
-    features = _read_slices(warehouse, "features_daily", _parts(context))
-    reports = [
-        drift_report(profile, part, group=str(site)).with_columns(site=pl.lit(str(site)))
-        for (site,), part in features.partition_by("site", as_dict=True).items()
-    ]
-    report = pl.concat(reports) if reports else pl.DataFrame(schema={"feature": pl.Utf8, "psi": pl.Float64})
-    drifted = report.filter(pl.col("psi") > PSI_WARN) if report.height else report
-    top = report.sort("psi", descending=True, nulls_last=True).head(15) if report.height else report
-    return dg.AssetCheckResult(
-        passed=drifted.is_empty(),
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"{drifted.height} feature(s) drifted (PSI > {PSI_WARN}): "
-            + ", ".join(sorted(set(drifted["feature"].to_list())))
-            if drifted.height
-            else f"no feature above PSI {PSI_WARN}"
-        ),
-        metadata={
-            "model_version": model.version,
-            "max_psi": float(report["psi"].max() or 0.0) if report.height else 0.0,  # type: ignore[arg-type]
-            "drifted_features": drifted.height,
-            "psi_top_15": _md(top.select("site", "feature", "psi", "status")) if top.height else "n/a",
-        },
+    return verdicts
+
+
+def build_checks(
+    settings: Settings, partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetChecksDefinition]:
+    """The model checks; the models directory and thresholds are taken from ``settings``."""
+    models_dir = Path(settings.artifacts_dir) / "models"
+    threshold = settings.thresholds.coverage_min
+
+    @dg.asset_check(
+        asset="ranker_model",
+        blocking=True,
+        description="The newest model beats the baseline Explosive Score on validation NDCG@20 (blocking: "
+        "predictions do not go out with a model that does not).",
     )
+    def ranker_beats_baseline() -> dg.AssetCheckResult:
+        return gate_result(models_dir)
 
+    @dg.asset_check(
+        asset="predictions_rank_daily",
+        partitions_def=partitions_def,
+        blocking=True,
+        description=f"Predictions / feature rows of each partition >= {threshold:.0%}, and no prediction for "
+        "an ASIN without features.",
+    )
+    def predictions_coverage(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        yield from evaluations(
+            context, prediction_coverage_verdicts(warehouse, context_parts(context), threshold)
+        )
 
-MODEL_CHECKS = [ranker_beats_baseline, predictions_coverage, prediction_feature_drift]
+    @dg.asset_check(
+        asset="predictions_rank_daily",
+        partitions_def=partitions_def,
+        description=f"PSI of each feature vs the scoring model's training data <= {PSI_WARN} (WARN).",
+    )
+    def prediction_feature_drift(
+        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+    ) -> Iterator[CheckEvent]:
+        verdicts = drift_verdicts(warehouse, context_parts(context), models_dir)
+        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+
+    return [ranker_beats_baseline, predictions_coverage, prediction_feature_drift]

@@ -29,6 +29,7 @@ from asin_platform.commands._runtime import (
     report_failures,
     sweep_stale_runs,
 )
+from asin_platform.commands.checks import summary_line
 from asin_platform.commands.simulator import SimulatorProcess, free_port, point_upstream_at
 from asin_platform.errors import UserError
 from asin_platform.settings import ENV_PREFIX, SETTINGS_FILE_ENV, Settings
@@ -182,8 +183,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             if not all(s.success for s in summaries):
                 print("\nstopping: a run failed (see above, or the run in the UI)")
                 break
-        # ---- HOOK (H-checks): the one-line check summary of the demo's runs goes here, e.g.
-        # print(check_summary_line(instance, [s.run_id for s in summaries])) from commands/checks.py.
+        print("\n" + summary_line(instance, defs, settings.sites, start, end))
         _print_demo_summary(summaries, settings)
         return report_failures(summaries, instance)
 

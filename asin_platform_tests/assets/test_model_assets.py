@@ -13,7 +13,7 @@ import pytest
 
 import asin_platform.assets.training as training
 from asin_platform.assets import inference
-from asin_platform.checks.model import MODEL_CHECKS
+from asin_platform.checks import model as model_checks
 from asin_platform.core.ranker import LAST_TRAINED, LATEST
 from asin_platform.core.score import score_baseline
 from asin_platform.partitions import build_date_site_partitions
@@ -74,7 +74,7 @@ def _run(warehouse, selection: list, partition_key: str | None = None):
         [
             *training.build_assets(settings, partitions),
             *inference.build_assets(settings, partitions),
-            *MODEL_CHECKS,
+            *model_checks.build_checks(settings, partitions),
         ],
         selection=dg.AssetSelection.assets(*selection) | dg.AssetSelection.checks_for_assets(*selection),
         resources={"warehouse": warehouse, "settings": settings},

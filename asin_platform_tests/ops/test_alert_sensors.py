@@ -10,15 +10,15 @@ import polars as pl
 import pytest
 from dagster._core.events import DagsterEventType
 
-from asin_platform.automation import sensors as sensors_module
 from asin_platform.automation.config import WEBHOOK_URL_ENV, AlertSettings
 from asin_platform.automation.sensors import (
     build_check_failure_sensor,
     build_run_failure_sensor,
     build_tracking_sensor,
-    failed_checks_since,
+    check_alerts_since,
     new_top_candidates,
 )
+from asin_platform.checks.partitioned import Verdict, evaluations
 from asin_platform.definitions import ASSETS, CHECKS
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.runner import selection_with_checks
@@ -31,6 +31,7 @@ PARTITION = f"{DAY}|JP"
 RUNNING = dg.DefaultSensorStatus.RUNNING
 # A cursor from before any run ended: the sensor reads every run end of the instance.
 FROM_START = json.dumps({"failure": "", "success": ""})
+ALERTS = AlertSettings()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_run_failure_sensor_posts_job_partition_error_and_link(failed_ingest, we
         dagster_instance=instance,
         dagster_run=run,
     ).for_run_failure()
-    build_run_failure_sensor(RUNNING)(context)
+    build_run_failure_sensor(RUNNING, ALERTS)(context)
 
     assert len(rec.received) == 2
     body = rec.received[-1].body
@@ -105,7 +106,7 @@ def test_run_failure_sensor_posts_job_partition_error_and_link(failed_ingest, we
 def test_check_sensor_posts_error_and_warn_results_with_metadata(failed_ingest, webhook) -> None:
     instance, run_id = failed_ingest
     rec = webhook()
-    sensor = build_check_failure_sensor(RUNNING)
+    sensor = build_check_failure_sensor(RUNNING, ALERTS)
     result = sensor(dg.build_sensor_context(instance=instance, cursor=FROM_START))
     assert isinstance(result, dg.SkipReason)
     texts = _texts(rec)
@@ -122,7 +123,9 @@ def test_check_sensor_posts_error_and_warn_results_with_metadata(failed_ingest, 
         assert f"/runs/{run_id}" in body["text"]
         assert "/assets/mart_timeseries_daily?view=checks" in json.dumps(body["blocks"])
     details = coverage["blocks"][2]["text"]["text"]
-    assert "min_coverage: 0.8" in details and "threshold: 0.95" in details
+    # every batch of 5 loses one ASIN, products and timeseries batches independently
+    assert "core 62.2%, timeseries 80.0% of 45 tracked ASINs (threshold 95%)" in details
+    assert "min_coverage: 0.6222" in details and "threshold: 0.95" in details
     assert "quarantine_rate" in quarantine["blocks"][2]["text"]["text"]
     assert not any("mart_no_duplicate_keys" in t for t in texts)  # passed checks are not alerted
 
@@ -130,33 +133,36 @@ def test_check_sensor_posts_error_and_warn_results_with_metadata(failed_ingest, 
 def test_check_sensor_cursor_first_tick_and_no_repeats(failed_ingest, webhook) -> None:
     instance, _ = failed_ingest
     rec = webhook()
-    sensor = build_check_failure_sensor(RUNNING)
+    sensor = build_check_failure_sensor(RUNNING, ALERTS)
     first = dg.build_sensor_context(instance=instance)
     result = sensor(first)
     # a fresh sensor starts at the newest run end instead of replaying history as a flood
     assert "first evaluation" in result.skip_message
     assert json.loads(first.cursor)["failure"]
     again = dg.build_sensor_context(instance=instance, cursor=first.cursor)
-    assert "no failed checks" in sensor(again).skip_message
+    assert "no check newly failed" in sensor(again).skip_message
     assert rec.received == []
-    failed, cursor = failed_checks_since(instance, {})
-    assert {f.check_name for f in failed} == {"mart_coverage", "mart_quarantine_rate"}
+    alerts, cursor = check_alerts_since(instance, {})
+    assert {a.first.check_name for a in alerts} == {"mart_coverage", "mart_quarantine_rate"}
+    assert {a.kind for a in alerts} == {"failed"}
+    assert cursor["failing"] == [
+        f"mart_timeseries_daily:mart_coverage|{PARTITION}",
+        f"mart_timeseries_daily:mart_quarantine_rate|{PARTITION}",
+    ]
     first_cursor = json.loads(first.cursor)
-    assert {k: cursor[k] for k in first_cursor} == first_cursor
+    assert {k: cursor[k] for k in ("failure", "success")} == {
+        k: first_cursor[k] for k in ("failure", "success")
+    }
 
 
 def test_check_sensor_survives_a_dead_webhook_and_caps_messages(failed_ingest, monkeypatch, dead_url) -> None:
     instance, _ = failed_ingest
     monkeypatch.setenv(WEBHOOK_URL_ENV, dead_url)
-    monkeypatch.setattr(
-        sensors_module,
-        "alert_settings",
-        lambda: AlertSettings(webhook_attempts=2, webhook_backoff=0.01, max_messages_per_tick=1),
-    )
+    alerts = AlertSettings(webhook_attempts=2, webhook_backoff=0.01, max_messages_per_tick=1)
     context = dg.build_sensor_context(instance=instance, cursor=FROM_START)
-    result = build_check_failure_sensor(RUNNING)(context)
+    result = build_check_failure_sensor(RUNNING, alerts)(context)
     # nothing delivered, nothing raised, and the cursor moved on
-    assert "2 failed check(s) alerted (0 delivered" in result.skip_message
+    assert "2 check alert(s) newly failing, 0 resolved (0 delivered" in result.skip_message
     assert json.loads(context.cursor)["failure"]
 
 
@@ -202,7 +208,7 @@ def test_tracking_sensor_alerts_new_entries_of_recent_days_only(tmp_path, webhoo
         warehouse.replace_slices(
             "score_baseline_daily", frame, sites=["US"], start=day - timedelta(days=1), end=day
         )
-    sensor = build_tracking_sensor(RUNNING)
+    sensor = build_tracking_sensor(RUNNING, ALERTS, min_score=2.0)
     with dg.instance_for_test() as instance:
         for day in (yesterday, old):
             instance.report_runless_asset_event(
@@ -234,14 +240,69 @@ def test_whole_table_checks_alert_when_they_start_failing_not_on_every_run() -> 
     def is_fresh() -> dg.AssetCheckResult:
         return dg.AssetCheckResult(passed=state["fresh"], severity=dg.AssetCheckSeverity.WARN)
 
-    table_checks = frozenset({"table:is_fresh"})
     with dg.instance_for_test() as instance:
         cursor = json.loads(FROM_START)
         alerted = []
-        for fresh in (False, False, True, False):
+        for fresh in (False, False, True, True, False):
             state["fresh"] = fresh
             assert dg.materialize([table, is_fresh], instance=instance).success
-            failed, cursor = failed_checks_since(instance, cursor, table_checks)
-            alerted.append(len(failed))
-        assert alerted == [1, 0, 0, 1]  # fails, still failing, recovered, fails again
-        assert cursor["failing_table_checks"] == ["table:is_fresh"]
+            found, cursor = check_alerts_since(instance, cursor)
+            alerted.append([a.kind for a in found])
+        # fails, still failing, recovered, still fine, fails again
+        assert alerted == [["failed"], [], ["resolved"], [], ["failed"]]
+        assert cursor["failing"] == ["table:is_fresh|"]
+
+
+PARTS = dg.MultiPartitionsDefinition(
+    {
+        "date": dg.DailyPartitionsDefinition(start_date="2025-03-01"),
+        "site": dg.StaticPartitionsDefinition(["US", "DE"]),
+    }
+)
+
+
+def test_partition_alerts_are_grouped_per_run_and_resolve_per_partition(webhook) -> None:
+    """A ranged run with two failing partitions sends one message naming both (none for the passing
+    one); re-running one of them green sends "resolved" for that partition only."""
+    failing = {"2025-03-01|US", "2025-03-02|US"}
+
+    @dg.asset(partitions_def=PARTS)
+    def daily() -> None: ...
+
+    @dg.asset_check(asset=daily, partitions_def=PARTS, description="toy per-partition check")
+    def rows_ok(context: dg.AssetCheckExecutionContext):
+        verdicts = {
+            k: Verdict(k not in failing, f"{'too few' if k in failing else 'enough'} rows", {"rows": 3})
+            for k in context.partition_keys
+        }
+        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+
+    rec = webhook()
+    sensor = build_check_failure_sensor(RUNNING, ALERTS)
+    with dg.instance_for_test() as instance:
+        ranged = {
+            "dagster/asset_partition_range_start": "2025-03-01|US",
+            "dagster/asset_partition_range_end": "2025-03-03|US",
+        }
+        assert dg.materialize([daily, rows_ok], instance=instance, tags=ranged).success
+        context = dg.build_sensor_context(instance=instance, cursor=FROM_START)
+        assert "1 check alert(s) newly failing, 0 resolved" in sensor(context).skip_message
+        [grouped] = rec.received
+        text = grouped.body["text"]
+        assert text.startswith(
+            ":warning: [WARN] Check failed: daily.rows_ok 2 partitions: 2025-03-01|US .. 2025-03-02|US"
+        )
+        details = grouped.body["blocks"][2]["text"]["text"]
+        assert "2025-03-01|US: too few rows" in details and "2025-03-02|US: too few rows" in details
+        assert "2025-03-03|US" not in json.dumps(grouped.body)  # the passing partition: no message
+        assert "rows: 3" in details and "/runs/" in text
+
+        failing.discard("2025-03-02|US")
+        assert dg.materialize([daily, rows_ok], instance=instance, partition_key="2025-03-02|US").success
+        again = dg.build_sensor_context(instance=instance, cursor=context.cursor)
+        assert "0 check alert(s) newly failing, 1 resolved" in sensor(again).skip_message
+        resolved = rec.received[-1].body
+        assert resolved["text"].startswith(
+            ":white_check_mark: [RESOLVED] Resolved: daily.rows_ok 2025-03-02|US"
+        )
+        assert json.loads(again.cursor)["failing"] == ["daily:rows_ok|2025-03-01|US"]

@@ -4,6 +4,7 @@ drives it. Fixtures: conftest.py (``dagster_stack``, ``backfilled``), stack.py."
 
 from datetime import date
 
+import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.events import DagsterEventType
@@ -135,3 +136,84 @@ def test_failed_partition_reexecuted_from_failure_without_duplicates(
     bodies = wait(alerted, 90, lambda: str([r.body.get("text") for r in alert_receiver.received]))
     assert f"/runs/{parent_id}" in bodies[0]["text"]
     assert "fact_keywords" in bodies[0]["blocks"][2]["text"]["text"]
+
+
+# ------------------------------------------------------------------ one check evaluation per partition
+
+CHECK_DAYS = ("2025-03-20", "2025-03-21")
+CLI_DAYS = ("2025-03-24", "2025-03-25")
+CHECK_SITES = ("US", "DE")
+CHECKED_LAYERS = {"raw_payloads", "mart_timeseries_daily", "features_daily", "score_baseline_daily"}
+
+
+def _partitioned_checks(assets: set[str]) -> list:
+    from asin_platform.commands.checks import partitioned_check_keys
+    from asin_platform.definitions import defs
+
+    return [k for k in partitioned_check_keys(defs) if k.asset_key.path[0] in assets]
+
+
+def _executions(stack, key) -> list[dict]:
+    return stack.gql(
+        """query($key: AssetKeyInput!, $name: String!) {
+             assetCheckExecutions(assetKey: $key, checkName: $name, limit: 500) { runId status partition } }""",
+        {"key": {"path": key.asset_key.path}, "name": key.name},
+    )["assetCheckExecutions"]
+
+
+def _assert_one_evaluation_per_partition(stack, keys: list, partitions: list[str], run_ids: set[str]) -> None:
+    """Through GraphQL: each check has exactly one execution per partition, from these runs, none
+    SKIPPED (a completed evaluation with its partition key), and none without a partition."""
+    for key in keys:
+        executions = _executions(stack, key)
+        ours = [e for e in executions if e["runId"] in run_ids]
+        assert sorted(e["partition"] for e in ours) == sorted(partitions), (key, ours)
+        for_partitions = [e for e in executions if e["partition"] in partitions]
+        assert len(for_partitions) == len(partitions), (key, for_partitions)
+        assert {e["status"] for e in for_partitions} <= {"SUCCEEDED", "FAILED"}, (key, for_partitions)
+
+
+def test_ui_backfill_reports_one_check_evaluation_per_partition(dagster_stack) -> None:
+    partitions = [f"{day}|{site}" for day in CHECK_DAYS for site in CHECK_SITES]
+    keys = [*INGEST_KEYS, "features_daily", "score_baseline_daily"]
+    backfill_id = dagster_stack.launch_backfill(
+        partitions, keys, "ops test: checks per partition", run_config=in_process_run_config()
+    )
+    backfill = dagster_stack.wait_for_backfill(backfill_id, timeout=300)
+    assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+    checks = _partitioned_checks(CHECKED_LAYERS)
+    assert len(checks) == 8  # raw 1, mart 4, features 1, score 2
+    run_ids = {r["runId"] for r in backfill["runs"]}
+    _assert_one_evaluation_per_partition(dagster_stack, checks, partitions, run_ids)
+
+
+def test_ranged_cli_run_reports_one_check_evaluation_per_partition(dagster_stack) -> None:
+    import subprocess
+
+    from asin_platform_tests.ops.stack import BIN
+
+    command = [str(BIN / "asin-platform"), "ingest-raw", "--start", CLI_DAYS[0], "--end", CLI_DAYS[1]]
+    done = subprocess.run(
+        [*command, "--sites", *CHECK_SITES],
+        env=dagster_stack.env,
+        cwd=dagster_stack.workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    partitions = [f"{day}|{site}" for day in CLI_DAYS for site in CHECK_SITES]
+    instance = dagster_stack.instance()
+    try:
+        run_ids = {
+            record.dagster_run.run_id
+            for site in CHECK_SITES
+            for record in instance.get_run_records(
+                filters=dg.RunsFilter(tags={"dagster/asset_partition_range_start": f"{CLI_DAYS[0]}|{site}"})
+            )
+        }
+    finally:
+        instance.dispose()
+    assert len(run_ids) == 2  # one ranged run per site
+    checks = _partitioned_checks({"raw_payloads", "mart_timeseries_daily"})
+    _assert_one_evaluation_per_partition(dagster_stack, checks, partitions, run_ids)

@@ -77,7 +77,8 @@ def _open(page: Any, url: str) -> None:
         skip.click()
 
 
-def _shot(page: Any, name: str, docs_width: int = 1400) -> Path:
+def _shot(page: Any, name: str, docs_width: int = 1400, palette: bool = True) -> Path:
+    """``palette=False`` keeps full colour: a 128-colour palette turns small status dots grey."""
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000, f"{path} looks empty"
@@ -87,9 +88,8 @@ def _shot(page: Any, name: str, docs_width: int = 1400) -> Path:
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         with Image.open(path) as image:
             height = round(image.height * docs_width / image.width)
-            image.convert("RGB").resize((docs_width, height), Image.LANCZOS).quantize(colors=128).save(
-                DOCS_SHOTS / f"{name}.png", optimize=True
-            )
+            small = image.convert("RGB").resize((docs_width, height), Image.LANCZOS)
+            (small.quantize(colors=128) if palette else small).save(DOCS_SHOTS / f"{name}.png", optimize=True)
     return path
 
 
@@ -160,9 +160,69 @@ def test_asset_checks_show_their_results(page, dagster_stack) -> None:
     page.get_by_text("Latest execution").wait_for()
     body = page.inner_text("body")
     assert "Passed" in body
-    assert "min_coverage" in body and "tracked_asins" in body
+    assert "core_coverage" in body and "timeseries_coverage" in body
     _shot(page, "asset_checks")
     _open(page, f"{dagster_stack.url}/assets/raw_payloads?view=checks")
     page.get_by_text("raw_payloads_complete", exact=True).first.wait_for()
     page.get_by_text("Latest execution").wait_for()
     assert "Passed" in page.inner_text("body")
+
+
+# ---------------------------------------------- per-partition checks (run last: they fail a partition)
+
+FAILED_PARTITION = "2025-03-11|JP"
+
+
+@pytest.fixture(scope="module")
+def failed_partition(dagster_stack, backfilled) -> str:
+    """One partition of the backfill made to fail its blocking coverage check as a user would meet
+    it: one products request of its stored payloads failed for good, and the mart of that partition
+    is rebuilt from them by a UI backfill."""
+    from asin_platform_tests.ops.conftest import MART_KEYS, in_process_run_config
+
+    day, site = FAILED_PARTITION.split("|")
+    dagster_stack.warehouse_sql(
+        "UPDATE raw_payloads SET error = 'HTTP 503 after 2 attempts', status = 503 WHERE payload_id = "
+        f"(SELECT payload_id FROM raw_payloads WHERE site = '{site}' AND date = '{day}' "
+        "AND endpoint = '/v1/sites/{site}/products' ORDER BY payload_id LIMIT 1)"
+    )
+    backfill_id = dagster_stack.launch_backfill(
+        [FAILED_PARTITION], MART_KEYS, "ops test: one failed partition", run_config=in_process_run_config()
+    )
+    backfill = dagster_stack.wait_for_backfill(backfill_id)
+    assert [r["status"] for r in backfill["runs"]] == ["FAILURE"], backfill
+    return FAILED_PARTITION
+
+
+def test_check_partitions_view_after_backfill(page, dagster_stack, failed_partition) -> None:
+    """The check's Partitions view: one status per (date, site) of the backfill, none Skipped, the
+    failed partition red; its latest execution names the failed endpoint and the ASIN count."""
+    _open(page, f"{dagster_stack.url}/assets/mart_timeseries_daily?view=checks&checkDetail=mart_coverage")
+    page.get_by_text("Execution history", exact=True).first.wait_for()
+    page.get_by_text(
+        re.compile(r"1 request\(s\) for \d+ ASINs failed for good on /v1/sites/\{site\}/products")
+    ).wait_for()
+    page.wait_for_timeout(1000)
+    body = page.inner_text("body")
+    assert failed_partition in body and "failed_endpoints" in body and "failed_asins" in body
+    _shot(page, "check_failed_partition", palette=False)
+    page.get_by_text("Partitions", exact=True).last.click()
+    page.get_by_placeholder("Filter by date").fill("2025-03-1")
+    page.get_by_text("2025-03-11", exact=True).first.click()
+    page.wait_for_timeout(1500)
+    body = page.inner_text("body")
+    # 2 days x 4 sites backfilled (other tests of the session add more): the one made to fail
+    # failed, the other 7 (and more) passed, nothing Skipped
+    for status in ("Failed (1)", "Skipped (0)", "Execution Failed (0)"):
+        assert status in body, status
+    assert int(re.search(r"Passed \((\d+)\)", body).group(1)) >= 7
+    _shot(page, "check_partitions", palette=False)
+
+
+def test_asset_health_shows_the_failed_partition(page, dagster_stack, failed_partition) -> None:
+    """The asset's overview counts its checks' latest results: the failed partition shows there."""
+    _open(page, f"{dagster_stack.url}/assets/mart_timeseries_daily")
+    page.get_by_text("Latest check results", exact=True).wait_for()
+    page.wait_for_timeout(1000)
+    assert failed_partition in page.inner_text("body")
+    _shot(page, "asset_health_failed_partition", palette=False)

@@ -1,0 +1,135 @@
+"""One check evaluation per (date, site) partition, in every kind of run.
+
+Dagster 1.13 records a *planned* execution row per partition of a run for each partitioned check,
+but an ``AssetCheckResult`` returned from a run that covers a range gets no partition
+(``AssetCheckResult.to_asset_check_evaluation`` takes the partition from the step's single partition
+key only), so the planned rows stay unanswered and show as Skipped. A check step may instead
+yield ``AssetCheckEvaluation`` events itself, each with its ``partition``: the event log storage
+matches each to the planned row of (run, check, partition) and turns it into SUCCEEDED / FAILED,
+and the step still fails after all of them when a blocking ERROR evaluation failed
+(``execute_step.core_dagster_event_sequence_for_step``), so downstream steps do not run. The check's
+own (Nothing) output is yielded last so the step is complete. See docs/architecture.md,
+"Per-partition checks".
+
+A check computes a :class:`Verdict` per partition key and hands them to :func:`evaluations`; a key
+of the run without a verdict is reported failed ("not evaluated"), never left Skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+from asin_platform.partitions import DateSite, parse_partition_key, to_partition_key
+
+CheckEvent = dg.AssetCheckEvaluation | dg.Output
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a check for one partition."""
+
+    passed: bool
+    description: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def context_parts(context: dg.AssetCheckExecutionContext) -> list[DateSite]:
+    """The (date, site) partitions of the run, by site then day."""
+    return sorted((parse_partition_key(k) for k in context.partition_keys), key=lambda p: (p.site, p.day))
+
+
+def keys_frame(parts: list[DateSite]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"site": [p.site for p in parts], "date": [p.day for p in parts]},
+        schema={"site": pl.Utf8, "date": pl.Date},
+    )
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, float | int | str | bool) or value is None or isinstance(value, dg.MetadataValue):
+        return value
+    if isinstance(value, date):
+        return value.isoformat()
+    return dg.MetadataValue.json(value)
+
+
+def verdicts_from_frame(
+    frame: pl.DataFrame, describe: Callable[[dict[str, Any]], str], columns: list[str]
+) -> dict[str, Verdict]:
+    """A verdict per row of ``frame`` (site, date, passed, *columns): one row per partition, so
+    this loops over partitions, not over data rows."""
+    verdicts = {}
+    for row in frame.iter_rows(named=True):
+        key = str(to_partition_key(row["date"], row["site"]))
+        verdicts[key] = Verdict(
+            passed=bool(row["passed"]),
+            description=describe(row),
+            metadata={c: _metadata_value(row[c]) for c in columns},
+        )
+    return verdicts
+
+
+def _targets(
+    context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, keys: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The newest materialisation of each partition: what each evaluation judged (the UI compares
+    it with the partition's latest materialisation to tell a current result from a stale one)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys),
+        # newest first; headroom for partitions materialised again since this run's materialisation
+        limit=max(1, 4 * len(keys)),
+        ascending=False,
+    ).records
+    targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for record in records:
+        if record.partition_key and record.partition_key not in targets:
+            targets[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+    return targets
+
+
+def evaluations(
+    context: dg.AssetCheckExecutionContext,
+    verdicts: Mapping[str, Verdict],
+    *,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> Iterator[CheckEvent]:
+    """One ``AssetCheckEvaluation`` per partition key of the run, then the check's output.
+
+    Logs one line for the run (counts and the failing partitions); the per-partition details are in
+    each evaluation's metadata."""
+    spec = context.check_specs[0]
+    keys = [str(k) for k in context.partition_keys]
+    targets = _targets(context, spec.asset_key, keys)
+    failed = []
+    for key in keys:
+        verdict = verdicts.get(key) or Verdict(False, "not evaluated: no data for this partition")
+        if not verdict.passed:
+            failed.append(key)
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=verdict.passed,
+            metadata=dict(verdict.metadata),
+            target_materialization_data=targets.get(key),
+            severity=severity,
+            description=verdict.description,
+            blocking=spec.blocking,
+            partition=key,
+        )
+    shown = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+    context.log.info(
+        f"{spec.name}: {len(keys) - len(failed)} of {len(keys)} partition(s) passed"
+        + (f"; {severity.value.lower()} in {len(failed)}: {shown}" if failed else "")
+    )
+    yield dg.Output(None, output_name=context.op_def.output_defs[0].name)
