@@ -27,6 +27,11 @@ import pytest
 if TYPE_CHECKING:  # imported lazily below, so only tests that use a warehouse pay for (or depend on) it
     from asin_platform.resources.warehouse import Warehouse
 
+# A step that fails re-runs after 60 s and 120 s by default (settings `asset_retry`): right for a
+# scheduled partition, minutes of waiting for a test that makes a step fail on purpose. Tests of the
+# retry policy itself pass their own Settings.
+os.environ.setdefault("ASIN_PLATFORM__ASSET_RETRY__MAX_RETRIES", "0")
+
 POSTGRES_URL_ENV = "ASIN_PLATFORM_TEST_POSTGRES_URL"
 POSTGRES_SKIP_MESSAGE = f"set {POSTGRES_URL_ENV}=postgresql://user@host:5432/db to run the PostgreSQL backend tests (.ci/run does)"
 

@@ -183,6 +183,9 @@ def test_upstream_gone_mid_run_one_line_cause_nonzero_exit(
     monkeypatch.setenv("ASIN_PLATFORM__UPSTREAM__BASE_URL", sim.url)
     monkeypatch.setenv("ASIN_PLATFORM__RETRY_POLICY__MAX_ATTEMPTS", "2")
     monkeypatch.setenv("ASIN_PLATFORM__RETRY_POLICY__BASE_DELAY", "0.05")
+    # a dead upstream is waited out for the whole retry budget, then the step re-runs: keep both short
+    monkeypatch.setenv("ASIN_PLATFORM__RETRY__BUDGET_S", "2")
+    monkeypatch.setenv("ASIN_PLATFORM__ASSET_RETRY__MAX_RETRIES", "0")
 
     def stop_after_first_requests() -> None:
         deadline = time.monotonic() + 60
