@@ -118,6 +118,45 @@ class ScoreWeights(_Model):
     price_volatility: float = 0.10
 
 
+# ---- H-scale (issue 13): chunking and training levers -------------------------------------------
+
+
+class RankerLevers(_Model):
+    """LightGBM levers of the ranker (core.ranker.RankerParams takes these fields one to one).
+
+    Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
+    scale*): 1M samples x 40 features train within a minute, test NDCG@20 within 1% of the full fit."""
+
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(300, ge=1)
+    max_bin: int = Field(63, ge=4, description="histogram bins per feature (fewer = faster)")
+    feature_fraction: float = Field(0.7, gt=0, le=1, description="features drawn per tree")
+    bagging_fraction: float = Field(0.6, gt=0, le=1, description="rows drawn per tree")
+    negative_fraction: float = Field(
+        0.3, gt=0, le=1, description="share of grade-0 training rows kept (every relevant row stays)"
+    )
+    rounds: int = Field(1000, ge=1, description="max boosting rounds")
+    early_stopping: int = Field(20, ge=1, description="rounds without a validation NDCG@20 gain")
+    col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
+
+
+class ScaleSettings(_Model):
+    """Bounded memory for large sites and long ranges (docs/scaling.md)."""
+
+    feature_chunk_cells: int | None = Field(
+        None,
+        ge=10_000,
+        description="grid cells (ASINs x days incl. lookback) per feature chunk; "
+        "None = a quarter of the available memory at ~600 bytes a cell",
+    )
+    score_chunk_days: int = Field(31, ge=1, description="whole days scored per chunk")
+    ranker: RankerLevers = RankerLevers()
+
+
+# ---- end H-scale ----------------------------------------------------------------------------------
+
+
 def _check_cron(value: str) -> str:
     # Imported lazily: dagster's cron parser is the one the daemon will use, so it is the judge.
     from dagster._utils.schedules import is_valid_cron_string
@@ -227,6 +266,7 @@ class Settings(_Model):
     api_pool: str = Field("upstream_api", description="Dagster pool shared by ingestion runs")
     automation: AutomationSettings = AutomationSettings()
     alerts: AlertSettings = AlertSettings()
+    scale: ScaleSettings = ScaleSettings()  # H-scale (issue 13)
 
     @field_validator("sites", mode="before")
     @classmethod
