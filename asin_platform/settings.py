@@ -148,7 +148,7 @@ class ScaleSettings(_Model):
         None,
         ge=10_000,
         description="grid cells (ASINs x days incl. lookback) per feature chunk; "
-        "None = a quarter of the available memory at ~600 bytes a cell",
+        "None = a quarter of the available memory at ~400 bytes a cell, at most 6M",
     )
     score_chunk_days: int = Field(31, ge=1, description="whole days scored per chunk")
     ranker: RankerLevers = RankerLevers()

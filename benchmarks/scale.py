@@ -97,7 +97,7 @@ def child_compute(
     mart, kw = scans(folder)
     weights, cal = ScoreWeights(), default_calibration([SITE])
     result: dict[str, Any] = {"features_s": 0.0, "score_s": 0.0, "write_s": 0.0, "rows": 0, "chunks": 0}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     tick = started
     for chunk in iter_features(mart, kw, targets, lookback=LOOKBACK, calibration=cal, max_cells=max_cells):
         now = time.perf_counter()
@@ -117,6 +117,7 @@ def child_compute(
         result["write_s"] += now - tick
         tick = now
     result["total_s"] = time.perf_counter() - started
+    result["cpu_s"] = time.process_time() - cpu  # all threads: on a loaded machine wall >> cpu / cores
     return result
 
 
@@ -382,14 +383,14 @@ def render(rows: list[tuple[str, dict]], command: str, load_before: float, load_
         f"{platform.python_version()}, polars {pl.__version__}; 1-minute load average {load_before:.1f} before / "
         f"{load_after:.1f} after (the machine is shared: other jobs compete for the same cores).",
         "",
-        "| case | rows | chunks | features s | score s | writes s | total s | peak RSS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | rows | chunks | features s | score s | writes s | total s | CPU s | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows:
         if "features_s" in r and "mart_read_s" not in r:
             lines.append(
                 f"| {name} | {r['rows']:,} | {r['chunks']} | {r['features_s']:.1f} | {r['score_s']:.1f} | "
-                f"{r['write_s']:.1f} | {r['total_s']:.1f} | {_mb(r['peak_rss_mb'])} |"
+                f"{r['write_s']:.1f} | {r['total_s']:.1f} | {r['cpu_s']:.1f} | {_mb(r['peak_rss_mb'])} |"
             )
     steps = (
         "mart_write",

@@ -1,7 +1,7 @@
 """Bounded-memory features and score: any range, any site size, in chunks (pure polars).
 
 Peak memory of ``build_features`` grows with the grid it lays out: (ASINs) x (target days +
-lookback) cells, ~0.5 KB each at the peak. A 90-day backfill of 100k ASINs is a 12M-cell grid
+lookback) cells, ~0.3-0.6 KB each at the peak. A 90-day backfill of 100k ASINs is a 12M-cell grid
 (7.5 GB), one 1M-ASIN partition a 31M-cell one. So a range is cut into chunks of at most
 ``max_cells`` cells, each computed and handed back on its own:
 
@@ -33,11 +33,14 @@ import polars as pl
 from asin_platform.core.features import LONGEST_REACH, build_features, percentile_frame
 from asin_platform.schemas import FEATURES_DAILY, SCORE_BASELINE_DAILY
 
-# Peak bytes per grid cell of build_features (measured: 1.7 GB for a 100k-ASIN partition =
-# 3.1M cells, inputs and outputs included) rounded up, so a budget is a ceiling, not a hope.
-BYTES_PER_CELL = 600
+# Peak bytes per grid cell of build_features, inputs (a lazy parquet scan's chunk) and the chunk's
+# output included: measured 325 (1.30 GB peak for 4M-cell chunks of a 100k-ASIN, 90-day backfill,
+# interpreter included), rounded up so a budget is a ceiling, not a hope.
+BYTES_PER_CELL = 400
 MIN_CELLS = 200_000  # below this the per-chunk overhead (plans, percentile) dominates
-MAX_DEFAULT_CELLS = 4_000_000  # ~2.4 GB: a 100k-ASIN site in blocks of 10 days (range <= 3 GB)
+# ~2.4 GB: a 100k-ASIN site in date blocks of 30 days (each re-reads its 30-day lookback, so a
+# 90-day range costs 1.5x the cells of one call; smaller blocks cost more, see docs/scaling.md)
+MAX_DEFAULT_CELLS = 6_000_000
 
 
 def default_max_cells(available_bytes: int | None = None) -> int:

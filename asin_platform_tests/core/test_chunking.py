@@ -113,9 +113,9 @@ def test_date_and_asin_blocks() -> None:
 
 
 def test_default_budget_follows_available_memory() -> None:
-    assert default_max_cells(8 * 2**30) == 8 * 2**30 // 4 // 600  # a quarter of 8 GB, 600 B a cell
+    assert default_max_cells(8 * 2**30) == 8 * 2**30 // 4 // 400  # a quarter of 8 GB, 400 B a cell
     assert default_max_cells(2**20) == 200_000  # floor
-    assert default_max_cells(2**40) == 4_000_000  # ceiling
+    assert default_max_cells(2**40) == 6_000_000  # ceiling
     assert default_max_cells() >= 200_000
 
 
