@@ -125,19 +125,19 @@ class RankerLevers(_Model):
     """LightGBM levers of the ranker (core.ranker.RankerParams takes these fields one to one).
 
     Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
-    scale*): 1M samples x 40 features train within a minute, test NDCG@20 within 1% of the full fit."""
+    scale*): the defaults keep test NDCG@20 within 1% of the previous full-resolution fit."""
 
     learning_rate: float = Field(0.1, gt=0, le=1)
     num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(300, ge=1)
+    min_data_in_leaf: int = Field(200, ge=1)
     max_bin: int = Field(63, ge=4, description="histogram bins per feature (fewer = faster)")
-    feature_fraction: float = Field(0.7, gt=0, le=1, description="features drawn per tree")
-    bagging_fraction: float = Field(0.6, gt=0, le=1, description="rows drawn per tree")
+    feature_fraction: float = Field(0.8, gt=0, le=1, description="features drawn per tree")
+    bagging_fraction: float = Field(0.7, gt=0, le=1, description="rows drawn per tree")
     negative_fraction: float = Field(
-        0.3, gt=0, le=1, description="share of grade-0 training rows kept (every relevant row stays)"
+        1.0, gt=0, le=1, description="share of grade-0 training rows kept (every relevant row stays)"
     )
     rounds: int = Field(1000, ge=1, description="max boosting rounds")
-    early_stopping: int = Field(20, ge=1, description="rounds without a validation NDCG@20 gain")
+    early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
     col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
 
 
@@ -150,7 +150,9 @@ class ScaleSettings(_Model):
         description="grid cells (ASINs x days incl. lookback) per feature chunk; "
         "None = a quarter of the available memory at ~400 bytes a cell, at most 6M",
     )
-    score_chunk_days: int = Field(31, ge=1, description="whole days scored per chunk")
+    score_chunk_days: int = Field(
+        7, ge=1, description="whole days scored per chunk (a score row with its reason is ~3x a feature row)"
+    )
     ranker: RankerLevers = RankerLevers()
 
 

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SITE = "US"
 END = date(2026, 6, 30)
 LOOKBACK = 30
+SCORE_DAYS = 7  # settings.scale.score_chunk_days
 GEN_CELLS = 6_000_000  # ASINs x days generated at once: ~2 GB of numpy matrices at the peak
 PG_URL = os.environ.get("ASIN_PLATFORM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/h_scale")
 
@@ -89,9 +90,8 @@ def child_compute(
     folder: Path, targets: list[date], max_cells: int | None, out: Path | None, score: bool
 ) -> dict:
     """Chunked features (+ score) of ``targets`` from the parquet scans; chunks go to ``out``."""
-    from asin_platform.core.chunking import iter_features
+    from asin_platform.core.chunking import iter_features, iter_scores
     from asin_platform.core.sales import default_calibration
-    from asin_platform.core.score import score_baseline
     from asin_platform.settings import ScoreWeights
 
     mart, kw = scans(folder)
@@ -102,7 +102,14 @@ def child_compute(
     for chunk in iter_features(mart, kw, targets, lookback=LOOKBACK, calibration=cal, max_cells=max_cells):
         now = time.perf_counter()
         result["features_s"] += now - tick
-        scores = score_baseline(chunk, weights) if score else None
+        # whole days at a time: the reason text makes a score row ~3x a feature row in memory
+        scores = (
+            pl.concat(
+                iter_scores(chunk.lazy(), chunk["date"].unique().to_list(), SCORE_DAYS, weights=weights)
+            )
+            if score and chunk.height
+            else None
+        )
         tick = time.perf_counter()
         result["score_s"] += tick - now
         if out is not None:
