@@ -135,6 +135,47 @@ class ScoreWeights(_Model):
     price_volatility: float = 0.10
 
 
+# ---- H-scale (issue 13): chunking and training levers -------------------------------------------
+
+
+class RankerLevers(_Model):
+    """LightGBM levers of the ranker (core.ranker.RankerParams takes these fields one to one).
+
+    Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
+    scale*): the defaults keep test NDCG@20 within 1% of the previous full-resolution fit."""
+
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(200, ge=1)
+    max_bin: int = Field(63, ge=4, description="histogram bins per feature (fewer = faster)")
+    feature_fraction: float = Field(0.8, gt=0, le=1, description="features drawn per tree")
+    bagging_fraction: float = Field(0.7, gt=0, le=1, description="rows drawn per tree")
+    negative_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of grade-0 training rows kept (every relevant row stays)"
+    )
+    rounds: int = Field(1000, ge=1, description="max boosting rounds")
+    early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
+    col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
+
+
+class ScaleSettings(_Model):
+    """Bounded memory for large sites and long ranges (docs/scaling.md)."""
+
+    feature_chunk_cells: int | None = Field(
+        None,
+        ge=10_000,
+        description="grid cells (ASINs x days incl. lookback) per feature chunk; "
+        "None = a quarter of the available memory at ~400 bytes a cell, at most 6M",
+    )
+    score_chunk_days: int = Field(
+        7, ge=1, description="whole days scored per chunk (a score row with its reason is ~3x a feature row)"
+    )
+    ranker: RankerLevers = RankerLevers()
+
+
+# ---- end H-scale ----------------------------------------------------------------------------------
+
+
 def _check_cron(value: str) -> str:
     # Imported lazily: dagster's cron parser is the one the daemon will use, so it is the judge.
     from dagster._utils.schedules import is_valid_cron_string
@@ -304,6 +345,7 @@ class Settings(_Model):
     automation: AutomationSettings = AutomationSettings()
     alerts: AlertSettings = AlertSettings()
     plausibility: PlausibilityBounds = PlausibilityBounds()  # issue 11, H-simulator
+    scale: ScaleSettings = ScaleSettings()  # H-scale (issue 13)
 
     @field_validator("sites", mode="before")
     @classmethod

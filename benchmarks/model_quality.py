@@ -17,6 +17,7 @@ Built tables are cached under $TMPDIR/asin_platform_benchmarks/ (keyed by the ma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -44,10 +45,10 @@ from asin_platform.core.metrics import (  # noqa: E402
     ratios,
 )
 from asin_platform.core.predict import add_model_scores  # noqa: E402
-from asin_platform.core.ranker import feature_importance, train_ranker  # noqa: E402
+from asin_platform.core.ranker import RankerParams, build_ranker, feature_importance  # noqa: E402
 from asin_platform.core.sales import default_calibration  # noqa: E402
 from asin_platform.schemas import DIM_ASIN, FACT_KEYWORDS, MART_TIMESERIES_DAILY  # noqa: E402
-from asin_platform.settings import ScoreWeights  # noqa: E402
+from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 
@@ -223,6 +224,17 @@ class Result:
     card: dict[str, Any] = field(default_factory=dict)
 
 
+def ranker_params(args: argparse.Namespace) -> RankerParams:
+    """The settings' ranker levers, with the flags that were given laid over them."""
+    return RankerParams.of(
+        RankerLevers().model_dump(),
+        rounds=args.rounds,
+        early_stopping=args.early_stopping,
+        negative_fraction=args.negative_fraction,
+        lightgbm=json.loads(args.params) if args.params else None,
+    )
+
+
 def run(args: argparse.Namespace, log=print) -> Result:
     result = Result(vars(args).copy())
     market = Market(
@@ -266,11 +278,11 @@ def run(args: argparse.Namespace, log=print) -> Result:
 
     weights = ScoreWeights()
     rank = add_baseline_scores(samples.rank, weights)
-    params = json.loads(args.params) if args.params else {}
-    trained = train_ranker(
-        rank, params=params, num_boost_round=args.rounds, early_stopping_rounds=args.early_stopping,
-        compare={"baseline": "explosive_score"}, negative_fraction=args.negative_fraction,
-    )  # fmt: skip
+    levers = ranker_params(args)
+    trained = build_ranker(rank, levers, compare={"baseline": "explosive_score"})
+    result.sizes["ranker_params"] = ", ".join(
+        f"{k}={v}" for k, v in dataclasses.asdict(levers).items() if v not in ({}, None)
+    )
     result.timings["training_s"] = trained.training_seconds
     result.sizes.update(train_rows=trained.rows["train"], best_iteration=trained.best_iteration)
     result.importance = feature_importance(trained.booster)
@@ -513,8 +525,8 @@ def render(result: Result, command: str, load: tuple[float, float], sparse: Resu
         "",
         f"- Model: LightGBM lambdarank, query = (site, date), `lambdarank_truncation_level` 50, early stopping "
         f"on validation NDCG@20 (queries with a positive); {result.sizes['best_iteration']} trees, "
-        f"{result.sizes['train_rows']:,} training rows, {result.timings['training_s']:.1f} s. Params: defaults of "
-        f"`core/ranker.py`{' + ' + a['params'] if a['params'] else ''}; no tuning.",
+        f"{result.sizes['train_rows']:,} training rows, {result.timings['training_s']:.1f} s. Params: `core/ranker.py::build_ranker` with "
+        f"`{result.sizes['ranker_params']}`; no tuning.",
         "- Baseline: `core/score.py` explosive_score with the default weights, scored over the same rows "
         "(each reference date's whole universe).",
         "- Random: a seeded hash of (site, date, asin).",
@@ -581,10 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakout-rate", type=float, default=0.04)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sample-every", type=int, default=2, help="keep every n-th reference date")
-    parser.add_argument("--rounds", type=int, default=1000)
-    parser.add_argument("--early-stopping", type=int, default=30)
-    parser.add_argument("--params", default="", help="LightGBM params JSON overriding the defaults")
-    parser.add_argument("--negative-fraction", type=float, default=1.0, help="grade-0 training rows kept")
+    # unset = the settings' ranker levers (settings.scale.ranker)
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--early-stopping", type=int, default=None)
+    parser.add_argument("--params", default="", help="LightGBM params JSON laid over the levers")
+    parser.add_argument("--negative-fraction", type=float, default=None, help="grade-0 training rows kept")
     parser.add_argument(
         "--cache-dir",
         default=str(Path(tempfile.gettempdir()) / "asin_platform_benchmarks"),

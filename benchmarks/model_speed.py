@@ -41,6 +41,8 @@ from asin_platform.core.predict import score_features  # noqa: E402
 from asin_platform.core.ranker import (  # noqa: E402
     DEFAULT_EARLY_STOPPING,
     DEFAULT_ROUNDS,
+    RankerParams,
+    build_ranker,
     load_model,
     save_model,
     train_ranker,
@@ -99,21 +101,27 @@ def training_data(args: argparse.Namespace) -> tuple[pl.DataFrame, list[str]]:
 
 def bench_training(samples: pl.DataFrame, features: list[str], variant: dict, query_size: int) -> dict:
     """One training run of ``variant``: {"params": {...}, "negative_fraction": x, "rounds": n,
-    "early_stopping": m} (missing keys = train_ranker's defaults; early_stopping >= rounds = no early stop)."""
+    "early_stopping": m} (missing keys = train_ranker's defaults; early_stopping >= rounds = no early
+    stop), or {"levers": {...}}: build_ranker with RankerParams.of(levers) ({} = the settings' defaults)."""
     params = variant.get("params", {})
     fraction = float(variant.get("negative_fraction", 1.0))
     rounds = int(variant.get("rounds", DEFAULT_ROUNDS))
     patience = int(variant.get("early_stopping", DEFAULT_EARLY_STOPPING))
     load = os.getloadavg()[0]
     started, cpu = time.perf_counter(), time.process_time()
-    trained = train_ranker(
-        samples,
-        features=features,
-        params=params,
-        negative_fraction=fraction,
-        num_boost_round=rounds,
-        early_stopping_rounds=patience,
-    )
+    if "levers" in variant:  # the production path: build_ranker with RankerParams (settings' levers)
+        levers = RankerParams.of(variant["levers"])
+        fraction, rounds, patience = levers.negative_fraction, levers.rounds, levers.early_stopping
+        trained = build_ranker(samples, levers, features=features)
+    else:
+        trained = train_ranker(
+            samples,
+            features=features,
+            params=params,
+            negative_fraction=fraction,
+            num_boost_round=rounds,
+            early_stopping_rounds=patience,
+        )
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu
     ndcg = trained.valid_metrics.filter(pl.col("k") == 20)["ndcg"][0]

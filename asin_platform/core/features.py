@@ -128,15 +128,38 @@ def bsr_percentile(*group: str) -> pl.Expr:
     return ((n - rank_min + 1.0) / n).alias("bsr_pctl")
 
 
+def percentile_dates(targets: Sequence[date]) -> list[date]:
+    """The days whose BSR percentile the features of ``targets`` read: T, T-7 and T-30."""
+    return sorted({t - timedelta(days=k) for t in targets for k in (0, *PCTL_LAGS)})
+
+
+def percentile_frame(mart: pl.LazyFrame, targets: Sequence[date]) -> pl.DataFrame:
+    """(site, date, asin, bsr_pctl) of every mart row on a day the features of ``targets`` read,
+    ranked over each whole (site, date, category) cross-section: the one input of an ASIN block's
+    features that depends on the other ASINs. Three small columns of 3 days, whatever the range."""
+    return (
+        mart.filter(pl.col("date").is_in(percentile_dates(targets)))
+        .select("site", "date", "asin", "category_id", "bsr_root")
+        .select("site", "date", "asin", bsr_percentile())
+        .collect()
+    )
+
+
 def listing_quality_score() -> pl.Expr:
     """Weighted, capped listing completeness in [0, 1] (see LISTING_QUALITY); a missing attribute
     scores 0, and the score is null only when the whole listing is missing."""
+    # one multiplication by a constant per part and a plain left-to-right sum: a division by a
+    # literal and sum_horizontal both took a different kernel on a one-row frame (1 ULP apart),
+    # and a chunked computation must equal the one-shot one bit for bit
     parts = [
-        (pl.col(c).cast(pl.Float64).fill_null(0.0) / cap).clip(0.0, 1.0) * weight
+        pl.col(c).cast(pl.Float64).fill_null(0.0).clip(0.0, cap) * (weight / cap)
         for c, cap, weight in LISTING_QUALITY
     ]
     any_known = pl.any_horizontal([pl.col(c).is_not_null() for c in LISTING_COLUMNS])
-    return pl.when(any_known).then(pl.sum_horizontal(parts)).alias("listing_quality_score")
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return pl.when(any_known).then(total).alias("listing_quality_score")
 
 
 def _codes(namespace: str) -> pl.Categorical:
@@ -224,18 +247,25 @@ def _history(
     ).drop("_site_code", "_cat_code")
 
 
-def _with_percentile(hist: pl.DataFrame, pctl_dates: list[date]) -> pl.DataFrame:
+def _with_percentile(
+    hist: pl.DataFrame, pctl_dates: list[date], given: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """``hist`` plus ``bsr_pctl`` on the days the features read it (T, T-7, T-30 of each target).
 
     The percentile is a cross-section of each (site, date, category); only those days are ranked
-    (a single-date partition ranks 3 of its 31 days) and scattered back by row number."""
-    ranked = (
-        hist.lazy()
-        .with_row_index("_row")
-        .filter(pl.col("date").is_in(pctl_dates))
-        .select("_row", bsr_percentile("_xsec"))
-        .collect()
-    )
+    (a single-date partition ranks 3 of its 31 days) and scattered back by row number. ``given``
+    (site, date, asin, bsr_pctl) replaces the ranking when ``hist`` holds only a block of the
+    site's ASINs: a block cannot rank itself against the products it does not hold."""
+    rows = hist.lazy().with_row_index("_row").filter(pl.col("date").is_in(pctl_dates))
+    if given is None:
+        ranked = rows.select("_row", bsr_percentile("_xsec")).collect()
+    else:
+        ranked = (
+            rows.select("_row", "site", "date", "asin")
+            .join(given.lazy().select("site", "date", "asin", "bsr_pctl"), on=["site", "date", "asin"])
+            .select("_row", "bsr_pctl")
+            .collect()
+        )
     pctl = pl.Series("bsr_pctl", dtype=pl.Float64).extend_constant(None, hist.height)
     return hist.with_columns(pctl.scatter(ranked["_row"], ranked["bsr_pctl"])).drop("_xsec")
 
@@ -446,6 +476,7 @@ def build_features(
     *,
     lookback: int = 30,
     calibration: pl.DataFrame | None = None,
+    percentiles: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """FEATURES_DAILY rows for every (site, T, asin) in the mart on a target date T.
 
@@ -455,6 +486,8 @@ def build_features(
     ``calibration`` (site, category_id, a, b) drives the BSR -> sales estimate; None = the
     defaults of core.sales. Several target dates give exactly the rows one call per date gives.
     Rows are ordered (site, asin, date), which for a single target date is key order.
+    ``percentiles`` (site, date, asin, bsr_pctl: see ``percentile_frame``) is for a mart that holds
+    a block of the ASINs only (core.chunking): the cross-sections were ranked over the whole site.
     """
     targets = sorted(set(target_dates))
     if not targets:
@@ -472,9 +505,9 @@ def build_features(
 
     lo, hi = targets[0] - timedelta(days=lookback), targets[-1]
     span = (hi - lo).days + 1
-    pctl_dates = sorted({t - timedelta(days=k) for t in targets for k in (0, *PCTL_LAGS)})
+    pctl_dates = percentile_dates(targets)
     blocks = _codes("blocks")
-    hist = _with_percentile(_history(mart, cal, lo, hi, blocks), pctl_dates)
+    hist = _with_percentile(_history(mart, cal, lo, hi, blocks), pctl_dates, percentiles)
     # Blocks are numbered in (site, asin) order, so the grid - and every output row taken from it -
     # is ordered (site, asin, date): for one target date that is key order with no sort at all, and
     # a backfill needs no transposing gather. The distinct pairs read "site\x1fasin", which sorts

@@ -16,6 +16,8 @@ from asin_platform.core.metrics import add_baseline_scores
 from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, add_model_scores, predict_with, score_features
 from asin_platform.core.ranker import (
     LATEST,
+    RankerParams,
+    build_ranker,
     export_model,
     feature_importance,
     group_sizes,
@@ -25,7 +27,7 @@ from asin_platform.core.ranker import (
     save_model,
     train_ranker,
 )
-from asin_platform.settings import ScoreWeights
+from asin_platform.settings import RankerLevers, ScoreWeights
 from asin_platform_tests.core.test_labels import sim_features, sim_mart
 
 FAST = {"num_threads": 1, "learning_rate": 0.1}
@@ -162,3 +164,35 @@ def test_negative_subsampling_keeps_every_relevant_row_and_is_reproducible() -> 
     assert 0.4 * negatives < kept < 0.6 * negatives
     assert half.train.equals(again.train)
     assert half.valid_all.equals(full.valid_all)  # validation is never subsampled
+
+
+def test_ranker_params_defaults_are_the_settings_defaults() -> None:
+    # two declarations of the same levers (core never imports settings): they must not drift apart
+    assert RankerParams() == RankerParams.of(RankerLevers().model_dump())
+
+
+def test_ranker_params_map_onto_lightgbm() -> None:
+    params = RankerParams.of({"max_bin": 31, "col_wise": False}, early_stopping=None, rounds=7)
+    assert params.rounds == 7 and params.early_stopping == RankerParams().early_stopping  # None keeps
+    lgb_params = params.lightgbm_params()
+    assert lgb_params["max_bin"] == 31
+    assert (lgb_params["force_col_wise"], lgb_params["force_row_wise"]) == (False, True)
+    assert lgb_params["bagging_freq"] == 1 and lgb_params["objective"] == "lambdarank"
+    assert RankerParams(bagging_fraction=1.0).lightgbm_params()["bagging_freq"] == 0
+    tuned = RankerParams(lightgbm={"num_leaves": 15, "lambdarank_truncation_level": 60})
+    assert tuned.lightgbm_params()["num_leaves"] == 15  # extra LightGBM params win over the levers
+    with pytest.raises(ValueError, match="unknown ranker lever"):
+        RankerParams.of({"max_bins": 63})
+    with pytest.raises(ValueError, match="truncation_level"):
+        RankerParams(lightgbm={"lambdarank_truncation_level": 10}).lightgbm_params()
+
+
+def test_build_ranker_trains_with_the_levers() -> None:
+    params = RankerParams(rounds=15, early_stopping=5, negative_fraction=0.5, lightgbm={"num_threads": 1})
+    model = build_ranker(rank_samples(), params, compare={"baseline": "explosive_score"})
+    assert model.params["max_bin"] == 63 and model.params["force_col_wise"] is True
+    assert model.params["num_boost_round"] == 15 and model.params["early_stopping_rounds"] == 5
+    assert model.params["negative_fraction"] == 0.5
+    assert model.rows["train"] < model.rows["train_split"]  # negatives were sampled
+    assert 1 <= model.best_iteration <= 15
+    assert model.booster.num_trees() <= 15
