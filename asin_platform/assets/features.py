@@ -7,7 +7,7 @@ import polars as pl
 
 from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition, metadata_table
 from asin_platform.assets._slices import ranged_asset, write_segments
-from asin_platform.core.features import build_features
+from asin_platform.core.chunking import build_features_chunked
 from asin_platform.core.sales import default_calibration
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -57,7 +57,15 @@ def features_daily(
         mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end)
         keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end)
         days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-        return build_features(mart.lazy(), keywords.lazy(), days, lookback=lookback, calibration=calibration)
+        # Chunked by date and ASIN blocks: the working set is bounded by the setting, not the range.
+        return build_features_chunked(
+            mart.lazy(),
+            keywords.lazy(),
+            days,
+            lookback=lookback,
+            calibration=calibration,
+            max_cells=settings.scale.feature_chunk_cells,
+        )
 
     with warehouse.session():
         frame = write_segments(context, warehouse, "features_daily", build)

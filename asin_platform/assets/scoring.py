@@ -1,13 +1,13 @@
 """Score layer: ``features_daily`` -> ``score_baseline_daily`` (the baseline Explosive Score)."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition, top_by_partition
 from asin_platform.assets._slices import ranged_asset, write_segments
-from asin_platform.core.score import score_baseline
+from asin_platform.core.chunking import iter_scores
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 
@@ -35,8 +35,17 @@ def score_baseline_daily(
     Ranked in category and in site (1 = most explosive)."""
 
     def build(site: str, start: date, end: date) -> pl.DataFrame:
-        features = warehouse.read("features_daily", sites=[site], start=start, end=end)
-        return score_baseline(features, settings.score_weights, min_category_size=settings.min_category_size)
+        features = warehouse.read("features_daily", sites=[site], start=start, end=end).lazy()
+        days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+        # Whole days at a time (z-scores are per site x date x category, so a day is the exact cut).
+        blocks = iter_scores(
+            features,
+            days,
+            settings.scale.score_chunk_days,
+            weights=settings.score_weights,
+            min_category_size=settings.min_category_size,
+        )
+        return pl.concat(list(blocks))
 
     with warehouse.session():
         frame = write_segments(context, warehouse, "score_baseline_daily", build)
