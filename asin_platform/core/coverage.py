@@ -3,6 +3,9 @@
 Per partition, against the ASINs the universe listed (``tracked``):
 
 * ``core``: ASINs whose mart row carries the product core (a category from the products endpoint);
+  on a Keepa partition, ASINs that Keepa's ``/product`` answered: Keepa only knows a product's
+  listing as of today, so the parser withholds it from days older than its lag (it would leak the
+  future into a backfill) and the category is legitimately absent there;
 * ``timeseries``: ASINs whose mart row carries a BSR or a price;
 * ``listing``: ASINs whose mart row carries listing attributes (title length, bullets or images);
 * ``reviews`` / ``keywords``: ASINs covered by a request of that kind that got a usable answer.
@@ -27,12 +30,15 @@ KEY_SCHEMA = {"site": pl.Utf8, "date": pl.Date}
 # Sources without reviews or keywords endpoints: their coverage there is "not applicable".
 SOURCES_WITHOUT_REVIEWS = frozenset({"keepa"})
 OPTIONAL_KINDS = ("reviews", "keywords")
+KEEPA_PRODUCT = "/product"
 
 
 def endpoint_kind(endpoint: pl.Expr) -> pl.Expr:
     """reviews / keywords / other, from the endpoint route template."""
     return (
-        pl.when(endpoint.str.contains("reviews"))
+        pl.when(endpoint == KEEPA_PRODUCT)
+        .then(pl.lit("keepa_product"))
+        .when(endpoint.str.contains("reviews"))
         .then(pl.lit("reviews"))
         .when(endpoint.str.contains("keywords"))
         .then(pl.lit("keywords"))
@@ -61,7 +67,8 @@ def failed_requests(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def answered_asins(raw: pl.DataFrame) -> pl.DataFrame:
-    """(site, date, kind, asin) for every ASIN a reviews/keywords request answered usably."""
+    """(site, date, kind, asin) for every ASIN a reviews/keywords (or Keepa product) request answered
+    usably."""
     return (
         raw.filter(pl.col("error").is_null())
         .with_columns(kind=endpoint_kind(pl.col("endpoint")), asin=requested_asins(pl.col("request_params")))
@@ -103,17 +110,18 @@ def coverage_table(
         .agg(pl.len().cast(pl.Int64).alias("n"))
         .pivot(on="kind", index=KEYS, values="n")
     )
-    for kind in OPTIONAL_KINDS:
+    for kind in (*OPTIONAL_KINDS, "keepa_product"):
         if kind not in answered.columns:
             answered = answered.with_columns(pl.lit(None, dtype=pl.Int64).alias(kind))
     applicable = raw.group_by(KEYS).agg(
-        has_reviews=~pl.col("source").is_in(list(SOURCES_WITHOUT_REVIEWS)).all()
+        # a Keepa partition also stores the unified universe pages it used: any Keepa row decides
+        has_reviews=~pl.col("source").is_in(list(SOURCES_WITHOUT_REVIEWS)).any()
     )
     frame = (
         keys.select(*KEYS)
         .join(tracked.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("tracked")), on=KEYS, how="left")
         .join(counts, on=KEYS, how="left")
-        .join(answered.select(*KEYS, *OPTIONAL_KINDS), on=KEYS, how="left")
+        .join(answered.select(*KEYS, *OPTIONAL_KINDS, "keepa_product"), on=KEYS, how="left")
         .join(applicable, on=KEYS, how="left")
         .join(failed_requests(raw), on=KEYS, how="left")
         .with_columns(
@@ -122,6 +130,11 @@ def coverage_table(
             ),
             pl.col("failed_endpoints").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
             has_reviews=pl.col("has_reviews").fill_null(True),
+        )
+        .with_columns(
+            core=pl.when(pl.col("has_reviews"))
+            .then(pl.col("core"))
+            .otherwise(pl.col("keepa_product").fill_null(0))
         )
     )
 
@@ -147,6 +160,6 @@ def coverage_table(
             & (pl.col("coverage") >= min_coverage)
             & (pl.col("failed_requests") == 0)
         )
-        .drop("has_reviews", *OPTIONAL_KINDS)
+        .drop("has_reviews", *OPTIONAL_KINDS, "keepa_product")
         .sort(KEYS)
     )

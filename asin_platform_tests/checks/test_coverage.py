@@ -185,3 +185,23 @@ def test_freshness_fails_when_the_newest_day_is_older_than_the_lag() -> None:
     assert verdict.stale_sites == ["JP", "US"]
     assert verdict.latest_by_site == {"US": "2025-12-03", "DE": "2026-12-03", "JP": None}
     assert "JP (no data)" in verdict.description and "US (newest 2025-12-03" in verdict.description
+
+
+def test_keepa_backfill_counts_the_answered_product_as_its_core() -> None:
+    """An old Keepa day has no listing snapshot (the parser withholds today's listing from it), so
+    its mart rows carry no category: the core is the ASINs Keepa's /product answered, and the one
+    ASIN whose product request failed for good is neither core nor passing."""
+    raw = _raw(
+        [
+            ("UK", "unified", "/v1/sites/{site}/asins", [], None),
+            ("UK", "keepa", "/product", ASINS[:9], None),
+            ("UK", "keepa", "/product", ASINS[9:], "HTTP 429 after 3 attempts in 100.0s"),
+        ]
+    )
+    mart = _mart("UK", ASINS, category_id=ASINS, title_length=ASINS, bullet_count=ASINS, image_count=ASINS)
+    keys = pl.DataFrame({"site": ["UK"], "date": [DAY]})
+    [row] = coverage_table(keys, _tracked("UK", ASINS), mart, raw, min_coverage=0.9).to_dicts()
+    assert (row["core"], row["core_coverage"], row["timeseries_coverage"]) == (9, 0.9, 1.0)
+    assert row["listing_coverage"] == 0.0
+    assert row["reviews_coverage"] is None and row["keywords_coverage"] is None
+    assert (row["failed_requests"], row["failed_asins"], row["passed"]) == (1, 1, False)
