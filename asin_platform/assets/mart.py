@@ -9,7 +9,8 @@ import polars as pl
 from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition
 from asin_platform.assets._slices import site_segments
 from asin_platform.core.parsers import parse_payloads
-from asin_platform.core.standardise import FLAG_COLUMNS, StandardiseResult, standardise
+from asin_platform.core.quality import FLAG_COLUMNS
+from asin_platform.core.standardise import StandardiseResult, standardise
 from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
