@@ -14,7 +14,6 @@ import base64
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -45,6 +44,7 @@ from asin_platform.storage import (
     load_registered,
     register_model,
 )
+from asin_platform.storage.tuning_db import run_storage, shown_storage
 
 RANKERS = {
     "model": "model_score",
@@ -212,18 +212,19 @@ def ranker_model(
     params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
-        study_path = Path(settings.artifacts_dir) / "tuning" / "lgb_rank.db"
+        # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
+        study = run_storage(settings, warehouse)
         result = tune_ranker(
             samples,
             trials=config.trials,
-            study_path=study_path,
+            study_path=study,
             base_params=params,
             negative_fraction=config.negative_fraction,
             on_trial=lambda _s, t: context.log.info(f"trial {t.number}: {t.state.name} {t.value}"),
         )
         params = result.best_params
         extra["tuning"] = {
-            "study": str(study_path),
+            "study": shown_storage(study),
             "trials": result.completed_trials,
             "ran_now": result.ran_now,
             "best_valid_ndcg@20": result.best_value,

@@ -2,7 +2,7 @@
 
     build-labels   --mart X.parquet --features Y.parquet --output-dir artifacts/samples
     train-rank     --data artifacts/samples/train_samples_rank.parquet --output artifacts/lgb_rank.txt
-    tune-rank      --data ... --trials N [--study-path artifacts/tuning/lgb_rank.db]
+    tune-rank      --data ... --trials N [--storage postgresql://... | --study-path artifacts/tuning/lgb_rank.db]
     eval-metrics   --predictions predictions.csv --k 10 20
     batch-predict  --model artifacts/lgb_rank.txt --features F.parquet --output exports/pred_rank_daily.parquet
 
@@ -155,19 +155,37 @@ def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
 # -------------------------------------------------------------------------------------- tune-rank
 
 
+def _study_storage(args: argparse.Namespace, settings: Settings) -> str:
+    """--storage, else --study-path (SQLite), else the shared database the settings name
+    (storage.optuna_url, the PostgreSQL warehouse), else SQLite beside the models directory."""
+    from asin_platform.commands._runtime import cli_warehouse
+    from asin_platform.storage import tuning_db
+
+    if args.storage:
+        url = args.storage
+    elif args.study_path:
+        return str(Path(args.study_path))
+    elif settings.storage.optuna_url or cli_warehouse(settings).backend == "postgres":
+        url = tuning_db.optuna_storage(settings, cli_warehouse(settings)._plain_url())  # noqa: SLF001
+    else:
+        return str(_models_dir(args, settings).parent / "tuning" / "lgb_rank.db")
+    try:
+        tuning_db.prepare(url)
+    except Exception as exc:  # noqa: BLE001 - any connection failure is the user's URL or server
+        raise UserError(f"cannot open the study database {tuning_db.shown_storage(url)}: {exc}") from None
+    return url
+
+
 def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
+    from asin_platform.storage.tuning_db import shown_storage
 
     samples = _read_table(args.data)
-    study_path = (
-        Path(args.study_path)
-        if args.study_path
-        else _models_dir(args, settings).parent / "tuning" / "lgb_rank.db"
-    )
+    study = _study_storage(args, settings)
     result = tune_ranker(
         samples,
         trials=args.trials,
-        study_path=study_path,
+        study_path=study,
         study_name=args.study_name,
         seed=args.seed,
         base_params=_parse_params(args.params),
@@ -182,14 +200,15 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     print(
-        f"study {result.study_name} ({study_path}): {result.completed_trials} completed trials "
+        f"study {result.study_name} ({shown_storage(study)}): {result.completed_trials} completed trials "
         f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"
     )
     tuned = {k: result.best_params[k] for k in sorted(result.best_params) if k in _TUNED}
     print("best params: " + json.dumps(tuned))
-    best_path = study_path.with_suffix(".best_params.json")
-    best_path.write_text(json.dumps(result.best_params, indent=2, default=str) + "\n")
-    print(f"best params -> {best_path}")
+    if "://" not in study:  # beside a SQLite study; a shared database's workers print them instead
+        best_path = Path(study).with_suffix(".best_params.json")
+        best_path.write_text(json.dumps(result.best_params, indent=2, default=str) + "\n")
+        print(f"best params -> {best_path}")
     if args.output:
         return _train_and_save(
             samples,
@@ -198,7 +217,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
             settings,
             extra={
                 "tuning": {
-                    "study": str(study_path),
+                    "study": shown_storage(study),
                     "study_name": result.study_name,
                     "trials": result.completed_trials,
                     "best_valid_ndcg@20": result.best_value,
@@ -331,6 +350,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune-rank", help="Optuna search on validation NDCG@20 (resumable study)")
     training_args(p)
     p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
+    p.add_argument(
+        "--storage",
+        help="database URL of the study, shared by workers (default: storage.optuna_url, else the "
+        "PostgreSQL warehouse's <schema>_optuna, else --study-path); credentials from the environment",
+    )
     p.add_argument(
         "--study-path", help="SQLite file of the study (default: <artifacts_dir>/tuning/lgb_rank.db)"
     )
