@@ -277,7 +277,8 @@ class StorageSettings(_Model):
     (``AWS_ACCESS_KEY_ID`` ..., ``AWS_ENDPOINT_URL`` for an S3-compatible server)."""
 
     artifacts_url: str | None = Field(
-        None, description="models, samples, tuning: a path, file://, s3:// or gs:// URL (default: artifacts_dir)"
+        None,
+        description="models, samples, tuning: a path, file://, s3:// or gs:// URL (default: artifacts_dir)",
     )
     exports_url: str | None = Field(
         None, description="export files and plots: a path, file://, s3:// or gs:// URL (default: exports_dir)"
