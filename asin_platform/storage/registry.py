@@ -119,7 +119,11 @@ def register_model(
     write_bytes(f"{directory}/model.txt", text.encode())
     write_bytes(f"{directory}/card.json", (json.dumps(card, indent=2, default=str) + "\n").encode())
     with warehouse.transaction() as tx:
-        tx.upsert(MODEL_REGISTRY.name, registry_row(card, directory, created_at=datetime.now(UTC)))
+        # the same model text trained again within a second has the same version: keep its row
+        # (and its promotion) rather than demote it by rewriting
+        known = tx.query(f'SELECT version FROM "{MODEL_REGISTRY.name}" WHERE version = ?', [version])
+        if known.is_empty():
+            tx.upsert(MODEL_REGISTRY.name, registry_row(card, directory, created_at=datetime.now(UTC)))
         if promote:
             _promote(tx, version)
     store.write_text(f"{MODELS}/{LAST_TRAINED}", version + "\n")
