@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -289,11 +290,28 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
 # ---------------------------------------------------------------------------------- batch-predict
 
 
+def _load_model(spec: str, settings: Settings) -> Any:
+    """A model file or directory, a store URL (s3://.../models/<version>), or the model registry's
+    ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name)."""
+    from asin_platform.core.ranker import load_model
+    from asin_platform.storage.registry import NoModelError, load_registered, load_url
+
+    try:
+        if spec in ("promoted", "newest"):
+            from asin_platform.commands._runtime import cli_warehouse
+
+            return load_registered(cli_warehouse(settings), spec)
+        if "://" in spec and not spec.startswith("file://"):
+            return load_url(spec)
+        return load_model(spec.removeprefix("file://"))
+    except (NoModelError, FileNotFoundError) as exc:
+        raise UserError(f"no model at {spec}: {exc}") from None
+
+
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
-    from asin_platform.core.ranker import load_model
 
-    model = load_model(args.model)
+    model = _load_model(args.model, settings)
     features = _read_table(args.features)
     if args.date:
         features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
@@ -383,7 +401,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch-predict", help="score a features file with a model: score + ranks per site/category"
     )
     p.add_argument(
-        "--model", required=True, help="model file, version directory, or models dir (uses latest)"
+        "--model",
+        required=True,
+        help="model file, version directory, models dir (uses latest), a store URL "
+        "(s3://.../models/<version>), or `promoted` / `newest` from the warehouse's model registry",
     )
     p.add_argument("--features", required=True, help="features_daily Parquet/CSV")
     p.add_argument("--output", default="exports/pred_rank_daily.parquet")

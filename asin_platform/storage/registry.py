@@ -36,7 +36,7 @@ from asin_platform.core.ranker import (
 )
 from asin_platform.resources.warehouse import Warehouse, WarehouseTx
 from asin_platform.schemas import MODEL_REGISTRY
-from asin_platform.storage.store import ArtifactStore, read_bytes, shown, write_bytes
+from asin_platform.storage.store import ArtifactStore, exists, read_bytes, shown, write_bytes
 
 MODELS = "models"
 Which = Literal["promoted", "newest"]
@@ -178,3 +178,14 @@ def load_registered(warehouse: Warehouse, which: Which = "promoted") -> LoadedMo
     found = find_model(warehouse, which)
     booster = lgb.Booster(model_str=read_bytes(found.model_url).decode())
     return LoadedModel(booster, found.card, found.version, found.model_url)
+
+
+def load_url(url: str) -> LoadedModel:
+    """A model from a store URL: a version directory (``.../models/<version>``: model.txt + card.json)
+    or a model file (its card, if any, is ``card.json`` beside it)."""
+    url = url.rstrip("/")
+    model_url = url if url.endswith(".txt") else f"{url}/model.txt"
+    booster = lgb.Booster(model_str=read_bytes(model_url).decode())
+    card_url = f"{model_url.rsplit('/', 1)[0]}/card.json"
+    card = json.loads(read_bytes(card_url)) if exists(card_url) else {}
+    return LoadedModel(booster, card, str(card.get("version") or model_url.rsplit("/", 2)[-2]), model_url)

@@ -109,3 +109,28 @@ def test_stores_default_to_the_local_directories(tmp_path: Path, monkeypatch: py
     assert store.glob("*/*.csv") == [url] and list((tmp_path / "exports" / "US").iterdir()) == [
         tmp_path / "exports" / "US" / "x.csv"
     ]  # written beside and renamed: no partial file left
+
+
+def test_batch_predict_takes_a_store_url_or_the_promoted_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asin_platform.cli import main
+    from asin_platform.storage.registry import load_url
+    from asin_platform_tests.core.test_labels import sim_features
+
+    monkeypatch.chdir(tmp_path)
+    warehouse = Warehouse(url=str(tmp_path / "w.duckdb"))
+    saved = register_model(warehouse, ArtifactStore.at(tmp_path / "store"), trained(), promote=True)
+    assert load_url(saved.artifact_url).version == saved.version == load_url(saved.model_url).version
+    sim_features().write_parquet(tmp_path / "f.parquet")
+    monkeypatch.setenv("ASIN_PLATFORM_WAREHOUSE_URL", str(tmp_path / "w.duckdb"))
+    outputs = []
+    for spec in ("promoted", saved.artifact_url):
+        out = tmp_path / f"p{len(outputs)}.parquet"
+        assert main(["batch-predict", "--model", spec, "--features", "f.parquet", "--output", str(out)]) == 0
+        assert f"(model {saved.version})" in capsys.readouterr().out
+        outputs.append(pl.read_parquet(out))
+    same = [o.drop("scored_at") for o in outputs]  # scored_at: when each ran
+    assert same[0].equals(same[1]) and same[0].height == sim_features().height
+    assert main(["batch-predict", "--model", "s3-less/nowhere", "--features", "f.parquet"]) == 2
+    assert "no model at s3-less/nowhere" in capsys.readouterr().err
