@@ -67,9 +67,11 @@ def prepare(url: str) -> None:
     if not url.startswith("postgresql"):
         return
     parts = urlsplit(url)
-    options = dict(parse_qsl(parts.query)).get("options", "")
-    schema = options.removeprefix("-csearch_path=").strip()
-    plain = urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = dict(query).get("options", "").removeprefix("-csearch_path=").strip()
+    # libpq's own URL: the same server and parameters (sslmode ...) without SQLAlchemy's driver name
+    rest = urlencode([(k, v) for k, v in query if k != "options"])
+    plain = urlunsplit(("postgresql", parts.netloc, parts.path, rest, ""))
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"asin_platform.optuna.{schema}"])
         try:

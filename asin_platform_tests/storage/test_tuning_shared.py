@@ -46,6 +46,9 @@ def test_the_study_database_follows_the_warehouse(tmp_path: Path) -> None:
     url = optuna_storage(Settings(), pg, "prod")
     assert url == "postgresql+psycopg://tuner:s3cret@db:5432/asin?options=-csearch_path%3Dprod_optuna"
     assert "s3cret" not in shown_storage(url) and optuna_schema("prod") == "prod_optuna"
+    assert schema_url("postgres://u@h/db?sslmode=require", "s") == (
+        "postgresql+psycopg://u@h/db?sslmode=require&options=-csearch_path%3Ds"
+    )
     local = Settings(artifacts_dir=tmp_path / "artifacts")
     assert (
         optuna_storage(local, str(tmp_path / "w.duckdb"))
