@@ -235,6 +235,31 @@ def register(table: Table) -> Table:
 register(FEATURES_DAILY)
 register(SCORE_BASELINE_DAILY)
 
+# The model registry (asin_platform/storage/registry.py, issue 15): one row per trained model, shared
+# by every run through the warehouse; the files live in the artifact store at ``artifact_url``. At
+# most one row is promoted: what predictions use.
+MODEL_REGISTRY = register(
+    Table(
+        "model_registry",
+        {
+            "version": pl.Utf8,
+            "created_at": UTC_TS,
+            "train_start": pl.Date,  # the training split's reference dates
+            "train_end": pl.Date,
+            "valid_ndcg_20": pl.Float64,  # the promotion gate: model vs baseline on validation
+            "baseline_valid_ndcg_20": pl.Float64,
+            "gate_passed": pl.Boolean,
+            "metrics": pl.Utf8,  # JSON: validation metrics per ranker and k
+            "card": pl.Utf8,  # JSON: the model card (core.ranker.model_card)
+            "artifact_url": pl.Utf8,  # the version's directory: model.txt + card.json
+            "promoted": pl.Boolean,
+            "promoted_at": UTC_TS,
+        },
+        key=("version",),
+        partitioned=False,
+    )
+)
+
 
 # --------------------------------------------------------------------------------------------------
 # pandera (polars) models: the value rules on top of the column contracts above.

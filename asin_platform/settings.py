@@ -310,6 +310,27 @@ class RetryBudget(_Model):
 # --- end H-upstream ---------------------------------------------------------------------------------
 
 
+# --- H-artifacts: where runs keep what a later run needs (issue 15) --------------------------------
+class StorageSettings(_Model):
+    """Artifact and export locations as URLs, so a run on another machine (a Kubernetes pod) finds
+    what an earlier run wrote. Unset = the local ``artifacts_dir`` / ``exports_dir`` (``file://``),
+    the embedded default. Credentials never live here: s3fs / gcsfs read them from the environment
+    (``AWS_ACCESS_KEY_ID`` ..., ``AWS_ENDPOINT_URL`` for an S3-compatible server)."""
+
+    artifacts_url: str | None = Field(
+        None,
+        description="models, samples, tuning: a path, file://, s3:// or gs:// URL (default: artifacts_dir)",
+    )
+    exports_url: str | None = Field(
+        None, description="export files and plots: a path, file://, s3:// or gs:// URL (default: exports_dir)"
+    )
+    optuna_url: str | None = Field(
+        None,
+        description="Optuna's database (sqlite:///..., postgresql+psycopg://...); default: the PostgreSQL "
+        "warehouse (schema <pg_schema>_optuna), else a SQLite file under a local artifacts location",
+    )
+
+
 class Settings(_Model):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
@@ -346,6 +367,7 @@ class Settings(_Model):
     alerts: AlertSettings = AlertSettings()
     plausibility: PlausibilityBounds = PlausibilityBounds()  # issue 11, H-simulator
     scale: ScaleSettings = ScaleSettings()  # H-scale (issue 13)
+    storage: StorageSettings = StorageSettings()  # issue 15, H-artifacts: artifact / export URLs
 
     @field_validator("sites", mode="before")
     @classmethod

@@ -1,10 +1,13 @@
 """Exports for BI users: the day's top candidates per site as CSV + Parquet, typed with
-dagster-pandas, with the top 10 and their BSR trajectories shown in the Dagster UI."""
+dagster-pandas, with the top 10 and their BSR trajectories shown in the Dagster UI.
+
+Files and plots go to the exports store (``storage.exports_url``: the local ``exports_dir`` by
+default, ``s3://`` / ``gs://`` in production), so they outlive the run's pod; each partition's
+metadata names its file (a local path, or the object's URL)."""
 
 import base64
 import io
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,6 +20,7 @@ from asin_platform.assets._slices import ranged_asset
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.storage import ArtifactStore, exports_store, shown
 
 
 def _summary(frame: pd.DataFrame) -> dict[str, Any]:
@@ -110,20 +114,22 @@ def top_candidates(
     context: dg.AssetExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
 ) -> dg.MaterializeResult:
     """The day's top candidates per site (title, brand, category, BSR, price, reviews, score and
-    reason) as `exports/<site>/top_candidates_YYYYMMDD.csv` and `.parquet`, for BI users.
+    reason) as `exports/<site>/top_candidates_YYYYMMDD.csv` and `.parquet` in the exports store, for
+    BI users.
 
     Each partition's metadata describes that partition's file and its top 10; the BSR plot of the
     top 10 is drawn for the newest day of each site in the run only (a plot costs ~0.2 s)."""
     parts = partitions_of_context(context)
     newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
+    store = exports_store(settings)
     with warehouse.session():
         for part in parts:
-            metadata = _export_partition(warehouse, settings, part)
+            metadata = _export_partition(warehouse, settings, store, part)
             if newest[part.site] == part:
-                metadata.update(_bsr_plot(warehouse, settings, part))
+                metadata.update(_bsr_plot(warehouse, store, part))
             context.add_asset_metadata(metadata, partition_key=part.key)
             context.log.debug(f"{part.site} {part.day} -> {metadata['path']}")
-    context.log.info(f"top_candidates: {len(parts)} files under {settings.exports_dir}")
+    context.log.info(f"top_candidates: {len(parts)} files under {store}")
     return dg.MaterializeResult()
 
 
@@ -140,24 +146,24 @@ TOP_10_COLUMNS = [
 ]
 
 
-def _export_partition(warehouse: Warehouse, settings: Settings, part: DateSite) -> dict[str, Any]:
+def _export_partition(
+    warehouse: Warehouse, settings: Settings, store: ArtifactStore, part: DateSite
+) -> dict[str, Any]:
     """Write one (date, site)'s CSV and Parquet; its metadata (typed summary, path, top 10)."""
     frame = top_candidates_frame(warehouse, part.site, part.day, settings.top_candidates)
     check = dg.check_dagster_type(TopCandidatesFrame, frame.to_pandas())
     if not check.success:
         raise dg.Failure(f"top candidates of {part.key} break the export contract: {check.description}")
-    path = write_export(frame, Path(settings.exports_dir), part, "top_candidates")
-    return {**check.metadata, "path": str(path), "top_10": top_10_table(frame, TOP_10_COLUMNS, digits=2)}
+    path = write_export(frame, store, part, "top_candidates")
+    return {**check.metadata, "path": path, "top_10": top_10_table(frame, TOP_10_COLUMNS, digits=2)}
 
 
-def write_export(frame: pl.DataFrame, exports_dir: Path, part: DateSite, name: str) -> Path:
-    """``<exports_dir>/<site>/<name>_YYYYMMDD.csv`` and ``.parquet``; returns the CSV's path."""
-    out_dir = exports_dir / part.site
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{name}_{part.day:%Y%m%d}"
-    frame.write_csv(stem.with_suffix(".csv"))
-    frame.write_parquet(stem.with_suffix(".parquet"))
-    return stem.with_suffix(".csv")
+def write_export(frame: pl.DataFrame, store: ArtifactStore, part: DateSite, name: str) -> str:
+    """``<exports>/<site>/<name>_YYYYMMDD.csv`` and ``.parquet`` in ``store``; returns where the CSV
+    is (a local path, or the object's URL)."""
+    stem = f"{part.site}/{name}_{part.day:%Y%m%d}"
+    store.write_frame(f"{stem}.parquet", frame)
+    return shown(store.write_frame(f"{stem}.csv", frame))
 
 
 def top_10_table(frame: pl.DataFrame, columns: list[str], *, digits: int) -> dg.TableMetadataValue:
@@ -166,7 +172,7 @@ def top_10_table(frame: pl.DataFrame, columns: list[str], *, digits: int) -> dg.
     return metadata_table(top, digits=digits)
 
 
-def _bsr_plot(warehouse: Warehouse, settings: Settings, part: DateSite) -> dict[str, Any]:
+def _bsr_plot(warehouse: Warehouse, store: ArtifactStore, part: DateSite) -> dict[str, Any]:
     """The top 10's BSR over the 30 days to the partition's day, as a PNG beside the export."""
     top10 = top_candidates_frame(warehouse, part.site, part.day, 10)["asin"].to_list()
     history = warehouse.read(
@@ -180,7 +186,9 @@ def _bsr_plot(warehouse: Warehouse, settings: Settings, part: DateSite) -> dict[
     if history.is_empty():
         return {}
     png = bsr_trajectory_png(history, f"BSR of the top 10, {part.site}, 30 days to {part.day}")
-    plot_path = Path(settings.exports_dir) / part.site / f"top_candidates_{part.day:%Y%m%d}_bsr.png"
-    plot_path.write_bytes(png)
+    plot = store.write_bytes(f"{part.site}/top_candidates_{part.day:%Y%m%d}_bsr.png", png)
     encoded = base64.b64encode(png).decode()
-    return {"bsr_trajectories": dg.MetadataValue.md(f"![BSR trajectories](data:image/png;base64,{encoded})")}
+    return {
+        "bsr_trajectories": dg.MetadataValue.md(f"![BSR trajectories](data:image/png;base64,{encoded})"),
+        "bsr_plot": shown(plot),
+    }

@@ -1,14 +1,14 @@
 """Inference layer: the day's ``features_daily`` scored by the promoted ranker -> ``predictions_rank_daily``.
 
 Thin shell over core.predict (the CLI's batch-predict calls the same function). Each (date, site)
-partition is scored with the model ``<artifacts_dir>/models/latest`` points at (only a model that
-beat the baseline on validation gets there), written to the warehouse slice and exported beside the
-baseline's top candidates as ``exports/<site>/pred_rank_daily_YYYYMMDD.csv|.parquet``, read back
-through ``vw_pred_rank_daily`` (title, brand, category path, BSR, price, baseline score and rank).
+partition is scored with the model the warehouse's ``model_registry`` marks promoted (only a model
+that beat the baseline on validation gets there), read from the artifact store wherever the training
+run wrote it, written to the warehouse slice and exported beside the baseline's top candidates as
+``<exports>/<site>/pred_rank_daily_YYYYMMDD.csv|.parquet`` in the exports store, read back through
+``vw_pred_rank_daily`` (title, brand, category path, BSR, price, baseline score and rank).
 """
 
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -18,10 +18,10 @@ from asin_platform.assets._metadata import figures_by_partition
 from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.assets.exports import top_10_table, write_export
 from asin_platform.core.predict import predict_with
-from asin_platform.core.ranker import LATEST, load_model
 from asin_platform.partitions import partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.storage import NoModelError, exports_store, load_registered
 
 TOP_10_COLUMNS = ["rank_in_site", "asin", "title", "category_id", "model_score", "baseline_rank_in_site"]
 EXPORT_TOP = 100  # rows per (site, date) in the export file, as the baseline's top candidates
@@ -54,11 +54,12 @@ def predictions_rank_daily(
 ) -> dg.MaterializeResult:
     """Model score of every ASIN of the (date, site) and its rank in the site and in its category
     (1 = most likely to explode), with the model version; joinable with dim_asin on (site, asin).
-    Exported as `exports/<site>/pred_rank_daily_YYYYMMDD.csv` and `.parquet` beside top_candidates.
+    Exported as `<exports>/<site>/pred_rank_daily_YYYYMMDD.csv` and `.parquet` beside top_candidates
+    (the exports store: a local folder by default, object storage in production).
     Each partition's metadata holds its own row count, file and top 10."""
     try:
-        model = load_model(Path(settings.artifacts_dir) / "models", LATEST)
-    except FileNotFoundError as exc:
+        model = load_registered(warehouse, "promoted")
+    except NoModelError as exc:
         raise dg.Failure(f"no promoted model: materialise ranker_model first ({exc})") from exc
 
     def build(site: str, start: date, end: date) -> pl.DataFrame:
@@ -66,12 +67,13 @@ def predictions_rank_daily(
 
     frame = write_segments(context, warehouse, "predictions_rank_daily", build)
     rows = figures_by_partition(frame, [pl.len().alias("rows")])
+    store = exports_store(settings)
     for part in partitions_of_context(context):
         export = export_frame(warehouse, part.site, part.day)
-        path = write_export(export, Path(settings.exports_dir), part, "pred_rank_daily")
+        path = write_export(export, store, part, "pred_rank_daily")
         metadata = {
             "rows": rows.get(part, {}).get("rows", 0),
-            "path": str(path),
+            "path": path,
             "top_10": top_10_table(export, TOP_10_COLUMNS, digits=3),
         }
         context.add_asset_metadata(metadata, partition_key=part.key)

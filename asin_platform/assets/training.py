@@ -4,23 +4,23 @@ Thin Dagster shell over core.labels, core.ranker, core.tuning and core.metrics (
 build-labels / train-rank / tune-rank / eval-metrics call the same functions). All three assets are
 unpartitioned: a model is trained on a window of many days and sites at once.
 
-Model files live under ``<artifacts_dir>/models`` (see core/ranker.py): ``last_trained`` names the
-newest model, ``latest`` the newest one that beat the baseline on validation, which is what
-``predictions_rank_daily`` uses.
+Models are written to the artifact store (``storage.artifacts_url``, default the local
+``artifacts_dir``) and registered in the warehouse's ``model_registry`` (asin_platform/storage): the
+newest row is what the evaluation looks at, the promoted row (the newest model that beat the
+baseline on validation) is what ``predictions_rank_daily`` uses, on whichever machine it runs.
 """
 
 import base64
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import metadata_table
-from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, build_samples
+from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, Samples, build_samples
 from asin_platform.core.metrics import (
     DEFAULT_KS,
     MODEL_EVALUATION,
@@ -31,18 +31,20 @@ from asin_platform.core.metrics import (
     ratios,
 )
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import (
-    LAST_TRAINED,
-    feature_importance,
-    load_model,
-    save_model,
-    train_ranker,
-)
+from asin_platform.core.ranker import feature_importance, train_ranker
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
+from asin_platform.storage import (
+    ArtifactStore,
+    NoModelError,
+    artifacts_store,
+    load_registered,
+    register_model,
+)
+from asin_platform.storage.tuning_db import run_storage, shown_storage
 
 RANKERS = {
     "model": "model_score",
@@ -50,10 +52,6 @@ RANKERS = {
     "random": "random_score",
     "oracle": "oracle_score",
 }
-
-
-def models_dir(settings: Settings) -> Path:
-    return Path(settings.artifacts_dir) / "models"
 
 
 def _png(fig: Any) -> str:
@@ -80,7 +78,7 @@ def train_samples(
     """Supervised samples (bin / rank / reg) over the configured window: features of each
     reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
     train / valid / test split with an embargo of >= H days between them. Written to the
-    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts_dir>/samples`."""
+    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts>/samples` in the artifact store."""
     w, t = settings.windows, settings.thresholds
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
@@ -124,7 +122,7 @@ def train_samples(
                     table, frame, sites=frame["site"].unique().to_list(),
                     start=frame["date"].min(), end=frame["date"].max(),
                 )  # fmt: skip
-    paths = samples.write(Path(settings.artifacts_dir) / "samples")
+    samples_url = write_samples(samples, artifacts_store(settings))
     context.log.info(
         f"samples over {ref_start}..{ref_end}: "
         + ", ".join(f"{k} {f.height:,} rows" for k, f in samples.frames().items())
@@ -145,9 +143,20 @@ def train_samples(
                 f">= {t.label_sales_ratio} and BSR percentile gain >= {t.label_bsr_pctl_gain}; "
                 f"embargo {w.embargo} days; grades 0..4 (core/labels.py)"
             ),
-            "parquet": str(paths["rank"].parent),
+            "parquet": samples_url,
         }
     )
+
+
+def write_samples(samples: Samples, store: ArtifactStore) -> str:
+    """``samples/train_samples_{bin,rank,reg}.parquet`` + the summary in the store, as
+    ``core.labels.Samples.write`` lays them out on disk; returns where they are."""
+    for kind, frame in samples.frames().items():
+        store.write_frame(f"samples/train_samples_{kind}.parquet", frame)
+    store.write_text(
+        "samples/train_samples_summary.json", json.dumps(samples.summary_dict(), indent=2) + "\n"
+    )
+    return f"{store}/samples"
 
 
 # ----------------------------------------------------------------------------------- ranker_model
@@ -189,9 +198,10 @@ def ranker_model(
     warehouse: Warehouse,
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    """LightGBM lambdarank over (site, date) queries, early-stopped on validation NDCG@20, saved as
-    `<artifacts_dir>/models/<version>/model.txt` + `card.json`. Promoted to `latest` (what predictions
-    use) only if it beats the baseline Explosive Score on validation. Optional Optuna tuning on
+    """LightGBM lambdarank over (site, date) queries, early-stopped on validation NDCG@20, saved in
+    the artifact store as `models/<version>/model.txt` + `card.json` and registered in
+    `model_registry`. Promoted (what predictions use, on any machine) only if it beats the baseline
+    Explosive Score on validation. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
@@ -202,18 +212,19 @@ def ranker_model(
     params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
-        study_path = Path(settings.artifacts_dir) / "tuning" / "lgb_rank.db"
+        # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
+        study = run_storage(settings, warehouse)
         result = tune_ranker(
             samples,
             trials=config.trials,
-            study_path=study_path,
+            study_path=study,
             base_params=params,
             negative_fraction=config.negative_fraction,
             on_trial=lambda _s, t: context.log.info(f"trial {t.number}: {t.state.name} {t.value}"),
         )
         params = result.best_params
         extra["tuning"] = {
-            "study": str(study_path),
+            "study": shown_storage(study),
             "trials": result.completed_trials,
             "ran_now": result.ran_now,
             "best_valid_ndcg@20": result.best_value,
@@ -229,7 +240,7 @@ def ranker_model(
         )
     except ValueError as exc:  # e.g. a window too short to hold a positive in every split
         raise dg.Failure(f"cannot train the ranker: {exc}") from exc
-    saved = save_model(trained, models_dir(settings), extra=extra)
+    saved = register_model(warehouse, artifacts_store(settings), trained, extra=extra)
     gate = saved.card["gate"]
     context.log.info(
         f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s; "
@@ -239,7 +250,7 @@ def ranker_model(
     metadata: dict[str, Any] = {
         "model_version": saved.version,
         "promoted": saved.promoted,
-        "model_path": str(saved.model_path),
+        "model_path": saved.shown_url,
         "best_iteration": trained.best_iteration,
         "training_seconds": round(trained.training_seconds, 2),
         "train_rows": trained.rows["train"],
@@ -329,8 +340,8 @@ def model_evaluation(
     Score, a random ranking and the simulator oracle, on the validation and the test split, over
     the queries (site x date) with at least one positive. Upserted into model_evaluation."""
     try:
-        model = load_model(models_dir(settings), LAST_TRAINED)
-    except FileNotFoundError as exc:
+        model = load_registered(warehouse, "newest")
+    except NoModelError as exc:
         raise dg.Failure(str(exc)) from exc
     samples = warehouse.read("train_samples_rank").filter(pl.col("split").is_in(["valid", "test"]))
     oracle = simulator_oracle(samples, settings, settings.windows.horizon) if config.oracle else None

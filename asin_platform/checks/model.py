@@ -10,7 +10,6 @@
 """
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -25,16 +24,18 @@ from asin_platform.checks.partitioned import (
     verdicts_from_frame,
 )
 from asin_platform.core.drift import PSI_WARN, drift_report
-from asin_platform.core.ranker import LAST_TRAINED, LATEST, load_model
 from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.storage.registry import NoModelError, load_registered
 
 
-def gate_result(models_dir: Path) -> dg.AssetCheckResult:
+def gate_result(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """The newest registered model's gate (found through the warehouse's model registry, so it works
+    whatever store the model lives in)."""
     try:
-        model = load_model(models_dir, LAST_TRAINED)
-    except FileNotFoundError as exc:
+        model = load_registered(warehouse, "newest")
+    except (NoModelError, FileNotFoundError) as exc:
         return dg.AssetCheckResult(passed=False, description=str(exc))
     gate = model.card.get("gate") or {}
     metrics = model.card.get("metrics", {}).get("valid", {})
@@ -107,10 +108,10 @@ def prediction_coverage_verdicts(
     )
 
 
-def drift_verdicts(warehouse: Warehouse, parts: list[DateSite], models_dir: Path) -> dict[str, Verdict]:
+def drift_verdicts(warehouse: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
     try:
-        model = load_model(models_dir, LATEST)
-    except FileNotFoundError as exc:
+        model = load_registered(warehouse, "promoted")
+    except (NoModelError, FileNotFoundError) as exc:
         return {str(p.key): Verdict(False, str(exc)) for p in parts}
     profile = model.card.get("drift_profile")
     if not profile:
@@ -142,7 +143,6 @@ def build_checks(
     settings: Settings, partitions_def: dg.PartitionsDefinition
 ) -> list[dg.AssetChecksDefinition]:
     """The model checks; the models directory and thresholds are taken from ``settings``."""
-    models_dir = Path(settings.artifacts_dir) / "models"
     threshold = settings.thresholds.coverage_min
 
     @dg.asset_check(
@@ -151,8 +151,8 @@ def build_checks(
         description="The newest model beats the baseline Explosive Score on validation NDCG@20 (blocking: "
         "predictions do not go out with a model that does not).",
     )
-    def ranker_beats_baseline() -> dg.AssetCheckResult:
-        return gate_result(models_dir)
+    def ranker_beats_baseline(warehouse: Warehouse) -> dg.AssetCheckResult:
+        return gate_result(warehouse)
 
     @dg.asset_check(
         asset="predictions_rank_daily",
@@ -176,7 +176,7 @@ def build_checks(
     def prediction_feature_drift(
         context: dg.AssetCheckExecutionContext, warehouse: Warehouse
     ) -> Iterator[CheckEvent]:
-        verdicts = drift_verdicts(warehouse, context_parts(context), models_dir)
+        verdicts = drift_verdicts(warehouse, context_parts(context))
         yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
 
     return [ranker_beats_baseline, predictions_coverage, prediction_feature_drift]

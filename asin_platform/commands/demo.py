@@ -203,12 +203,15 @@ def _print_demo_summary(summaries: list, settings: Settings) -> None:
             print(f"    {table:<24} {warehouse.count(table):>10,} rows")
         except Exception:  # a layer the demo did not reach
             continue
-    exports = sorted(Path(settings.exports_dir).glob("*/*.csv"))
+    from asin_platform.storage import artifacts_store, exports_store, shown
+
+    store = exports_store(settings)  # the exports store: a local folder by default, s3:// / gs:// too
+    exports = store.glob("*/*.csv")
     if exports:
-        print(f"  exports: {len(exports)} files under {settings.exports_dir}/, e.g. {exports[-1]}")
-    latest = Path(settings.artifacts_dir) / "models"
-    if latest.exists():
-        print(f"  models: {latest}/ (LightGBM text model + card.json per version)")
+        print(f"  exports: {len(exports)} files under {store}/, e.g. {shown(exports[-1])}")
+    models = artifacts_store(settings)
+    if models.glob("models/*/model.txt"):
+        print(f"  models: {models}/models/ (LightGBM text model + card.json per version; model_registry)")
     try:
         evaluation = warehouse.read("model_evaluation")
     except Exception:

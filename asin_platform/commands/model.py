@@ -2,7 +2,7 @@
 
     build-labels   --mart X.parquet --features Y.parquet --output-dir artifacts/samples
     train-rank     --data artifacts/samples/train_samples_rank.parquet --output artifacts/lgb_rank.txt
-    tune-rank      --data ... --trials N [--study-path artifacts/tuning/lgb_rank.db]
+    tune-rank      --data ... --trials N [--storage postgresql://... | --study-path artifacts/tuning/lgb_rank.db]
     eval-metrics   --predictions predictions.csv --k 10 20
     batch-predict  --model artifacts/lgb_rank.txt --features F.parquet --output exports/pred_rank_daily.parquet
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -155,19 +156,37 @@ def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
 # -------------------------------------------------------------------------------------- tune-rank
 
 
+def _study_storage(args: argparse.Namespace, settings: Settings) -> str:
+    """--storage, else --study-path (SQLite), else the shared database the settings name
+    (storage.optuna_url, the PostgreSQL warehouse), else SQLite beside the models directory."""
+    from asin_platform.commands._runtime import cli_warehouse
+    from asin_platform.storage import tuning_db
+
+    if args.storage:
+        url = args.storage
+    elif args.study_path:
+        return str(Path(args.study_path))
+    elif settings.storage.optuna_url or cli_warehouse(settings).backend == "postgres":
+        url = tuning_db.optuna_storage(settings, cli_warehouse(settings)._plain_url())  # noqa: SLF001
+    else:
+        return str(_models_dir(args, settings).parent / "tuning" / "lgb_rank.db")
+    try:
+        tuning_db.prepare(url)
+    except Exception as exc:  # noqa: BLE001 - any connection failure is the user's URL or server
+        raise UserError(f"cannot open the study database {tuning_db.shown_storage(url)}: {exc}") from None
+    return url
+
+
 def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
+    from asin_platform.storage.tuning_db import shown_storage
 
     samples = _read_table(args.data)
-    study_path = (
-        Path(args.study_path)
-        if args.study_path
-        else _models_dir(args, settings).parent / "tuning" / "lgb_rank.db"
-    )
+    study = _study_storage(args, settings)
     result = tune_ranker(
         samples,
         trials=args.trials,
-        study_path=study_path,
+        study_path=study,
         study_name=args.study_name,
         seed=args.seed,
         base_params=_parse_params(args.params),
@@ -182,14 +201,15 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     print(
-        f"study {result.study_name} ({study_path}): {result.completed_trials} completed trials "
+        f"study {result.study_name} ({shown_storage(study)}): {result.completed_trials} completed trials "
         f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"
     )
     tuned = {k: result.best_params[k] for k in sorted(result.best_params) if k in _TUNED}
     print("best params: " + json.dumps(tuned))
-    best_path = study_path.with_suffix(".best_params.json")
-    best_path.write_text(json.dumps(result.best_params, indent=2, default=str) + "\n")
-    print(f"best params -> {best_path}")
+    if "://" not in study:  # beside a SQLite study; a shared database's workers print them instead
+        best_path = Path(study).with_suffix(".best_params.json")
+        best_path.write_text(json.dumps(result.best_params, indent=2, default=str) + "\n")
+        print(f"best params -> {best_path}")
     if args.output:
         return _train_and_save(
             samples,
@@ -198,7 +218,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
             settings,
             extra={
                 "tuning": {
-                    "study": str(study_path),
+                    "study": shown_storage(study),
                     "study_name": result.study_name,
                     "trials": result.completed_trials,
                     "best_valid_ndcg@20": result.best_value,
@@ -270,11 +290,28 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
 # ---------------------------------------------------------------------------------- batch-predict
 
 
+def _load_model(spec: str, settings: Settings) -> Any:
+    """A model file or directory, a store URL (s3://.../models/<version>), or the model registry's
+    ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name)."""
+    from asin_platform.core.ranker import load_model
+    from asin_platform.storage.registry import NoModelError, load_registered, load_url
+
+    try:
+        if spec in ("promoted", "newest"):
+            from asin_platform.commands._runtime import cli_warehouse
+
+            return load_registered(cli_warehouse(settings), spec)
+        if "://" in spec and not spec.startswith("file://"):
+            return load_url(spec)
+        return load_model(spec.removeprefix("file://"))
+    except (NoModelError, FileNotFoundError) as exc:
+        raise UserError(f"no model at {spec}: {exc}") from None
+
+
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
-    from asin_platform.core.ranker import load_model
 
-    model = load_model(args.model)
+    model = _load_model(args.model, settings)
     features = _read_table(args.features)
     if args.date:
         features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
@@ -332,6 +369,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     training_args(p)
     p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
     p.add_argument(
+        "--storage",
+        help="database URL of the study, shared by workers (default: storage.optuna_url, else the "
+        "PostgreSQL warehouse's <schema>_optuna, else --study-path); credentials from the environment",
+    )
+    p.add_argument(
         "--study-path", help="SQLite file of the study (default: <artifacts_dir>/tuning/lgb_rank.db)"
     )
     p.add_argument("--study-name", default="lgb_rank")
@@ -359,7 +401,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch-predict", help="score a features file with a model: score + ranks per site/category"
     )
     p.add_argument(
-        "--model", required=True, help="model file, version directory, or models dir (uses latest)"
+        "--model",
+        required=True,
+        help="model file, version directory, models dir (uses latest), a store URL "
+        "(s3://.../models/<version>), or `promoted` / `newest` from the warehouse's model registry",
     )
     p.add_argument("--features", required=True, help="features_daily Parquet/CSV")
     p.add_argument("--output", default="exports/pred_rank_daily.parquet")

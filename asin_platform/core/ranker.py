@@ -536,7 +536,7 @@ class LoadedModel:
     booster: lgb.Booster
     card: dict[str, Any]
     version: str
-    path: Path
+    path: Path | str  # the model file, or the store URL it was read from
 
     @property
     def features(self) -> list[str]:

@@ -60,6 +60,9 @@ def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def storage_url(study_path: str | Path) -> str:
+    """A database URL as it is (PostgreSQL for workers on several machines); a path -> a SQLite file."""
+    if "://" in str(study_path):
+        return str(study_path)
     path = Path(study_path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
@@ -95,7 +98,7 @@ def completed(study: optuna.Study) -> int:
 @dataclass
 class TuningResult:
     study_name: str
-    study_path: Path
+    study_path: Path | str  # the SQLite file, or the database URL
     best_params: dict[str, Any]
     best_value: float
     best_iteration: int
@@ -178,7 +181,7 @@ def tune_ranker(
     best = study.best_trial
     return TuningResult(
         study_name=study_name,
-        study_path=Path(study_path),
+        study_path=study_path if "://" in str(study_path) else Path(study_path),
         best_params=merged_params({**base, **best.params}),
         best_value=float(best.value or 0.0),
         best_iteration=int(best.user_attrs.get("best_iteration") or 0),

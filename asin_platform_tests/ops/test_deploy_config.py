@@ -383,6 +383,25 @@ def test_the_image_carries_the_instance_plugins_the_values_name(values) -> None:
     assert {"name": "asin-object-storage"} in deployment["envSecrets"]  # run pods write the logs
 
 
+def test_run_pods_keep_models_and_exports_in_object_storage(values) -> None:
+    """Issue 15: the env the run pods get yields settings whose artifact and export stores are
+    object storage (a pod's disk dies with it), with the store's credentials from a Secret."""
+    from asin_platform.settings import load_settings
+    from asin_platform.storage import artifacts_store, exports_store
+
+    [deployment] = values["dagster-user-deployments"]["deployments"]
+    environ = {e["name"]: e["value"] for e in deployment["env"] if e["name"].startswith("ASIN_PLATFORM__")}
+    settings = load_settings(path=REPO / "config" / "settings.yaml.example", environ=environ)
+    assert not artifacts_store(settings).is_local and not exports_store(settings).is_local
+    assert artifacts_store(settings).root.startswith("s3://") and exports_store(settings).root.startswith(
+        "s3://"
+    )
+    assert {"name": "asin-object-storage"} in deployment["envSecrets"]
+    assert (
+        '"s3fs' in (REPO / "pyproject.toml").read_text()
+    )  # the image's `pip install .` brings the S3 backend
+
+
 # Keys that name a Kubernetes Secret (a reference), never hold a secret value.
 SECRET_REFERENCE_KEYS = {"existingSecret", "envSecrets", "postgresqlSecretName", "secretName", "secretKeyRef"}
 SECRET_KEY = re.compile(r"password|secret|token|api_?key|credential|private", re.I)
