@@ -73,7 +73,7 @@ def raw_payloads(
     ttl_s = settings.leases.ttl_s
     with (
         warehouse.leases("raw_payloads", keys, holder=context.run.run_id, ttl_s=ttl_s) as got,
-        _session_if_leased(warehouse, got),
+        _session_if_leased(context, warehouse, got, ttl_s),
     ):
         context.log.info(f"raw_payloads: holding {len(got.acquired)} partition lease(s) for {ttl_s:g}s")
         for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
@@ -98,9 +98,24 @@ def raw_payloads(
 
 
 @contextmanager
-def _session_if_leased(warehouse: Warehouse, got: LeaseGrant) -> Iterator[None]:
+def _session_if_leased(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, got: LeaseGrant, ttl_s: float
+) -> Iterator[None]:
     """The warehouse session of the fetch, or a ``dg.Failure`` (not retried: a retry would fetch
-    what the holder is fetching) naming the partitions another run holds."""
+    what the holder is fetching) naming the partitions another run holds. Leases of a run this
+    instance knows has ended (killed with kill -9 and swept, failed, cancelled) are taken over: that
+    run fetches nothing any more, and its partitions must not wait for the lease to expire."""
+    ended: dict[str, list[Any]] = {}
+    for key, lease in got.held_by_others.items():
+        run = context.instance.get_run_by_id(lease.holder)
+        if run is not None and run.is_finished:
+            ended.setdefault(lease.holder, []).append(key)
+    for holder, keys in ended.items():
+        warehouse.release_leases("raw_payloads", keys, holder=holder)
+        retry = warehouse.acquire_leases("raw_payloads", keys, holder=context.run.run_id, ttl_s=ttl_s)
+        got.acquired = sorted({*got.acquired, *retry.acquired})  # released on exit with the rest
+        got.held_by_others = {k: v for k, v in got.held_by_others.items() if k not in retry.acquired}
+        context.log.warning(f"took over {len(retry.acquired)} lease(s) of run {holder}, which has ended")
     if got.held_by_others:
         by_holder: dict[str, list[str]] = {}
         for (site, day), lease in sorted(got.held_by_others.items()):
