@@ -125,6 +125,7 @@ class Scenario:
     rate_429: float = 0.0
     dropped: float = 0.0
     html: float = 0.0
+    retry_after_s: float = 0.01  # the proxy's 429s
     seed: int = 11
 
     def client_faults(self, timeout_s: float) -> dict[str, Any]:
@@ -137,6 +138,7 @@ class Scenario:
             mutation_rate=self.mutated,
             proxy_seed=self.seed,
             proxy_429_rate=self.rate_429,
+            proxy_retry_after_s=self.retry_after_s,
             proxy_drop_rate=self.dropped,
             proxy_html_rate=self.html,
         )
