@@ -10,11 +10,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
+import polars as pl
 
 from asin_platform.partitions import to_partition_key
+
+if TYPE_CHECKING:
+    from asin_platform.resources.warehouse import Warehouse
 
 # The runner passes explicit partition ranges, so which backfill policy Dagster would pick for a
 # selection mixing raw_payloads (month-sized runs) with the single-run layers does not apply.
@@ -151,3 +156,68 @@ def materialize_unpartitioned(
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     return _summarise(result, site="*", start=None, end=None, log=log)
+
+
+# ------------------------------------------------------------------------- requests failed for good
+
+
+@dataclass(frozen=True)
+class FailedPartition:
+    """A partition holding requests failed for good (``raw_payloads.error IS NOT NULL``): its data is
+    incomplete, so the run that fetched it is not ok whatever its checks said."""
+
+    site: str
+    day: date
+    endpoints: dict[str, tuple[int, int]]  # endpoint name -> (failed requests, ASINs they covered)
+
+    def describe(self) -> str:
+        parts = [
+            f"{name} {n} request(s), {asins} ASIN(s)" for name, (n, asins) in sorted(self.endpoints.items())
+        ]
+        return f"{self.site} {self.day} ({'; '.join(parts)})"
+
+
+def failed_partitions(
+    warehouse: Warehouse, sites: Sequence[str], start: date, end: date
+) -> list[FailedPartition]:
+    """The partitions of (sites x [start, end]) whose stored fetch holds requests failed for good,
+    with the endpoints that failed (docs/upstream_api.md, "Retry semantics")."""
+    raw = warehouse.read(
+        "raw_payloads",
+        sites=list(sites),
+        start=start,
+        end=end,
+        columns=["site", "date", "endpoint", "request_params", "error"],
+    )
+    failed = (
+        raw.lazy()
+        .filter(pl.col("error").is_not_null())
+        .with_columns(
+            name=pl.col("endpoint").str.split("/").list.last(),
+            # the ASINs a request covered: unified "asins" (comma-separated) or Keepa "asin"
+            asins=pl.coalesce(
+                pl.col("request_params").str.json_path_match("$.asins"),
+                pl.col("request_params").str.json_path_match("$.asin"),
+            ),
+        )
+        .group_by("site", "date", "name")
+        .agg(requests=pl.len(), asins=pl.col("asins").str.split(",").explode().drop_nulls().n_unique())
+        .sort("site", "date", "name")
+        .collect()
+    )
+    by_part: dict[tuple[str, date], dict[str, tuple[int, int]]] = {}
+    for site, day, name, requests, asins in failed.iter_rows():
+        by_part.setdefault((site, day), {})[name] = (requests, asins)
+    return [FailedPartition(site, day, endpoints) for (site, day), endpoints in by_part.items()]
+
+
+def rerun_commands(failed: Sequence[FailedPartition]) -> list[str]:
+    """``asin-platform ingest-raw`` commands re-fetching exactly the failed partitions: one per site
+    and run of consecutive days."""
+    spans: list[tuple[str, date, date]] = []
+    for part in sorted(failed, key=lambda p: (p.site, p.day)):
+        if spans and spans[-1][0] == part.site and spans[-1][2] + timedelta(days=1) == part.day:
+            spans[-1] = (part.site, spans[-1][1], part.day)
+        else:
+            spans.append((part.site, part.day, part.day))
+    return [f"asin-platform ingest-raw --start {a} --end {b} --sites {site}" for site, a, b in spans]

@@ -331,6 +331,22 @@ class StorageSettings(_Model):
     )
 
 
+# --- H-reliab: one fetch per partition at a time (issue 11) -----------------------------------------
+class IngestLeases(_Model):
+    """The lease ``raw_payloads`` holds on each (site, date) it fetches (``ingest_leases`` table), so
+    a second ingest of a partition being fetched fails at once, naming the holder, instead of
+    spending the API quota again."""
+
+    ttl_s: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="seconds a fetch's lease lasts; a holder that died frees its partitions after it",
+    )
+
+
+# --- end H-reliab -----------------------------------------------------------------------------------
+
+
 class Settings(_Model):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
@@ -368,6 +384,7 @@ class Settings(_Model):
     plausibility: PlausibilityBounds = PlausibilityBounds()  # issue 11, H-simulator
     scale: ScaleSettings = ScaleSettings()  # H-scale (issue 13)
     storage: StorageSettings = StorageSettings()  # issue 15, H-artifacts: artifact / export URLs
+    leases: IngestLeases = IngestLeases()  # issue 11, H-reliab: fetch leases
 
     @field_validator("sites", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ the source it came from, so the mart's parsers route each row to the right parse
 """
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -14,7 +15,7 @@ import polars as pl
 from asin_platform.core.raw import payload_frame
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.upstream import DayFetch, KeepaClient, UpstreamClient, fetch_partitions
-from asin_platform.resources.warehouse import Warehouse
+from asin_platform.resources.warehouse import LeaseGrant, Warehouse
 from asin_platform.settings import Settings
 
 
@@ -65,7 +66,16 @@ def raw_payloads(
     fetch time and hash, so the mart can be rebuilt without calling the API again. Requests that
     fail after the retry budget are stored too (with the error), never dropped."""
     totals: dict[str, float] = {}
-    with warehouse.session():
+    # One fetch per partition at a time, across processes: leases taken outside the session (a
+    # DuckDB session holds the file, so another process would wait for it instead of learning who
+    # fetches), and a conflict fails before any request, spending no quota.
+    keys = [(p.site, p.day) for p in partitions_of_context(context)]
+    ttl_s = settings.leases.ttl_s
+    with (
+        warehouse.leases("raw_payloads", keys, holder=context.run.run_id, ttl_s=ttl_s) as got,
+        _session_if_leased(context, warehouse, got, ttl_s),
+    ):
+        context.log.info(f"raw_payloads: holding {len(got.acquired)} partition lease(s) for {ttl_s:g}s")
         for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
             frame = _payload_rows(fetched, part, context.run.run_id)
             written = warehouse.replace_slices(
@@ -85,6 +95,39 @@ def raw_payloads(
     # Run-wide totals belong to the run, not to any one partition's event.
     context.log.info("raw_payloads run total: " + ", ".join(f"{k} {v:g}" for k, v in sorted(totals.items())))
     return dg.MaterializeResult(metadata={"warehouse": warehouse.describe()})
+
+
+@contextmanager
+def _session_if_leased(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, got: LeaseGrant, ttl_s: float
+) -> Iterator[None]:
+    """The warehouse session of the fetch, or a ``dg.Failure`` (not retried: a retry would fetch
+    what the holder is fetching) naming the partitions another run holds. Leases of a run this
+    instance knows has ended (killed with kill -9 and swept, failed, cancelled) are taken over: that
+    run fetches nothing any more, and its partitions must not wait for the lease to expire."""
+    ended: dict[str, list[Any]] = {}
+    for key, lease in got.held_by_others.items():
+        run = context.instance.get_run_by_id(lease.holder)
+        if run is not None and run.is_finished:
+            ended.setdefault(lease.holder, []).append(key)
+    for holder, keys in ended.items():
+        warehouse.release_leases("raw_payloads", keys, holder=holder)
+        retry = warehouse.acquire_leases("raw_payloads", keys, holder=context.run.run_id, ttl_s=ttl_s)
+        got.acquired = sorted({*got.acquired, *retry.acquired})  # released on exit with the rest
+        got.held_by_others = {k: v for k, v in got.held_by_others.items() if k not in retry.acquired}
+        context.log.warning(f"took over {len(retry.acquired)} lease(s) of run {holder}, which has ended")
+    if got.held_by_others:
+        by_holder: dict[str, list[str]] = {}
+        for (site, day), lease in sorted(got.held_by_others.items()):
+            by_holder.setdefault(lease.holder, []).append(f"{site} {day}")
+        held = "; ".join(f"{', '.join(ps)} by run {run}" for run, ps in by_holder.items())
+        raise dg.Failure(
+            description=f"not fetched, no request sent: {len(got.held_by_others)} partition(s) are "
+            f"being fetched by another run ({held}); wait for it to finish, then re-run",
+            allow_retries=False,
+        )
+    with warehouse.session():
+        yield
 
 
 def _fetch_partitions(

@@ -68,6 +68,10 @@ class _FaultKnobs(dg.ConfigurableResource):
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
     malformed_rate: float = 0.0
+    # Requests failing on every attempt (``FailRule`` specs ``endpoint:site:day:asin[:status]``) and
+    # the share of JSON values replaced by absurd ones: see ``asin_platform.simulator.faults``.
+    fail_for_good: list[str] = []
+    mutation_rate: float = 0.0
 
     def _common_faults(self) -> dict[str, Any]:
         return dict(
@@ -77,6 +81,9 @@ class _FaultKnobs(dg.ConfigurableResource):
             timeout_rate=self.timeout_rate,
             timeout_seconds=self.timeout_seconds,
             malformed_rate=self.malformed_rate,
+            # a tuple: FaultConfig is frozen and the kwargs key the app cache (hashable)
+            fail_for_good=tuple(self.fail_for_good),
+            mutation_rate=self.mutation_rate,
         )
 
 

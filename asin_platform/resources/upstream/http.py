@@ -56,6 +56,9 @@ if TYPE_CHECKING:
     from asin_platform.settings import Settings
 
 MASK = "***"
+# Shortest secret masked inside stored data bodies (``HttpCore.scrub``): 8 characters of a token do
+# not occur in a JSON payload by chance.
+MIN_DATA_SCRUB_CHARS = 8
 # Bounds a pagination that never ends (a server bug would otherwise loop forever).
 MAX_PAGES = 100_000
 _T = TypeVar("_T")
@@ -289,10 +292,17 @@ class HttpCore:
         self.counters = Counters()
         self.random = random.Random()
 
-    def scrub(self, text: str) -> str:
+    def scrub(self, text: str, *, data: bool = False) -> str:
         """``text`` without any secret: a server (or proxy) echoing a credential must not carry it
-        into an error message, a log line or the warehouse."""
+        into an error message, a log line or the warehouse.
+
+        ``data``: ``text`` is a body stored as data. There a secret is masked only when it is at least
+        ``MIN_DATA_SCRUB_CHARS`` long: a shorter one (a 1-3 character test or demo token) occurs in
+        numbers and ASINs by chance, and masking those occurrences would corrupt every payload into
+        quarantine, while a long one can only be in a body that echoes it."""
         for secret in self.secrets:
+            if data and len(secret) < MIN_DATA_SCRUB_CHARS:
+                continue
             if secret in text:
                 text = text.replace(secret, MASK)
         return text
@@ -442,7 +452,10 @@ class HttpCore:
     def _raw(
         self, req: Request, result: Attempt, attempt: int, fetched_at: datetime, error: str | None
     ) -> RawResponse:
-        args = (req.endpoint, req.params, result.status, attempt, fetched_at, self.scrub(result.text))
+        # A body the source accepted is data (scrubbed only of secrets that cannot collide with it);
+        # a refused one is error text, scrubbed of every secret.
+        body = self.scrub(result.text, data=error is None)
+        args = (req.endpoint, req.params, result.status, attempt, fetched_at, body)
         if req.source is not None:
             return SourcedResponse(*args, error, req.asins, source=req.source)
         return RawResponse(*args, error, req.asins)
