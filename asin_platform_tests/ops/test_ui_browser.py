@@ -184,31 +184,9 @@ def ranged_run(dagster_stack, backfilled) -> dict[str, Any]:
     from asin_platform_tests.ops.conftest import BACKFILL_DAYS, in_process_run_config
 
     start, end = (date.fromisoformat(d) for d in (BACKFILL_DAYS[0], BACKFILL_DAYS[-1]))
-    data = dagster_stack.gql(
-        """mutation($params: ExecutionParams!) {
-             launchRun(executionParams: $params) {
-               __typename
-               ... on LaunchRunSuccess { run { runId } }
-               ... on PythonError { message }
-               ... on RunConfigValidationInvalid { errors { message } }
-               ... on InvalidSubsetError { message } } }""",
-        {
-            "params": {
-                "selector": {
-                    "repositoryLocationName": "asin_platform",
-                    "repositoryName": "__repository__",
-                    "jobName": "__ASSET_JOB",
-                    "assetSelection": [{"path": [k]} for k in RANGED_ASSETS],
-                },
-                "runConfigData": in_process_run_config() or {},
-                "executionMetadata": {
-                    "tags": [{"key": k, "value": v} for k, v in range_tags(RANGED_SITE, start, end).items()]
-                },
-            }
-        },
-    )["launchRun"]
-    assert data["__typename"] == "LaunchRunSuccess", data
-    run = dagster_stack.wait_for_run(data["run"]["runId"])
+    tags = range_tags(RANGED_SITE, start, end)
+    run_id = dagster_stack.launch_run("__ASSET_JOB", tags, in_process_run_config(), RANGED_ASSETS)
+    run = dagster_stack.wait_for_run(run_id)
     assert run["status"] == "SUCCESS", run
     return run
 
