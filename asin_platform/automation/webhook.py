@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from asin_platform.automation.config import AlertSettings, webhook_url
+from asin_platform.retrying import backoff_delay, parse_retry_after
 
 log = logging.getLogger("asin_platform.alerts")
 
@@ -157,7 +158,8 @@ class Webhook:
         attempt = 0
         body = json.dumps(message).encode()
         for attempt in range(1, self.attempts + 1):
-            wait = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+            # No jitter: one sensor tick sends one alert at a time, there is no herd to spread.
+            wait = backoff_delay(attempt, self.backoff, self.max_backoff, jitter=0.0, u=0.0)
             status, error, retry_after = self._send(body)
             if status is not None and 200 <= status < 300:
                 self.log.info(f"alert delivered to {self.target} (attempt {attempt}): {summary}")
@@ -192,15 +194,9 @@ class Webhook:
             with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status, None, 0.0
         except urllib.error.HTTPError as exc:
-            return exc.code, f"HTTP {exc.code}", _retry_after(exc.headers.get("retry-after"))
+            asked = parse_retry_after(exc.headers.get("retry-after") if exc.headers else None)
+            return exc.code, f"HTTP {exc.code}", asked or 0.0
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             # error texts can quote the URL, and so the credential in its path
             return None, redact(f"{type(exc).__name__}: {reason}", self._secrets()), 0.0
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value or 0))
-    except ValueError:  # an HTTP date: not worth parsing for a capped wait
-        return 0.0

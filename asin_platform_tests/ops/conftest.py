@@ -48,6 +48,7 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    retry_after: str | None = None  # sent as Retry-After with every non-200 answer
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_for(self, count: int, timeout: float = 60.0, poll: float = 0.2) -> list[Received]:
@@ -80,6 +81,8 @@ def _start_receiver(receiver: Receiver) -> ThreadingHTTPServer:
             payload = b"ok" if status == 200 else b"error"
             self.send_response(status)
             self.send_header("content-type", "text/plain")
+            if status != 200 and receiver.retry_after is not None:
+                self.send_header("retry-after", receiver.retry_after)
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -301,6 +301,23 @@ class DagsterStack:
         """What the UI's "Materialize" of one partition of a job does: one run, partition tags."""
         day, site = partition.split("|")
         tags = {"dagster/partition": partition, "dagster/partition/date": day, "dagster/partition/site": site}
+        return self.launch_run(job, tags, run_config)
+
+    def launch_run(
+        self,
+        job: str,
+        tags: dict[str, str],
+        run_config: dict[str, Any] | None = None,
+        asset_keys: list[str] | None = None,
+    ) -> str:
+        """One run of ``job`` (``__ASSET_JOB`` with ``asset_keys`` for an asset selection) with ``tags``."""
+        selector: dict[str, Any] = {
+            "repositoryLocationName": "asin_platform",
+            "repositoryName": "__repository__",
+            "jobName": job,
+        }
+        if asset_keys is not None:
+            selector["assetSelection"] = [{"path": [k]} for k in asset_keys]
         data = self.gql(
             """mutation($params: ExecutionParams!) {
                  launchRun(executionParams: $params) {
@@ -313,11 +330,7 @@ class DagsterStack:
                  } }""",
             {
                 "params": {
-                    "selector": {
-                        "repositoryLocationName": "asin_platform",
-                        "repositoryName": "__repository__",
-                        "jobName": job,
-                    },
+                    "selector": selector,
                     "runConfigData": run_config or {},
                     "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
                 }

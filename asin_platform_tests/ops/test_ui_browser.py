@@ -8,6 +8,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,67 @@ def test_asset_checks_show_their_results(page, dagster_stack) -> None:
     page.get_by_text("raw_payloads_complete", exact=True).first.wait_for()
     page.get_by_text("Latest execution").wait_for()
     assert "Passed" in page.inner_text("body")
+
+
+# ------------------------------------------------ per-partition metadata of a ranged (single) run
+
+RANGED_SITE = "US"
+RANGED_ASSETS = ["features_daily", "score_baseline_daily"]
+
+
+@pytest.fixture(scope="module")
+def ranged_run(dagster_stack, backfilled) -> dict[str, Any]:
+    """One run of the score layer over the backfilled days of one site, launched through GraphQL
+    with the partition-range tags the CLI's runner sets (runner.range_tags): a ranged run, whose
+    partitions Dagster would otherwise all label with the run's figures."""
+    from asin_platform.runner import range_tags
+    from asin_platform_tests.ops.conftest import BACKFILL_DAYS, in_process_run_config
+
+    start, end = (date.fromisoformat(d) for d in (BACKFILL_DAYS[0], BACKFILL_DAYS[-1]))
+    tags = range_tags(RANGED_SITE, start, end)
+    run_id = dagster_stack.launch_run("__ASSET_JOB", tags, in_process_run_config(), RANGED_ASSETS)
+    run = dagster_stack.wait_for_run(run_id)
+    assert run["status"] == "SUCCESS", run
+    return run
+
+
+def _warehouse_rows(dagster_stack, table: str, partition: str) -> int:
+    import psycopg
+
+    day, site = partition.split("|")
+    with psycopg.connect(dagster_stack.warehouse_url) as conn:
+        query = f"SELECT count(*) FROM {table} WHERE site = %s AND date = %s"  # table: a constant
+        return conn.execute(query, (site, day)).fetchone()[0]
+
+
+def _shown_rows(page: Any, dagster_stack, asset: str, partition: str) -> tuple[int, str]:
+    """The ``rows`` entry of the partition's latest materialisation as the partitions view shows it."""
+    quoted = partition.replace("|", "%7C")
+    _open(page, f"{dagster_stack.url}/assets/{asset}?view=partitions&partition={quoted}")
+    page.get_by_text("site_level_fallback", exact=True).first.wait_for()
+    page.wait_for_timeout(1000)
+    body = page.inner_text("body")
+    (ARTIFACTS / f"{asset}_{partition.replace('|', '_')}.txt").write_text(body)  # for a failure's reader
+    match = re.search(r"(?m)^rows\s+([\d,]+)\s*$", body)
+    assert match, f"no rows entry in the metadata of {asset} {partition}:\n{body[-3000:]}"
+    return int(match.group(1).replace(",", "")), body
+
+
+def test_partition_metadata_after_a_ranged_run(page, dagster_stack, ranged_run) -> None:
+    """Each partition of a ranged run shows its own figures: the shown ``rows`` of both days of
+    the run equal their own warehouse counts, not the run's total."""
+    from asin_platform_tests.ops.conftest import BACKFILL_DAYS
+
+    table = "score_baseline_daily"
+    first, last = (f"{day}|{RANGED_SITE}" for day in (BACKFILL_DAYS[0], BACKFILL_DAYS[-1]))
+    run_total = sum(_warehouse_rows(dagster_stack, table, f"{day}|{RANGED_SITE}") for day in BACKFILL_DAYS)
+    shown_last, _ = _shown_rows(page, dagster_stack, table, last)
+    assert shown_last == _warehouse_rows(dagster_stack, table, last)
+    shown, body = _shown_rows(page, dagster_stack, table, first)
+    assert shown == _warehouse_rows(dagster_stack, table, first) > 0
+    assert shown < run_total  # a copied run-wide figure would be the total of both days
+    assert "score_median" in body and "top_10" in body
+    _shot(page, "partition_metadata", palette=False)
 
 
 # ---------------------------------------------- per-partition checks (run last: they fail a partition)

@@ -67,6 +67,21 @@ def test_retries_a_500_then_delivers(receiver, caplog) -> None:
     _no_secret_logged(caplog)
 
 
+def test_waits_what_retry_after_asks_up_to_the_cap(receiver) -> None:
+    # The shared parser (asin_platform.retrying) reads seconds and HTTP dates alike.
+    rec = receiver(429, 503)
+    rec.retry_after = "0.3"
+    sleeps: list[float] = []
+    delivery = _hook(rec.url, sleep=sleeps.append).post(_message())
+    assert delivery.delivered and delivery.attempts == 3
+    assert sleeps == [0.3, 0.3]  # Retry-After beats the 0.05 / 0.1 backoff
+    rec = receiver(429)
+    rec.retry_after = "120"
+    sleeps = []
+    assert _hook(rec.url, sleep=sleeps.append).post(_message()).delivered
+    assert sleeps == [0.5]  # capped by max_backoff: a tick never waits minutes for Slack
+
+
 def test_respects_retry_after_on_429_capped(receiver) -> None:
     rec = receiver(429)
     sleeps: list[float] = []

@@ -181,6 +181,7 @@ class Webserver:
     gql = DagsterStack.gql
     launch_backfill = DagsterStack.launch_backfill
     launch_partition_run = DagsterStack.launch_partition_run
+    launch_run = DagsterStack.launch_run
     reexecute = DagsterStack.reexecute
 
     @property

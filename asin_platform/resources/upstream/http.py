@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import json
 import logging
 import random
@@ -51,6 +50,7 @@ from asin_platform.resources.upstream.base import (
     UpstreamError,
 )
 from asin_platform.resources.upstream.ratelimit import TokenBucket
+from asin_platform.retrying import backoff_delay, parse_retry_after
 
 if TYPE_CHECKING:
     from asin_platform.settings import Settings
@@ -132,13 +132,6 @@ class RetryPolicy:
     jitter: float = 0.25
     max_delay: float = 30.0
     budget_s: float | None = None
-
-
-def backoff_delay(attempt: int, base_delay: float, max_delay: float, jitter: float, u: float) -> float:
-    """Delay before retry number ``attempt`` (1-based): min(max_delay, base_delay * 2**(attempt-1))
-    * (1 + jitter * u), ``u`` uniform in [0, 1). The jitter spreads retries of concurrent batches
-    that failed together so they do not return together."""
-    return min(max_delay, base_delay * 2 ** (attempt - 1)) * (1.0 + jitter * u)
 
 
 # ---------------------------------------------------------------------------------- request / answer
@@ -498,20 +491,7 @@ class HttpCore:
 # ------------------------------------------------------------------------------------------- helpers
 def retry_after(headers: httpx.Headers | None) -> float | None:
     """Seconds from ``Retry-After``: a (possibly fractional) number, or an HTTP date."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(headers.get("Retry-After") if headers is not None else None)
 
 
 def replace_error(raw: RawResponse, error: str) -> RawResponse:
