@@ -13,11 +13,12 @@ from typing import Any
 
 import dagster as dg
 
-from asin_platform.assets import exports, features, inference, ingest, mart, scoring, training
+from asin_platform.assets import exports, features, inference, ingest, mart, outcomes, scoring, training
 from asin_platform.automation import build_automation
 from asin_platform.checks import features as feature_checks
 from asin_platform.checks import ingest as ingest_checks
 from asin_platform.checks import model as model_checks
+from asin_platform.checks import outcomes as outcome_checks
 from asin_platform.partitions import build_date_site_partitions
 from asin_platform.resources.upstream import TOKEN_ENV, build_upstream_resources  # noqa: F401 - TOKEN_ENV re-exported
 from asin_platform.resources.warehouse import Warehouse
@@ -35,7 +36,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 
 # In graph order; each exposes build_assets(settings, partitions_def) -> list[dg.AssetsDefinition].
-ASSET_MODULES = (ingest, mart, features, scoring, exports, training, inference)
+ASSET_MODULES = (ingest, mart, features, scoring, exports, training, inference, outcomes)
 
 
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -46,7 +47,12 @@ def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) ->
 def build_checks(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[Any]:
     """Every asset check. The checks modules still build theirs at import from the process-wide
     settings; they take (settings, partitions_def) once converted (CONTRACTS 2, H-checks)."""
-    return [*ingest_checks.INGEST_CHECKS, *feature_checks.FEATURE_CHECKS, *model_checks.MODEL_CHECKS]
+    return [
+        *ingest_checks.INGEST_CHECKS,
+        *feature_checks.FEATURE_CHECKS,
+        *model_checks.MODEL_CHECKS,
+        *outcome_checks.build_checks(settings, partitions_def),
+    ]
 
 
 ingest_job = dg.define_asset_job(

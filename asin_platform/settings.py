@@ -269,6 +269,19 @@ class RetryBudget(_Model):
 # --- end H-upstream ---------------------------------------------------------------------------------
 
 
+# --- H-ranker: realised outcomes of the model's lists (issue 14) ----------------------------------
+class OutcomeSettings(_Model):
+    """When the model's realised lists count as worse than the baseline's (check
+    ``model_beats_baseline_realised`` on ``realised_outcomes``)."""
+
+    window_days: int = Field(28, ge=1, description="rolling window of realised prediction dates")
+    k: Literal[10, 20, 50] = Field(20, description="precision@k compared (one of the stored k)")
+    min_days: int = Field(7, ge=1, description="realised days the window needs before it can WARN")
+
+
+# --- end H-ranker -----------------------------------------------------------------------------------
+
+
 class Settings(_Model):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
@@ -304,6 +317,7 @@ class Settings(_Model):
     automation: AutomationSettings = AutomationSettings()
     alerts: AlertSettings = AlertSettings()
     plausibility: PlausibilityBounds = PlausibilityBounds()  # issue 11, H-simulator
+    outcomes: OutcomeSettings = OutcomeSettings()  # issue 14, H-ranker
 
     @field_validator("sites", mode="before")
     @classmethod

@@ -13,3 +13,19 @@ FROM predictions_rank_daily AS p
 LEFT JOIN dim_asin AS d ON d.site = p.site AND d.asin = p.asin
 LEFT JOIN mart_timeseries_daily AS m ON m.site = p.site AND m.date = p.date AND m.asin = p.asin
 LEFT JOIN score_baseline_daily AS s ON s.site = p.site AND s.date = p.date AND s.asin = p.asin;
+
+-- What happened to each realised (site, prediction date)'s lists: NDCG@k / precision@k of the model
+-- and the baseline against the labels once the horizon has passed (core/outcomes.py).
+CREATE TABLE "realised_outcomes" (
+    "site" VARCHAR NOT NULL,
+    "date" DATE NOT NULL,
+    "ranker" VARCHAR NOT NULL,
+    "k" INTEGER NOT NULL,
+    "ndcg" DOUBLE,
+    "precision" DOUBLE,
+    "positives" INTEGER,
+    "items" INTEGER,
+    "horizon" INTEGER,
+    "model_version" VARCHAR,
+    "evaluated_at" TIMESTAMP WITH TIME ZONE
+);
