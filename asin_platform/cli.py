@@ -18,13 +18,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from asin_platform.commands import demo, export, features, model, pipeline, simulator
+from asin_platform.commands import backtest, demo, export, features, model, pipeline, simulator
 from asin_platform.commands import settings as settings_command
 from asin_platform.errors import UserError
 from asin_platform.settings import Settings
 
 DEBUG_ENV = "ASIN_PLATFORM_DEBUG"
-GROUPS = (demo, simulator, pipeline, features, export, model, settings_command)
+GROUPS = (demo, simulator, pipeline, features, export, model, backtest, settings_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
