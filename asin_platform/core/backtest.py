@@ -171,7 +171,9 @@ def fold_table(results: pl.DataFrame, k: int = 20) -> pl.DataFrame:
     at_k = results.filter(pl.col("k") == k)
     wide = at_k.pivot(on="ranker", index=["cutoff", "eval_start", "eval_end"], values=["ndcg", "precision"])
     rename = {c: c.replace("ndcg_", f"ndcg@{k} ").replace("precision_", f"P@{k} ") for c in wide.columns}
-    return wide.rename(rename).sort("cutoff")
+    # the queries (site x day) with a positive: what each fold's averages rest on
+    kept = at_k.filter(pl.col("ranker") == "model").select("cutoff", queries="queries_kept")
+    return wide.rename(rename).join(kept, on="cutoff", how="left").sort("cutoff")
 
 
 def markdown(table: pl.DataFrame, digits: int = 3) -> str:
