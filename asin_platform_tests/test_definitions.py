@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = {
     "raw_payloads", "mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine",
     "features_daily", "score_baseline_daily", "top_candidates", "train_samples", "ranker_model",
-    "model_evaluation", "predictions_rank_daily", "realised_outcomes",
+    "model_evaluation", "predictions_rank_daily", "realised_outcomes", "walk_forward_backtest",
 }  # fmt: skip
 CHECKS = {
     "raw_payloads:raw_payloads_complete",

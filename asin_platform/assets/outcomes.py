@@ -7,15 +7,18 @@ partition whose horizon has not passed yet (the mart does not reach T + H) write
 "pending" in its metadata; it is realised by a later materialisation (the daily chain re-runs it).
 """
 
+import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._metadata import figures_by_partition
+from asin_platform.assets._metadata import figures_by_partition, metadata_table
 from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets._slices import ranged_asset, write_segments
+from asin_platform.core.backtest import BacktestOptions, fold_table, folds, walk_forward
 from asin_platform.core.labels import LabelConfig
 from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
@@ -41,7 +44,7 @@ def label_config(settings: Settings) -> LabelConfig:
 
 
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """``realised_outcomes`` over ``partitions_def``."""
+    """``realised_outcomes`` over ``partitions_def``, and the unpartitioned ``walk_forward_backtest``."""
     return [
         ranged_asset(
             realised_outcomes,
@@ -50,7 +53,13 @@ def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) ->
             group_name="model",
             kinds={"polars", "table"},
             layer="outcomes",
-        )
+        ),
+        dg.asset(
+            deps=["features_daily", "mart_timeseries_daily"],
+            group_name="model",
+            kinds={"lightgbm", "polars"},
+            tags={"layer": "model"},
+        )(walk_forward_backtest),
     ]
 
 
@@ -137,3 +146,103 @@ def quality_plot(warehouse: Warehouse, site: str, day: date) -> dict[str, dg.Mar
         panels.append((f"realised {metric}@20", lines))
     png = line_plot_png(panels, f"Realised quality of the lists, {site}, to {day}")
     return {"realised_quality": png_markdown(png, "realised quality")}
+
+
+# ------------------------------------------------------------------------- walk-forward backtest
+
+
+class BacktestConfig(dg.Config):
+    folds: int = 6  # cut-offs, every_days apart, ending where the newest labels are realised
+    every_days: int = 28
+    train_days: int = 240  # reference dates behind each cut-off used for training
+    sample_every: int = 1
+    rounds: int = 300
+    params_json: str | None = None  # LightGBM params over the defaults, as JSON
+    oracle: bool = True  # the simulator oracle (only when the data comes from it)
+
+
+def backtest_options(settings: Settings, sites: list[str], **levers: Any) -> BacktestOptions:
+    """The walk-forward options of ``settings`` (labels as in training) plus the run's levers."""
+    return BacktestOptions(
+        config=label_config(settings),
+        calibration=default_calibration(sites, SALES_PRIOR),
+        score_weights=settings.score_weights,
+        min_category_size=settings.min_category_size,
+        **levers,
+    )
+
+
+def backtest_frames(
+    warehouse: Warehouse, settings: Settings, sites: list[str], start: date, end: date, train_days: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """features_daily and the mart a walk-forward over cut-offs [start, end] needs."""
+    w = settings.windows
+    first = start - timedelta(days=train_days + w.horizon + w.observation)
+    last = end + timedelta(days=w.horizon)
+    features = warehouse.read("features_daily", sites=sites, start=first, end=last)
+    mart = warehouse.read(
+        "mart_timeseries_daily", sites=sites, start=first - timedelta(days=w.observation), end=last,
+        columns=["site", "date", "asin", "category_id", "bsr_root"],
+    )  # fmt: skip
+    return features, mart
+
+
+def simulator_oracle_of(settings: Settings) -> Any:
+    """The oracle callback of core.backtest: the simulator's hidden state, when it knows the ASINs."""
+    from asin_platform.assets.training import simulator_oracle
+
+    return lambda keys: simulator_oracle(keys, settings, settings.windows.horizon)
+
+
+def backtest_plot(table: pl.DataFrame) -> bytes:
+    """NDCG@20 and P@20 of each ranker per fold (core.backtest.fold_table)."""
+    cutoffs = table["cutoff"].to_list()
+    panels = []
+    for metric in ("ndcg@20", "P@20"):
+        columns = [c for c in table.columns if c.startswith(metric + " ")]
+        panels.append((metric, {c.split(" ", 1)[1]: (cutoffs, table[c].to_list()) for c in columns}))
+    return line_plot_png(panels, "Walk-forward backtest: each fold's evaluation window after its cut-off")
+
+
+def walk_forward_backtest(
+    context: dg.AssetExecutionContext,
+    config: BacktestConfig,
+    warehouse: Warehouse,
+    settings: dg.ResourceParam[Settings],
+) -> dg.MaterializeResult:
+    """Walk-forward backtest of the ranker (core.backtest): for each of the last `folds` cut-offs,
+    `every_days` apart and ending where the newest labels are realised, retrain on the labels known
+    on the cut-off and score the following window; NDCG@20 / P@20 per fold of model, baseline,
+    random and (simulated data) the oracle, as a table and a plot; the folds' rows as
+    `<artifacts_dir>/backtest/backtest.csv`."""
+    newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
+    if newest is None:
+        raise dg.Failure("mart_timeseries_daily is empty: materialise the mart and features first")
+    end = realised_through(newest, settings.windows.horizon)
+    start = end - timedelta(days=config.folds * config.every_days)
+    sites = list(settings.sites)
+    features, mart = backtest_frames(warehouse, settings, sites, start, end, config.train_days)
+    options = backtest_options(
+        settings, sites, train_days=config.train_days, sample_every=config.sample_every,
+        params=json.loads(config.params_json) if config.params_json else {}, rounds=config.rounds,
+    )  # fmt: skip
+    oracle = simulator_oracle_of(settings) if config.oracle else None
+    try:
+        results = walk_forward(
+            features, mart, folds(start, end, config.every_days), options, oracle=oracle, log=context.log.info
+        )
+    except ValueError as exc:
+        raise dg.Failure(f"walk-forward over {start}..{end}: {exc}") from exc
+    out = Path(settings.artifacts_dir) / "backtest"
+    out.mkdir(parents=True, exist_ok=True)
+    results.write_csv(out / "backtest.csv")
+    table = fold_table(results)
+    means = results.filter(pl.col("k") == 20).group_by("ranker").agg(pl.col("ndcg").mean())
+    return dg.MaterializeResult(
+        metadata={
+            "folds": metadata_table(table, digits=3),
+            "plot": png_markdown(backtest_plot(table), "walk-forward backtest"),
+            "path": str(out / "backtest.csv"),
+            **{f"mean_ndcg@20_{r}": float(v) for r, v in means.iter_rows()},
+        }
+    )

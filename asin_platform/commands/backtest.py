@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -35,10 +34,7 @@ def parse_every(text: str) -> int:
 def _load(
     args: argparse.Namespace, settings: Settings, sites: list[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Features over [start - train_days - H, end] and the mart behind them (labels need its days)."""
-    w = settings.windows
-    first = args.start - timedelta(days=args.train_days + w.horizon + w.observation)
-    last = args.end + timedelta(days=w.horizon)
+    """Features and the mart behind them: from the warehouse, or the --features/--mart files."""
     if args.features or args.mart:
         if not (args.features and args.mart):
             raise UserError("file mode needs both --features and --mart (Parquet files)")
@@ -46,15 +42,14 @@ def _load(
         mart = pl.read_parquet(args.mart, columns=MART_COLUMNS)
         features, mart = (f.filter(pl.col("site").is_in(sites)) for f in (features, mart))
     else:
+        from asin_platform.assets.outcomes import backtest_frames
         from asin_platform.commands._runtime import cli_warehouse, warehouse_errors
 
         with warehouse_errors():
             warehouse = cli_warehouse(settings)
-            features = warehouse.read("features_daily", sites=sites, start=first, end=last)
-            mart = warehouse.read(
-                "mart_timeseries_daily", sites=sites, start=first - timedelta(days=w.observation), end=last,
-                columns=MART_COLUMNS,
-            )  # fmt: skip
+            features, mart = backtest_frames(
+                warehouse, settings, sites, args.start, args.end, args.train_days
+            )
     if features.is_empty() or mart.is_empty():
         raise UserError(
             f"no features or mart rows around {args.start}..{args.end}: materialise features_daily first "
@@ -66,34 +61,19 @@ def _load(
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
-    from asin_platform.core.backtest import BacktestOptions, fold_table, folds, markdown, walk_forward
-    from asin_platform.core.labels import LabelConfig
-    from asin_platform.core.sales import default_calibration
-    from asin_platform.simulator.catalog import SALES_PRIOR
+    from asin_platform.assets.outcomes import backtest_options, backtest_plot, simulator_oracle_of
+    from asin_platform.core.backtest import fold_table, folds, markdown, walk_forward
 
     check_order(args.start, args.end)
     if args.start == args.end:
         raise UserError("--start equals --end: a fold evaluates the days after its cut-off; widen the range")
     sites = check_sites(args.sites, settings)
     features, mart = _load(args, settings, sites)
-    w, t = settings.windows, settings.thresholds
-    options = BacktestOptions(
-        config=LabelConfig(w.observation, w.horizon, w.embargo, t.label_sales_ratio, t.label_bsr_pctl_gain),
-        calibration=default_calibration(sites, SALES_PRIOR),
-        score_weights=settings.score_weights,
-        min_category_size=settings.min_category_size,
-        train_days=args.train_days,
-        sample_every=args.sample_every,
-        params=json.loads(args.params) if args.params else {},
-        rounds=args.rounds,
-    )
-    oracle = None
-    if not args.no_oracle:
-        from asin_platform.assets.training import simulator_oracle
-
-        def oracle(keys: pl.DataFrame) -> pl.DataFrame | None:
-            return simulator_oracle(keys, settings, w.horizon)
-
+    options = backtest_options(
+        settings, sites, train_days=args.train_days, sample_every=args.sample_every,
+        params=json.loads(args.params) if args.params else {}, rounds=args.rounds,
+    )  # fmt: skip
+    oracle = None if args.no_oracle else simulator_oracle_of(settings)
     try:
         results = walk_forward(
             features, mart, folds(args.start, args.end, args.every), options, oracle=oracle, log=print
@@ -106,21 +86,10 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     table = fold_table(results)
     text = markdown(table)
     (out / "backtest.md").write_text(text + "\n")
-    (out / "backtest.png").write_bytes(_plot(table))
+    (out / "backtest.png").write_bytes(backtest_plot(table))
     print(text)
     print(f"{table.height} fold(s) -> {out}/backtest.csv, backtest.md, backtest.png")
     return 0
-
-
-def _plot(table: pl.DataFrame) -> bytes:
-    from asin_platform.assets._plots import line_plot_png
-
-    cutoffs = table["cutoff"].to_list()
-    panels = []
-    for metric in ("ndcg@20", "P@20"):
-        columns = [c for c in table.columns if c.startswith(metric + " ")]
-        panels.append((metric, {c.split(" ", 1)[1]: (cutoffs, table[c].to_list()) for c in columns}))
-    return line_plot_png(panels, "Walk-forward backtest: each fold's evaluation window after its cut-off")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+import asin_platform.assets.training as training
 from asin_platform.assets import outcomes
 from asin_platform.automation.config import WEBHOOK_URL_ENV
 from asin_platform.automation.sensors import build_check_failure_sensor
@@ -24,7 +25,7 @@ from asin_platform.core.score import score_baseline
 from asin_platform.partitions import build_date_site_partitions
 from asin_platform.settings import get_settings
 from asin_platform.simulator.catalog import SALES_PRIOR
-from asin_platform_tests.core.test_labels import sim_features, sim_mart
+from asin_platform_tests.core.test_labels import sim_features, sim_market, sim_mart
 from asin_platform_tests.ops.conftest import receiver  # noqa: F401 - the loopback webhook fixture
 
 START, END = date(2025, 5, 1), date(2025, 5, 25)  # the mart ends 2025-06-19: realised through 05-20
@@ -71,6 +72,8 @@ def _run(warehouse, instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     partitions = build_date_site_partitions(settings)
     return dg.materialize(
         [*outcomes.build_assets(settings, partitions), *outcome_checks.build_checks(settings, partitions)],
+        selection=dg.AssetSelection.assets("realised_outcomes")
+        | dg.AssetSelection.checks_for_assets("realised_outcomes"),
         resources={"warehouse": warehouse, "settings": settings},
         tags=RANGE,
         instance=instance,
@@ -153,3 +156,36 @@ def test_a_model_worse_than_the_baseline_warns_and_alerts(
         ":warning: [WARN] Check failed: realised_outcomes.model_beats_baseline_realised"
     )
     assert f"{START}|US .. {END}|US" in body["text"]
+
+
+def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"HORIZON": "14", "EMBARGO": "14", "OBSERVATION": "14"}.items():
+        monkeypatch.setenv(f"ASIN_PLATFORM__WINDOWS__{name}", value)
+    monkeypatch.setenv("ASIN_PLATFORM__SITES", "US,DE")
+    monkeypatch.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(env / "artifacts"))
+    get_settings.cache_clear()
+    monkeypatch.setattr(training, "oracle_market", lambda settings, sites: sim_market())
+    mart, features = sim_mart(), sim_features()
+    with warehouse.transaction() as tx:
+        for table, frame in (("mart_timeseries_daily", mart), ("features_daily", features)):
+            tx.replace_slices(
+                table, frame, sites=["US", "DE"], start=frame["date"].min(), end=frame["date"].max()
+            )
+    settings = get_settings()
+    config = {"folds": 2, "every_days": 14, "rounds": 30, "params_json": '{"num_threads": 1}'}
+    result = dg.materialize(
+        outcomes.build_assets(settings, build_date_site_partitions(settings)),
+        selection=["walk_forward_backtest"],
+        resources={"warehouse": warehouse, "settings": settings},
+        run_config={"ops": {"walk_forward_backtest": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    meta = result.asset_materializations_for_node("walk_forward_backtest")[0].metadata
+    rows = [r.data for r in meta["folds"].records]
+    # cut-offs end where the newest labels are realised (2025-06-19 - 14 days), 14 days apart
+    assert [r["cutoff"] for r in rows] == ["2025-05-08", "2025-05-22"]
+    assert all(r["ndcg@20 model"] > r["ndcg@20 random"] for r in rows)
+    assert {"mean_ndcg@20_model", "mean_ndcg@20_oracle"} <= set(meta)
+    assert meta["plot"].value.startswith("![")
+    stored = pl.read_csv(env / "artifacts" / "backtest" / "backtest.csv")
+    assert set(stored["ranker"]) == {"model", "baseline", "random", "oracle"}
