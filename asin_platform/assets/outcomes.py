@@ -23,7 +23,7 @@ from asin_platform.core.labels import LabelConfig
 from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.sales import default_calibration
-from asin_platform.partitions import partitions_of_context
+from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
@@ -43,13 +43,33 @@ def label_config(settings: Settings) -> LabelConfig:
     )
 
 
+def realising_mart_day(settings: Settings) -> dg.AssetDep:
+    """Partition (T, site) depends on the mart of (T + H, site): the day that realises its labels,
+    so automation that follows inputs re-runs it when that day lands, not when T's predictions do."""
+    h = settings.windows.horizon
+    return dg.AssetDep(
+        "mart_timeseries_daily",
+        partition_mapping=dg.MultiPartitionMapping(
+            {
+                DATE_DIM: dg.DimensionPartitionMapping(
+                    DATE_DIM,
+                    dg.TimeWindowPartitionMapping(
+                        start_offset=h, end_offset=h, allow_nonexistent_upstream_partitions=True
+                    ),
+                ),
+                SITE_DIM: dg.DimensionPartitionMapping(SITE_DIM, dg.IdentityPartitionMapping()),
+            }
+        ),
+    )
+
+
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """``realised_outcomes`` over ``partitions_def``, and the unpartitioned ``walk_forward_backtest``."""
     return [
         ranged_asset(
             realised_outcomes,
             partitions_def,
-            deps=["predictions_rank_daily", "score_baseline_daily", "mart_timeseries_daily"],
+            deps=["predictions_rank_daily", "score_baseline_daily", realising_mart_day(settings)],  # type: ignore[list-item]
             group_name="model",
             kinds={"polars", "table"},
             layer="outcomes",
