@@ -13,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from asin_platform.assets import exports, features, inference, ingest, mart, scoring, training
+from asin_platform.assets import exports, features, inference, ingest, mart, outcomes, scoring, training
 from asin_platform.automation import build_automation
 from asin_platform.checks import build_checks
 from asin_platform.partitions import build_date_site_partitions
@@ -33,7 +33,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 
 # In graph order; each exposes build_assets(settings, partitions_def) -> list[dg.AssetsDefinition].
-ASSET_MODULES = (ingest, mart, features, scoring, exports, training, inference)
+ASSET_MODULES = (ingest, mart, features, scoring, exports, training, inference, outcomes)
 
 
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:

@@ -345,6 +345,17 @@ class IngestLeases(_Model):
 
 
 # --- end H-reliab -----------------------------------------------------------------------------------
+# --- H-ranker: realised outcomes of the model's lists (issue 14) ----------------------------------
+class OutcomeSettings(_Model):
+    """When the model's realised lists count as worse than the baseline's (check
+    ``model_beats_baseline_realised`` on ``realised_outcomes``)."""
+
+    window_days: int = Field(28, ge=1, description="rolling window of realised prediction dates")
+    k: Literal[10, 20, 50] = Field(20, description="precision@k compared (one of the stored k)")
+    min_days: int = Field(7, ge=1, description="realised days the window needs before it can WARN")
+
+
+# --- end H-ranker -----------------------------------------------------------------------------------
 
 
 class Settings(_Model):
@@ -385,6 +396,7 @@ class Settings(_Model):
     scale: ScaleSettings = ScaleSettings()  # H-scale (issue 13)
     storage: StorageSettings = StorageSettings()  # issue 15, H-artifacts: artifact / export URLs
     leases: IngestLeases = IngestLeases()  # issue 11, H-reliab: fetch leases
+    outcomes: OutcomeSettings = OutcomeSettings()  # issue 14, H-ranker
 
     @field_validator("sites", mode="before")
     @classmethod

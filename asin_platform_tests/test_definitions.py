@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = {
     "raw_payloads", "mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine",
     "features_daily", "score_baseline_daily", "top_candidates", "train_samples", "ranker_model",
-    "model_evaluation", "predictions_rank_daily",
+    "model_evaluation", "predictions_rank_daily", "realised_outcomes", "walk_forward_backtest",
 }  # fmt: skip
 CHECKS = {
     "raw_payloads:raw_payloads_complete",
@@ -34,6 +34,7 @@ CHECKS = {
     "ranker_model:ranker_beats_baseline",
     "predictions_rank_daily:predictions_coverage",
     "predictions_rank_daily:prediction_feature_drift",
+    "realised_outcomes:model_beats_baseline_realised",
 }
 SCHEDULES = {"ingest_schedule", "retrain_ranker_schedule", "table_checks_schedule"}
 SENSORS = {"asset_check_alert", "daily_automation", "run_failure_alert", "tracking_alert"}
@@ -83,6 +84,7 @@ def test_assets_are_partitioned_by_the_sites_and_start_of_the_settings() -> None
     assert set(partitioned) == {
         "raw_payloads", "mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine",
         "features_daily", "score_baseline_daily", "top_candidates", "predictions_rank_daily",
+        "realised_outcomes",
     }  # fmt: skip
     for partitions_def in partitioned.values():
         assert partitions_def.get_partition_keys()[:3] == ["2026-02-01|FR", "2026-02-01|US", "2026-02-02|FR"]

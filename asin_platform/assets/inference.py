@@ -8,22 +8,34 @@ run wrote it, written to the warehouse slice and exported beside the baseline's 
 ``vw_pred_rank_daily`` (title, brand, category path, BSR, price, baseline score and rank).
 """
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import figures_by_partition
+from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.assets.exports import top_10_table, write_export
+from asin_platform.core.explain import sales_window
 from asin_platform.core.predict import predict_with
-from asin_platform.partitions import partitions_of_context
+from asin_platform.core.sales import default_calibration
+from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.simulator.catalog import SALES_PRIOR
 from asin_platform.storage import NoModelError, exports_store, load_registered
 
-TOP_10_COLUMNS = ["rank_in_site", "asin", "title", "category_id", "model_score", "baseline_rank_in_site"]
+TOP_10_COLUMNS = [
+    "rank_in_site",
+    "asin",
+    "title",
+    "category_id",
+    "model_score",
+    "baseline_rank_in_site",
+    "reasons_text",
+]
 EXPORT_TOP = 100  # rows per (site, date) in the export file, as the baseline's top candidates
 
 
@@ -33,6 +45,33 @@ def export_frame(warehouse: Warehouse, site: str, day: Any, limit: int = EXPORT_
         "SELECT * FROM vw_pred_rank_daily WHERE site = ? AND date = ? AND rank_in_site <= ? ORDER BY rank_in_site",
         [site, day, limit],
     )
+
+
+def candidate_plot(
+    warehouse: Warehouse, settings: Settings, part: DateSite, top: dict[str, Any]
+) -> dict[str, dg.MarkdownMetadataValue]:
+    """The #1 candidate's BSR and sales estimate over the lookback window ending on its day."""
+    mart = warehouse.read(
+        "mart_timeseries_daily",
+        sites=[part.site],
+        start=part.day - timedelta(days=settings.windows.lookback - 1),
+        end=part.day,
+        asins=[top["asin"]],
+        columns=["site", "date", "asin", "category_id", "bsr_root"],
+    ).drop_nulls("bsr_root")
+    if mart.is_empty():
+        return {}
+    window = sales_window(mart, default_calibration([part.site], SALES_PRIOR))
+    days = window["date"].to_list()
+    png = line_plot_png(
+        [
+            ("BSR (log, lower = better)", {top["asin"]: (days, window["bsr_root"].to_list())}),
+            ("sales estimate (units/day)", {top["asin"]: (days, window["est_sales"].to_list())}),
+        ],
+        f"#1 {top['asin']} on {part.site} {part.day}: {top.get('reasons_text') or ''}"[:110],
+        log_invert=(True, False),
+    )
+    return {"top_candidate_window": png_markdown(png, f"{top['asin']} window")}
 
 
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -56,7 +95,9 @@ def predictions_rank_daily(
     (1 = most likely to explode), with the model version; joinable with dim_asin on (site, asin).
     Exported as `<exports>/<site>/pred_rank_daily_YYYYMMDD.csv` and `.parquet` beside top_candidates
     (the exports store: a local folder by default, object storage in production).
-    Each partition's metadata holds its own row count, file and top 10."""
+    Each partition's metadata holds its own row count, file and top 10 with each one's reasons (its
+    largest feature contributions, core.explain); each site's newest day in the run also shows the
+    #1 candidate's BSR and sales estimate over the lookback window its features saw."""
     try:
         model = load_registered(warehouse, "promoted")
     except NoModelError as exc:
@@ -68,7 +109,9 @@ def predictions_rank_daily(
     frame = write_segments(context, warehouse, "predictions_rank_daily", build)
     rows = figures_by_partition(frame, [pl.len().alias("rows")])
     store = exports_store(settings)
-    for part in partitions_of_context(context):
+    parts = partitions_of_context(context)
+    newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
+    for part in parts:
         export = export_frame(warehouse, part.site, part.day)
         path = write_export(export, store, part, "pred_rank_daily")
         metadata = {
@@ -76,6 +119,8 @@ def predictions_rank_daily(
             "path": path,
             "top_10": top_10_table(export, TOP_10_COLUMNS, digits=3),
         }
+        if newest[part.site] == part and export.height:
+            metadata.update(candidate_plot(warehouse, settings, part, export.row(0, named=True)))
         context.add_asset_metadata(metadata, partition_key=part.key)
     context.log.info(f"predictions run total: {frame.height} rows with model {model.version}")
     return dg.MaterializeResult(metadata={"model_version": model.version})

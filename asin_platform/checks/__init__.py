@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from asin_platform.checks import features, ingest, model
+from asin_platform.checks import features, ingest, model, outcomes
 from asin_platform.settings import Settings
 
 __all__ = ["build_checks"]
@@ -18,4 +18,5 @@ def build_checks(
         *ingest.build_checks(settings, partitions_def),
         *features.build_checks(settings, partitions_def),
         *model.build_checks(settings, partitions_def),
+        *outcomes.build_checks(settings, partitions_def),
     ]

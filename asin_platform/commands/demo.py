@@ -57,7 +57,15 @@ DEMO_PHASES: list[tuple[str, list[str], bool, bool]] = [
         False,
     ),
     ("predictions: predictions_rank_daily", ["predictions_rank_daily"], True, True),
+    # issue 14: the lists of the last H + OUTCOME_DAYS days, the oldest of them realised
+    (
+        "realised outcomes: predictions_rank_daily -> realised_outcomes",
+        ["predictions_rank_daily", "realised_outcomes"],
+        True,
+        False,
+    ),
 ]
+OUTCOME_DAYS = 14  # realised prediction dates in the demo: enough for the rolling check to judge
 
 
 def demo_defaults(asins: int, keepa_sites: list[str]) -> dict[str, str]:
@@ -172,7 +180,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     defs,
                     keys,
                     sites=settings.sites,
-                    start=end if last_only else start,
+                    start=end
+                    if last_only
+                    else max(start, end - timedelta(days=w.horizon + OUTCOME_DAYS))
+                    if "realised_outcomes" in keys
+                    else start,
                     end=end,
                     instance=instance,
                     tags=process_tag(),
@@ -197,6 +209,7 @@ def _print_demo_summary(summaries: list, settings: Settings) -> None:
     tables = (
         "raw_payloads", "mart_timeseries_daily", "dim_asin", "fact_reviews", "fact_keywords", "quarantine",
         "features_daily", "score_baseline_daily", "train_samples_rank", "predictions_rank_daily",
+        "realised_outcomes",
     )  # fmt: skip
     for table in tables:
         try:

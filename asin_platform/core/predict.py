@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+# core.explain does not load lightgbm (it only calls the booster it is given)
+from asin_platform.core.explain import DEFAULT_TOP, explain
+
 # core.ranker sets LightGBM's OpenMP wait policy before loading it: import it first, lightgbm never
 from asin_platform.core.ranker import LoadedModel, feature_matrix
 from asin_platform.schemas import UTC_TS, Table, register
@@ -34,6 +37,9 @@ PREDICTIONS_RANK_DAILY = register(
             "rank_in_category": pl.Int32(),  # 1 = highest score of the (site, date, category)
             "model_version": pl.Utf8(),
             "scored_at": UTC_TS,
+            # the top feature contributions (core.explain): JSON, and as text for people
+            "reasons": pl.Utf8(),
+            "reasons_text": pl.Utf8(),
         },
         key=("site", "date", "asin"),
     )
@@ -52,16 +58,25 @@ def score_features(
     model_version: str,
     feature_names: list[str] | None = None,
     scored_at: datetime | None = None,
+    reasons: int = DEFAULT_TOP,
 ) -> pl.DataFrame:
-    """PREDICTIONS_RANK_DAILY rows for every feature row (any number of sites and dates)."""
+    """PREDICTIONS_RANK_DAILY rows for every feature row (any number of sites and dates), each
+    with its ``reasons`` top feature contributions (``reasons=0``: none, the columns stay null)."""
     names = feature_names or booster.feature_name()
     if features.is_empty():
         return PREDICTIONS_RANK_DAILY.empty()
-    scores = booster.predict(feature_matrix(features, names))
+    matrix = feature_matrix(features, names)
+    scores = booster.predict(matrix)
     when = scored_at or datetime.now(UTC)
+    explained = (
+        explain(booster, matrix, features, names, top=reasons)
+        if reasons > 0
+        else pl.DataFrame({"reasons": [None] * features.height, "reasons_text": [None] * features.height})
+    )
     scored = (
         features.select("site", "date", "asin", "category_id")
         .with_columns(model_score=pl.Series(scores, dtype=pl.Float64))
+        .hstack(explained.select(pl.all().cast(pl.Utf8)))
         .sort("site", "date", pl.col("model_score"), "asin", descending=[False, False, True, False])
         .with_columns(rank_in_site=_rank_within(["site", "date"]))
         .with_columns(rank_in_category=_rank_within(["site", "date", "category_id"]))

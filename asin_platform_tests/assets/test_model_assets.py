@@ -136,6 +136,13 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
     export = pl.read_csv(env / "exports" / "US" / f"pred_rank_daily_{day:%Y%m%d}.csv")
     assert export["rank_in_site"].to_list()[:3] == [1, 2, 3] and "explosive_score" in export.columns
     assert (env / "exports" / "US" / f"pred_rank_daily_{day:%Y%m%d}.parquet").exists()
+    # every prediction carries its reasons; the export and the UI's top 10 show them
+    assert rows["reasons"].null_count() == 0 and export["reasons_text"].null_count() == 0
+    assert json.loads(export["reasons"][0])[0]["f"] in card["features"]
+    meta = predicted.asset_materializations_for_node("predictions_rank_daily")[0].metadata
+    top10 = [r.data for r in meta["top_10"].records]
+    assert top10[0]["reasons_text"] == export["reasons_text"][0]
+    assert meta["top_candidate_window"].value.startswith("![")
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(

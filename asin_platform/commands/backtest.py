@@ -1,0 +1,112 @@
+"""`asin-platform backtest`: walk-forward retrain-and-evaluate over a range of cut-offs.
+
+    asin-platform backtest --start 2025-06-01 --end 2025-12-01 --every 28d
+
+Reads features_daily and the mart from the warehouse (or ``--features``/``--mart`` Parquet files),
+calls core.backtest.walk_forward and writes ``<output>/backtest.csv`` (one row per fold, ranker
+and k), ``backtest.md`` (the per-fold NDCG@20 / P@20 table) and ``backtest.png`` (the plot). The
+oracle is drawn from the bundled simulator's hidden state when the data comes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import polars as pl
+
+from asin_platform.commands._args import check_order, check_sites, parse_date
+from asin_platform.errors import UserError
+from asin_platform.settings import Settings
+
+MART_COLUMNS = ["site", "date", "asin", "category_id", "bsr_root"]
+
+
+def parse_every(text: str) -> int:
+    """``28d`` or ``28`` -> 28 (days); ``4w`` -> 28."""
+    match = re.fullmatch(r"(\d+)\s*([dw]?)", text.strip().lower())
+    if not match or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"not a period: {text!r} (write e.g. 28d or 4w)")
+    return int(match.group(1)) * (7 if match.group(2) == "w" else 1)
+
+
+def _load(
+    args: argparse.Namespace, settings: Settings, sites: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Features and the mart behind them: from the warehouse, or the --features/--mart files."""
+    if args.features or args.mart:
+        if not (args.features and args.mart):
+            raise UserError("file mode needs both --features and --mart (Parquet files)")
+        features = pl.read_parquet(args.features)
+        mart = pl.read_parquet(args.mart, columns=MART_COLUMNS)
+        features, mart = (f.filter(pl.col("site").is_in(sites)) for f in (features, mart))
+    else:
+        from asin_platform.assets.outcomes import backtest_frames
+        from asin_platform.commands._runtime import cli_warehouse, warehouse_errors
+
+        with warehouse_errors():
+            warehouse = cli_warehouse(settings)
+            features, mart = backtest_frames(
+                warehouse, settings, sites, args.start, args.end, args.train_days
+            )
+    if features.is_empty() or mart.is_empty():
+        raise UserError(
+            f"no features or mart rows around {args.start}..{args.end}: materialise features_daily first "
+            "(asin-platform features-build) or pass --features/--mart"
+        )
+    return features, mart
+
+
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from asin_platform.assets.outcomes import backtest_options, backtest_plot, simulator_oracle_of
+    from asin_platform.core.backtest import fold_table, folds, markdown, walk_forward
+
+    check_order(args.start, args.end)
+    if args.start == args.end:
+        raise UserError("--start equals --end: a fold evaluates the days after its cut-off; widen the range")
+    sites = check_sites(args.sites, settings)
+    features, mart = _load(args, settings, sites)
+    options = backtest_options(
+        settings, sites, train_days=args.train_days, sample_every=args.sample_every,
+        params=json.loads(args.params) if args.params else {}, rounds=args.rounds,
+    )  # fmt: skip
+    oracle = None if args.no_oracle else simulator_oracle_of(settings)
+    try:
+        results = walk_forward(
+            features, mart, folds(args.start, args.end, args.every), options, oracle=oracle, log=print
+        )
+    except ValueError as exc:
+        raise UserError(f"backtest {args.start}..{args.end}: {exc}") from exc
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    results.write_csv(out / "backtest.csv")
+    table = fold_table(results)
+    text = markdown(table)
+    (out / "backtest.md").write_text(text + "\n")
+    (out / "backtest.png").write_bytes(backtest_plot(table))
+    print(text)
+    print(f"{table.height} fold(s) -> {out}/backtest.csv, backtest.md, backtest.png")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "backtest",
+        help="walk-forward: retrain as of each cut-off, evaluate NDCG@20 / P@20 on the following window",
+    )
+    p.add_argument("--start", type=parse_date, required=True, help="first cut-off")
+    p.add_argument("--end", type=parse_date, required=True, help="last evaluated day")
+    p.add_argument("--every", type=parse_every, default=28, help="days between cut-offs, e.g. 28d (default)")
+    p.add_argument("--sites", nargs="+", help="sites (default: all configured)")
+    p.add_argument("--train-days", type=int, default=240, help="reference dates behind each cut-off")
+    p.add_argument("--sample-every", type=int, default=1, help="keep every n-th training reference date")
+    p.add_argument("--rounds", type=int, default=300, help="boosting rounds (early stopping on valid)")
+    p.add_argument("--params", help="LightGBM params as JSON, over the defaults")
+    p.add_argument("--features", help="features_daily Parquet (file mode; default: the warehouse)")
+    p.add_argument("--mart", help="mart_timeseries_daily Parquet (file mode)")
+    p.add_argument("--no-oracle", action="store_true", help="skip the simulator oracle")
+    p.add_argument("--output", default="artifacts/backtest", help="directory for csv, md and png")
+    p.set_defaults(func=cmd_backtest)

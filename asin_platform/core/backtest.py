@@ -1,0 +1,186 @@
+"""Walk-forward backtest: retrain as of each cut-off, evaluate on the window that follows.
+
+For every cut-off C (``start``, ``start + every``, ... up to ``end``) the ranker is trained only
+on what was known on C: reference dates T with T + H <= C, labelled from the mart up to C
+(``core.labels.build_samples``, its own train / valid split with embargo for early stopping). It
+is then evaluated on the reference dates of (C, C + every], labelled from the whole mart (those
+labels lie in the future of C), beside the baseline Explosive Score, a seeded random ranking and,
+when the caller can supply one, the simulator oracle (``core.metrics.compare_rankers``). A fold
+whose evaluation window has no realised label (T + H beyond the mart) or no positive is skipped
+and reported as such.
+
+No label the model trains on reaches past C, and no evaluation date lies on or before C: the
+folds are what a weekly retraining would have seen had it run on each cut-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+
+from asin_platform.core.labels import KEY, LabelConfig, build_samples, compute_targets
+from asin_platform.core.metrics import add_baseline_scores, add_random_scores, compare_rankers
+from asin_platform.core.predict import add_model_scores
+from asin_platform.core.ranker import train_ranker
+
+RANKERS: dict[str, str] = {
+    "model": "model_score",
+    "baseline": "explosive_score",
+    "random": "random_score",
+    "oracle": "oracle_score",
+}
+FOLD_KS: tuple[int, ...] = (20,)
+
+
+@dataclass(frozen=True)
+class Fold:
+    cutoff: date  # the model knows labels up to this day
+    eval_start: date  # first evaluated reference date (cutoff + 1)
+    eval_end: date
+
+
+def folds(start: date, end: date, every: int) -> list[Fold]:
+    """Cut-offs ``start, start + every, ...`` whose evaluation window (C, min(C + every, end)] is
+    not empty."""
+    if every < 1:
+        raise ValueError("every must be at least one day")
+    if start >= end:
+        raise ValueError(
+            f"start {start} must be before end {end}: a fold evaluates the days after its cut-off"
+        )
+    out, cutoff, step = [], start, timedelta(days=every)
+    while cutoff < end:
+        out.append(Fold(cutoff, cutoff + timedelta(days=1), min(cutoff + step, end)))
+        cutoff += step
+    return out
+
+
+@dataclass
+class BacktestOptions:
+    config: LabelConfig
+    calibration: pl.DataFrame | None = None
+    score_weights: Any = None  # settings.score_weights: the baseline
+    min_category_size: int = 30
+    train_days: int = 240  # reference dates behind each cut-off used for training
+    sample_every: int = 1
+    params: Mapping[str, Any] = field(default_factory=dict)
+    rounds: int = 300
+    early_stopping: int = 30
+    ks: Sequence[int] = FOLD_KS
+
+
+def train_as_of(features: pl.DataFrame, mart: pl.DataFrame, cutoff: date, options: BacktestOptions) -> Any:
+    """A ranker trained on what was known on ``cutoff`` (labels from the mart up to it)."""
+    config = options.config
+    last_ref = cutoff - timedelta(days=config.horizon)
+    first_ref = last_ref - timedelta(days=options.train_days - 1)
+    rows = features.filter(pl.col("date").is_between(first_ref, last_ref))
+    known = mart.filter(pl.col("date") <= cutoff)
+    samples = build_samples(
+        rows,
+        known,
+        observation=config.observation,
+        horizon=config.horizon,
+        embargo=config.embargo,
+        sales_ratio=config.sales_ratio,
+        pctl_gain=config.pctl_gain,
+        calibration=options.calibration,
+        split_fractions=(0.7, 0.25, 0.05),  # the test split is the next fold: keep this one small
+        sample_every=options.sample_every,
+    )
+    return train_ranker(
+        samples.rank,
+        params={"verbosity": -1, **options.params},
+        num_boost_round=options.rounds,
+        early_stopping_rounds=options.early_stopping,
+    )
+
+
+def evaluate_fold(
+    features: pl.DataFrame,
+    mart: pl.DataFrame,
+    fold: Fold,
+    trained: Any,
+    options: BacktestOptions,
+    oracle: Callable[[pl.DataFrame], pl.DataFrame | None] | None = None,
+) -> pl.DataFrame | None:
+    """compare_rankers on the fold's evaluation window, or None when it holds no realised positive."""
+    last_mart = mart["date"].max()
+    end = min(fold.eval_end, last_mart - timedelta(days=options.config.horizon))  # type: ignore[operator]
+    rows = features.filter(pl.col("date").is_between(fold.eval_start, end))
+    if rows.is_empty():
+        return None
+    targets = compute_targets(mart, rows.select(*KEY), options.config, options.calibration)
+    rows = rows.join(targets.select(*KEY, "relevance", "explodes"), on=list(KEY), how="left").with_columns(
+        pl.col("relevance", "explodes").fill_null(0)
+    )
+    if rows["explodes"].sum() == 0:
+        return None
+    scored = add_model_scores(rows, trained.booster, trained.features, num_iteration=trained.best_iteration)
+    scored = add_baseline_scores(scored, options.score_weights, min_category_size=options.min_category_size)
+    scored = add_random_scores(scored)
+    oracle_frame = oracle(scored.select(*KEY)) if oracle is not None else None
+    if oracle_frame is not None:
+        scored = scored.join(oracle_frame.select(*KEY, "oracle_score"), on=list(KEY), how="left")
+    table = compare_rankers(scored, RANKERS, relevance="relevance", positive="explodes", ks=options.ks)
+    return table.with_columns(
+        cutoff=pl.lit(fold.cutoff),
+        eval_start=pl.lit(fold.eval_start),
+        eval_end=pl.lit(end),
+        train_rows=pl.lit(trained.rows["train"]),
+    )
+
+
+def walk_forward(
+    features: pl.DataFrame,
+    mart: pl.DataFrame,
+    cutoffs: Sequence[Fold],
+    options: BacktestOptions,
+    *,
+    oracle: Callable[[pl.DataFrame], pl.DataFrame | None] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> pl.DataFrame:
+    """One row per (fold, ranker, k): ndcg, precision, recall, queries, the fold's dates."""
+    parts = []
+    for fold in cutoffs:
+        try:
+            trained = train_as_of(features, mart, fold.cutoff, options)
+        except ValueError as exc:
+            log(f"fold {fold.cutoff}: not trained ({exc})")
+            continue
+        table = evaluate_fold(features, mart, fold, trained, options, oracle)
+        if table is None:
+            log(f"fold {fold.cutoff}: no realised positive in {fold.eval_start}..{fold.eval_end}")
+            continue
+        log(f"fold {fold.cutoff}: trained on {trained.rows['train']:,} rows, evaluated {fold.eval_start}..")
+        parts.append(table)
+    if not parts:
+        raise ValueError("no fold could be trained and evaluated: widen the range or add data")
+    return pl.concat(parts).select(
+        "cutoff", "eval_start", "eval_end", "ranker", "k", "ndcg", "precision", "recall",
+        "queries_kept", "queries_total", "train_rows",
+    )  # fmt: skip
+
+
+def fold_table(results: pl.DataFrame, k: int = 20) -> pl.DataFrame:
+    """Per fold: NDCG@k and P@k of each ranker side by side (the doc's table)."""
+    at_k = results.filter(pl.col("k") == k)
+    wide = at_k.pivot(on="ranker", index=["cutoff", "eval_start", "eval_end"], values=["ndcg", "precision"])
+    rename = {c: c.replace("ndcg_", f"ndcg@{k} ").replace("precision_", f"P@{k} ") for c in wide.columns}
+    # the queries (site x day) with a positive: what each fold's averages rest on
+    kept = at_k.filter(pl.col("ranker") == "model").select("cutoff", queries="queries_kept")
+    return wide.rename(rename).join(kept, on="cutoff", how="left").sort("cutoff")
+
+
+def markdown(table: pl.DataFrame, digits: int = 3) -> str:
+    """A fold table as Markdown."""
+    header = "| " + " | ".join(table.columns) + " |"
+    lines = [header, "|" + "---|" * len(table.columns)]
+    for row in table.iter_rows():
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) else ("n/a" if v is None else str(v)) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
