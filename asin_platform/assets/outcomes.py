@@ -10,7 +10,6 @@ partition whose horizon has not passed yet (the mart does not reach T + H) write
 import json
 import warnings
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -28,6 +27,7 @@ from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
+from asin_platform.storage import artifacts_store
 
 SERIES_DAYS = 180  # how far back the realised-quality plot looks
 
@@ -242,7 +242,7 @@ def walk_forward_backtest(
     `every_days` apart and ending where the newest labels are realised, retrain on the labels known
     on the cut-off and score the following window; NDCG@20 / P@20 per fold of model, baseline,
     random and (simulated data) the oracle, as a table and a plot; the folds' rows as
-    `<artifacts_dir>/backtest/backtest.csv`."""
+    `backtest/backtest.csv` in the artifacts store."""
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
         raise dg.Failure("mart_timeseries_daily is empty: materialise the mart and features first")
@@ -261,16 +261,15 @@ def walk_forward_backtest(
         )
     except ValueError as exc:
         raise dg.Failure(f"walk-forward over {start}..{end}: {exc}") from exc
-    out = Path(settings.artifacts_dir) / "backtest"
-    out.mkdir(parents=True, exist_ok=True)
-    results.write_csv(out / "backtest.csv")
+    # the artifacts store (a local folder by default, object storage in production): a later run's pod finds it
+    path = artifacts_store(settings).write_frame("backtest/backtest.csv", results)
     table = fold_table(results)
     means = results.filter(pl.col("k") == 20).group_by("ranker").agg(pl.col("ndcg").mean())
     return dg.MaterializeResult(
         metadata={
             "folds": metadata_table(table, digits=3),
             "plot": png_markdown(backtest_plot(table), "walk-forward backtest"),
-            "path": str(out / "backtest.csv"),
+            "path": path,
             **{f"mean_ndcg@20_{r}": float(v) for r, v in means.iter_rows()},
         }
     )
