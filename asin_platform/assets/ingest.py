@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from asin_platform.core import ranges
 from asin_platform.core.raw import payload_frame
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.upstream import DayFetch, KeepaClient, UpstreamClient, fetch_partitions
@@ -66,8 +67,9 @@ def raw_payloads(
     fail after the retry budget are stored too (with the error), never dropped."""
     totals: dict[str, float] = {}
     with warehouse.session():
+        carried = _carried_range_payloads(context, warehouse)
         for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
-            frame = _payload_rows(fetched, part, context.run.run_id)
+            frame = _payload_rows(fetched, part, context.run.run_id, carried.get(part))
             written = warehouse.replace_slices(
                 "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
             )
@@ -108,8 +110,37 @@ def _fetch_partitions(
     )
 
 
-def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFrame:
-    """``raw_payloads`` rows of one fetch, each with the source it came from.
+def _carried_range_payloads(
+    context: dg.AssetExecutionContext, warehouse: Warehouse
+) -> dict[DateSite, pl.DataFrame]:
+    """Stored range payloads this run's slice replacements must write back (``core.ranges.to_carry``):
+    a range stored in a partition of the run that also covers days the run does not re-fetch."""
+    out: dict[DateSite, pl.DataFrame] = {}
+    parts = partitions_of_context(context)
+    for site in sorted({p.site for p in parts}):
+        days = [p.day for p in parts if p.site == site]
+        stored = warehouse.read(
+            "raw_payloads",
+            sites=[site],
+            start=min(days),
+            end=max(days),
+            columns=["payload_id", "date", "request_params"],
+        )
+        keep = ranges.to_carry(stored.filter(pl.col("date").is_in(days)), days)
+        if keep.is_empty():
+            continue
+        rows = warehouse.read("raw_payloads", sites=[site], start=keep["date"].min(), end=keep["date"].max())
+        rows = rows.filter(pl.col("payload_id").is_in(keep["payload_id"].implode()))
+        for (day,), frame in rows.group_by("date"):
+            out[DateSite(day, site)] = frame
+    return out
+
+
+def _payload_rows(
+    fetched: DayFetch, part: DateSite, run_id: str, carried: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """``raw_payloads`` rows of one fetch, each with the source it came from, plus the stored range
+    payloads of the partition that cover days this run does not re-fetch (``carried``, kept as stored).
 
     A Keepa fetch also stores the unified API's universe pages it used (those responses name their
     ``source``); every other response carries the fetch's source."""
@@ -120,6 +151,8 @@ def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFram
         payload_frame(responses, site=part.site, day=part.day, source=source, run_id=run_id)
         for source, responses in by_source.items()
     ]
+    if carried is not None and carried.height:
+        frames.append(carried.select(frames[0].columns if frames else carried.columns))
     if not frames:
         return payload_frame([], site=part.site, day=part.day, source=fetched.report.source, run_id=run_id)
     return pl.concat(frames, how="vertical")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from asin_platform.resources.upstream.base import DayFetch, UpstreamClient
 from asin_platform.resources.upstream.keepa import KeepaClient
+from asin_platform.resources.upstream.ranged import contiguous_runs
 from asin_platform.resources.upstream.unified import UnifiedApiClient
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ def fetch_partitions(
 
     Keepa partitions are fetched one by one (their universe may grow by ``known_asins``, the site's
     ASINs already tracked, when the client's ``track_known_asins`` is set); unified partitions go
-    through ``fetch_days``, which keeps the next partitions in flight while one is stored."""
+    in runs of consecutive days of a site through ``fetch_range`` (history endpoints once per range,
+    ``ranged.py``), single days through ``fetch_days``, which keeps the next partitions in flight."""
     parts = list(partitions)
     for part in (p for p in parts if settings.upstream.source_for(p.site) == "keepa"):
         if info is not None:
@@ -58,5 +60,16 @@ def fetch_partitions(
         extra = known_asins(part) if known_asins is not None and keepa.track_known_asins else []
         yield part, keepa.fetch_day(part.site, part.day, progress=progress, extra_asins=extra)
     unified = [p for p in parts if settings.upstream.source_for(p.site) != "keepa"]
-    fetches = upstream.fetch_days(((p.site, p.day) for p in unified), progress=progress)
-    yield from zip(unified, fetches, strict=True)
+    single: list[_P] = []
+    fetch_range = getattr(upstream, "fetch_range", None)
+    for site in sorted({p.site for p in unified}):
+        by_day = {p.day: p for p in unified if p.site == site}
+        for run in contiguous_runs(by_day):
+            if len(run) == 1 or fetch_range is None:
+                single += [by_day[day] for day in run]
+                continue
+            if info is not None:
+                info(f"fetching {site} {run[0]}..{run[-1]} (history as one range) ...")
+            yield from zip([by_day[day] for day in run], fetch_range(site, run, progress), strict=True)
+    fetches = upstream.fetch_days(((p.site, p.day) for p in single), progress=progress)
+    yield from zip(single, fetches, strict=True)
