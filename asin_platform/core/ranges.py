@@ -26,11 +26,18 @@ def _param(name: str) -> pl.Expr:
     return pl.col("request_params").str.json_path_match(f"$.{name}").str.to_date(strict=False)
 
 
+def _covers(i: int) -> pl.Expr:
+    return (
+        pl.col("request_params").str.json_path_match("$.covers").str.split("..").list.get(i, null_on_oob=True)
+    ).str.to_date(strict=False)
+
+
 def with_coverage(raw: pl.DataFrame) -> pl.DataFrame:
     """``raw`` plus ``cover_start`` / ``cover_end``: the days each row's request covered (its own
-    ``date`` for a day request; ``start..end`` or ``since..until`` for a history request)."""
-    first = pl.coalesce(_param("start"), _param("since"))
-    last = pl.coalesce(_param("end"), _param("until"), first)
+    ``date`` for a day request; ``start..end`` or ``since..until`` for a unified history request;
+    ``covers`` = ``first..last``, stored by the client, for a Keepa range request)."""
+    first = pl.coalesce(_param("start"), _param("since"), _covers(0))
+    last = pl.coalesce(_param("end"), _param("until"), _covers(1), first)
     return raw.with_columns(
         cover_start=pl.coalesce(first, pl.col("date")),
         cover_end=pl.coalesce(last, pl.col("date")),

@@ -8,12 +8,17 @@ from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
+import pytest
 
+from asin_platform.core.keepa import LISTING_MAX_LAG_DAYS
 from asin_platform.definitions import ASSETS, CHECKS
-from asin_platform.resources.upstream import KeepaClient
 from asin_platform.runner import range_tags, selection_with_checks
 from asin_platform.settings import get_settings
-from asin_platform.simulator.clients import SimulatedUpstreamClient
+from asin_platform.simulator.clients import (
+    SimulatedKeepaClient,
+    SimulatedUpstreamClient,
+    reset_simulated_keepa,
+)
 
 SITES = ["US", "UK"]
 START, END = date(2025, 3, 10), date(2025, 3, 14)
@@ -29,6 +34,10 @@ TABLES = {
 VOLATILE = ["payload_id", "fetched_at", "quarantined_at", "loaded_at", "run_id"]
 
 
+def _keepa() -> SimulatedKeepaClient:
+    return SimulatedKeepaClient(sim_asins_per_site=80, sim_sites=SITES, batch_size=30)
+
+
 def _client() -> SimulatedUpstreamClient:
     # 30 ASINs per batch: several batches per range, so the union of universes is really batched
     return SimulatedUpstreamClient(sim_asins_per_site=80, sim_sites=SITES, batch_size=30, base_delay=0.001)
@@ -41,7 +50,7 @@ def _run(warehouse, assets: list[str], *, site: str, start: date, end: date) -> 
         selection=selection_with_checks(assets),
         resources={
             "upstream": _client(),
-            "keepa": KeepaClient(),
+            "keepa": _keepa(),
             "warehouse": warehouse,
             "settings": get_settings(),
         },
@@ -65,7 +74,9 @@ def _tables(warehouse) -> dict[str, pl.DataFrame]:
 def _assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
     for table in TABLES:
         assert a[table].height > 0 or table == "quarantine", table
-        assert a[table].equals(b[table]), table
+        assert a[table].columns == b[table].columns, table
+        differing = [c for c in a[table].columns if not a[table][c].equals(b[table][c])]
+        assert a[table].height == b[table].height and not differing, (table, differing)
 
 
 def _history_params(warehouse, site: str) -> list[dict[str, str]]:
@@ -74,17 +85,35 @@ def _history_params(warehouse, site: str) -> list[dict[str, str]]:
     return [json.loads(p) for p in rows["request_params"]]
 
 
-def test_ranged_run_equals_day_by_day_and_rebuilds_from_raw(warehouse_factory) -> None:
+@pytest.fixture(params=["unified", "keepa"])
+def source(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which source US is fetched from (UK stays on the unified API)."""
+    if request.param == "keepa":
+        monkeypatch.setenv("ASIN_PLATFORM__UPSTREAM__SOURCE_BY_SITE", "{US: keepa}")
+    get_settings.cache_clear()
+    reset_simulated_keepa(keep_markets=True)
+    yield request.param
+    monkeypatch.delenv("ASIN_PLATFORM__UPSTREAM__SOURCE_BY_SITE", raising=False)
+    get_settings.cache_clear()
+
+
+def test_ranged_run_equals_day_by_day_and_rebuilds_from_raw(warehouse_factory, source: str) -> None:
     ranged, daily = warehouse_factory(), warehouse_factory()
     for site in SITES:
         _run(ranged, ["raw_payloads", "mart_timeseries_daily"], site=site, start=START, end=END)
         for day in DAYS:
             _run(daily, ["raw_payloads", "mart_timeseries_daily"], site=site, start=day, end=day)
     expected = _tables(daily)
+    if source == "keepa":
+        expected = _keepa_snapshot_as_ranged(expected, _tables(ranged))
     _assert_same(_tables(ranged), expected)
 
     # history asked once per batch for the whole range,
     # stored once, in the range's first day, with its range as sent
+    if source == "keepa":
+        _assert_keepa_bought_once(ranged, daily)
+        _rebuild_and_compare(ranged, expected)
+        return
     params = _history_params(ranged, "US")
     assert {(p.get("start", p.get("since")), p.get("end", p.get("until"))) for p in params} == {
         (str(START), str(END))
@@ -95,8 +124,12 @@ def test_ranged_run_equals_day_by_day_and_rebuilds_from_raw(warehouse_factory) -
     # day by day: >= 1 request per kind and day; ranged: one per batch of the union (80 ASINs: <= 3)
     assert len(_history_params(daily, "US")) >= len(DAYS) * 2 > 2 * 3 >= len(params)
 
-    # etl-standardize: the mart rebuilt from the stored payloads alone (no API call), whole range and
-    # a slice that starts inside the range (its history comes from the payload stored on START)
+    _rebuild_and_compare(ranged, expected)
+
+
+def _rebuild_and_compare(ranged, expected: dict[str, pl.DataFrame]) -> None:
+    """etl-standardize: the mart rebuilt from the stored payloads alone (no API call), the whole range
+    and slices that start inside it (their history comes from the payload stored on START)."""
     for site in SITES:
         _run(ranged, ["mart_timeseries_daily"], site=site, start=START, end=END)
         _run(ranged, ["mart_timeseries_daily"], site=site, start=DAYS[2], end=END)
@@ -122,3 +155,44 @@ def test_refetching_one_day_of_a_range_keeps_the_range_for_the_other_days(wareho
     assert sum(p.get("start") == str(START) and p.get("end") == str(END) for p in params) == n_ranged
     assert not any(p.get("start") == p.get("end") == str(START) for p in params)
     _assert_same(_tables(warehouse), before)
+
+
+# Keepa's listing attributes are a snapshot of the response instant (no history): the parser keeps them
+# only for days within LISTING_MAX_LAG_DAYS of it. Day by day against the simulator's day_end clock
+# each day is its own instant; a range is answered as of its last day.
+KEEPA_SNAPSHOT = [
+    "category_id",
+    "subcategory_id",
+    "title_length",
+    "bullet_count",
+    "image_count",
+    "has_aplus",
+    "attribute_flag_count",
+    "listed_since",
+]
+
+
+def _keepa_snapshot_as_ranged(
+    daily: dict[str, pl.DataFrame], ranged: dict[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
+    """The day-by-day tables with what a range cannot know nulled: the snapshot columns of Keepa days
+    older than the lag. Asserts those are exactly the days the ranged mart lacks them on."""
+    old = (pl.col("site") == "US") & (pl.col("date") < END - timedelta(days=LISTING_MAX_LAG_DAYS))
+    mart = daily["mart_timeseries_daily"]
+    snapshot = [c for c in KEEPA_SNAPSHOT if c in mart.columns]
+    recent = ranged["mart_timeseries_daily"].filter(~old)
+    assert recent.equals(mart.filter(~old))
+    assert ranged["mart_timeseries_daily"].filter(old).select(snapshot).null_count().row(0) == tuple(
+        ranged["mart_timeseries_daily"].filter(old).height for _ in snapshot
+    )
+    nulled = mart.with_columns(pl.when(old).then(None).otherwise(pl.col(c)).alias(c) for c in snapshot)
+    return {**daily, "mart_timeseries_daily": nulled}
+
+
+def _assert_keepa_bought_once(ranged, daily) -> None:
+    """The ranged run asked /product once per batch (80 ASINs / 30), stored with its range, on START."""
+    raw = ranged.read("raw_payloads", sites=["US"]).filter(pl.col("endpoint") == "/product")
+    assert raw["date"].unique().to_list() == [START]
+    assert {json.loads(p)["covers"] for p in raw["request_params"]} == {f"{START}..{END}"}
+    daily_raw = daily.read("raw_payloads", sites=["US"]).filter(pl.col("endpoint") == "/product")
+    assert daily_raw.height == raw.height * len(DAYS)

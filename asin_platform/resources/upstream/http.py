@@ -149,6 +149,9 @@ class Request:
     asins: tuple[str, ...] = ()
     secret_params: Mapping[str, str] = field(default_factory=dict)  # sent, never stored (a query key)
     source: str | None = None  # stored as raw_payloads.source when not the client's own
+    # stored with the params, never sent: what the client asked for in its own terms (e.g. the days a
+    # Keepa range request covers, which Keepa's ``days`` only implies)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -442,7 +445,8 @@ class HttpCore:
     def _raw(
         self, req: Request, result: Attempt, attempt: int, fetched_at: datetime, error: str | None
     ) -> RawResponse:
-        args = (req.endpoint, req.params, result.status, attempt, fetched_at, self.scrub(result.text))
+        params = {**req.params, **req.annotations}
+        args = (req.endpoint, params, result.status, attempt, fetched_at, self.scrub(result.text))
         if req.source is not None:
             return SourcedResponse(*args, error, req.asins, source=req.source)
         return RawResponse(*args, error, req.asins)
