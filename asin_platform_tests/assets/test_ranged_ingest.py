@@ -63,6 +63,17 @@ def _run(warehouse, assets: list[str], *, site: str, start: date, end: date) -> 
     return result
 
 
+def _quota(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, float]]:
+    """Day -> the quota figures of its raw_payloads event."""
+    return {
+        e.partition.split("|")[0]: {
+            k: e.materialization.metadata[k].value for k in ("requests", "range_requests", "tokens_consumed")
+        }
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path == ["raw_payloads"]
+    }
+
+
 def _tables(warehouse) -> dict[str, pl.DataFrame]:
     out = {}
     for table, key in TABLES.items():
@@ -99,10 +110,19 @@ def source(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 def test_ranged_run_equals_day_by_day_and_rebuilds_from_raw(warehouse_factory, source: str) -> None:
     ranged, daily = warehouse_factory(), warehouse_factory()
+    quota = {}
     for site in SITES:
-        _run(ranged, ["raw_payloads", "mart_timeseries_daily"], site=site, start=START, end=END)
+        result = _run(ranged, ["raw_payloads", "mart_timeseries_daily"], site=site, start=START, end=END)
+        quota[site] = _quota(result)
         for day in DAYS:
             _run(daily, ["raw_payloads", "mart_timeseries_daily"], site=site, start=day, end=day)
+    # what each partition spent: the range requests (and Keepa tokens) on the first day only
+    stored = ranged.read("raw_payloads", sites=["US"], start=START, end=START)
+    assert quota["US"][str(START)]["requests"] == stored.height
+    assert quota["US"][str(START)]["range_requests"] > 0
+    assert all(quota["US"][str(day)]["range_requests"] == 0 for day in DAYS[1:])
+    assert all(quota["US"][str(day)]["tokens_consumed"] == 0 for day in DAYS[1:])
+    assert (quota["US"][str(START)]["tokens_consumed"] > 0) == (source == "keepa")
     expected = _tables(daily)
     if source == "keepa":
         expected = _keepa_snapshot_as_ranged(expected, _tables(ranged))
