@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 # The contract's longest timeseries range (docs/upstream_api.md, "Daily timeseries").
 MAX_RANGE_DAYS = 400
+# Days one unified range fetch covers at most: it holds every day's snapshot responses (product core
+# and keyword pages, ~0.2 MB a day per 100 ASINs) until the range is done, so a year-long CLI range is
+# cut into quarters; a 90-day backfill is still one range, and history costs 4 requests a batch a year.
+UNIFIED_RANGE_DAYS = 92
 HISTORY_KINDS = ("timeseries", "reviews")
 SNAPSHOT_KINDS = ("products", "keywords")
 

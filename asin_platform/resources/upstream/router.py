@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from asin_platform.resources.upstream.base import DayFetch, UpstreamClient
 from asin_platform.resources.upstream.keepa import KeepaClient
-from asin_platform.resources.upstream.ranged import contiguous_runs
+from asin_platform.resources.upstream.ranged import UNIFIED_RANGE_DAYS, contiguous_runs
 from asin_platform.resources.upstream.unified import UnifiedApiClient
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def fetch_partitions(
     fetch_range = getattr(upstream, "fetch_range", None)
     for site in sorted({p.site for p in unified}):
         by_day = {p.day: p for p in unified if p.site == site}
-        for run in contiguous_runs(by_day):
+        for run in contiguous_runs(by_day, UNIFIED_RANGE_DAYS):
             if len(run) == 1 or fetch_range is None:
                 single += [by_day[day] for day in run]
                 continue
