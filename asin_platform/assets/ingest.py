@@ -12,6 +12,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from asin_platform.assets._metadata import add_partition_metadata
+from asin_platform.core import ranges
 from asin_platform.core.raw import payload_frame
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.upstream import DayFetch, KeepaClient, UpstreamClient, fetch_partitions
@@ -65,7 +67,7 @@ def raw_payloads(
     it (docs/upstream_api.md, "Keepa"). Each body is kept with its source, endpoint, params, status,
     fetch time and hash, so the mart can be rebuilt without calling the API again. Requests that
     fail after the retry budget are stored too (with the error), never dropped."""
-    totals: dict[str, float] = {}
+    quota = _Quota()
     # One fetch per partition at a time, across processes: leases taken outside the session (a
     # DuckDB session holds the file, so another process would wait for it instead of learning who
     # fetches), and a conflict fails before any request, spending no quota.
@@ -76,25 +78,77 @@ def raw_payloads(
         _session_if_leased(context, warehouse, got, ttl_s),
     ):
         context.log.info(f"raw_payloads: holding {len(got.acquired)} partition lease(s) for {ttl_s:g}s")
+        carried = _carried_range_payloads(context, warehouse)
         for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
-            frame = _payload_rows(fetched, part, context.run.run_id)
+            frame = _payload_rows(fetched, part, context.run.run_id, carried.get(part))
             written = warehouse.replace_slices(
                 "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
             )
-            report = fetched.report
-            missing = sum(len(v) for v in report.missing_asins.values())
-            figures = {**report.as_metadata(), "payloads": written, "missing_asins": missing}
-            context.add_asset_metadata(figures, partition_key=part.key)
+            quota.add(context, part, fetched, frame, written)
+    quota.report(context)
+    return dg.MaterializeResult(metadata={"warehouse": warehouse.describe()})
+
+
+class _Quota:
+    """Each partition's fetch figures and what it spent (requests; Keepa tokens), and the run's.
+
+    A range payload's requests and tokens count on the partition it is stored in (its first day), so
+    the partitions of a run add up to what the run spent (docs/architecture.md, "Range payloads")."""
+
+    def __init__(self) -> None:
+        self.figures: dict[DateSite, dict[str, Any]] = {}
+        self.products: set[tuple[str, str]] = set()  # (site, ASIN) of the Keepa fetches
+
+    def add(
+        self,
+        context: dg.AssetExecutionContext,
+        part: DateSite,
+        fetched: DayFetch,
+        frame: pl.DataFrame,
+        written: int,
+    ) -> None:
+        report = fetched.report
+        missing = sum(len(v) for v in report.missing_asins.values())
+        fresh = frame.filter(pl.col("run_id") == context.run.run_id)  # not the carried range payloads
+        self.figures[part] = {
+            **report.as_metadata(),
+            "payloads": written,
+            "missing_asins": missing,
+            "range_requests": ranges.range_payload_ids(fresh).len(),
+            "tokens_consumed": getattr(report, "tokens_consumed", 0),
+        }
+        if report.source == "keepa":
+            self.products.update((part.site, asin) for asin in fetched.universe)
+        if len(context.partition_keys) > 1:
+            # Every log line is an event the instance stores (~10 ms each on SQLite): a ranged run's
+            # partitions have their figures in their own metadata, the run's totals go to the log.
+            return
+        context.log.info(
+            f"{part.site} {part.day}: {written} payloads, {report.tracked_asins} tracked ASINs, "
+            f"{missing} missing, {report.requests} requests, {report.retries} retries, "
+            f"{self.figures[part]['tokens_consumed']} tokens, {report.elapsed_s:.1f}s"
+        )
+
+    def report(self, context: dg.AssetExecutionContext) -> None:
+        """Every partition its own figures; the run's totals to the log (they belong to no partition)."""
+        empty = {"payloads": 0, "requests": 0, "http_calls": 0, "tokens_consumed": 0, "range_requests": 0}
+        add_partition_metadata(context, self.figures, empty=empty)
+        totals: dict[str, float] = {}
+        for figures in self.figures.values():
             for key, value in figures.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     totals[key] = totals.get(key, 0) + value
-            context.log.info(
-                f"{part.site} {part.day}: {written} payloads, {report.tracked_asins} tracked ASINs, "
-                f"{missing} missing, {report.retries} retries, {report.elapsed_s:.1f}s"
-            )
-    # Run-wide totals belong to the run, not to any one partition's event.
-    context.log.info("raw_payloads run total: " + ", ".join(f"{k} {v:g}" for k, v in sorted(totals.items())))
-    return dg.MaterializeResult(metadata={"warehouse": warehouse.describe()})
+        context.log.info(
+            "raw_payloads run total: " + ", ".join(f"{k} {v:g}" for k, v in sorted(totals.items()))
+        )
+        parts = max(len(self.figures), 1)
+        per_product = totals.get("tokens_consumed", 0) / max(len(self.products), 1)
+        context.log.info(
+            f"raw_payloads quota: {totals.get('requests', 0):g} requests for {len(self.figures)} site-days "
+            f"({totals.get('requests', 0) / parts:.2f} per site-day, {totals.get('range_requests', 0):g} "
+            f"of them ranges), {totals.get('tokens_consumed', 0):g} Keepa tokens for "
+            f"{len(self.products)} products ({per_product:.2f} per product)"
+        )
 
 
 @contextmanager
@@ -151,8 +205,37 @@ def _fetch_partitions(
     )
 
 
-def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFrame:
-    """``raw_payloads`` rows of one fetch, each with the source it came from.
+def _carried_range_payloads(
+    context: dg.AssetExecutionContext, warehouse: Warehouse
+) -> dict[DateSite, pl.DataFrame]:
+    """Stored range payloads this run's slice replacements must write back (``core.ranges.to_carry``):
+    a range stored in a partition of the run that also covers days the run does not re-fetch."""
+    out: dict[DateSite, pl.DataFrame] = {}
+    parts = partitions_of_context(context)
+    for site in sorted({p.site for p in parts}):
+        days = [p.day for p in parts if p.site == site]
+        stored = warehouse.read(
+            "raw_payloads",
+            sites=[site],
+            start=min(days),
+            end=max(days),
+            columns=["payload_id", "date", "request_params"],
+        )
+        keep = ranges.to_carry(stored.filter(pl.col("date").is_in(days)), days)
+        if keep.is_empty():
+            continue
+        rows = warehouse.read("raw_payloads", sites=[site], start=keep["date"].min(), end=keep["date"].max())
+        rows = rows.filter(pl.col("payload_id").is_in(keep["payload_id"].implode()))
+        for (day,), frame in rows.group_by("date"):
+            out[DateSite(day, site)] = frame
+    return out
+
+
+def _payload_rows(
+    fetched: DayFetch, part: DateSite, run_id: str, carried: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """``raw_payloads`` rows of one fetch, each with the source it came from, plus the stored range
+    payloads of the partition that cover days this run does not re-fetch (``carried``, kept as stored).
 
     A Keepa fetch also stores the unified API's universe pages it used (those responses name their
     ``source``); every other response carries the fetch's source."""
@@ -163,6 +246,8 @@ def _payload_rows(fetched: DayFetch, part: DateSite, run_id: str) -> pl.DataFram
         payload_frame(responses, site=part.site, day=part.day, source=source, run_id=run_id)
         for source, responses in by_source.items()
     ]
+    if carried is not None and carried.height:
+        frames.append(carried.select(frames[0].columns if frames else carried.columns))
     if not frames:
         return payload_frame([], site=part.site, day=part.day, source=fetched.report.source, run_id=run_id)
     return pl.concat(frames, how="vertical")

@@ -8,6 +8,7 @@ import polars as pl
 
 from asin_platform.assets._metadata import add_partition_metadata, figures_by_partition
 from asin_platform.assets._slices import site_segments
+from asin_platform.core import ranges
 from asin_platform.core.parsers import parse_payloads
 from asin_platform.core.quality import FLAG_COLUMNS
 from asin_platform.core.standardise import StandardiseResult, standardise
@@ -135,7 +136,7 @@ def _standardise_segments(
 ) -> list[tuple[str, date, date, StandardiseResult]]:
     reports = []
     for site, start, end in site_segments(context):
-        raw = warehouse.read("raw_payloads", sites=[site], start=start, end=end)
+        raw = _raw_for(warehouse, site, start, end)
         if raw.is_empty():
             raise dg.Failure(
                 f"no raw payloads for {site} {start}..{end}: materialise raw_payloads first",
@@ -149,7 +150,7 @@ def _standardise_segments(
             columns=["site", "asin", "price", "flag_price_spike"],
         )
         result = standardise(
-            parse_payloads(raw),
+            ranges.clip(parse_payloads(raw), raw, start, end),
             previous_prices=previous,
             price_spike_ratio=settings.thresholds.price_spike_ratio,
             plausibility=settings.plausibility,
@@ -166,3 +167,21 @@ def _standardise_segments(
         )
         reports.append((site, start, end, result))
     return reports
+
+
+def _raw_for(warehouse: Warehouse, site: str, start: date, end: date) -> pl.DataFrame:
+    """The raw rows a rebuild of ``site`` ``start..end`` parses: the slice's own rows plus the range
+    payloads stored before it that cover its days (docs/architecture.md, "Range payloads")."""
+    raw = warehouse.read("raw_payloads", sites=[site], start=start, end=end)
+    before = warehouse.read(
+        "raw_payloads",
+        sites=[site],
+        start=start - timedelta(days=ranges.MAX_RANGE_DAYS),
+        end=start - timedelta(days=1),
+        columns=["payload_id", "date", "request_params"],
+    )
+    wanted = ranges.covering(before, start)
+    if wanted.is_empty():
+        return raw
+    older = warehouse.read("raw_payloads", sites=[site], start=wanted["date"].min(), end=wanted["date"].max())
+    return pl.concat([older.filter(pl.col("payload_id").is_in(wanted["payload_id"].implode())), raw])

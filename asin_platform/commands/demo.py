@@ -141,6 +141,24 @@ def _save_demo_state(args: argparse.Namespace, settings: Settings, start: object
     return path
 
 
+def _sqlite_commits_without_fsync() -> None:
+    """The demo's SQLite instance stores ~10,000 events (one materialisation per partition and
+    asset, check evaluations, logs), each in its own transaction on a new connection. Its databases
+    are in WAL mode (Dagster sets it), where ``synchronous=NORMAL`` is SQLite's recommended setting:
+    a commit no longer waits for fsync, and a crash can lose only the last commits, never corrupt
+    the database. Measured: ~25% of the instance's time per event. Only sqlite3 connections of this
+    process are touched (the warehouse is DuckDB or PostgreSQL)."""
+    import sqlalchemy
+
+    if not sqlalchemy.event.contains(sqlalchemy.engine.Engine, "connect", _sqlite_normal_sync):
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _sqlite_normal_sync)
+
+
+def _sqlite_normal_sync(dbapi_connection: object, _record: object) -> None:
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # type: ignore[attr-defined]
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import dagster as dg
 
@@ -153,7 +171,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     start, end = check_dates(end - timedelta(days=args.days - 1), end, settings)
     check_warehouse_available(settings)
     _save_demo_state(args, settings, start, end)
+    _sqlite_commits_without_fsync()
     summaries = []
+    demo_began = time.monotonic()
     with dg.DagsterInstance.get() as instance, SimulatorProcess(args.port) as sim:
         sweep_stale_runs(instance)
         defs = build_definitions(settings)
@@ -197,6 +217,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                 break
         print("\n" + summary_line(instance, defs, settings.sites, start, end))
         _print_demo_summary(summaries, settings)
+        print(f"  demo took {time.monotonic() - demo_began:.0f}s, load average {os.getloadavg()[0]:.1f}")
         return report_failures(summaries, instance)
 
 

@@ -381,10 +381,14 @@ def _clean_reviews(reviews: pl.DataFrame, now: pl.Expr) -> tuple[pl.DataFrame, l
     return reviews.filter(~bad_rating), [rejected]
 
 
-def _dim_asin(products: pl.DataFrame) -> pl.DataFrame:
-    """Latest attributes per (site, asin), first/last seen in the batch."""
-    seen = products.group_by("site", "asin").agg(
-        first_seen=pl.col("date").min(), last_seen=pl.col("date").max()
+def _dim_asin(products: pl.DataFrame, mart: pl.DataFrame) -> pl.DataFrame:
+    """Latest attributes per (site, asin), first/last seen in the batch: on a product row or a mart
+    row (a Keepa range has the listing snapshot only for its last days, its points for every day)."""
+    keys = ["site", "asin", "date"]
+    seen = (
+        pl.concat([products.select(keys), mart.select(keys)])
+        .group_by("site", "asin")
+        .agg(first_seen=pl.col("date").min(), last_seen=pl.col("date").max())
     )
     return (
         products.sort(["date", "fetched_at", "payload_id"], descending=True, nulls_last=True)
@@ -475,7 +479,7 @@ def standardise(
     out_frames = _validated(
         [
             (MART_TIMESERIES_DAILY, mart),
-            (DIM_ASIN, _dim_asin(products)),
+            (DIM_ASIN, _dim_asin(products, mart)),
             (FACT_REVIEWS, reviews),
             (FACT_KEYWORDS, keywords),
             (QUARANTINE, quarantine),

@@ -191,8 +191,13 @@ def test_ranged_keepa_run_shares_one_budget(sources, warehouse) -> None:
         for e in result.get_asset_materialization_events()
         if e.asset_key.path == ["raw_payloads"]
     ]
-    # one event per day, each with that day's own fetch figures
+    # one event per day, each with that day's own fetch figures; each product is bought once for the
+    # range, by the first day's requests (the range payloads are stored there)
     assert sorted(e.partition for e in raw_events) == [f"{start + timedelta(days=k)}|JP" for k in range(3)]
+    tokens = {}
     for event in raw_events:
         assert event.metadata["day"].value == event.partition.split("|")[0]
-        assert event.metadata["tokens_consumed"].value > 0
+        tokens[event.partition] = event.metadata["tokens_consumed"].value
+    products = len(set(mart["asin"]))
+    assert products <= tokens[f"{start}|JP"] <= 1.2 * products
+    assert [tokens[f"{start + timedelta(days=k)}|JP"] for k in (1, 2)] == [0, 0]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from asin_platform.core import ranges
 from asin_platform.core.keepa.daily import (
     DaysArg,
     _as_days,
@@ -121,7 +122,8 @@ class _Batch:
         fetched_at: datetime,
         listing_max_lag_days: int | None,
     ) -> None:
-        reject_day = days[-1] if days else None
+        # filed under the payload's own day: the first of a range payload's days (where it is stored)
+        reject_day = days[0] if days else None
         fetched_day = fetched_at.astimezone(UTC).date()
         common = {"site": site, "day": reject_day, "payload_id": payload_id, "at": fetched_at}
         if not isinstance(product, Mapping):
@@ -521,12 +523,14 @@ def parse_keepa_detailed(
     batch = _Batch()
     # Failed fetches (status != 200 or error set) are already recorded in raw_payloads by ingestion;
     # they carry no product data (same convention as the unified parser).
-    rows = raw.filter(
-        (pl.col("source") == SOURCE)
-        & (pl.col("endpoint") == PRODUCT_ENDPOINT)
-        & (pl.col("status") == 200)
-        & pl.col("error").is_null()
-    )
+    rows = ranges.with_coverage(
+        raw.filter(
+            (pl.col("source") == SOURCE)
+            & (pl.col("endpoint") == PRODUCT_ENDPOINT)
+            & (pl.col("status") == 200)
+            & pl.col("error").is_null()
+        )
+    ).with_columns(_days=pl.date_ranges("cover_start", "cover_end"))
     for row in rows.iter_rows(named=True):
         site, day, payload_id = row["site"], row["date"], row["payload_id"]
         fetched_at = row["fetched_at"]
@@ -576,7 +580,7 @@ def parse_keepa_detailed(
             batch.add_product(
                 product,
                 site,
-                [day],
+                row["_days"],
                 payload_id=payload_id,
                 fetched_at=fetched_at,
                 listing_max_lag_days=listing_max_lag_days,
@@ -589,7 +593,8 @@ def parse_keepa(
 ) -> ParsedPayloads:
     """RAW_PAYLOADS rows -> ParsedPayloads, for rows with source "keepa", endpoint "/product", status 200.
 
-    Each row's ``date`` is its partition day: the parser emits that day only (see
+    Each row's ``date`` is its partition day: the parser emits that day only, or every day of a range
+    payload's ``covers`` (``core/ranges.py``; the mart clips them to the slice it builds) (see
     :func:`parse_keepa_product` for the mapping). Rows with another status or with ``error`` set are
     failed requests whose failure is already recorded in raw_payloads; they carry no product data and
     are skipped. A body that is not JSON is rejected as ``malformed_json``, valid JSON that is not an

@@ -145,6 +145,9 @@ class Request:
     asins: tuple[str, ...] = ()
     secret_params: Mapping[str, str] = field(default_factory=dict)  # sent, never stored (a query key)
     source: str | None = None  # stored as raw_payloads.source when not the client's own
+    # stored with the params, never sent: what the client asked for in its own terms (e.g. the days a
+    # Keepa range request covers, which Keepa's ``days`` only implies)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -448,7 +451,8 @@ class HttpCore:
         # A body the source accepted is data (scrubbed only of secrets that cannot collide with it);
         # a refused one is error text, scrubbed of every secret.
         body = self.scrub(result.text, data=error is None)
-        args = (req.endpoint, req.params, result.status, attempt, fetched_at, body)
+        params = {**req.params, **req.annotations}
+        args = (req.endpoint, params, result.status, attempt, fetched_at, body)
         if req.source is not None:
             return SourcedResponse(*args, error, req.asins, source=req.source)
         return RawResponse(*args, error, req.asins)

@@ -33,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -205,10 +205,15 @@ class KeepaClient(HttpUpstreamClient):
         """Worst-case tokens per product of one request (see the module docstring)."""
         return 1 + int(self.rating) + 2 * int(self.buybox)
 
-    def request_params(self, site: str, day: date, asins: Sequence[str]) -> dict[str, str]:
-        """The product request's query parameters, without the key."""
+    def request_params(
+        self, site: str, day: date, asins: Sequence[str], first: date | None = None
+    ) -> dict[str, str]:
+        """The product request's query parameters, without the key. ``first``: the first day of a
+        range request made as of ``day`` (its last day): ``days`` then reaches back to ``first``.
+        Keepa charges per product whatever ``days`` is; asking only the days the run lacks keeps the
+        responses (and the stored payloads) small."""
         as_of = self._as_of(day).date()
-        days = max(self.history_days, (as_of - day).days + 2)
+        days = max(self.history_days, (as_of - (first or day)).days + 2)
         params = {
             "domain": str(SITE_TO_DOMAIN[site]),
             "asin": ",".join(asins),
@@ -262,6 +267,53 @@ class KeepaClient(HttpUpstreamClient):
                 raise RuntimeError(f"Keepa fetch {site} {day} failed: {text.replace(key, MASK)}") from None
             raise
 
+    def fetch_range(
+        self,
+        site: str,
+        days: list[date],
+        progress: Callable[[str], None] | None = None,
+        *,
+        extra_asins: Mapping[date, Sequence[str]] | None = None,
+    ) -> list[DayFetch]:
+        """One ``DayFetch`` per day of ``days`` (consecutive), buying each product ONCE for all of them.
+
+        The universe is fetched per day; ``/product`` is asked once per batch of the union of the
+        days' universes (plus each day's ``extra_asins``), as of the last day with ``days`` reaching back to the
+        first. Those responses are stored with the FIRST day, their range in ``covers``
+        (docs/architecture.md, "Range payloads"); the parser folds them into every day they cover.
+        The first day's report carries the product requests and the tokens of the whole range."""
+        self._validate()
+        if site not in SITE_TO_DOMAIN:
+            raise ValueError(f"site {site!r} has no Keepa domain; Keepa sites: {sorted(SITE_TO_DOMAIN)}")
+        extra = {day: list((extra_asins or {}).get(day, ())) for day in days}
+        if len(days) == 1:
+            return [self.fetch_day(site, days[0], progress, extra_asins=extra[days[0]])]
+        key = self.key_value()
+
+        async def run() -> list[DayFetch]:
+            universes = [await self._universe(site, day, key) for day in days]
+            tracked_by_day = [
+                list(dict.fromkeys([*asins, *extra[day]]))
+                for day, (asins, _) in zip(days, universes, strict=True)
+            ]
+            union = list(dict.fromkeys(a for tracked in tracked_by_day for a in tracked))
+            head = await self._fetch_day_async(site, days[-1], progress, key, [], days[0], union)
+            lost = set(head.report.missing_asins.get("products", []))
+            out = []
+            for i, (day, (_, pages), tracked) in enumerate(zip(days, universes, tracked_by_day, strict=True)):
+                report = replace(head.report) if i == 0 else KeepaFetchReport(site, day, self.source, 0)
+                responses = [*pages, *head.responses] if i == 0 else list(pages)
+                report.day, report.tracked_asins = day, len(tracked)
+                report.received_asins = {"products": sum(a not in lost for a in tracked)}
+                report.missing_asins = {kind: [] for kind in BATCH_KINDS}
+                report.missing_asins["products"] = [a for a in tracked if a in lost]
+                report.requests = len(responses)
+                report.record_failures(responses)
+                out.append(DayFetch(site=site, day=day, universe=tracked, responses=responses, report=report))
+            return out
+
+        return run_sync(run)
+
     def _core(self, http: httpx.AsyncClient, bucket: TokenBucket, secrets: tuple[str, ...]) -> HttpCore:
         return HttpCore(
             http,
@@ -280,9 +332,15 @@ class KeepaClient(HttpUpstreamClient):
         progress: Callable[[str], None] | None,
         key: str,
         extra_asins: list[str],
+        first: date | None = None,
+        universe: list[str] | None = None,
     ) -> DayFetch:
+        """One fetch as of ``day``; with ``first`` its history reaches back to ``first`` (a range),
+        with ``universe`` the universe pages are not fetched (the range fetched them per day)."""
         started = time.perf_counter()
-        universe, responses = await self._universe(site, day, key)
+        responses: list[RawResponse] = []
+        if universe is None:
+            universe, responses = await self._universe(site, day, key)
         universe = list(dict.fromkeys([*universe, *extra_asins]))
         report = KeepaFetchReport(site=site, day=day, source=self.source, tracked_asins=len(universe))
         if progress is not None:
@@ -295,7 +353,7 @@ class KeepaClient(HttpUpstreamClient):
             transport=self._transport(),
         ) as http:
             tokens = _Tokens(self, self._core(http, pacer, (key,)), key)
-            received, missing = await self._products(tokens, site, day, universe, report, progress)
+            received, missing = await self._products(tokens, site, day, universe, report, progress, first)
         report.received_asins = {"products": len(received)}
         report.missing_asins = {kind: [] for kind in BATCH_KINDS}
         report.missing_asins["products"] = list(dict.fromkeys(missing))
@@ -322,6 +380,7 @@ class KeepaClient(HttpUpstreamClient):
         universe: list[str],
         report: KeepaFetchReport,
         progress: Callable[[str], None] | None,
+        first: date | None = None,
     ) -> tuple[set[str], list[str]]:
         """Request the universe in affordable batches: (ASINs received, ASINs missing)."""
         received: set[str] = set()
@@ -345,7 +404,7 @@ class KeepaClient(HttpUpstreamClient):
                 missing.extend(rest)
                 break
             batch = tuple(universe[position : position + min(size, affordable)])
-            got, stopped = await tokens.product(site, day, batch)
+            got, stopped = await tokens.product(site, day, batch, first)
             if stopped:
                 report.wait_capped = len(rest)
                 report.stop_reason = stopped
@@ -425,9 +484,13 @@ class _Tokens:
             self.observe(attempt.json)
         return STATUS.get(self.scope, self.cfg._clock())
 
-    async def product(self, site: str, day: date, batch: tuple[str, ...]) -> tuple[set[str], str]:
-        """One product request through the core: (ASINs received, why the fetch must stop or "")."""
-        params = self.cfg.request_params(site, day, batch)
+    async def product(
+        self, site: str, day: date, batch: tuple[str, ...], first: date | None = None
+    ) -> tuple[set[str], str]:
+        """One product request through the core: (ASINs received, why the fetch must stop or "").
+        With ``first`` (< ``day``) it serves the days ``first..day`` and is stored with ``covers``."""
+        params = self.cfg.request_params(site, day, batch, first)
+        covers = {"covers": f"{first}..{day}"} if first is not None and first < day else {}
         req = Request(
             PRODUCT_ENDPOINT,
             site,
@@ -435,6 +498,7 @@ class _Tokens:
             batch,
             secret_params={"key": self.core.secrets[0]},
             source="keepa",
+            annotations=covers,
         )
         exchange = _ProductExchange(self, self.cfg.cost_per_asin() * len(batch))
         outcome = await self.core.request(req, exchange)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from asin_platform.resources.upstream.base import DayFetch, UpstreamClient
 from asin_platform.resources.upstream.keepa import KeepaClient
+from asin_platform.resources.upstream.ranged import UNIFIED_RANGE_DAYS, contiguous_runs
 from asin_platform.resources.upstream.unified import UnifiedApiClient
 
 if TYPE_CHECKING:
@@ -48,15 +49,33 @@ def fetch_partitions(
 ) -> Iterator[tuple[_P, DayFetch]]:
     """(partition, fetch) for every partition, each through its site's source.
 
-    Keepa partitions are fetched one by one (their universe may grow by ``known_asins``, the site's
-    ASINs already tracked, when the client's ``track_known_asins`` is set); unified partitions go
-    through ``fetch_days``, which keeps the next partitions in flight while one is stored."""
+    Keepa partitions go in runs of consecutive days of a site through ``fetch_range`` (each product
+    bought once per run; each day's universe may grow by ``known_asins``, the site's ASINs already
+    tracked, when the client's ``track_known_asins`` is set); unified partitions go
+    in runs of consecutive days of a site through ``fetch_range`` (history endpoints once per range,
+    ``ranged.py``), single days through ``fetch_days``, which keeps the next partitions in flight."""
     parts = list(partitions)
-    for part in (p for p in parts if settings.upstream.source_for(p.site) == "keepa"):
-        if info is not None:
-            info(f"fetching {part.site} {part.day} from keepa ...")
-        extra = known_asins(part) if known_asins is not None and keepa.track_known_asins else []
-        yield part, keepa.fetch_day(part.site, part.day, progress=progress, extra_asins=extra)
+    keepa_parts = [p for p in parts if settings.upstream.source_for(p.site) == "keepa"]
+    for site in sorted({p.site for p in keepa_parts}):
+        by_day = {p.day: p for p in keepa_parts if p.site == site}
+        for run in contiguous_runs(by_day):
+            if info is not None:
+                info(f"fetching {site} {run[0]}..{run[-1]} from keepa (each product once) ...")
+            track = known_asins is not None and keepa.track_known_asins
+            extra = {day: known_asins(by_day[day]) if track else [] for day in run}  # type: ignore[misc]
+            fetches = keepa.fetch_range(site, run, progress=progress, extra_asins=extra)
+            yield from zip([by_day[day] for day in run], fetches, strict=True)
     unified = [p for p in parts if settings.upstream.source_for(p.site) != "keepa"]
-    fetches = upstream.fetch_days(((p.site, p.day) for p in unified), progress=progress)
-    yield from zip(unified, fetches, strict=True)
+    single: list[_P] = []
+    fetch_range = getattr(upstream, "fetch_range", None)
+    for site in sorted({p.site for p in unified}):
+        by_day = {p.day: p for p in unified if p.site == site}
+        for run in contiguous_runs(by_day, UNIFIED_RANGE_DAYS):
+            if len(run) == 1 or fetch_range is None:
+                single += [by_day[day] for day in run]
+                continue
+            if info is not None:
+                info(f"fetching {site} {run[0]}..{run[-1]} (history as one range) ...")
+            yield from zip([by_day[day] for day in run], fetch_range(site, run, progress), strict=True)
+    fetches = upstream.fetch_days(((p.site, p.day) for p in single), progress=progress)
+    yield from zip(single, fetches, strict=True)

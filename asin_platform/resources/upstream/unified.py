@@ -225,6 +225,23 @@ class UnifiedApiClient(HttpUpstreamClient):
             stop.set()
             worker.join()
 
+    def fetch_range(
+        self, site: str, days: list[date], progress: Callable[[str], None] | None = None
+    ) -> list[DayFetch]:
+        """One ``DayFetch`` per day of ``days`` (consecutive, at most 400): snapshot kinds per day,
+        ``timeseries`` and ``reviews`` once per ASIN batch for the whole range (``ranged.py``)."""
+        from asin_platform.resources.upstream.ranged import fetch_range
+
+        self._validate()
+
+        async def run() -> list[DayFetch]:
+            token = self._token_value()
+            async with self._http(token) as http:
+                semaphore = asyncio.Semaphore(self.concurrency)
+                return await fetch_range(self, http, semaphore, token, site, days, progress)
+
+        return run_sync(run)
+
     def _http(self, token: str) -> httpx.AsyncClient:
         """The one HTTP client of a call (connection pool sized to ``concurrency``)."""
         return bearer_client(self.base_url, token, self.timeout, self.concurrency, self._transport())
@@ -366,15 +383,18 @@ class UnifiedApiClient(HttpUpstreamClient):
         site: str,
         day: date,
         batch: tuple[str, ...],
+        until: date | None = None,
     ) -> tuple[str, tuple[str, ...], list[RawResponse], set[str], bool]:
-        """One batch of one kind: (kind, batch, responses, ASINs received, failed for good)."""
+        """One batch of one kind: (kind, batch, responses, ASINs received, failed for good).
+
+        ``until`` (history kinds only: timeseries, reviews) asks for ``day..until`` in one request."""
         endpoint = BATCH_ENDPOINTS[kind]
-        iso = day.isoformat()
+        iso, last = day.isoformat(), (until or day).isoformat()
         params: dict[str, str] = {"asins": ",".join(batch)}
         if kind == "timeseries":
-            params.update(start=iso, end=iso)
+            params.update(start=iso, end=last)
         elif kind == "reviews":
-            params.update(since=iso, until=iso, page_size=str(self.page_size))
+            params.update(since=iso, until=last, page_size=str(self.page_size))
         else:
             params["date"] = iso
         responses: list[RawResponse] = []
