@@ -87,7 +87,7 @@ def test_ranged_run_reports_one_evaluation_per_partition(warehouse, capsys) -> N
         assert wide.counts == {"passed": 4, "warned": 0, "failed": 0, "not evaluated": 2}
         line = summary_line(instance, dg.Definitions(asset_checks=CHECKS), SITES, START, END)
         assert line.startswith(
-            "checks: 10 partitioned checks x 4 partitions: 20 passed, 0 warned, 0 failed, "
+            "checks: 11 partitioned checks x 4 partitions: 20 passed, 0 warned, 0 failed, 24 not evaluated "
         )
         # the CLI reads the instance of $DAGSTER_HOME (instance_for_test sets it)
         assert (
