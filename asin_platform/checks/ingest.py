@@ -81,6 +81,7 @@ def coverage_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: fl
             "title_length",
             "bullet_count",
             "image_count",
+            "source",
         ],
     )
     frame = coverage_table(keys_frame(parts), tracked_asins(raw), mart, raw, min_coverage=threshold)

@@ -3,9 +3,9 @@
 Per partition, against the ASINs the universe listed (``tracked``):
 
 * ``core``: ASINs whose mart row carries the product core (a category from the products endpoint);
-  on a Keepa partition, ASINs that Keepa's ``/product`` answered: Keepa only knows a product's
-  listing as of today, so the parser withholds it from days older than its lag (it would leak the
-  future into a backfill) and the category is legitimately absent there;
+  on a Keepa partition, ASINs with a mart row (Keepa's ``/product`` answered for them): Keepa only
+  knows a product's listing as of today, so the parser withholds it from days older than its lag
+  (it would leak the future into a backfill) and the category is legitimately absent there;
 * ``timeseries``: ASINs whose mart row carries a BSR or a price;
 * ``listing``: ASINs whose mart row carries listing attributes (title length, bullets or images);
 * ``reviews`` / ``keywords``: ASINs covered by a request of that kind that got a usable answer.
@@ -30,15 +30,12 @@ KEY_SCHEMA = {"site": pl.Utf8, "date": pl.Date}
 # Sources without reviews or keywords endpoints: their coverage there is "not applicable".
 SOURCES_WITHOUT_REVIEWS = frozenset({"keepa"})
 OPTIONAL_KINDS = ("reviews", "keywords")
-KEEPA_PRODUCT = "/product"
 
 
 def endpoint_kind(endpoint: pl.Expr) -> pl.Expr:
     """reviews / keywords / other, from the endpoint route template."""
     return (
-        pl.when(endpoint == KEEPA_PRODUCT)
-        .then(pl.lit("keepa_product"))
-        .when(endpoint.str.contains("reviews"))
+        pl.when(endpoint.str.contains("reviews"))
         .then(pl.lit("reviews"))
         .when(endpoint.str.contains("keywords"))
         .then(pl.lit("keywords"))
@@ -67,8 +64,7 @@ def failed_requests(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def answered_asins(raw: pl.DataFrame) -> pl.DataFrame:
-    """(site, date, kind, asin) for every ASIN a reviews/keywords (or Keepa product) request answered
-    usably."""
+    """(site, date, kind, asin) for every ASIN a reviews/keywords request answered usably."""
     return (
         raw.filter(pl.col("error").is_null())
         .with_columns(kind=endpoint_kind(pl.col("endpoint")), asin=requested_asins(pl.col("request_params")))
@@ -101,8 +97,13 @@ def coverage_table(
         listing=pl.any_horizontal(
             pl.col(c).is_not_null() for c in ("title_length", "bullet_count", "image_count")
         ),
+        keepa=(pl.col("source") == "keepa") if "source" in mart.columns else pl.lit(False),
     )
-    counts = present.group_by(KEYS).agg(pl.col("core", "timeseries", "listing").sum().cast(pl.Int64))
+    counts = present.group_by(KEYS).agg(
+        pl.col("core", "timeseries", "listing").sum().cast(pl.Int64),
+        pl.len().cast(pl.Int64).alias("rows"),
+        pl.col("keepa").sum().cast(pl.Int64).alias("keepa_rows"),
+    )
     answered = (
         answered_asins(raw)
         .join(tracked, on=[*KEYS, "asin"], how="semi")
@@ -110,32 +111,34 @@ def coverage_table(
         .agg(pl.len().cast(pl.Int64).alias("n"))
         .pivot(on="kind", index=KEYS, values="n")
     )
-    for kind in (*OPTIONAL_KINDS, "keepa_product"):
+    for kind in OPTIONAL_KINDS:
         if kind not in answered.columns:
             answered = answered.with_columns(pl.lit(None, dtype=pl.Int64).alias(kind))
-    applicable = raw.group_by(KEYS).agg(
-        # a Keepa partition also stores the unified universe pages it used: any Keepa row decides
-        has_reviews=~pl.col("source").is_in(list(SOURCES_WITHOUT_REVIEWS)).any()
-    )
+    # a Keepa partition also stores the unified universe pages it used, and a ranged Keepa run stores
+    # its /product answer on the range's first day only: any Keepa row, raw or mart, decides
+    applicable = raw.group_by(KEYS).agg(keepa_raw=pl.col("source").is_in(list(SOURCES_WITHOUT_REVIEWS)).any())
     frame = (
         keys.select(*KEYS)
         .join(tracked.group_by(KEYS).agg(pl.len().cast(pl.Int64).alias("tracked")), on=KEYS, how="left")
         .join(counts, on=KEYS, how="left")
-        .join(answered.select(*KEYS, *OPTIONAL_KINDS, "keepa_product"), on=KEYS, how="left")
+        .join(answered.select(*KEYS, *OPTIONAL_KINDS), on=KEYS, how="left")
         .join(applicable, on=KEYS, how="left")
         .join(failed_requests(raw), on=KEYS, how="left")
         .with_columns(
-            pl.col("tracked", "core", "timeseries", "listing", "failed_requests", "failed_asins").fill_null(
-                0
-            ),
+            pl.col(
+                "tracked",
+                "core",
+                "timeseries",
+                "listing",
+                "rows",
+                "keepa_rows",
+                "failed_requests",
+                "failed_asins",
+            ).fill_null(0),
             pl.col("failed_endpoints").fill_null(pl.lit([], dtype=pl.List(pl.Utf8))),
-            has_reviews=pl.col("has_reviews").fill_null(True),
+            has_reviews=~(pl.col("keepa_raw").fill_null(False) | (pl.col("keepa_rows").fill_null(0) > 0)),
         )
-        .with_columns(
-            core=pl.when(pl.col("has_reviews"))
-            .then(pl.col("core"))
-            .otherwise(pl.col("keepa_product").fill_null(0))
-        )
+        .with_columns(core=pl.when(pl.col("has_reviews")).then(pl.col("core")).otherwise(pl.col("rows")))
     )
 
     def share(column: str) -> pl.Expr:
@@ -160,6 +163,6 @@ def coverage_table(
             & (pl.col("coverage") >= min_coverage)
             & (pl.col("failed_requests") == 0)
         )
-        .drop("has_reviews", *OPTIONAL_KINDS, "keepa_product")
+        .drop("has_reviews", "keepa_raw", "rows", "keepa_rows", *OPTIONAL_KINDS)
         .sort(KEYS)
     )

@@ -189,8 +189,8 @@ def test_freshness_fails_when_the_newest_day_is_older_than_the_lag() -> None:
 
 def test_keepa_backfill_counts_the_answered_product_as_its_core() -> None:
     """An old Keepa day has no listing snapshot (the parser withholds today's listing from it), so
-    its mart rows carry no category: the core is the ASINs Keepa's /product answered, and the one
-    ASIN whose product request failed for good is neither core nor passing."""
+    its mart rows carry no category: the core is the ASINs with a Keepa mart row, and the one ASIN
+    whose product request failed for good has none, and fails the partition."""
     raw = _raw(
         [
             ("UK", "unified", "/v1/sites/{site}/asins", [], None),
@@ -198,10 +198,30 @@ def test_keepa_backfill_counts_the_answered_product_as_its_core() -> None:
             ("UK", "keepa", "/product", ASINS[9:], "HTTP 429 after 3 attempts in 100.0s"),
         ]
     )
-    mart = _mart("UK", ASINS, category_id=ASINS, title_length=ASINS, bullet_count=ASINS, image_count=ASINS)
+    answered = ASINS[:9]
+    mart = _mart(
+        "UK",
+        answered,
+        category_id=answered,
+        title_length=answered,
+        bullet_count=answered,
+        image_count=answered,
+    ).with_columns(source=pl.lit("keepa"))
     keys = pl.DataFrame({"site": ["UK"], "date": [DAY]})
     [row] = coverage_table(keys, _tracked("UK", ASINS), mart, raw, min_coverage=0.9).to_dicts()
-    assert (row["core"], row["core_coverage"], row["timeseries_coverage"]) == (9, 0.9, 1.0)
+    assert (row["core"], row["core_coverage"], row["timeseries_coverage"]) == (9, 0.9, 0.9)
     assert row["listing_coverage"] == 0.0
     assert row["reviews_coverage"] is None and row["keywords_coverage"] is None
     assert (row["failed_requests"], row["failed_asins"], row["passed"]) == (1, 1, False)
+
+
+def test_keepa_range_day_without_its_own_product_payload_is_keepa() -> None:
+    """A ranged Keepa run stores /product on the range's first day only: a later day's raw rows are
+    unified universe pages, yet its Keepa mart rows make it a Keepa partition (no reviews/keywords
+    expected, the core is the rows)."""
+    raw = _raw([("UK", "unified", "/v1/sites/{site}/asins", [], None)])
+    mart = _mart("UK", ASINS, category_id=ASINS).with_columns(source=pl.lit("keepa"))
+    keys = pl.DataFrame({"site": ["UK"], "date": [DAY]})
+    [row] = coverage_table(keys, _tracked("UK", ASINS), mart, raw, min_coverage=0.95).to_dicts()
+    assert (row["core"], row["core_coverage"], row["passed"]) == (10, 1.0, True)
+    assert row["reviews_coverage"] is None and row["keywords_coverage"] is None
