@@ -216,8 +216,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                 print("\nstopping: a run failed (see above, or the run in the UI)")
                 break
         print("\n" + summary_line(instance, defs, settings.sites, start, end))
+        # before the summary: its last line is the command that opens the UI
+        print(f"demo took {time.monotonic() - demo_began:.0f}s, load average {os.getloadavg()[0]:.1f}")
         _print_demo_summary(summaries, settings)
-        print(f"  demo took {time.monotonic() - demo_began:.0f}s, load average {os.getloadavg()[0]:.1f}")
         return report_failures(summaries, instance)
 
 
