@@ -101,7 +101,7 @@ def _asset_names() -> list[str]:
 
 
 def test_asset_graph_lists_every_asset(page, dagster_stack) -> None:
-    page.set_viewport_size({"width": 3600, "height": 2200})  # room for full nodes, not name stubs
+    page.set_viewport_size({"width": 2400, "height": 3000})  # room for full nodes, not name stubs
     _open(page, f"{dagster_stack.url}/asset-groups")
     page.locator("[aria-label=zoom_in]").first.wait_for()  # the graph canvas is drawn
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
