@@ -3,21 +3,13 @@
 Each reports one evaluation per (date, site) partition of the run (checks/partitioned.py).
 """
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
 
 from asin_platform.checks.ingest import KEYS, read_slices
-from asin_platform.checks.partitioned import (
-    CheckEvent,
-    Verdict,
-    context_parts,
-    evaluations,
-    keys_frame,
-    verdicts_from_frame,
-)
+from asin_platform.checks.partitioned import Verdict, keys_frame, partition_check, verdicts_from_frame
 from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -168,36 +160,29 @@ def build_checks(
 ) -> list[dg.AssetChecksDefinition]:
     """The feature and score checks; thresholds are taken from ``settings``."""
     thresholds = settings.thresholds
-
-    @dg.asset_check(
-        asset="features_daily",
-        partitions_def=partitions_def,
-        description=f"Null rate of every feature column <= {thresholds.feature_null_rate_max:.0%} (WARN).",
-    )
-    def features_null_rate(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        verdicts = null_rate_verdicts(warehouse, context_parts(context), thresholds.feature_null_rate_max)
-        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
-
-    @dg.asset_check(
-        asset="score_baseline_daily",
-        partitions_def=partitions_def,
-        blocking=True,
-        description="Scores are finite, and every partition has at least one candidate with enough data.",
-    )
-    def score_sanity(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[CheckEvent]:
-        yield from evaluations(context, sanity_verdicts(warehouse, context_parts(context)))
-
-    @dg.asset_check(
-        asset="score_baseline_daily",
-        partitions_def=partitions_def,
-        description=f"Top-{CHURN_TOP_N} churn vs the previous day <= {thresholds.rank_churn_warn:.0%} (WARN).",
-    )
-    def score_rank_stability(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        verdicts = churn_verdicts(warehouse, context_parts(context), thresholds.rank_churn_warn)
-        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
-
-    return [features_null_rate, score_sanity, score_rank_stability]
+    return [
+        partition_check(
+            lambda warehouse, parts: null_rate_verdicts(warehouse, parts, thresholds.feature_null_rate_max),
+            name="features_null_rate",
+            asset="features_daily",
+            partitions_def=partitions_def,
+            description=f"Null rate of every feature column <= {thresholds.feature_null_rate_max:.0%} (WARN).",
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+        partition_check(
+            sanity_verdicts,
+            name="score_sanity",
+            asset="score_baseline_daily",
+            partitions_def=partitions_def,
+            blocking=True,
+            description="Scores are finite, and every partition has at least one candidate with enough data.",
+        ),
+        partition_check(
+            lambda warehouse, parts: churn_verdicts(warehouse, parts, thresholds.rank_churn_warn),
+            name="score_rank_stability",
+            asset="score_baseline_daily",
+            partitions_def=partitions_def,
+            description=f"Top-{CHURN_TOP_N} churn vs the previous day <= {thresholds.rank_churn_warn:.0%} (WARN).",
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+    ]

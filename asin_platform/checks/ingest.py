@@ -6,20 +6,12 @@ partition, or a whole range in a ranged/backfill run) and reports one evaluation
 """
 
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.checks.partitioned import (
-    CheckEvent,
-    Verdict,
-    context_parts,
-    evaluations,
-    keys_frame,
-    verdicts_from_frame,
-)
+from asin_platform.checks.partitioned import Verdict, keys_frame, partition_check, verdicts_from_frame
 from asin_platform.core.coverage import coverage_table
 from asin_platform.core.freshness import freshness_verdict
 from asin_platform.core.parsers import parse_payloads
@@ -224,63 +216,51 @@ def build_checks(
     thresholds = settings.thresholds
     sites = tuple(settings.sites)
 
-    @dg.asset_check(
-        asset="mart_timeseries_daily",
-        partitions_def=partitions_def,
-        blocking=True,
-        description=f"Per partition: tracked ASINs with a product core row and with a timeseries row >= "
-        f"{thresholds.coverage_min:.0%}, and no request failed for good (blocking). Listing, reviews and "
-        "keywords coverage are reported (Keepa has no reviews or keywords: n/a).",
-    )
-    def mart_coverage(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[CheckEvent]:
-        yield from evaluations(
-            context, coverage_verdicts(warehouse, context_parts(context), thresholds.coverage_min)
-        )
-
-    @dg.asset_check(
-        asset="mart_timeseries_daily",
-        partitions_def=partitions_def,
-        blocking=True,
-        description="Exactly one row per key in the mart and the fact tables.",
-    )
-    def mart_no_duplicate_keys(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        yield from evaluations(context, duplicate_verdicts(warehouse, context_parts(context)))
-
-    @dg.asset_check(
-        asset="mart_timeseries_daily",
-        partitions_def=partitions_def,
-        blocking=True,
-        description="The stored rows conform to the pandera models of schemas.py.",
-    )
-    def mart_schema_conformance(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        yield from evaluations(context, schema_verdicts(warehouse, context_parts(context)))
-
-    @dg.asset_check(
-        asset="mart_timeseries_daily",
-        partitions_def=partitions_def,
-        description=f"Quarantined records / (mart rows + quarantined) <= {thresholds.quarantine_rate_max:.1%} (WARN).",
-    )
-    def mart_quarantine_rate(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        verdicts = quarantine_verdicts(warehouse, context_parts(context), thresholds.quarantine_rate_max)
-        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
-
-    @dg.asset_check(
-        asset="raw_payloads",
-        partitions_def=partitions_def,
-        description="Every request of the partition got a usable response (WARN here; a request that "
-        "failed for good also fails mart_coverage, which blocks).",
-    )
-    def raw_payloads_complete(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        verdicts = raw_complete_verdicts(warehouse, context_parts(context))
-        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
+    partitioned = [
+        partition_check(
+            lambda warehouse, parts: coverage_verdicts(warehouse, parts, thresholds.coverage_min),
+            name="mart_coverage",
+            asset="mart_timeseries_daily",
+            partitions_def=partitions_def,
+            blocking=True,
+            description=f"Per partition: tracked ASINs with a product core row and with a timeseries row >= "
+            f"{thresholds.coverage_min:.0%}, and no request failed for good (blocking). Listing, reviews and "
+            "keywords coverage are reported (Keepa has no reviews or keywords: n/a).",
+        ),
+        partition_check(
+            duplicate_verdicts,
+            name="mart_no_duplicate_keys",
+            asset="mart_timeseries_daily",
+            partitions_def=partitions_def,
+            blocking=True,
+            description="Exactly one row per key in the mart and the fact tables.",
+        ),
+        partition_check(
+            schema_verdicts,
+            name="mart_schema_conformance",
+            asset="mart_timeseries_daily",
+            partitions_def=partitions_def,
+            blocking=True,
+            description="The stored rows conform to the pandera models of schemas.py.",
+        ),
+        partition_check(
+            lambda warehouse, parts: quarantine_verdicts(warehouse, parts, thresholds.quarantine_rate_max),
+            name="mart_quarantine_rate",
+            asset="mart_timeseries_daily",
+            partitions_def=partitions_def,
+            description=f"Quarantined records / (mart rows + quarantined) <= {thresholds.quarantine_rate_max:.1%} (WARN).",
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+        partition_check(
+            raw_complete_verdicts,
+            name="raw_payloads_complete",
+            asset="raw_payloads",
+            partitions_def=partitions_def,
+            description="Every request of the partition got a usable response (WARN here; a request that "
+            "failed for good also fails mart_coverage, which blocks).",
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+    ]
 
     @dg.asset_check(
         asset="mart_timeseries_daily",
@@ -306,11 +286,4 @@ def build_checks(
             },
         )
 
-    return [
-        mart_coverage,
-        mart_no_duplicate_keys,
-        mart_schema_conformance,
-        mart_quarantine_rate,
-        raw_payloads_complete,
-        mart_freshness,
-    ]
+    return [*partitioned, mart_freshness]

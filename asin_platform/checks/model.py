@@ -9,20 +9,11 @@
   training distribution of the model that scored them (the profile stored in its card).
 """
 
-from collections.abc import Iterator
-
 import dagster as dg
 import polars as pl
 
 from asin_platform.checks.ingest import KEYS, md_table, read_slices
-from asin_platform.checks.partitioned import (
-    CheckEvent,
-    Verdict,
-    context_parts,
-    evaluations,
-    keys_frame,
-    verdicts_from_frame,
-)
+from asin_platform.checks.partitioned import Verdict, keys_frame, partition_check, verdicts_from_frame
 from asin_platform.core.drift import PSI_WARN, drift_report
 from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
@@ -154,29 +145,22 @@ def build_checks(
     def ranker_beats_baseline(warehouse: Warehouse) -> dg.AssetCheckResult:
         return gate_result(warehouse)
 
-    @dg.asset_check(
+    predictions_coverage = partition_check(
+        lambda warehouse, parts: prediction_coverage_verdicts(warehouse, parts, threshold),
+        name="predictions_coverage",
         asset="predictions_rank_daily",
         partitions_def=partitions_def,
         blocking=True,
         description=f"Predictions / feature rows of each partition >= {threshold:.0%}, and no prediction for "
         "an ASIN without features.",
     )
-    def predictions_coverage(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        yield from evaluations(
-            context, prediction_coverage_verdicts(warehouse, context_parts(context), threshold)
-        )
-
-    @dg.asset_check(
+    prediction_feature_drift = partition_check(
+        drift_verdicts,
+        name="prediction_feature_drift",
         asset="predictions_rank_daily",
         partitions_def=partitions_def,
         description=f"PSI of each feature vs the scoring model's training data <= {PSI_WARN} (WARN).",
+        severity=dg.AssetCheckSeverity.WARN,
     )
-    def prediction_feature_drift(
-        context: dg.AssetCheckExecutionContext, warehouse: Warehouse
-    ) -> Iterator[CheckEvent]:
-        verdicts = drift_verdicts(warehouse, context_parts(context))
-        yield from evaluations(context, verdicts, severity=dg.AssetCheckSeverity.WARN)
 
     return [ranker_beats_baseline, predictions_coverage, prediction_feature_drift]

@@ -15,8 +15,9 @@ import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import metadata_table
+from asin_platform.checks.partitioned import context_parts
 from asin_platform.core.outcomes import rolling_comparison
-from asin_platform.partitions import DateSite, parse_partition_key
+from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 
@@ -55,9 +56,7 @@ def build_checks(
     def model_beats_baseline_realised(
         context: dg.AssetCheckExecutionContext, warehouse: Warehouse, settings: dg.ResourceParam[Settings]
     ) -> dg.AssetCheckResult:
-        parts = sorted(
-            (parse_partition_key(k) for k in context.partition_keys), key=lambda p: (p.site, p.day)
-        )
+        parts = context_parts(context)
         o = settings.outcomes
         frames = [
             warehouse.read(

@@ -13,9 +13,8 @@ own (Nothing) output is yielded last so the step is complete. See docs/architect
 
 A check computes a :class:`Verdict` per partition key and hands them to :func:`evaluations`; a key
 of the run without a verdict is reported failed ("not evaluated"), never left Skipped.
+:func:`partition_check` builds such a check from a function of (warehouse, partitions) to verdicts.
 """
-
-from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from asin_platform.partitions import DateSite, parse_partition_key, to_partition_key
+from asin_platform.resources.warehouse import Warehouse
 
 CheckEvent = dg.AssetCheckEvaluation | dg.Output
 
@@ -133,3 +133,29 @@ def evaluations(
         + (f"; {severity.value.lower()} in {len(failed)}: {shown}" if failed else "")
     )
     yield dg.Output(None, output_name=context.op_def.output_defs[0].name)
+
+
+def partition_check(
+    verdicts: Callable[[Warehouse, list[DateSite]], Mapping[str, Verdict]],
+    *,
+    name: str,
+    asset: str,
+    partitions_def: dg.PartitionsDefinition,
+    description: str,
+    blocking: bool = False,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetChecksDefinition:
+    """A per-partition check on ``asset``: ``verdicts(warehouse, the run's partitions)`` judged,
+    one evaluation per partition of the run (:func:`evaluations`) at ``severity``."""
+
+    @dg.asset_check(
+        asset=asset,
+        name=name,
+        partitions_def=partitions_def,
+        blocking=blocking,
+        description=description,
+    )
+    def check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[CheckEvent]:
+        yield from evaluations(context, verdicts(warehouse, context_parts(context)), severity=severity)
+
+    return check
