@@ -48,82 +48,6 @@ class MarketConfig:
                 raise ValueError(f"{name} must be in [0, 0.5]")
 
 
-@dataclass
-class SiteState:
-    """Everything generated for one site. Matrices are (n_asins, horizon_days), asin-major."""
-
-    site: str
-    site_id: int
-    dates: list[str]  # ISO string of each day index
-    asins: np.ndarray  # <U10, by generation index
-    order: np.ndarray  # generation indices sorted by ASIN string
-    index: dict[str, int]
-    listed: np.ndarray  # listed_since as day offset from the epoch (negative = before it)
-    cat: np.ndarray
-    sub: np.ndarray  # 0..2 within the category
-    head: np.ndarray  # 0..2 head term within the sub-category
-    adjective: np.ndarray
-    brands: list[str]  # by generation index
-    # listing: initial values and three events (slot 0 = precursor improvement, 1-2 = organic)
-    title_target: np.ndarray
-    bullets: np.ndarray
-    images: np.ndarray
-    aplus: np.ndarray
-    video: np.ndarray
-    size_chart: np.ndarray
-    brand_story: np.ndarray
-    prime: np.ndarray
-    ev_day: np.ndarray
-    ev_title: np.ndarray
-    ev_bullets: np.ndarray
-    ev_images: np.ndarray
-    ev_aplus: np.ndarray
-    ev_video: np.ndarray
-    ev_brand_story: np.ndarray
-    # keywords
-    kw_text: list[str]  # the site's keyword table (global keyword id -> text)
-    kw_volume: np.ndarray  # base monthly search volume per keyword id
-    kw_cat: np.ndarray  # category of each keyword id (for seasonal volume)
-    kw_ids: np.ndarray  # (n, slots) keyword ids
-    kw_active: np.ndarray  # (n, slots)
-    kw_base: np.ndarray  # (n, slots) baseline log organic rank
-    kw_gain: np.ndarray  # (n,) log-rank gain from precursor SEO work
-    kw_gain_start: np.ndarray
-    base: np.ndarray  # base demand, units/day
-    # breakouts
-    onset: np.ndarray  # day index, -1 = none
-    ramp: np.ndarray
-    peak: np.ndarray  # NaN = none
-    decoy: np.ndarray
-    bo_rows: np.ndarray  # generation indices of breakout ASINs
-    bo_mult: np.ndarray  # (len(bo_rows), T) demand multiplier
-    season_year: np.ndarray  # (n_cat, T) yearly seasonality incl. events (for keyword volumes)
-    # daily matrices
-    price_c: np.ndarray  # int32 price in hundredths of the local currency, -1 = no offer
-    bsr_root: np.ndarray  # int32, 0 = not ranked
-    bsr_sub: np.ndarray
-    rating10: np.ndarray  # int16 running mean rating x10, 0 = no reviews
-    review_count: np.ndarray  # int32
-    offers: np.ndarray  # int16
-    buybox: np.ndarray  # int8: -1 none, 0 brand, 1 Amazon, 2+ reseller
-    units: np.ndarray  # int32 (hidden)
-    expected: np.ndarray  # float32 expected units/day (hidden)
-    level: np.ndarray  # float32 demand level (hidden)
-    velocity: np.ndarray  # float32 sales velocity the BSR reflects (hidden)
-    rev_off: np.ndarray  # int64 (n*T+1) offsets of each cell's reviews in the flat review arrays
-    stars: np.ndarray  # int8 per review
-    verified: np.ndarray  # bool per review
-    lookups: dict[str, pl.Series] = field(default_factory=dict)  # string columns for frames, built once
-
-    @property
-    def n(self) -> int:
-        return int(self.asins.size)
-
-    @property
-    def horizon(self) -> int:
-        return len(self.dates)
-
-
 # ---------------------------------------------------------------------------- stage outputs
 NEVER = np.int32(1 << 30)  # "event never happens" day index
 N_KEYWORD_SLOTS = 5
@@ -226,9 +150,73 @@ class Precursors:
 
 @dataclass(frozen=True)
 class Keywords:
-    kw_text: list[str]
-    kw_volume: np.ndarray
-    kw_cat: np.ndarray
-    kw_ids: np.ndarray
-    kw_active: np.ndarray
-    kw_base: np.ndarray
+    kw_text: list[str]  # the site's keyword table (global keyword id -> text)
+    kw_volume: np.ndarray  # base monthly search volume per keyword id
+    kw_cat: np.ndarray  # category of each keyword id (for seasonal volume)
+    kw_ids: np.ndarray  # (n, slots) keyword ids
+    kw_active: np.ndarray  # (n, slots)
+    kw_base: np.ndarray  # (n, slots) baseline log organic rank
+
+
+@dataclass(frozen=True)
+class SiteCatalog:
+    """A site's products: identity and static attributes, by generation index."""
+
+    site: str
+    site_id: int
+    dates: list[str]  # ISO string of each day index
+    asins: np.ndarray  # <U10, by generation index
+    order: np.ndarray  # generation indices sorted by ASIN string
+    index: dict[str, int]
+    listed: np.ndarray  # listed_since as day offset from the epoch (negative = before it)
+    cat: np.ndarray
+    sub: np.ndarray  # 0..2 within the category
+    head: np.ndarray  # 0..2 head term within the sub-category
+    adjective: np.ndarray
+    brands: list[str]  # by generation index
+
+
+@dataclass(frozen=True)
+class SiteState(Keywords, Listing, SiteCatalog):
+    """Everything generated for one site. Matrices are (n_asins, horizon_days), asin-major.
+
+    The listing arrays and the keyword table are declared once, by the stage outputs ``Listing``
+    and ``Keywords``; a ``SiteState`` carries them as its own fields (``state.ev_day``). Field order
+    (catalog, listing, keywords, then the fields below) is that of the bases in reverse: the market
+    pin (test_market_pin.py) hashes the fields in this order."""
+
+    kw_gain: np.ndarray  # (n,) log-rank gain from precursor SEO work
+    kw_gain_start: np.ndarray
+    base: np.ndarray  # base demand, units/day
+    # breakouts
+    onset: np.ndarray  # day index, -1 = none
+    ramp: np.ndarray
+    peak: np.ndarray  # NaN = none
+    decoy: np.ndarray
+    bo_rows: np.ndarray  # generation indices of breakout ASINs
+    bo_mult: np.ndarray  # (len(bo_rows), T) demand multiplier
+    season_year: np.ndarray  # (n_cat, T) yearly seasonality incl. events (for keyword volumes)
+    # daily matrices
+    price_c: np.ndarray  # int32 price in hundredths of the local currency, -1 = no offer
+    bsr_root: np.ndarray  # int32, 0 = not ranked
+    bsr_sub: np.ndarray
+    rating10: np.ndarray  # int16 running mean rating x10, 0 = no reviews
+    review_count: np.ndarray  # int32
+    offers: np.ndarray  # int16
+    buybox: np.ndarray  # int8: -1 none, 0 brand, 1 Amazon, 2+ reseller
+    units: np.ndarray  # int32 (hidden)
+    expected: np.ndarray  # float32 expected units/day (hidden)
+    level: np.ndarray  # float32 demand level (hidden)
+    velocity: np.ndarray  # float32 sales velocity the BSR reflects (hidden)
+    rev_off: np.ndarray  # int64 (n*T+1) offsets of each cell's reviews in the flat review arrays
+    stars: np.ndarray  # int8 per review
+    verified: np.ndarray  # bool per review
+    lookups: dict[str, pl.Series] = field(default_factory=dict)  # string columns for frames, built once
+
+    @property
+    def n(self) -> int:
+        return int(self.asins.size)
+
+    @property
+    def horizon(self) -> int:
+        return len(self.dates)
