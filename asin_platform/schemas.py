@@ -38,6 +38,23 @@ class Table:
         )
 
 
+# A product's listing attributes, as the parsers emit them (core/parsed.py PRODUCTS_SCHEMA, the Keepa
+# parser's attribute frame): the record of their names, order and dtypes. dim_asin, the mart and
+# features_daily store some of them under the same names and dtypes (test_schemas.py checks that).
+LISTING_SCHEMA: dict[str, pl.DataType] = {
+    "title": pl.Utf8,
+    "brand": pl.Utf8,
+    "category_id": pl.Utf8,
+    "category_path": pl.Utf8,  # joined with " > ": "Beauty > Skin Care > Serums"
+    "subcategory_id": pl.Utf8,
+    "title_length": pl.Int32,
+    "bullet_count": pl.Int32,
+    "image_count": pl.Int32,
+    "has_aplus": pl.Boolean,
+    "attribute_flag_count": pl.Int32,
+    "listed_since": pl.Date,
+}
+
 RAW_PAYLOADS = Table(
     "raw_payloads",
     {

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import polars as pl
 import pytest
 
+from asin_platform.core.parsed import PRODUCTS_SCHEMA
 from asin_platform.resources.warehouse import (
     NON_UNIQUE_KEY_TABLES,
     Warehouse,
@@ -19,7 +20,7 @@ from asin_platform.resources.warehouse import (
     sql_type,
     unique_key,
 )
-from asin_platform.schemas import INGEST_TABLES, TABLES, Table
+from asin_platform.schemas import FEATURES_DAILY, INGEST_TABLES, LISTING_SCHEMA, TABLES, Table
 
 
 def test_every_column_dtype_has_a_sql_type() -> None:
@@ -35,6 +36,21 @@ def test_keys_are_columns_and_partitioned_tables_have_site_and_date() -> None:
         if table.partitioned:
             assert {"site", "date"} <= set(table.schema), table.name
     assert NON_UNIQUE_KEY_TABLES <= set(TABLES)
+
+
+def test_listing_columns_have_one_dtype_wherever_they_are_stored() -> None:
+    """LISTING_SCHEMA is the record: the parsed products frame carries all of it, in order, and every
+    table storing a listing column stores it with the record's dtype."""
+    assert [c for c in PRODUCTS_SCHEMA if c in LISTING_SCHEMA] == list(LISTING_SCHEMA)
+    assert {c: PRODUCTS_SCHEMA[c] for c in LISTING_SCHEMA} == LISTING_SCHEMA
+    stored = {
+        (table.name, column): dtype
+        for table in (*INGEST_TABLES, FEATURES_DAILY)
+        for column, dtype in table.schema.items()
+        if column in LISTING_SCHEMA
+    }
+    assert {("dim_asin", "category_path"), ("mart_timeseries_daily", "listed_since")} <= set(stored)
+    assert {key: dtype for key, dtype in stored.items() if dtype != LISTING_SCHEMA[key[1]]} == {}
 
 
 def test_database_matches_schemas(warehouse: Warehouse, backend: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from asin_platform.schemas import QUARANTINE, UTC_TS
+from asin_platform.schemas import LISTING_SCHEMA, QUARANTINE, UTC_TS
 
 UNIVERSE_SCHEMA: dict[str, pl.DataType] = {
     "site": pl.Utf8,
@@ -24,17 +24,7 @@ PRODUCTS_SCHEMA: dict[str, pl.DataType] = {
     "site": pl.Utf8,
     "date": pl.Date,  # the day the listing attributes are as of
     "asin": pl.Utf8,
-    "title": pl.Utf8,
-    "brand": pl.Utf8,
-    "category_id": pl.Utf8,
-    "category_path": pl.Utf8,  # joined with " > "
-    "subcategory_id": pl.Utf8,
-    "title_length": pl.Int32,
-    "bullet_count": pl.Int32,
-    "image_count": pl.Int32,
-    "has_aplus": pl.Boolean,
-    "attribute_flag_count": pl.Int32,
-    "listed_since": pl.Date,
+    **LISTING_SCHEMA,
     "source": pl.Utf8,
     "payload_id": pl.Utf8,
     "fetched_at": UTC_TS,

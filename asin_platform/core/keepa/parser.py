@@ -63,7 +63,7 @@ from asin_platform.core.parsed import (
     UNIVERSE_SCHEMA,
     ParsedPayloads,
 )
-from asin_platform.schemas import QUARANTINE, UTC_TS
+from asin_platform.schemas import LISTING_SCHEMA, QUARANTINE, UTC_TS
 
 
 @dataclass
@@ -359,17 +359,7 @@ class _Batch:
             self.attrs,
             schema={
                 "k": pl.Int64,
-                "title": pl.Utf8,
-                "brand": pl.Utf8,
-                "category_id": pl.Utf8,
-                "category_path": pl.Utf8,
-                "subcategory_id": pl.Utf8,
-                "title_length": pl.Int32,
-                "bullet_count": pl.Int32,
-                "image_count": pl.Int32,
-                "has_aplus": pl.Boolean,
-                "attribute_flag_count": pl.Int32,
-                "listed_since": pl.Date,
+                **LISTING_SCHEMA,
                 "tracking_since": pl.Date,
                 "keepa_listed_since": pl.Date,
                 "monthly_sold_now": pl.Int64,
