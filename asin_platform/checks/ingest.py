@@ -11,7 +11,13 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import polars as pl
 
-from asin_platform.checks.partitioned import Verdict, keys_frame, partition_check, verdicts_from_frame
+from asin_platform.checks.partitioned import (
+    Verdict,
+    keys_frame,
+    partition_check,
+    shared_read,
+    verdicts_from_frame,
+)
 from asin_platform.core.coverage import coverage_table
 from asin_platform.core.freshness import freshness_verdict
 from asin_platform.core.parsers import parse_payloads
@@ -37,6 +43,12 @@ def read_slices(warehouse: Warehouse, table: str, parts: list[DateSite], **kwarg
     return pl.concat(frames) if frames else TABLES[table].empty()
 
 
+def run_raw_payloads(warehouse: Warehouse, parts: list[DateSite]) -> pl.DataFrame:
+    """Every raw payload row of the partitions, read once per run: mart_coverage and
+    raw_payloads_complete both judge them (checks/partitioned.py ``shared_read``)."""
+    return shared_read(("raw_payloads", tuple(parts)), lambda: read_slices(warehouse, "raw_payloads", parts))
+
+
 def tracked_asins(raw: pl.DataFrame) -> pl.DataFrame:
     """(site, date, asin) from the stored universe payloads."""
     universe = parse_payloads(raw.filter(pl.col("endpoint").is_in(UNIVERSE_ENDPOINTS))).universe
@@ -59,7 +71,7 @@ def _pct(value: float | None) -> str:
 
 
 def coverage_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: float) -> dict[str, Verdict]:
-    raw = read_slices(warehouse, "raw_payloads", parts)
+    raw = run_raw_payloads(warehouse, parts)
     mart = read_slices(
         warehouse,
         "mart_timeseries_daily",
@@ -182,7 +194,7 @@ def quarantine_verdicts(warehouse: Warehouse, parts: list[DateSite], threshold: 
 
 
 def raw_complete_verdicts(warehouse: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
-    raw = read_slices(warehouse, "raw_payloads", parts, columns=[*KEYS, "endpoint", "status", "error"])
+    raw = run_raw_payloads(warehouse, parts).select(*KEYS, "endpoint", "status", "error")
     failed = raw.filter(pl.col("error").is_not_null())
     by_endpoint = (
         failed.group_by(*KEYS, "endpoint")

@@ -13,10 +13,12 @@ own (Nothing) output is yielded last so the step is complete. See docs/architect
 
 A check computes a :class:`Verdict` per partition key and hands them to :func:`evaluations`; a key
 of the run without a verdict is reported failed ("not evaluated"), never left Skipped.
-:func:`partition_check` builds such a check from a function of (warehouse, partitions) to verdicts.
+:func:`partition_check` builds such a check from a function of (warehouse, partitions) to verdicts;
+checks of one run that judge the same rows read them once through :func:`shared_read`.
 """
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -31,6 +33,10 @@ from asin_platform.partitions import DateSite, parse_partition_key, to_partition
 from asin_platform.resources.warehouse import Warehouse
 
 CheckEvent = dg.AssetCheckEvaluation | dg.Output
+
+# The run whose check is computing its verdicts (set by partition_check), and the reads of that run.
+_RUN_ID: ContextVar[str | None] = ContextVar("asin_platform_check_run_id", default=None)
+_RUN_READS: dict[tuple[Hashable, ...], pl.DataFrame] = {}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,21 @@ def keys_frame(parts: list[DateSite]) -> pl.DataFrame:
         {"site": [p.site for p in parts], "date": [p.day for p in parts]},
         schema={"site": pl.Utf8, "date": pl.Date},
     )
+
+
+def shared_read(key: tuple[Hashable, ...], read: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+    """``read()`` once per run and ``key``: the checks of a run that judge the same rows share one
+    read (the in-process executor runs a run's check steps in one process; another executor reads
+    once per process). Only the newest run's reads are held. Outside a check run it just reads."""
+    run_id = _RUN_ID.get()
+    if run_id is None:
+        return read()
+    full = (run_id, *key)
+    if full not in _RUN_READS:
+        if any(k[0] != run_id for k in _RUN_READS):
+            _RUN_READS.clear()
+        _RUN_READS[full] = read()
+    return _RUN_READS[full]
 
 
 def _metadata_value(value: Any) -> Any:
@@ -156,6 +177,11 @@ def partition_check(
         description=description,
     )
     def check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse) -> Iterator[CheckEvent]:
-        yield from evaluations(context, verdicts(warehouse, context_parts(context)), severity=severity)
+        token = _RUN_ID.set(context.run.run_id)
+        try:
+            judged = verdicts(warehouse, context_parts(context))
+        finally:
+            _RUN_ID.reset(token)
+        yield from evaluations(context, judged, severity=severity)
 
     return check

@@ -1,12 +1,13 @@
 """The per-partition check factory (checks/partitioned.py ``partition_check``): the spec it builds,
-and the evaluations a run of it reports."""
+the evaluations a run of it reports, and the read its checks share within a run (``shared_read``)."""
 
 from datetime import date
 
 import dagster as dg
+import polars as pl
 import pytest
 
-from asin_platform.checks.partitioned import Verdict, partition_check
+from asin_platform.checks.partitioned import Verdict, partition_check, shared_read
 from asin_platform.partitions import DateSite, build_date_site_partitions
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -98,3 +99,38 @@ def test_a_partition_without_a_verdict_fails_a_blocking_check_and_the_run(wareho
         dg.AssetCheckSeverity.ERROR,
     )
     assert evaluation.description == "not evaluated: no data for this partition"
+
+
+@pytest.mark.parametrize("backend", ["duckdb"], indirect=True)
+def test_checks_of_one_run_share_a_read_and_the_next_run_reads_again(warehouse) -> None:
+    reads: list[int] = []
+
+    def read() -> pl.DataFrame:
+        reads.append(1)
+        return pl.DataFrame({"n": [len(reads)]})
+
+    def verdicts(wh: Warehouse, parts: list[DateSite]) -> dict[str, Verdict]:
+        frame = shared_read(("rows", tuple(parts)), read)
+        return {KEY: Verdict(True, f"read {frame['n'][0]}")}
+
+    checks = [
+        partition_check(verdicts, name=name, asset="things", partitions_def=PARTITIONS, description="d")
+        for name in ("first", "second")
+    ]
+    with dg.instance_for_test() as instance:
+        for _ in range(2):
+            result = dg.materialize(
+                [things, *checks],
+                partition_key=KEY,
+                resources={"warehouse": warehouse},
+                instance=instance,
+            )
+            assert (
+                sorted(e.description for e in result.get_asset_check_evaluations())
+                == [f"read {len(reads)}"] * 2
+            )
+    assert len(reads) == 2  # one read per run, shared by both checks
+    # outside a check run nothing is held: every call reads
+    shared_read(("rows",), read)
+    shared_read(("rows",), read)
+    assert len(reads) == 4

@@ -58,8 +58,18 @@ def _ingest_check_keys(defs: dg.Definitions) -> list[dg.AssetCheckKey]:
     ]
 
 
-def test_ranged_run_reports_one_evaluation_per_partition(warehouse, capsys) -> None:
+def test_ranged_run_reports_one_evaluation_per_partition(warehouse, capsys, monkeypatch) -> None:
     defs = _defs(_client(), warehouse)
+    raw_reads: list[list] = []
+    read_slices = ingest_checks.read_slices
+
+    def counting_read_slices(warehouse, table, parts, **kwargs):
+        if table == "raw_payloads":
+            raw_reads.append(parts)
+        return read_slices(warehouse, table, parts, **kwargs)
+
+    # mart_coverage and raw_payloads_complete both judge the raw payloads: one read per run
+    monkeypatch.setattr(ingest_checks, "read_slices", counting_read_slices)
     with dg.instance_for_test() as instance:
         summaries = materialize_range(
             defs,
@@ -71,6 +81,7 @@ def test_ranged_run_reports_one_evaluation_per_partition(warehouse, capsys) -> N
             log=lambda _: None,
         )
         assert [s.success for s in summaries] == [True, True]
+        assert len(raw_reads) == len(summaries)
         keys = _ingest_check_keys(defs)
         assert len(keys) == 5
         partitions = range_partition_keys(SITES, START, END)
