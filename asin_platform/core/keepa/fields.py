@@ -133,3 +133,48 @@ def _attribute_flags(product: Mapping[str, Any]) -> int:
         isinstance(stats, Mapping) and stats.get("buyBoxIsPrimeEligible") is True,
     )
     return sum(flags)
+
+
+def _product_attrs(
+    product: Mapping[str, Any],
+    tree: list[tuple[str, str | None]],
+    sub_category: str | None,
+    keepa_listed: date | None,
+    tracking_since: date | None,
+) -> dict[str, Any]:
+    """The product's listing attributes (LISTING_SCHEMA) and Keepa's own extras, as of the fetch."""
+    title = product.get("title")
+    features = product.get("features")
+    tree_ids = [cat_id for cat_id, _ in tree]
+    root_id = tree_ids[0] if tree_ids else None
+    if root_id is None and _positive_int(product.get("rootCategory")) is not None:
+        root_id = str(product["rootCategory"])
+    monthly_sold = product.get("monthlySold")
+    return {
+        "title": title if isinstance(title, str) else None,
+        "brand": product["brand"] if isinstance(product.get("brand"), str) else None,
+        "category_id": root_id,
+        "category_path": " > ".join(name or "" for _, name in tree) if tree else None,
+        "subcategory_id": tree_ids[-1] if tree_ids else None,
+        "title_length": len(title) if isinstance(title, str) else None,
+        "bullet_count": len(features) if isinstance(features, list) else 0,
+        "image_count": _image_count(product),
+        "has_aplus": bool(product.get("aPlus")),
+        "attribute_flag_count": _attribute_flags(product),
+        # Keepa's listedSince is 0 when unknown; trackingSince is the earliest date Keepa can vouch
+        # for, so it stands in (it can only be later than the true listing date).
+        "listed_since": keepa_listed if keepa_listed is not None else tracking_since,
+        "tracking_since": tracking_since,
+        "keepa_listed_since": keepa_listed,
+        "monthly_sold_now": (
+            monthly_sold
+            if isinstance(monthly_sold, int) and not isinstance(monthly_sold, bool) and monthly_sold >= 0
+            else None
+        ),
+        "sales_rank_reference": (
+            str(product["salesRankReference"])
+            if _positive_int(product.get("salesRankReference")) is not None
+            else None
+        ),
+        "bsr_sub_category_id": sub_category,
+    }

@@ -35,12 +35,10 @@ from asin_platform.core.keepa.fields import (
     _S_MONTHLY_SOLD,
     _SERIES_NAMES,
     KeepaParseResult,
-    _attribute_flags,
     _category_tree,
     _checked_date,
     _excerpt,
-    _image_count,
-    _positive_int,
+    _product_attrs,
     _sub_category,
 )
 from asin_platform.core.keepa.format import (
@@ -122,69 +120,105 @@ class _Batch:
         fetched_at: datetime,
         listing_max_lag_days: int | None,
     ) -> None:
+        """One product of a payload: checked, its days chosen, its histories windowed, its attributes
+        kept (each step below); a product that fails a check is quarantined and adds nothing."""
         # filed under the payload's own day: the first of a range payload's days (where it is stored)
         reject_day = days[0] if days else None
         fetched_day = fetched_at.astimezone(UTC).date()
         common = {"site": site, "day": reject_day, "payload_id": payload_id, "at": fetched_at}
+        checked = self._checked_product(product, site, common)
+        if checked is None:
+            return
+        asin, series, sellers = checked
+        k = len(self.keys)
+        keepa_listed, tracking_since = (
+            self._known_date(product, name, fetched_day, common, asin)
+            for name in ("listedSince", "trackingSince")
+        )
+        emitted = self._add_targets(
+            k, days, fetched_day, (keepa_listed, tracking_since), listing_max_lag_days
+        )
+        if not emitted:
+            return
+        tree = _category_tree(product)
+        tree_ids = [cat_id for cat_id, _ in tree]
+        sub_category = _sub_category(product, tree_ids)
+        if sub_category is not None:
+            series[_S_BSR_SUB] = self._sub_category_history(product, sub_category, common, asin)
+        self._add_history(k, series, sellers, emitted)
+        self.keys.append(
+            {
+                "k": k,
+                "site": site,
+                "asin": asin,
+                "payload_id": payload_id,
+                "fetched_at": fetched_at,
+                "divisor": currency_divisor(SITE_TO_DOMAIN[site]),
+            }
+        )
+        self.attrs.append(
+            {"k": k, **_product_attrs(product, tree, sub_category, keepa_listed, tracking_since)}
+        )
+
+    def _checked_product(
+        self, product: Any, site: str, common: dict[str, Any]
+    ) -> tuple[str, dict[int, tuple[np.ndarray, np.ndarray]], list[tuple[int, str | None]]] | None:
+        """(asin, series, buy box sellers) of a well-formed product of ``site``; else quarantined, None."""
+        table = "mart_timeseries_daily"
         if not isinstance(product, Mapping):
             self.reject(
                 **common,
-                table="mart_timeseries_daily",
+                table=table,
                 asin=None,
                 reason="unexpected_shape",
                 detail="product entry is not a JSON object",
                 record=product,
             )
-            return
+            return None
         asin = product.get("asin")
         if not isinstance(asin, str) or not asin.strip():
             self.reject(
                 **common,
-                table="mart_timeseries_daily",
+                table=table,
                 asin=None,
                 reason="missing_key",
                 detail="product has no 'asin'",
                 record=product,
             )
-            return
+            return None
         domain = SITE_TO_DOMAIN[site]
         product_domain = product.get("domainId")
         if product_domain is not None and product_domain != domain:
             # A product from another marketplace would be read in the wrong currency: refuse it.
             self.reject(
                 **common,
-                table="mart_timeseries_daily",
+                table=table,
                 asin=asin,
                 reason="site_mismatch",
                 detail=f"product domainId {product_domain} is not site {site}'s domain {domain}",
                 record=product,
             )
-            return
+            return None
         try:
-            series = self._product_series(product)
-            sellers = self._buybox_history(product)
+            return asin, self._product_series(product), self._buybox_history(product)
         except KeepaFormatError as exc:
-            self.reject(
-                **common,
-                table="mart_timeseries_daily",
-                asin=asin,
-                reason=exc.reason,
-                detail=str(exc),
-                record=product,
-            )
-            return
+            self.reject(**common, table=table, asin=asin, reason=exc.reason, detail=str(exc), record=product)
+            return None
 
-        k = len(self.keys)
-        keepa_listed, tracking_since = (
-            self._known_date(product, name, fetched_day, common, asin)
-            for name in ("listedSince", "trackingSince")
-        )
-        known_since = min((d for d in (keepa_listed, tracking_since) if d is not None), default=None)
+    def _add_targets(
+        self,
+        k: int,
+        days: list[date],
+        fetched_day: date,
+        known: tuple[date | None, date | None],
+        listing_max_lag_days: int | None,
+    ) -> list[date]:
+        """The days product ``k`` is emitted for (added as targets, each marked whether its listing
+        snapshot may be used); ``known``: Keepa's listedSince and trackingSince."""
+        known_since = min((d for d in known if d is not None), default=None)
         # Days after the fetch have not happened for this payload; days before the product existed
         # (as far as Keepa knows) are not in its universe: selecting them would use the future.
         emitted = [d for d in days if d <= fetched_day and (known_since is None or d >= known_since)]
-        if not emitted:
-            return
         oldest_snapshot = (
             None if listing_max_lag_days is None else fetched_day - timedelta(days=listing_max_lag_days)
         )
@@ -192,25 +226,35 @@ class _Batch:
             self.target_k.append(k)
             self.target_date.append(day)
             self.target_snapshot.append(oldest_snapshot is None or day >= oldest_snapshot)
+        return emitted
 
-        tree = _category_tree(product)
-        tree_ids = [cat_id for cat_id, _ in tree]
-        sub_category = _sub_category(product, tree_ids)
-        if sub_category is not None:
-            # JSON object keys are strings; a dict built in Python may use int keys.
-            raw = next(v for key, v in product["salesRanks"].items() if str(key) == sub_category)
-            try:
-                series[_S_BSR_SUB] = _split_history(raw, triples=False)
-            except KeepaFormatError as exc:
-                series[_S_BSR_SUB] = _split_history(None, triples=False)
-                self.reject(
-                    **common,
-                    table="mart_timeseries_daily",
-                    asin=asin,
-                    reason=exc.reason,
-                    detail=f"salesRanks[{sub_category}]: {exc}; bsr_sub left null",
-                    record={"asin": asin, "salesRanks": {sub_category: raw}},
-                )
+    def _sub_category_history(
+        self, product: Mapping[str, Any], sub_category: str, common: dict[str, Any], asin: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sub-category's BSR history; an unreadable one is quarantined and left empty."""
+        # JSON object keys are strings; a dict built in Python may use int keys.
+        raw = next(v for key, v in product["salesRanks"].items() if str(key) == sub_category)
+        try:
+            return _split_history(raw, triples=False)
+        except KeepaFormatError as exc:
+            self.reject(
+                **common,
+                table="mart_timeseries_daily",
+                asin=asin,
+                reason=exc.reason,
+                detail=f"salesRanks[{sub_category}]: {exc}; bsr_sub left null",
+                record={"asin": asin, "salesRanks": {sub_category: raw}},
+            )
+            return _split_history(None, triples=False)
+
+    def _add_history(
+        self,
+        k: int,
+        series: dict[int, tuple[np.ndarray, np.ndarray]],
+        sellers: list[tuple[int, str | None]],
+        emitted: list[date],
+    ) -> None:
+        """Product ``k``'s history changes that can matter for the emitted days, and its buy box sellers."""
         # Only the last change before the first day and the changes up to the end of the last day can
         # matter; dropping the rest here keeps a years-long history from flooding the sort and join.
         lo = utc_to_keepa_minutes(datetime.combine(emitted[0], time(), UTC))
@@ -226,56 +270,6 @@ class _Batch:
             self.seller_k.append(k)
             self.seller_t.append(minute)
             self.seller_v.append(seller)
-
-        title = product.get("title")
-        features = product.get("features")
-        root_id = tree_ids[0] if tree_ids else None
-        if root_id is None and _positive_int(product.get("rootCategory")) is not None:
-            root_id = str(product["rootCategory"])
-        monthly_sold = product.get("monthlySold")
-        self.keys.append(
-            {
-                "k": k,
-                "site": site,
-                "asin": asin,
-                "payload_id": payload_id,
-                "fetched_at": fetched_at,
-                "divisor": currency_divisor(domain),
-            }
-        )
-        self.attrs.append(
-            {
-                "k": k,
-                "title": title if isinstance(title, str) else None,
-                "brand": product["brand"] if isinstance(product.get("brand"), str) else None,
-                "category_id": root_id,
-                "category_path": " > ".join(name or "" for _, name in tree) if tree else None,
-                "subcategory_id": tree_ids[-1] if tree_ids else None,
-                "title_length": len(title) if isinstance(title, str) else None,
-                "bullet_count": len(features) if isinstance(features, list) else 0,
-                "image_count": _image_count(product),
-                "has_aplus": bool(product.get("aPlus")),
-                "attribute_flag_count": _attribute_flags(product),
-                # Keepa's listedSince is 0 when unknown; trackingSince is the earliest date Keepa can vouch
-                # for, so it stands in (it can only be later than the true listing date).
-                "listed_since": keepa_listed if keepa_listed is not None else tracking_since,
-                "tracking_since": tracking_since,
-                "keepa_listed_since": keepa_listed,
-                "monthly_sold_now": (
-                    monthly_sold
-                    if isinstance(monthly_sold, int)
-                    and not isinstance(monthly_sold, bool)
-                    and monthly_sold >= 0
-                    else None
-                ),
-                "sales_rank_reference": (
-                    str(product["salesRankReference"])
-                    if _positive_int(product.get("salesRankReference")) is not None
-                    else None
-                ),
-                "bsr_sub_category_id": sub_category,
-            }
-        )
 
     def _known_date(
         self, product: Mapping[str, Any], name: str, fetched_day: date, common: dict[str, Any], asin: str
