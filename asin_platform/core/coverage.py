@@ -76,6 +76,40 @@ def answered_asins(raw: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _mart_counts(mart: pl.DataFrame, tracked: pl.DataFrame) -> pl.DataFrame:
+    """(site, date) counts of the tracked ASINs' mart rows: core, timeseries, listing, rows, keepa_rows."""
+    present = mart.join(tracked, on=[*KEYS, "asin"], how="semi").select(
+        *KEYS,
+        core=pl.col("category_id").is_not_null(),
+        timeseries=pl.col("bsr_root").is_not_null() | pl.col("price").is_not_null(),
+        listing=pl.any_horizontal(
+            pl.col(c).is_not_null() for c in ("title_length", "bullet_count", "image_count")
+        ),
+        keepa=(pl.col("source") == "keepa") if "source" in mart.columns else pl.lit(False),
+    )
+    return present.group_by(KEYS).agg(
+        pl.col("core", "timeseries", "listing").sum().cast(pl.Int64),
+        pl.len().cast(pl.Int64).alias("rows"),
+        pl.col("keepa").sum().cast(pl.Int64).alias("keepa_rows"),
+    )
+
+
+def _answered_counts(raw: pl.DataFrame, tracked: pl.DataFrame) -> pl.DataFrame:
+    """(site, date, reviews, keywords): tracked ASINs a reviews / keywords request answered usably
+    (a kind nobody answered is a null column)."""
+    answered = (
+        answered_asins(raw)
+        .join(tracked, on=[*KEYS, "asin"], how="semi")
+        .group_by(*KEYS, "kind")
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .pivot(on="kind", index=KEYS, values="n")
+    )
+    for kind in OPTIONAL_KINDS:
+        if kind not in answered.columns:
+            answered = answered.with_columns(pl.lit(None, dtype=pl.Int64).alias(kind))
+    return answered
+
+
 def coverage_table(
     keys: pl.DataFrame,
     tracked: pl.DataFrame,
@@ -90,30 +124,8 @@ def coverage_table(
     bsr_root, price, title_length, bullet_count, image_count; ``raw``: raw payload rows with
     endpoint, source, request_params, error."""
     tracked = tracked.select(*KEYS, "asin").unique()
-    present = mart.join(tracked, on=[*KEYS, "asin"], how="semi").select(
-        *KEYS,
-        core=pl.col("category_id").is_not_null(),
-        timeseries=pl.col("bsr_root").is_not_null() | pl.col("price").is_not_null(),
-        listing=pl.any_horizontal(
-            pl.col(c).is_not_null() for c in ("title_length", "bullet_count", "image_count")
-        ),
-        keepa=(pl.col("source") == "keepa") if "source" in mart.columns else pl.lit(False),
-    )
-    counts = present.group_by(KEYS).agg(
-        pl.col("core", "timeseries", "listing").sum().cast(pl.Int64),
-        pl.len().cast(pl.Int64).alias("rows"),
-        pl.col("keepa").sum().cast(pl.Int64).alias("keepa_rows"),
-    )
-    answered = (
-        answered_asins(raw)
-        .join(tracked, on=[*KEYS, "asin"], how="semi")
-        .group_by(*KEYS, "kind")
-        .agg(pl.len().cast(pl.Int64).alias("n"))
-        .pivot(on="kind", index=KEYS, values="n")
-    )
-    for kind in OPTIONAL_KINDS:
-        if kind not in answered.columns:
-            answered = answered.with_columns(pl.lit(None, dtype=pl.Int64).alias(kind))
+    counts = _mart_counts(mart, tracked)
+    answered = _answered_counts(raw, tracked)
     # a Keepa partition also stores the unified universe pages it used, and a ranged Keepa run stores
     # its /product answer on the range's first day only: any Keepa row, raw or mart, decides
     applicable = raw.group_by(KEYS).agg(keepa_raw=pl.col("source").is_in(list(SOURCES_WITHOUT_REVIEWS)).any())
