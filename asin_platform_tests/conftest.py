@@ -124,3 +124,47 @@ def warehouse_factory(
         return warehouse
 
     return make
+
+
+# ------------------------------------------------------------------ parallel runs (pytest-xdist)
+# pyproject's addopts run the suite on two workers (`-n 2 --dist loadfile`). A work unit is one test
+# module, so a module-scoped fixture is built once, not once per worker; the modules sharing an
+# expensive session fixture (a daemon + webserver stack, a materialised demo) form one unit, so each
+# is built once per run. Units holding a slow end-to-end test are handed out first: a long unit
+# started last would leave the other worker idle at the end.
+SHARED_UNITS = {
+    "dagster_stack": ("ops/test_daemon_backfill.py", "ops/test_ui_browser.py"),
+    "secret_demo": ("ops/test_secrets_in_ui.py", "ops/test_readonly_webserver.py"),
+}
+_UNIT_OF_MODULE = {f"asin_platform_tests/{m}": unit for unit, mods in SHARED_UNITS.items() for m in mods}
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test runs in: its module, or the shared unit of its module."""
+    module = nodeid.split("::", 1)[0]
+    return _UNIT_OF_MODULE.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadFileScheduling
+
+    class WorkUnitScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # not an xdist worker: a serial run keeps file order
+        return
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        unit = work_unit(item.nodeid)
+        for fixture in SHARED_UNITS:
+            if fixture in getattr(item, "fixturenames", ()) and unit != fixture:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: add its module to SHARED_UNITS")
+        units.setdefault(unit, []).append(item)
+    slow_first = sorted(units.values(), key=lambda unit: not any(i.get_closest_marker("slow") for i in unit))
+    items[:] = [item for unit in slow_first for item in unit]
