@@ -15,7 +15,7 @@ import pandas as pd
 import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
-from asin_platform.assets._metadata import metadata_table
+from asin_platform.assets._metadata import add_metadata_by_partition, metadata_table
 from asin_platform.assets._slices import ranged_asset
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
@@ -122,13 +122,15 @@ def top_candidates(
     parts = partitions_of_context(context)
     newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
     store = exports_store(settings)
+    by_partition: dict[str, dict[str, Any]] = {}
     with warehouse.session():
         for part in parts:
             metadata = _export_partition(warehouse, settings, store, part)
             if newest[part.site] == part:
                 metadata.update(_bsr_plot(warehouse, store, part))
-            context.add_asset_metadata(metadata, partition_key=part.key)
+            by_partition[part.key] = metadata
             context.log.debug(f"{part.site} {part.day} -> {metadata['path']}")
+    add_metadata_by_partition(context, by_partition)
     context.log.info(f"top_candidates: {len(parts)} files under {store}")
     return dg.MaterializeResult()
 

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._metadata import figures_by_partition
+from asin_platform.assets._metadata import add_metadata_by_partition, figures_by_partition
 from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.assets.exports import top_10_table, write_export
@@ -111,6 +111,7 @@ def predictions_rank_daily(
     store = exports_store(settings)
     parts = partitions_of_context(context)
     newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
+    by_partition: dict[str, dict[str, Any]] = {}
     for part in parts:
         export = export_frame(warehouse, part.site, part.day)
         path = write_export(export, store, part, "pred_rank_daily")
@@ -121,6 +122,7 @@ def predictions_rank_daily(
         }
         if newest[part.site] == part and export.height:
             metadata.update(candidate_plot(warehouse, settings, part, export.row(0, named=True)))
-        context.add_asset_metadata(metadata, partition_key=part.key)
+        by_partition[part.key] = metadata
+    add_metadata_by_partition(context, by_partition)
     context.log.info(f"predictions run total: {frame.height} rows with model {model.version}")
     return dg.MaterializeResult(metadata={"model_version": model.version})

@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from asin_platform.assets._metadata import figures_by_partition, metadata_table
+from asin_platform.assets._metadata import add_metadata_by_partition, figures_by_partition, metadata_table
 from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.core.backtest import BacktestOptions, fold_table, folds, walk_forward
@@ -134,6 +134,7 @@ def realised_outcomes(
     )
     parts = partitions_of_context(context)
     newest = {part.site: part for part in parts}
+    by_partition: dict[str, dict[str, Any]] = {}
     for part in parts:
         metadata: dict[str, Any] = (
             {"status": "realised", **figures[part]}
@@ -142,7 +143,8 @@ def realised_outcomes(
         )
         if newest[part.site] == part:
             metadata.update(quality_plot(warehouse, part.site, part.day))
-        context.add_asset_metadata(metadata, partition_key=part.key)
+        by_partition[part.key] = metadata
+    add_metadata_by_partition(context, by_partition)
     context.log.info(f"realised_outcomes: {frame.height} rows for {len(figures)} of {len(parts)} partitions")
     return dg.MaterializeResult()
 

@@ -164,6 +164,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from asin_platform.definitions import build_definitions
     from asin_platform.runner import materialize_range, materialize_unpartitioned
+    from asin_platform.sqlite_events import speed_up_event_writes
 
     if args.days < 1:
         raise UserError(f"--days {args.days}: give at least 1 day")
@@ -176,6 +177,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     demo_began = time.monotonic()
     with dg.DagsterInstance.get() as instance, SimulatorProcess(args.port) as sim:
         sweep_stale_runs(instance)
+        speed_up_event_writes(instance)  # the embedded SQLite instance: ~25k events
         defs = build_definitions(settings)
         defined = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
         print(
