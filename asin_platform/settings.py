@@ -153,6 +153,9 @@ class RankerLevers(_Model):
     negative_fraction: float = Field(
         1.0, gt=0, le=1, description="share of grade-0 training rows kept (every relevant row stays)"
     )
+    hard_negative_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of each query's grade-0 rows kept as the baseline's top-scored"
+    )
     rounds: int = Field(1000, ge=1, description="max boosting rounds")
     early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
     col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
