@@ -151,7 +151,13 @@ class RankerLevers(_Model):
     feature_fraction: float = Field(0.8, gt=0, le=1, description="features drawn per tree")
     bagging_fraction: float = Field(0.7, gt=0, le=1, description="rows drawn per tree")
     negative_fraction: float = Field(
-        1.0, gt=0, le=1, description="share of grade-0 training rows kept (every relevant row stays)"
+        0.2,
+        gt=0,
+        le=1,
+        description="share of the other grade-0 training rows kept at random (every relevant row stays)",
+    )
+    hard_negative_fraction: float = Field(
+        0.2, ge=0, le=1, description="share of each query's grade-0 rows kept as the baseline's top-scored"
     )
     rounds: int = Field(1000, ge=1, description="max boosting rounds")
     early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")

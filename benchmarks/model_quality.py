@@ -231,6 +231,7 @@ def ranker_params(args: argparse.Namespace) -> RankerParams:
         rounds=args.rounds,
         early_stopping=args.early_stopping,
         negative_fraction=args.negative_fraction,
+        hard_negative_fraction=getattr(args, "hard_negative_fraction", None),
         lightgbm=json.loads(args.params) if args.params else None,
     )
 
@@ -598,6 +599,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--early-stopping", type=int, default=None)
     parser.add_argument("--params", default="", help="LightGBM params JSON laid over the levers")
     parser.add_argument("--negative-fraction", type=float, default=None, help="grade-0 training rows kept")
+    parser.add_argument(
+        "--hard-negative-fraction",
+        type=float,
+        default=None,
+        help="each query's top-baseline grade-0 rows kept",
+    )
     parser.add_argument(
         "--cache-dir",
         default=str(Path(tempfile.gettempdir()) / "asin_platform_benchmarks"),

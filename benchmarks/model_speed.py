@@ -4,7 +4,9 @@
 
 Training data is synthetic but shaped like the real samples: queries of one (site, date) with
 ``--query-size`` ASINs each (5,000 = a tracked site), ~1.2 % positives with relevance grades 0..4,
-features that carry the signal through noise, nulls, booleans and integer columns. Training is the
+features that carry the signal through noise, nulls, booleans and integer columns, and an
+``explosive_score`` standing in for the baseline's cheap score (the informative feature ``f00``:
+what hard-negative sampling ranks a query's negatives by). Training is the
 production call, ``core.ranker.train_ranker`` with its defaults (lambdarank, truncation level 50,
 early stopping on a validation set of 20 % of the training size); its ``training_seconds`` covers
 building the LightGBM Datasets and boosting. Scoring is ``core.predict.score_features``: feature
@@ -85,6 +87,7 @@ def synthetic_samples(rows: int, query_size: int, n_features: int, seed: int, da
         date=pl.Series([day0 + timedelta(days=int(d)) for d in q // len(SITES)], dtype=pl.Date),
         asin=pl.Series([f"B{i:09d}" for i in np.arange(rows) % query_size]),
         category_id=pl.Series(np.array(CATEGORIES)[rng.integers(0, len(CATEGORIES), rows)]),
+        explosive_score=pl.col("f00"),  # the cheap score hard negatives are picked by
         relevance=pl.Series(relevance),
         explodes=pl.Series((relevance >= 2).astype(np.int8)),
     )
@@ -100,11 +103,12 @@ def training_data(args: argparse.Namespace) -> tuple[pl.DataFrame, list[str]]:
 
 
 def bench_training(samples: pl.DataFrame, features: list[str], variant: dict, query_size: int) -> dict:
-    """One training run of ``variant``: {"params": {...}, "negative_fraction": x, "rounds": n,
-    "early_stopping": m} (missing keys = train_ranker's defaults; early_stopping >= rounds = no early
+    """One training run of ``variant``: {"params": {...}, "negative_fraction": x,
+    "hard_negative_fraction": h, "rounds": n, "early_stopping": m} (missing keys = train_ranker's defaults; early_stopping >= rounds = no early
     stop), or {"levers": {...}}: build_ranker with RankerParams.of(levers) ({} = the settings' defaults)."""
     params = variant.get("params", {})
     fraction = float(variant.get("negative_fraction", 1.0))
+    hard = float(variant.get("hard_negative_fraction", 0.0))
     rounds = int(variant.get("rounds", DEFAULT_ROUNDS))
     patience = int(variant.get("early_stopping", DEFAULT_EARLY_STOPPING))
     load = os.getloadavg()[0]
@@ -112,6 +116,7 @@ def bench_training(samples: pl.DataFrame, features: list[str], variant: dict, qu
     if "levers" in variant:  # the production path: build_ranker with RankerParams (settings' levers)
         levers = RankerParams.of(variant["levers"])
         fraction, rounds, patience = levers.negative_fraction, levers.rounds, levers.early_stopping
+        hard = levers.hard_negative_fraction
         trained = build_ranker(samples, levers, features=features)
     else:
         trained = train_ranker(
@@ -119,6 +124,7 @@ def bench_training(samples: pl.DataFrame, features: list[str], variant: dict, qu
             features=features,
             params=params,
             negative_fraction=fraction,
+            hard_negative_fraction=hard,
             num_boost_round=rounds,
             early_stopping_rounds=patience,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from functools import lru_cache
 
 import numpy as np
@@ -24,6 +25,7 @@ from asin_platform.core.ranker import (
     load_model,
     prepare_rank_data,
     query_sorted,
+    sampled_negatives,
     save_model,
     train_ranker,
 )
@@ -164,6 +166,55 @@ def test_negative_subsampling_keeps_every_relevant_row_and_is_reproducible() -> 
     assert 0.4 * negatives < kept < 0.6 * negatives
     assert half.train.equals(again.train)
     assert half.valid_all.equals(full.valid_all)  # validation is never subsampled
+
+
+def test_hard_negatives_are_each_querys_top_scored_grade_0_rows() -> None:
+    # two queries: US has 4 negatives and a positive, UK 2 negatives (one without a score)
+    train = pl.DataFrame(
+        {
+            "site": ["US"] * 5 + ["UK"] * 2,
+            "date": [date(2026, 1, 1)] * 7,
+            "asin": ["a", "b", "c", "d", "e", "a", "b"],
+            "relevance": [0, 0, 2, 0, 0, 0, 0],
+            "explosive_score": [0.1, 0.9, 0.0, 0.5, 0.2, None, -1.0],
+        }
+    )
+    hard = sampled_negatives(train, negative_fraction=0.0, hard_negative_fraction=0.5)
+    # US keeps its positive and its 2 top-scored negatives of 4; UK its 1 of 2 (null scores count lowest)
+    assert hard["asin"].to_list() == ["b", "c", "d", "b"]
+    # a share rounds up: every query keeps at least its hardest negative
+    tenth = sampled_negatives(train, negative_fraction=0.0, hard_negative_fraction=0.1)
+    assert tenth["asin"].to_list() == ["b", "c", "b"]
+    assert sampled_negatives(train).equals(train)
+    assert sampled_negatives(train, negative_fraction=0.5, hard_negative_fraction=1.0).equals(train)
+    with pytest.raises(ValueError, match="hard negatives need"):
+        sampled_negatives(train.drop("explosive_score"), negative_fraction=0.5, hard_negative_fraction=0.2)
+    with pytest.raises(ValueError, match="within 0..1"):
+        sampled_negatives(train, negative_fraction=1.5)
+
+
+def test_hard_and_random_negatives_add_up_in_training() -> None:
+    samples = rank_samples()
+    full = prepare_rank_data(samples)
+    random = prepare_rank_data(samples, negative_fraction=0.3)
+    mixed = prepare_rank_data(samples, negative_fraction=0.3, hard_negative_fraction=0.2)
+    negatives = full.train.filter(pl.col("relevance") == 0)
+    kept = mixed.train.filter(pl.col("relevance") == 0)
+    # the random share is the same draw, the hard share comes on top of it
+    assert (
+        random.train.filter(pl.col("relevance") == 0)
+        .join(kept, on=["site", "date", "asin"], how="anti")
+        .is_empty()
+    )
+    assert 0.3 * negatives.height < kept.height < (0.2 + 0.8 * 0.3 + 0.05) * negatives.height
+    assert (
+        mixed.train.filter(pl.col("relevance") > 0).height
+        == full.train.filter(pl.col("relevance") > 0).height
+    )
+    # the hardest negative of every query is kept
+    top = negatives.sort("explosive_score", descending=True, nulls_last=True).group_by("site", "date").first()
+    assert top.join(kept, on=["site", "date", "asin"], how="anti").is_empty()
+    assert mixed.valid_all.equals(full.valid_all)
 
 
 def test_ranker_params_defaults_are_the_settings_defaults() -> None:
