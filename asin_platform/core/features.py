@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import polars as pl
@@ -335,32 +336,61 @@ def _day_columns() -> list[pl.Expr]:
     ]
 
 
-def _window_columns() -> list[pl.Expr]:
+@dataclass(frozen=True)
+class _Window:
+    """One window column: ``kind`` of grid column ``column`` over ``n`` days, named ``alias``.
+
+    A new window statistic is one entry in ``_WINDOWS`` (rendered by ``_rolling``):
+
+    * ``sum``: sum of the last ``n`` days (T-n+1 .. T) of an integer column;
+    * ``median``: median of the non-null values of the last ``n`` days, null below ``min_samples``;
+    * ``first``: the first non-null value of the last ``n`` days (T-n+1 onwards);
+    * ``lag``: the value ``n`` days earlier (T-n)."""
+
+    kind: str
+    column: str
+    n: int
+    alias: str
+    min_samples: int = 1
+
+
+def _window_specs() -> tuple[_Window, ...]:
     """Window sums, medians, first-in-window values and lags over the grid (valid on rows at least
     LONGEST_REACH days into a block, which is every output row)."""
-    exprs: list[pl.Expr] = []
+    specs: list[_Window] = []
     for n in sorted({*SLOPE_WINDOWS, *SALES_WINDOWS}):
-        exprs += [pl.col("_n").rolling_sum(n).alias(f"_n{n}"), pl.col("_sy").rolling_sum(n).alias(f"_sy{n}")]
+        specs += [_Window("sum", c, n, f"{c}{n}") for c in ("_n", "_sy")]
     for n in SLOPE_WINDOWS:
-        exprs += [pl.col(c).rolling_sum(n).alias(f"{c}{n}") for c in ("_sx", "_sxx", "_sxy")]
-    for n in SALES_WINDOWS:
-        exprs.append(pl.col("_sales").rolling_sum(n).alias(f"_sales{n}"))
+        specs += [_Window("sum", c, n, f"{c}{n}") for c in ("_sx", "_sxx", "_sxy")]
+    specs += [_Window("sum", "_sales", n, f"_sales{n}") for n in SALES_WINDOWS]
     for n in VELOCITY_WINDOWS:
         # first review count at or after day T-N+1, searched at most N-1 days ahead (so never past
         # T): the earliest available point of the window, with its day number
-        for c in ("_rc", "_rc_x"):
-            exprs.append(
-                pl.col(c).fill_null(strategy="backward", limit=n - 1).shift(n - 1).alias(f"{c}_first{n}")
-            )
-    exprs += [pl.col(c).rolling_sum(PRICE_WINDOW).alias(f"{c}{PRICE_WINDOW}") for c in ("_np", "_sp", "_spp")]
-    exprs += [pl.col(c).rolling_sum(RATING_WINDOW).alias(f"{c}{RATING_WINDOW}") for c in ("_nr", "_sr")]
-    exprs += [
-        pl.col("_price").rolling_median(PRICE_WINDOW, min_samples=PRICE_MIN_DAYS).alias("_price_median"),
-        pl.col("_rating").shift(RATING_WINDOW).alias("_rating_before"),
-        pl.col("new_offer_count").shift(OFFER_LAG).alias("_offers_before"),
+        specs += [_Window("first", c, n, f"{c}_first{n}") for c in ("_rc", "_rc_x")]
+    specs += [_Window("sum", c, PRICE_WINDOW, f"{c}{PRICE_WINDOW}") for c in ("_np", "_sp", "_spp")]
+    specs += [_Window("sum", c, RATING_WINDOW, f"{c}{RATING_WINDOW}") for c in ("_nr", "_sr")]
+    specs += [
+        _Window("median", "_price", PRICE_WINDOW, "_price_median", min_samples=PRICE_MIN_DAYS),
+        _Window("lag", "_rating", RATING_WINDOW, "_rating_before"),
+        _Window("lag", "new_offer_count", OFFER_LAG, "_offers_before"),
     ]
-    exprs += [pl.col("bsr_pctl").shift(lag).alias(f"_pctl_before{lag}") for lag in PCTL_LAGS]
-    return exprs
+    specs += [_Window("lag", "bsr_pctl", lag, f"_pctl_before{lag}") for lag in PCTL_LAGS]
+    return tuple(specs)
+
+
+_WINDOWS = _window_specs()
+
+
+def _rolling(w: _Window) -> pl.Expr:
+    """``w`` on every grid cell (a block is crossed in its first rows only, which are never output)."""
+    col = pl.col(w.column)
+    if w.kind == "sum":
+        return col.rolling_sum(w.n).alias(w.alias)
+    if w.kind == "median":
+        return col.rolling_median(w.n, min_samples=w.min_samples).alias(w.alias)
+    if w.kind == "first":
+        return col.fill_null(strategy="backward", limit=w.n - 1).shift(w.n - 1).alias(w.alias)
+    return col.shift(w.n).alias(w.alias)
 
 
 def _feature_columns() -> list[pl.Expr]:
@@ -530,17 +560,18 @@ def build_features(
     labels = hist.select("site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")[out["_row"]]
     del hist  # the grid and the labels hold all that is left to read; free the strings first
 
-    windows_plan = (
+    at_outputs = (
         grid.lazy()
+        .with_columns(_day_inputs())
         # the output mask as a column: written inline, it was re-evaluated in each of the ~40
         # filters below (CSE did not catch it), which doubled this plan's time
-        .with_columns(_day_inputs())
         .with_columns(*_day_columns(), _out=is_output)
         # each window column is filtered as soon as it is computed: full-length copies of all of
         # them at once would triple the peak memory of a 100k-ASIN partition
-        .select([e.filter(pl.col("_out")) for e in (*_window_columns(), *(pl.col(c) for c in _PASS_THROUGH))])
-        .with_columns(_feature_columns())
-        .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
+        .select([e.filter(pl.col("_out")) for e in (*map(_rolling, _WINDOWS), *map(pl.col, _PASS_THROUGH))])
+    )
+    windows_plan = at_outputs.with_columns(_feature_columns()).select(
+        *[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES]
     )
     # the two plans are independent: collected together they share the cores (the keyword match
     # is a quarter of a backfill's feature time)
