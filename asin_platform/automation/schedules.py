@@ -10,6 +10,8 @@ Who moves a day forward
   blocking checks. The seed ran these at fixed times (01:30, 02:00, 02:20) that guessed when the step
   before would be done; ``eager`` starts each one when its inputs *are* done (earlier on a good day,
   later on a slow one) and never on an input whose blocking check failed.
+* realised_outcomes: the same follow condition, looking back the label horizon further (partition
+  T depends on the mart of T + H, the day that realises it).
 * the ranker: a weekly schedule (training reads the whole history, not a partition; doing it at a
   known quiet time keeps it away from the daily chain).
 * whole-table checks (mart freshness): a daily schedule, since they belong to no partition.
