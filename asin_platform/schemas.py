@@ -271,6 +271,13 @@ MODEL_REGISTRY = register(
             "artifact_url": pl.Utf8,  # the version's directory: model.txt + card.json
             "promoted": pl.Boolean,
             "promoted_at": UTC_TS,
+            # migration 007: the retraining's verdict (core.backtest.promotion_verdict)
+            "verdict": pl.Utf8,  # accepted | rejected (null: registered before verdicts)
+            "verdict_reason": pl.Utf8,
+            "backtest_ndcg_20": pl.Float64,  # this model's mean NDCG@20 on the latest folds
+            "compared_version": pl.Utf8,  # the promoted model it was judged against
+            "compared_backtest_ndcg_20": pl.Float64,
+            "backtest_folds": pl.Utf8,  # JSON: both models per fold
         },
         key=("version",),
         partitioned=False,

@@ -362,6 +362,20 @@ class OutcomeSettings(_Model):
 
 
 # --- end H-ranker -----------------------------------------------------------------------------------
+# --- H-retrain: the weekly retraining refuses a worse model (issue 14) ------------------------------
+class PromotionSettings(_Model):
+    """When ``ranker_model`` promotes a newly trained model: its mean NDCG@20 on the latest
+    ``folds`` walk-forward folds (``every_days`` each, ending on the newest realised day) is at
+    least the promoted model's minus ``tolerance``, both scored on the same rows."""
+
+    folds: int = Field(2, ge=1, description="latest walk-forward folds both models are judged on")
+    every_days: int = Field(28, ge=1, description="days of reference dates per fold")
+    tolerance: float = Field(
+        0.02, ge=0, le=1, description="NDCG@20 the new model may lose and still be promoted"
+    )
+
+
+# --- end H-retrain ----------------------------------------------------------------------------------
 
 
 class Settings(_Model):
@@ -403,6 +417,7 @@ class Settings(_Model):
     storage: StorageSettings = StorageSettings()  # issue 15, H-artifacts: artifact / export URLs
     leases: IngestLeases = IngestLeases()  # issue 11, H-reliab: fetch leases
     outcomes: OutcomeSettings = OutcomeSettings()  # issue 14, H-ranker
+    promotion: PromotionSettings = PromotionSettings()  # issue 14, H-retrain
 
     @field_validator("sites", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ CHECKS = {
     "score_baseline_daily:score_rank_stability",
     "score_baseline_daily:score_sanity",
     "ranker_model:ranker_beats_baseline",
+    "ranker_model:ranker_not_refused",
     "predictions_rank_daily:predictions_coverage",
     "predictions_rank_daily:prediction_feature_drift",
     "realised_outcomes:model_beats_baseline_realised",

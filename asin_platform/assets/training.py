@@ -7,7 +7,8 @@ unpartitioned: a model is trained on a window of many days and sites at once.
 Models are written to the artifact store (``storage.artifacts_url``, default the local
 ``artifacts_dir``) and registered in the warehouse's ``model_registry`` (asin_platform/storage): the
 newest row is what the evaluation looks at, the promoted row (the newest model that beat the
-baseline on validation) is what ``predictions_rank_daily`` uses, on whichever machine it runs.
+baseline on validation and did no worse than its predecessor on the latest walk-forward folds,
+``judge_candidate``) is what ``predictions_rank_daily`` uses, on whichever machine it runs.
 """
 
 import base64
@@ -20,6 +21,15 @@ import dagster as dg
 import polars as pl
 
 from asin_platform.assets._metadata import metadata_table
+from asin_platform.assets.outcomes import backtest_frames, backtest_options
+from asin_platform.core.backtest import (
+    Contender,
+    PromotionVerdict,
+    compare_on_folds,
+    latest_folds,
+    promotion_verdict,
+    seen_through,
+)
 from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, Samples, build_samples
 from asin_platform.core.metrics import (
     DEFAULT_KS,
@@ -30,8 +40,9 @@ from asin_platform.core.metrics import (
     oracle_scores,
     ratios,
 )
+from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import feature_importance, train_ranker
+from asin_platform.core.ranker import TrainedRanker, feature_importance, train_ranker
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
@@ -201,7 +212,10 @@ def ranker_model(
     """LightGBM lambdarank over (site, date) queries, early-stopped on validation NDCG@20, saved in
     the artifact store as `models/<version>/model.txt` + `card.json` and registered in
     `model_registry`. Promoted (what predictions use, on any machine) only if it beats the baseline
-    Explosive Score on validation. Optional Optuna tuning on
+    Explosive Score on validation and does not do worse than the promoted model on the latest
+    walk-forward folds (`settings.promotion`: mean NDCG@20 >= current - tolerance, both models on the
+    same rows); a refused model stays registered as `rejected` with the reason and both figures,
+    shown here as `promotion_verdict`, `promotion_reason` and `promotion_folds`. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
@@ -240,16 +254,19 @@ def ranker_model(
         )
     except ValueError as exc:  # e.g. a window too short to hold a positive in every split
         raise dg.Failure(f"cannot train the ranker: {exc}") from exc
-    saved = register_model(warehouse, artifacts_store(settings), trained, extra=extra)
+    verdict = judge_candidate(warehouse, settings, trained)
+    saved = register_model(warehouse, artifacts_store(settings), trained, extra=extra, verdict=verdict)
     gate = saved.card["gate"]
     context.log.info(
         f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s; "
-        f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; promoted={saved.promoted}"
+        f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; {verdict.status}: "
+        f"{verdict.reason}"
     )
     card_view = {k: v for k, v in saved.card.items() if k not in ("drift_profile", "feature_importance")}
     metadata: dict[str, Any] = {
         "model_version": saved.version,
         "promoted": saved.promoted,
+        **verdict_metadata(verdict),
         "model_path": saved.shown_url,
         "best_iteration": trained.best_iteration,
         "training_seconds": round(trained.training_seconds, 2),
@@ -264,6 +281,68 @@ def ranker_model(
     if curve:
         metadata["learning_curve"] = dg.MetadataValue.md(f"![validation NDCG](data:image/png;base64,{curve})")
     return dg.MaterializeResult(metadata=metadata)
+
+
+# ------------------------------------------------------------------- promotion: champion / challenger
+
+
+def judge_candidate(warehouse: Warehouse, settings: Settings, trained: TrainedRanker) -> PromotionVerdict:
+    """Whether a newly trained model may replace the promoted one (also the CLI's train-rank):
+    refused when it loses to the baseline on validation; accepted with a note when nothing is
+    promoted yet; else both models score the same rows of the latest ``settings.promotion.folds``
+    walk-forward folds (the days after either learned from) and it is accepted only if its mean
+    NDCG@20 is not below the promoted model's minus ``settings.promotion.tolerance``."""
+    gate = trained.gate()
+    if gate["passed"] is False:
+        return PromotionVerdict(
+            False,
+            f"validation gate: {gate['metric']} {gate['model']:.4f} <= baseline {gate['baseline']:.4f}",
+        )
+    try:
+        current = load_registered(warehouse, "promoted")
+    except NoModelError:
+        return PromotionVerdict(True, "first promotion: no promoted model to compare with")
+    p = settings.promotion
+    newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
+    if newest is None:
+        return PromotionVerdict(
+            False, "not compared: mart_timeseries_daily is empty", current=current.version
+        )
+    end = realised_through(newest, settings.windows.horizon)
+    cutoffs = latest_folds(end, p.folds, p.every_days)
+    sites = list(settings.sites)
+    features, mart = backtest_frames(warehouse, settings, sites, cutoffs[0].cutoff, end, train_days=0)
+    contenders = {
+        "candidate": Contender(
+            None, trained.booster, trained.features, trained.best_iteration,
+            seen_through({"data_window": trained.data_window}),
+        ),
+        "current": Contender(
+            current.version, current.booster, current.features, None, seen_through(current.card)
+        ),
+    }  # fmt: skip
+    try:
+        results = compare_on_folds(features, mart, cutoffs, contenders, backtest_options(settings, sites))
+    except ValueError as exc:  # e.g. the promoted model needs a feature column no longer built
+        return PromotionVerdict(
+            False, f"not compared: {exc}; {current.version} stays", current=current.version
+        )
+    return promotion_verdict(results, tolerance=p.tolerance, current=current.version)
+
+
+def verdict_metadata(verdict: PromotionVerdict) -> dict[str, Any]:
+    """The verdict in ranker_model's metadata: status, reason, both figures, the per-fold table."""
+    metadata: dict[str, Any] = {
+        "promotion_verdict": verdict.status,
+        "promotion_reason": verdict.reason,
+        "compared_with": verdict.current or "none",
+    }
+    if verdict.candidate_ndcg is not None and verdict.current_ndcg is not None:
+        metadata["backtest_ndcg@20_new"] = verdict.candidate_ndcg
+        metadata["backtest_ndcg@20_current"] = verdict.current_ndcg
+    if verdict.folds is not None:
+        metadata["promotion_folds"] = metadata_table(verdict.folds)
+    return metadata
 
 
 # ------------------------------------------------------------------------------- model_evaluation

@@ -110,4 +110,9 @@ def build_automation(
                 "soon as its inputs are materialised and their blocking checks passed.",
             )
         )
-    return Automation(assets=apply_automation(assets, cfg), jobs=jobs, schedules=schedules, sensors=sensors)
+    return Automation(
+        assets=apply_automation(assets, cfg, horizon=settings.windows.horizon),
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+    )

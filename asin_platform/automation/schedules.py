@@ -10,6 +10,8 @@ Who moves a day forward
   blocking checks. The seed ran these at fixed times (01:30, 02:00, 02:20) that guessed when the step
   before would be done; ``eager`` starts each one when its inputs *are* done (earlier on a good day,
   later on a slow one) and never on an input whose blocking check failed.
+* realised_outcomes: the same follow condition, looking back the label horizon further (partition
+  T depends on the mart of T + H, the day that realises it).
 * the ranker: a weekly schedule (training reads the whole history, not a partition; doing it at a
   known quiet time keeps it away from the daily chain).
 * whole-table checks (mart freshness): a daily schedule, since they belong to no partition.
@@ -37,7 +39,11 @@ FOLLOW_KEYS = (
     "score_baseline_daily",
     "top_candidates",
     "predictions_rank_daily",
+    "realised_outcomes",
 )
+# Followed keys whose partition T is realised by an input of T + horizon (the mart day that
+# realises its labels): they look back the horizon further, or the day that lands would be too old.
+REALISED_KEYS = ("realised_outcomes",)
 # The weekly retraining chain, in dependency order; whichever of them exist are retrained together.
 RETRAIN_KEYS = (
     "train_samples",
@@ -76,20 +82,25 @@ def asset_keys(assets: Sequence[dg.AssetsDefinition]) -> set[str]:
 
 
 def apply_automation(
-    assets: Sequence[dg.AssetsDefinition], cfg: AutomationSettings
+    assets: Sequence[dg.AssetsDefinition], cfg: AutomationSettings, *, horizon: int = 0
 ) -> list[dg.AssetsDefinition]:
-    """The assets with the follow condition on every key of FOLLOW_KEYS they hold.
+    """The assets with the follow condition on every key of FOLLOW_KEYS they hold; REALISED_KEYS
+    look back ``horizon`` days more (partition T follows the mart of T + horizon).
 
     A multi-asset is treated as one unit: if any of its keys follows, all of them do (a
     non-subsettable multi-asset is always executed whole anyway)."""
-    condition = follow_condition(cfg.follow_lookback_days)
     updated = []
     for asset in assets:
-        if not {k.to_user_string() for k in asset.keys} & set(FOLLOW_KEYS):
+        keys = {k.to_user_string() for k in asset.keys}
+        if not keys & set(FOLLOW_KEYS):
             updated.append(asset)
             continue
+        reach = horizon if keys & set(REALISED_KEYS) else 0
+        condition = follow_condition(cfg.follow_lookback_days + reach)
         updated.append(
-            asset.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition))
+            asset.map_asset_specs(
+                lambda spec, condition=condition: spec.replace_attributes(automation_condition=condition)
+            )
         )
     return updated
 

@@ -18,7 +18,7 @@ from asin_platform.core.drift import PSI_WARN, drift_report
 from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
-from asin_platform.storage.registry import NoModelError, load_registered
+from asin_platform.storage.registry import NoModelError, load_registered, registry
 
 
 def gate_result(warehouse: Warehouse) -> dg.AssetCheckResult:
@@ -163,4 +163,45 @@ def build_checks(
         severity=dg.AssetCheckSeverity.WARN,
     )
 
-    return [ranker_beats_baseline, predictions_coverage, prediction_feature_drift]
+    return [ranker_beats_baseline, predictions_coverage, prediction_feature_drift, ranker_not_refused]
+
+
+# --- H-retrain: the retraining's promotion verdict (issue 14) ---------------------------------------
+
+
+def verdict_result(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """WARN when the registry's newest model was refused (the promoted one keeps predicting)."""
+    rows = registry(warehouse)
+    if rows.is_empty():
+        return dg.AssetCheckResult(passed=False, description="the model registry holds no model")
+    newest = rows.row(0, named=True)
+    promoted = rows.filter(pl.col("promoted"))["version"].to_list()
+    refused = newest["verdict"] == "rejected"
+    return dg.AssetCheckResult(
+        passed=not refused,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{newest['version']} refused: {newest['verdict_reason']}"
+            if refused
+            else f"{newest['version']} {newest['verdict'] or 'registered'}: {newest['verdict_reason'] or 'no verdict'}"
+        ),
+        metadata={
+            "model_version": newest["version"],
+            "verdict": newest["verdict"] or "none",
+            "reason": newest["verdict_reason"] or "",
+            "backtest_ndcg@20_new": newest["backtest_ndcg_20"],
+            "compared_version": newest["compared_version"] or "none",
+            "backtest_ndcg@20_current": newest["compared_backtest_ndcg_20"],
+            "promoted_version": promoted[0] if promoted else "none",
+        },
+    )
+
+
+@dg.asset_check(
+    asset="ranker_model",
+    description="The newest model was not refused by the retraining's promotion rule (mean NDCG@20 on the "
+    "latest walk-forward folds >= the promoted model's - settings.promotion.tolerance); WARN, since a "
+    "refused model leaves the promoted one predicting.",
+)
+def ranker_not_refused(warehouse: Warehouse) -> dg.AssetCheckResult:
+    return verdict_result(warehouse)

@@ -5,6 +5,7 @@
     tune-rank      --data ... --trials N [--storage postgresql://... | --study-path artifacts/tuning/lgb_rank.db]
     eval-metrics   --predictions predictions.csv --k 10 20
     batch-predict  --model artifacts/lgb_rank.txt --features F.parquet --output exports/pred_rank_daily.parquet
+    model list | show VERSION | promote VERSION --reason TEXT   (the warehouse's model registry)
 
 Each calls the same core functions as the Dagster assets (core.labels, core.ranker, core.tuning,
 core.metrics, core.predict); defaults for windows and thresholds come from the settings.
@@ -90,7 +91,7 @@ def _train_and_save(
 ) -> int:
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.predict import add_model_scores
-    from asin_platform.core.ranker import export_model, feature_importance, save_model, train_ranker
+    from asin_platform.core.ranker import feature_importance, train_ranker
 
     samples = _with_baseline(samples, settings)
     trained = train_ranker(
@@ -101,22 +102,25 @@ def _train_and_save(
         compare={"baseline": "explosive_score"},
         negative_fraction=args.negative_fraction,
     )
-    saved = save_model(trained, _models_dir(args, settings), extra={"samples": str(args.data), **extra})
-    model_out, card_out = export_model(saved, args.output)
+    saved = _register(trained, args, settings, extra={"samples": str(args.data), **extra})
+    model_out, card_out = _export(saved, args.output)
     print(
         f"trained {trained.best_iteration} trees in {trained.training_seconds:.1f} s on "
         f"{trained.rows['train']:,} rows ({trained.queries['train']} queries)"
     )
     print("validation (model vs baseline):")
     print(markdown_table(trained.valid_metrics))
-    gate = saved.card["gate"]
+    gate, verdict = saved.card["gate"], saved.card["verdict"]
     print(
         f"gate {gate['metric']} model {gate['model']:.4f} vs baseline {gate['baseline']:.4f}: "
-        f"{'passed' if gate['passed'] else 'FAILED'}; promoted to latest: {saved.promoted}"
+        f"{'passed' if gate['passed'] else 'FAILED'}"
     )
+    print(f"{verdict['status']}: {verdict['reason']}; promoted: {saved.promoted}")
     print("top features by gain:")
     _print_frame(feature_importance(trained.booster).head(10))
-    print(f"model {saved.version}: {saved.directory}\n  copy: {model_out} (card {card_out})")
+    print(
+        f"model {saved.version}: {saved.shown_url} (registered in model_registry)\n  copy: {model_out} (card {card_out})"
+    )
     if args.predictions:
         scored = add_model_scores(
             samples.filter(pl.col("split").is_in(["valid", "test"])),
@@ -132,6 +136,37 @@ def _train_and_save(
         )
         print(f"validation + test predictions -> {out}")
     return 0
+
+
+def _register(trained: Any, args: argparse.Namespace, settings: Settings, extra: dict) -> Any:
+    """Write the model to the models directory (--models-dir, else the settings' artifact store)
+    and register it in the warehouse's model_registry, promoted as the weekly retraining would
+    (assets.training.judge_candidate: not worse than the promoted model on the latest folds)."""
+    from asin_platform.assets.training import judge_candidate
+    from asin_platform.commands._runtime import cli_warehouse, warehouse_errors
+    from asin_platform.storage import ArtifactStore, artifacts_store, register_model
+
+    if args.models_dir:
+        store, prefix = ArtifactStore.at(Path(args.models_dir).resolve()), ""
+    else:
+        store, prefix = artifacts_store(settings), "models"
+    with warehouse_errors():
+        warehouse = cli_warehouse(settings)
+        verdict = judge_candidate(warehouse, settings, trained)
+        return register_model(warehouse, store, trained, extra=extra, verdict=verdict, models=prefix)
+
+
+def _export(saved: Any, output: str | Path) -> tuple[Path, Path]:
+    """A copy of the registered model at ``output`` (the seed's ``artifacts/lgb_rank.txt``), its
+    card beside it as ``<stem>.card.json``."""
+    from asin_platform.storage import read_bytes
+
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(read_bytes(saved.model_url))
+    card_out = out.with_name(out.stem + ".card.json")
+    card_out.write_bytes(read_bytes(f"{saved.artifact_url}/card.json"))
+    return out, card_out
 
 
 def _parse_params(text: str | None) -> dict:
@@ -328,6 +363,91 @@ def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- model list / show / promote
+
+
+def _registry_rows(settings: Settings) -> pl.DataFrame:
+    from asin_platform.commands._runtime import cli_warehouse, warehouse_errors
+    from asin_platform.storage import registry
+
+    with warehouse_errors():
+        return registry(cli_warehouse(settings))
+
+
+def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _registry_rows(settings)
+    if rows.is_empty():
+        raise UserError("the model registry holds no model: materialise ranker_model or run train-rank first")
+    promoted = rows.filter(pl.col("promoted"))["version"].to_list()
+    shown = rows.filter(pl.col("verdict") == "rejected") if args.rejected else rows
+    print(f"{'version':<26}  {'created (UTC)':<16}  {'promoted':<8}  {'verdict':<8}  reason")
+    for row in shown.head(args.limit).iter_rows(named=True):
+        print(
+            f"{row['version']:<26}  {row['created_at']:%Y-%m-%d %H:%M}  {'yes' if row['promoted'] else '':<8}  "
+            f"{row['verdict'] or '-':<8}  {row['verdict_reason'] or ''}"
+        )
+    print(f"promoted (what predictions use): {promoted[0] if promoted else 'none'}")
+    return 0
+
+
+def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
+    from asin_platform.core.backtest import markdown
+
+    rows = _registry_rows(settings).filter(pl.col("version") == args.version)
+    if rows.is_empty():
+        raise UserError(
+            f"no model {args.version!r} in the registry: `asin-platform model list` shows the versions"
+        )
+    row = rows.row(0, named=True)
+    print(f"model {row['version']} (created {row['created_at']}): {row['artifact_url']}")
+    print(f"promoted: {row['promoted']}; verdict: {row['verdict'] or 'none'}")
+    print(f"reason: {row['verdict_reason'] or 'no verdict recorded'}")
+    if row["valid_ndcg_20"] is not None:
+        print(
+            f"validation NDCG@20: model {row['valid_ndcg_20']:.4f} vs baseline {row['baseline_valid_ndcg_20']:.4f}"
+        )
+    if row["backtest_ndcg_20"] is not None:
+        print(
+            f"latest folds, mean NDCG@20: this model {row['backtest_ndcg_20']:.4f} vs "
+            f"{row['compared_version']} {row['compared_backtest_ndcg_20']:.4f}"
+        )
+    if row["backtest_folds"]:
+        print(markdown(pl.DataFrame(json.loads(row["backtest_folds"]))))
+    return 0
+
+
+def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
+    from asin_platform.commands._runtime import cli_warehouse, warehouse_errors
+    from asin_platform.storage import NoModelError, artifacts_store, promote_model
+
+    with warehouse_errors():
+        try:
+            promote_model(
+                cli_warehouse(settings), args.version, artifacts_store(settings),
+                reason=f"promoted by hand (asin-platform model promote): {args.reason}",
+            )  # fmt: skip
+        except NoModelError as exc:
+            raise UserError(str(exc)) from None
+    print(f"promoted {args.version}: predictions use it from their next run")
+    return 0
+
+
+def _register_model_group(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="the model registry: models, their promotion verdicts, promote by hand")
+    group = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    q = group.add_parser("list", help="registered models, newest first, with the retraining's verdicts")
+    q.add_argument("--limit", type=int, default=20, help="rows shown (default 20)")
+    q.add_argument("--rejected", action="store_true", help="only models the retraining refused")
+    q.set_defaults(func=cmd_model_list)
+    q = group.add_parser("show", help="one model's verdict: reason, both figures, both models per fold")
+    q.add_argument("version")
+    q.set_defaults(func=cmd_model_show)
+    q = group.add_parser("promote", help="make a registered model the promoted one (overrides a verdict)")
+    q.add_argument("version")
+    q.add_argument("--reason", required=True, help="why, kept in the registry as the verdict's reason")
+    q.set_defaults(func=cmd_model_promote)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "build-labels", help="train_samples_{bin,rank,reg}.parquet from mart + features Parquet"
@@ -411,3 +531,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--date", help="only this date (YYYY-MM-DD)")
     p.add_argument("--csv", action="store_true", help="also write a CSV beside a Parquet output")
     p.set_defaults(func=cmd_batch_predict)
+
+    _register_model_group(sub)

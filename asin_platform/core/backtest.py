@@ -100,6 +100,32 @@ def train_as_of(features: pl.DataFrame, mart: pl.DataFrame, cutoff: date, option
     )
 
 
+def labelled_window(
+    features: pl.DataFrame,
+    mart: pl.DataFrame,
+    fold: Fold,
+    options: BacktestOptions,
+    *,
+    after: date | None = None,
+) -> tuple[pl.DataFrame, date] | None:
+    """The feature rows of the fold's evaluation window (only reference dates after ``after``, when
+    given) with their realised ``relevance`` / ``explodes``, and the window's last realised day; None
+    when the window holds no realised positive."""
+    last_mart = mart["date"].max()
+    end = min(fold.eval_end, last_mart - timedelta(days=options.config.horizon))  # type: ignore[operator]
+    start = fold.eval_start if after is None else max(fold.eval_start, after + timedelta(days=1))
+    rows = features.filter(pl.col("date").is_between(start, end))
+    if rows.is_empty():
+        return None
+    targets = compute_targets(mart, rows.select(*KEY), options.config, options.calibration)
+    rows = rows.join(targets.select(*KEY, "relevance", "explodes"), on=list(KEY), how="left").with_columns(
+        pl.col("relevance", "explodes").fill_null(0)
+    )
+    if rows["explodes"].sum() == 0:
+        return None
+    return rows, end
+
+
 def evaluate_fold(
     features: pl.DataFrame,
     mart: pl.DataFrame,
@@ -109,17 +135,10 @@ def evaluate_fold(
     oracle: Callable[[pl.DataFrame], pl.DataFrame | None] | None = None,
 ) -> pl.DataFrame | None:
     """compare_rankers on the fold's evaluation window, or None when it holds no realised positive."""
-    last_mart = mart["date"].max()
-    end = min(fold.eval_end, last_mart - timedelta(days=options.config.horizon))  # type: ignore[operator]
-    rows = features.filter(pl.col("date").is_between(fold.eval_start, end))
-    if rows.is_empty():
+    window = labelled_window(features, mart, fold, options)
+    if window is None:
         return None
-    targets = compute_targets(mart, rows.select(*KEY), options.config, options.calibration)
-    rows = rows.join(targets.select(*KEY, "relevance", "explodes"), on=list(KEY), how="left").with_columns(
-        pl.col("relevance", "explodes").fill_null(0)
-    )
-    if rows["explodes"].sum() == 0:
-        return None
+    rows, end = window
     scored = add_model_scores(rows, trained.booster, trained.features, num_iteration=trained.best_iteration)
     scored = add_baseline_scores(scored, options.score_weights, min_category_size=options.min_category_size)
     scored = add_random_scores(scored)
@@ -172,7 +191,8 @@ def fold_table(results: pl.DataFrame, k: int = 20) -> pl.DataFrame:
     wide = at_k.pivot(on="ranker", index=["cutoff", "eval_start", "eval_end"], values=["ndcg", "precision"])
     rename = {c: c.replace("ndcg_", f"ndcg@{k} ").replace("precision_", f"P@{k} ") for c in wide.columns}
     # the queries (site x day) with a positive: what each fold's averages rest on
-    kept = at_k.filter(pl.col("ranker") == "model").select("cutoff", queries="queries_kept")
+    # (the same for every ranker: they are scored on the same rows)
+    kept = at_k.group_by("cutoff").agg(queries=pl.col("queries_kept").first())
     return wide.rename(rename).join(kept, on="cutoff", how="left").sort("cutoff")
 
 
@@ -184,3 +204,124 @@ def markdown(table: pl.DataFrame, digits: int = 3) -> str:
         cells = [f"{v:.{digits}f}" if isinstance(v, float) else ("n/a" if v is None else str(v)) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- champion / challenger (retraining)
+#
+# The weekly retraining promotes a new model only if it does not do worse than the promoted one on
+# the latest folds: both fixed models score the same rows of each fold's evaluation window and are
+# judged against the same realised labels. A model is never judged on reference dates it learned
+# from (its training or early-stopping validation split): the window starts after the later of both.
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A trained model to judge: booster, feature columns, trees used (None: all), and the last
+    reference date it learned from (None: unknown)."""
+
+    version: str | None
+    booster: Any
+    features: Sequence[str]
+    num_iteration: int | None = None
+    seen_through: date | None = None
+
+
+@dataclass(frozen=True)
+class PromotionVerdict:
+    accepted: bool
+    reason: str
+    candidate_ndcg: float | None = None  # mean NDCG@k over the compared folds
+    current_ndcg: float | None = None
+    folds: pl.DataFrame | None = None  # fold_table of the contenders (None: nothing compared)
+    current: str | None = None  # the promoted model's version it was judged against
+
+    @property
+    def status(self) -> str:
+        return "accepted" if self.accepted else "rejected"
+
+
+def latest_folds(end: date, count: int, every: int) -> list[Fold]:
+    """The ``count`` folds of ``every`` days whose last one ends on ``end`` (the newest realised day)."""
+    return folds(end - timedelta(days=count * every), end, every)
+
+
+def seen_through(card: Mapping[str, Any]) -> date | None:
+    """The last reference date a model learned from: the end of its card's train or valid span."""
+    window = card.get("data_window") or {}
+    ends = [str(span[1]) for name in ("train", "valid") if (span := window.get(name))]
+    return max(date.fromisoformat(e[:10]) for e in ends) if ends else None
+
+
+def compare_on_folds(
+    features: pl.DataFrame,
+    mart: pl.DataFrame,
+    cutoffs: Sequence[Fold],
+    contenders: Mapping[str, Contender],
+    options: BacktestOptions,
+) -> pl.DataFrame:
+    """One row per (fold, contender, k) like ``walk_forward``'s, every contender scored on the same
+    rows: the fold's reference dates after all contenders' ``seen_through``. Folds without a
+    realised positive there are left out (an empty frame when none is left)."""
+    after = max((c.seen_through for c in contenders.values() if c.seen_through), default=None)
+    parts = []
+    for fold in cutoffs:
+        window = labelled_window(features, mart, fold, options, after=after)
+        if window is None:
+            continue
+        rows, end = window
+        for name, c in contenders.items():
+            scored = add_model_scores(rows, c.booster, c.features, num_iteration=c.num_iteration)
+            rows = rows.with_columns(scored["model_score"].alias(f"{name}_score"))
+        names = {name: f"{name}_score" for name in contenders}
+        table = compare_rankers(rows, names, relevance="relevance", positive="explodes", ks=options.ks)
+        parts.append(
+            table.with_columns(
+                cutoff=pl.lit(fold.cutoff), eval_start=pl.lit(rows["date"].min()), eval_end=pl.lit(end)
+            )
+        )
+    columns = [
+        "cutoff",
+        "eval_start",
+        "eval_end",
+        "ranker",
+        "k",
+        "ndcg",
+        "precision",
+        "recall",
+        "queries_kept",
+    ]
+    if not parts:
+        return pl.DataFrame(
+            schema={"cutoff": pl.Date, "eval_start": pl.Date, "eval_end": pl.Date, "ranker": pl.Utf8,
+                    "k": pl.Int64, "ndcg": pl.Float64, "precision": pl.Float64, "recall": pl.Float64,
+                    "queries_kept": pl.Int64}
+        )  # fmt: skip
+    return pl.concat(parts).select(columns)
+
+
+def promotion_verdict(
+    results: pl.DataFrame, *, tolerance: float, current: str, k: int = 20
+) -> PromotionVerdict:
+    """Accept the ``candidate`` when its mean NDCG@k over the compared folds is at least the
+    ``current`` model's minus ``tolerance``; refuse it when it is lower, or when no fold could be
+    compared (a model is promoted only when shown not to be worse)."""
+    at_k = results.filter(pl.col("k") == k)
+    if at_k.is_empty():
+        return PromotionVerdict(
+            False,
+            f"not compared: no fold holds a realised positive after both models' training data; "
+            f"the current model {current} stays",
+            current=current,
+        )
+    means = dict(at_k.group_by("ranker").agg(pl.col("ndcg").mean()).iter_rows())
+    cand, cur = float(means["candidate"]), float(means["current"])
+    n = at_k["cutoff"].n_unique()
+    accepted = cand >= cur - tolerance
+    comparison = ">=" if accepted else "<"
+    reason = (
+        f"mean NDCG@{k} over the latest {n} fold(s): candidate {cand:.4f} {comparison} current "
+        f"{cur:.4f} - tolerance {tolerance:g} ({current})"
+    )
+    if not accepted:
+        reason += f"; {current} stays promoted"
+    return PromotionVerdict(accepted, reason, cand, cur, fold_table(results, k=k), current)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import lightgbm as lgb
 import polars as pl
 
+from asin_platform.core.backtest import PromotionVerdict
 from asin_platform.core.ranker import (
     LAST_TRAINED,
     LATEST,
@@ -71,6 +72,7 @@ def registry_row(card: dict[str, Any], artifact_url: str, *, created_at: datetim
     """The ``model_registry`` row of a model card (not promoted: promotion is its own statement)."""
     train = (card.get("data_window") or {}).get("train") or [None, None]
     gate = card.get("gate") or {}
+    verdict = card.get("verdict") or {}
     return MODEL_REGISTRY.conform(
         pl.DataFrame(
             [
@@ -87,6 +89,14 @@ def registry_row(card: dict[str, Any], artifact_url: str, *, created_at: datetim
                     "artifact_url": artifact_url,
                     "promoted": False,
                     "promoted_at": None,
+                    "verdict": verdict.get("status"),
+                    "verdict_reason": verdict.get("reason"),
+                    "backtest_ndcg_20": verdict.get("candidate_ndcg_20"),
+                    "compared_version": verdict.get("current"),
+                    "compared_backtest_ndcg_20": verdict.get("current_ndcg_20"),
+                    "backtest_folds": json.dumps(verdict["folds"], default=str)
+                    if verdict.get("folds")
+                    else None,
                 }
             ],
             schema_overrides={
@@ -104,17 +114,22 @@ def register_model(
     *,
     extra: dict[str, Any] | None = None,
     promote: bool | None = None,
+    verdict: PromotionVerdict | None = None,
+    models: str = MODELS,
 ) -> RegisteredModel:
-    """Write the model and its card to ``store`` and register it; promote it when ``promote``
-    (default: when it beat the baseline on validation, or there was no baseline), in the same
-    transaction as the registration."""
+    """Write the model and its card to ``store`` (under the key prefix ``models``) and register it;
+    promote it when ``promote`` (default: as ``verdict`` says, without one when it beat the
+    baseline on validation or there was no baseline), in the same transaction as the registration.
+    The verdict (why it was promoted or refused, both models' figures) goes into the card and row."""
     text = trained.booster.model_to_string(num_iteration=trained.best_iteration)
     version = new_version(text)
     card = model_card(trained, version=version, extra=extra)
+    if verdict is not None:
+        card["verdict"] = verdict_json(verdict)
     if promote is None:
-        promote = card["gate"]["passed"] is not False
+        promote = verdict.accepted if verdict is not None else card["gate"]["passed"] is not False
     card["promoted"] = bool(promote)
-    directory = store.url(f"{MODELS}/{version}")
+    directory = store.url(_key(models, version))
     # the files first: a registered row always names files that exist
     write_bytes(f"{directory}/model.txt", text.encode())
     write_bytes(f"{directory}/card.json", (json.dumps(card, indent=2, default=str) + "\n").encode())
@@ -126,10 +141,26 @@ def register_model(
             tx.upsert(MODEL_REGISTRY.name, registry_row(card, directory, created_at=datetime.now(UTC)))
         if promote:
             _promote(tx, version)
-    store.write_text(f"{MODELS}/{LAST_TRAINED}", version + "\n")
+    store.write_text(_key(models, LAST_TRAINED), version + "\n")
     if promote:
-        store.write_text(f"{MODELS}/{LATEST}", version + "\n")
+        store.write_text(_key(models, LATEST), version + "\n")
     return RegisteredModel(version, directory, card, bool(promote))
+
+
+def _key(models: str, name: str) -> str:
+    return f"{models}/{name}" if models else name
+
+
+def verdict_json(verdict: PromotionVerdict) -> dict[str, Any]:
+    """The verdict as the card and the registry row keep it."""
+    return {
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "candidate_ndcg_20": verdict.candidate_ndcg,
+        "current": verdict.current,
+        "current_ndcg_20": verdict.current_ndcg,
+        "folds": json.loads(verdict.folds.write_json()) if verdict.folds is not None else None,
+    }
 
 
 def _promote(tx: WarehouseTx, version: str) -> None:
@@ -142,13 +173,21 @@ def _promote(tx: WarehouseTx, version: str) -> None:
     )
 
 
-def promote_model(warehouse: Warehouse, version: str, store: ArtifactStore | None = None) -> None:
-    """Make ``version`` the one promoted model (one transaction); LookupError when it is unknown."""
+def promote_model(
+    warehouse: Warehouse, version: str, store: ArtifactStore | None = None, *, reason: str | None = None
+) -> None:
+    """Make ``version`` the one promoted model (one transaction); LookupError when it is unknown.
+    With ``reason`` (a promotion by hand) its verdict becomes 'accepted' for that reason."""
     with warehouse.transaction() as tx:
         known = tx.query(f'SELECT version FROM "{MODEL_REGISTRY.name}" WHERE version = ?', [version])
         if known.is_empty():
             raise NoModelError(f"no model {version!r} in the registry: see `model_registry` for the versions")
         _promote(tx, version)
+        if reason is not None:
+            tx.execute(
+                f'UPDATE "{MODEL_REGISTRY.name}" SET verdict = ?, verdict_reason = ? WHERE version = ?',
+                ["accepted", reason, version],
+            )
     if store is not None:
         store.write_text(f"{MODELS}/{LATEST}", version + "\n")
 

@@ -93,7 +93,7 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
     dates = _seed(warehouse)
     result = _run(warehouse, ["train_samples", "ranker_model", "model_evaluation"])
     assert result.success, [e.message for e in result.all_events if e.is_failure]
-    assert _checks(result) == {"ranker_beats_baseline": True}
+    assert _checks(result) == {"ranker_beats_baseline": True, "ranker_not_refused": True}
 
     for kind in ("bin", "rank", "reg"):
         stored = warehouse.read(f"train_samples_{kind}")
@@ -164,3 +164,87 @@ def test_a_model_losing_to_the_baseline_blocks_predictions(
     models = env / "artifacts" / "models"
     assert not (models / LATEST).exists() and (models / LAST_TRAINED).exists()
     assert warehouse.count("predictions_rank_daily") == 0
+
+
+def _registry(warehouse) -> list[dict]:
+    return warehouse.read("model_registry").sort("created_at").to_dicts()
+
+
+def _check(result, name: str) -> dg.AssetCheckEvaluation:
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
+
+
+def test_retraining_refuses_a_worse_model_and_promotes_an_equal_one(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weekly retraining, three times: the first model is promoted with a note; a model trained on
+    shuffled labels (the gate passes: its baseline is made worst) loses on the latest folds and is
+    refused, the first one keeps predicting; a model as good as the promoted one replaces it."""
+    dates = _seed(warehouse)
+    first = _run(warehouse, ["train_samples", "ranker_model"])
+    assert first.success
+    assert _check(first, "ranker_not_refused").passed is True
+    [row] = _registry(warehouse)
+    v1 = row["version"]
+    assert (row["promoted"], row["verdict"], row["verdict_reason"]) == (
+        True, "accepted", "first promotion: no promoted model to compare with",
+    )  # fmt: skip
+    assert (
+        row["compared_version"] is None and row["backtest_ndcg_20"] is None and row["backtest_folds"] is None
+    )
+
+    real_train = training.train_ranker
+
+    def on_shuffled_labels(samples: pl.DataFrame, **kwargs):
+        noise = samples.with_columns(pl.col("relevance", "explodes").shuffle(seed=11))
+        return real_train(noise.with_columns(explosive_score=-pl.col("relevance").cast(pl.Float64)), **kwargs)
+
+    monkeypatch.setattr(training, "train_ranker", on_shuffled_labels)
+    worse = _run(warehouse, ["ranker_model"])
+    assert worse.success
+    assert _check(worse, "ranker_beats_baseline").passed is True  # the refusal is the folds', not the gate's
+    refusal = _check(worse, "ranker_not_refused")
+    assert refusal.passed is False and refusal.severity == dg.AssetCheckSeverity.WARN
+    old, new = _registry(warehouse)
+    v2 = new["version"]
+    assert (old["version"], old["promoted"]) == (v1, True)
+    assert (new["promoted"], new["verdict"], new["compared_version"]) == (False, "rejected", v1)
+    cand, cur = new["backtest_ndcg_20"], new["compared_backtest_ndcg_20"]
+    assert cand < cur - 0.02
+    folds = pl.DataFrame(json.loads(new["backtest_folds"]))
+    assert folds.columns[:3] == ["cutoff", "eval_start", "eval_end"]
+    assert folds["ndcg@20 candidate"].mean() == pytest.approx(cand)
+    assert folds["ndcg@20 current"].mean() == pytest.approx(cur)
+    assert new["verdict_reason"] == (
+        f"mean NDCG@20 over the latest {folds.height} fold(s): candidate {cand:.4f} < current "
+        f"{cur:.4f} - tolerance 0.02 ({v1}); {v1} stays promoted"
+    )
+    assert refusal.description == f"{v2} refused: {new['verdict_reason']}"
+    assert refusal.metadata["promoted_version"].value == v1
+    meta = worse.asset_materializations_for_node("ranker_model")[0].metadata
+    assert meta["promotion_verdict"].value == "rejected" and meta["compared_with"].value == v1
+    assert meta["backtest_ndcg@20_new"].value == pytest.approx(cand)
+    shown = [r.data for r in meta["promotion_folds"].records]
+    assert [r["ndcg@20 current"] for r in shown] == pytest.approx(
+        folds["ndcg@20 current"].to_list(), abs=1e-4
+    )
+    models = env / "artifacts" / "models"
+    assert (models / LATEST).read_text().strip() == v1 and (models / LAST_TRAINED).read_text().strip() == v2
+
+    day = dates.max()
+    predicted = _run(warehouse, ["predictions_rank_daily"], partition_key=f"{day}|US")
+    assert predicted.success
+    rows = warehouse.read("predictions_rank_daily", sites=["US"], start=day, end=day)
+    assert set(rows["model_version"]) == {v1}  # the refused model never predicts
+
+    monkeypatch.setattr(training, "train_ranker", real_train)
+    equal = _run(warehouse, ["ranker_model"])
+    assert equal.success and _check(equal, "ranker_not_refused").passed is True
+    _, _, third = _registry(warehouse)
+    assert (third["promoted"], third["verdict"], third["compared_version"]) == (True, "accepted", v1)
+    assert third["backtest_ndcg_20"] == pytest.approx(third["compared_backtest_ndcg_20"])  # the same model
+    assert (
+        third["verdict_reason"].startswith("mean NDCG@20 over the latest")
+        and " >= current " in third["verdict_reason"]
+    )
+    assert [r["version"] for r in _registry(warehouse) if r["promoted"]] == [third["version"]]

@@ -110,3 +110,54 @@ def test_tune_rank_resumes_its_study(files: Path, capsys: pytest.CaptureFixture[
     card = json.loads((files / "artifacts" / "tuned.card.json").read_text())
     assert card["tuning"]["trials"] == 3
     assert (files / "artifacts" / "tuning" / "s.best_params.json").exists()
+
+
+def test_train_rank_registers_its_model_and_model_commands_show_verdicts(
+    files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asin_platform.resources.warehouse import Warehouse
+
+    main(["build-labels", "--mart", "mart.parquet", "--features", "features.parquet", "--sample-every", "3"])
+    train = ["train-rank", "--data", "artifacts/samples/train_samples_rank.parquet", "--rounds", "20",
+             "--params", FAST]  # fmt: skip
+    assert main(train) == 0
+    assert (
+        "accepted: first promotion: no promoted model to compare with; promoted: True"
+        in capsys.readouterr().out
+    )
+    warehouse = Warehouse(url=str(files / "data" / "warehouse.duckdb"))
+    [first] = warehouse.read("model_registry").to_dicts()
+    v1 = first["version"]
+    assert (first["promoted"], first["verdict"]) == (True, "accepted")
+    assert first["artifact_url"] == (files / "artifacts" / "models" / v1).as_uri()
+    assert (files / "artifacts" / "models" / "latest").read_text().strip() == v1
+
+    # a second model, with no mart in this warehouse to judge it on: refused, the first stays promoted
+    # (another learning rate: another model text, so another version even within the same second)
+    slower = json.dumps({"num_threads": 1, "learning_rate": 0.05})
+    assert main([*train, "--params", slower, "--output", "artifacts/second.txt"]) == 0
+    reason = "not compared: mart_timeseries_daily is empty"
+    assert f"rejected: {reason}; promoted: False" in capsys.readouterr().out
+    second = warehouse.read("model_registry").filter(pl.col("version") != v1).row(0, named=True)
+    v2 = second["version"]
+    assert (second["promoted"], second["verdict"], second["verdict_reason"]) == (False, "rejected", reason)
+    assert second["compared_version"] == v1
+
+    assert main(["model", "list"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()[1:-1]] == [v2, v1]  # newest first
+    assert out.splitlines()[-1] == f"promoted (what predictions use): {v1}"
+    assert main(["model", "list", "--rejected"]) == 0
+    listed = capsys.readouterr().out.splitlines()[1:-1]
+    assert [line.split()[0] for line in listed] == [v2] and f"rejected  {reason}" in listed[0]
+    assert main(["model", "show", v2]) == 0
+    out = capsys.readouterr().out
+    assert "promoted: False; verdict: rejected" in out and f"reason: {reason}" in out
+
+    assert main(["model", "promote", v2, "--reason", "checked by hand"]) == 0
+    rows = {r["version"]: r for r in warehouse.read("model_registry").to_dicts()}
+    assert (rows[v1]["promoted"], rows[v2]["promoted"], rows[v2]["verdict"]) == (False, True, "accepted")
+    assert rows[v2]["verdict_reason"] == "promoted by hand (asin-platform model promote): checked by hand"
+    assert (files / "artifacts" / "models" / "latest").read_text().strip() == v2
+    assert main(["model", "show", "nope"]) == 2
+    assert "no model 'nope'" in capsys.readouterr().err

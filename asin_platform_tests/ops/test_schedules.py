@@ -2,7 +2,7 @@
 launches, and how a day moves downstream (evaluated with Dagster's own automation evaluator)."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -183,3 +183,58 @@ def test_features_wait_for_the_mart_blocking_checks(defs: dg.Definitions, tmp_pa
         assert _ingest(instance, warehouse)
         result = _tick(defs, instance, result.cursor)
         assert _requested(result, "features_daily") == {PART}
+
+
+def _land(defs: dg.Definitions, instance: dg.DagsterInstance, key: str, partition: str) -> None:
+    """``key``'s partition materialised and its blocking checks passed (what a good run records)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records[0]
+    target = AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
+    graph = defs.resolve_asset_graph()
+    for check in graph.asset_check_keys:
+        if check.asset_key == dg.AssetKey(key) and graph.get(check).blocking:
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    check.asset_key,
+                    check.name,
+                    passed=True,
+                    partition=partition,
+                    target_materialization_data=target,
+                )  # fmt: skip
+            )
+
+
+def test_realised_outcomes_follow_the_mart_day_that_realises_them(defs: dg.Definitions) -> None:
+    """Partition T of realised_outcomes runs when the mart of T + H lands (H days after its
+    predictions, further back than the other followed assets look)."""
+    h = get_settings().windows.horizon
+    realised = f"{date.fromisoformat(DAY) - timedelta(days=h)}|US"  # realised by the mart of DAY
+    selection = dg.AssetSelection.assets("realised_outcomes")
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor):
+            return dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, asset_selection=selection, evaluation_time=NOW, cursor=cursor
+            )
+
+        result = tick(None)
+        for key in ("predictions_rank_daily", "score_baseline_daily"):
+            _land(defs, instance, key, realised)
+        result = tick(result.cursor)
+        assert _requested(result, "realised_outcomes") == set()  # the mart of T + H is not there yet
+        _land(defs, instance, "mart_timeseries_daily", PART)
+        result = tick(result.cursor)
+        assert _requested(result, "realised_outcomes") == {realised}
+        result = tick(result.cursor)
+        assert _requested(result, "realised_outcomes") == set()  # requested once
+    graph = defs.resolve_asset_graph()
+    label = graph.get(dg.AssetKey("realised_outcomes")).automation_condition.get_label()  # type: ignore[union-attr]
+    assert label == f"follow inputs (newest {2 + h} days, blocking checks passed)"
