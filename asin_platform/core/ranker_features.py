@@ -75,6 +75,7 @@ def _review_exprs() -> dict[str, pl.Expr]:
     s7, s30 = pl.col("est_sales_7d_mean"), pl.col("est_sales_30d_mean")
     return {
         "reviews_per_sale_7d": pl.col("review_velocity_7d") / (s7 + EPS_SALES),
+        "reviews_per_sale_14d": pl.col("review_velocity_14d") / ((s7 + s30) / 2 + EPS_SALES),
         "reviews_per_sale_30d": pl.col("review_velocity_30d") / (s30 + EPS_SALES),
         "review_excess_7d": pl.col("review_velocity_7d") - 0.015 * s7,
     }

@@ -35,6 +35,7 @@ def rows() -> pl.DataFrame:
             "est_sales_7d_mean": [1.95, 0.45, 0.0, 1.95],
             "est_sales_30d_mean": [0.95, 0.45, None, 0.95],
             "review_velocity_7d": [0.5, 0.0, 0.0, 0.5],
+            "review_velocity_14d": [0.3, 0.0, 0.0, 0.3],
             "review_velocity_30d": [0.1, 0.0, 0.0, 0.1],
         }
     )
@@ -52,6 +53,7 @@ def test_row_local_sets_have_their_exact_values() -> None:
     assert out["sales_z_7v30"] == pytest.approx(1.0 / math.sqrt(1.0 / 7))
     assert out["slope_snr_7d"] == pytest.approx(-0.2 * math.sqrt(7.0))
     assert out["reviews_per_sale_7d"] == pytest.approx(0.5 / 2.0)
+    assert out["reviews_per_sale_14d"] == pytest.approx(0.3 / 1.5)
     assert out["review_excess_7d"] == pytest.approx(0.5 - 0.015 * 1.95)
     # a missing 30-day mean gives a missing ratio (LightGBM's missing), not a number
     assert add_derived(rows(), ["sales_7v30_log"])["sales_7v30_log"][2] is None
