@@ -46,6 +46,7 @@ import polars as pl  # noqa: E402
 from asin_platform.core.drift import reference_profile  # noqa: E402
 from asin_platform.core.labels import feature_columns  # noqa: E402
 from asin_platform.core.metrics import DEFAULT_KS, compare_rankers  # noqa: E402
+from asin_platform.core.ranker_features import DEFAULT_SETS, add_derived, set_columns  # noqa: E402
 
 QUERY: tuple[str, ...] = ("site", "date")
 HARD_NEGATIVE_SCORE = "explosive_score"  # the cheap score hard negatives are picked by (the baseline)
@@ -87,11 +88,19 @@ def group_sizes(sorted_frame: pl.DataFrame) -> np.ndarray:
 
 
 def feature_matrix(frame: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
-    """float32 matrix of ``features`` (booleans as 0/1, nulls as NaN = LightGBM's missing)."""
+    """float32 matrix of ``features`` (booleans as 0/1, nulls as NaN = LightGBM's missing); derived
+    ranker features (core.ranker_features) the frame lacks are computed from its columns first."""
+    frame = add_derived(frame, features)
     missing = [f for f in features if f not in frame.columns]
     if missing:
         raise ValueError(f"the frame lacks feature column(s) {missing}")
     return frame.select([pl.col(f).cast(pl.Float32) for f in features]).to_numpy()
+
+
+def default_features(samples: pl.DataFrame) -> tuple[str, ...]:
+    """The model's inputs unless told otherwise: the ``features_daily`` columns of ``samples`` plus
+    the derived sets of ``core.ranker_features.DEFAULT_SETS``."""
+    return feature_columns(samples) + set_columns(DEFAULT_SETS)
 
 
 def with_positive_queries(frame: pl.DataFrame, positive: str) -> pl.DataFrame:
@@ -183,7 +192,9 @@ def prepare_rank_data(
     Negative sampling (training split only, see ``sampled_negatives``): every relevant row is kept,
     and of each query's grade-0 rows the ``hard_negative_fraction`` scoring highest on
     ``hard_negative_score`` plus a random ``negative_fraction`` of the others."""
-    feats = tuple(features) if features is not None else feature_columns(samples)
+    feats = tuple(features) if features is not None else default_features(samples)
+    # derived columns before any subsampling: a cross-sectional one needs whole queries
+    samples = add_derived(samples, feats)
     if label not in samples.columns or positive not in samples.columns:
         raise ValueError(f"samples need the {label!r} and {positive!r} columns (rank samples)")
     grades = samples[label]
@@ -389,7 +400,9 @@ def train_ranker(
         valid_metrics=valid_metrics,
         history=history,
         # the training distribution as the data has it, not as subsampled for the fit
-        drift_profile=reference_profile(samples.filter(pl.col("split") == "train"), data.features, by="site"),
+        drift_profile=reference_profile(
+            add_derived(samples.filter(pl.col("split") == "train"), data.features), data.features, by="site"
+        ),
     )
 
 
