@@ -267,7 +267,7 @@ MODEL_REGISTRY = register(
             "baseline_valid_ndcg_20": pl.Float64,
             "gate_passed": pl.Boolean,
             "metrics": pl.Utf8,  # JSON: validation metrics per ranker and k
-            "card": pl.Utf8,  # JSON: the model card (core.ranker.model_card)
+            "card": pl.Utf8,  # JSON: the model card (core.model_files.model_card)
             "artifact_url": pl.Utf8,  # the version's directory: model.txt + card.json
             "promoted": pl.Boolean,
             "promoted_at": UTC_TS,

@@ -39,14 +39,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import lightgbm as lgb  # noqa: E402
 
+from asin_platform.core.model_files import load_model, save_model  # noqa: E402
 from asin_platform.core.predict import score_features  # noqa: E402
 from asin_platform.core.ranker import (  # noqa: E402
     DEFAULT_EARLY_STOPPING,
     DEFAULT_ROUNDS,
     RankerParams,
     build_ranker,
-    load_model,
-    save_model,
     train_ranker,
 )
 

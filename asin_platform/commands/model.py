@@ -328,7 +328,7 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
 def _load_model(spec: str, settings: Settings) -> Any:
     """A model file or directory, a store URL (s3://.../models/<version>), or the model registry's
     ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name)."""
-    from asin_platform.core.ranker import load_model
+    from asin_platform.core.model_files import load_model
     from asin_platform.storage.registry import NoModelError, load_registered, load_url
 
     try:

@@ -18,7 +18,8 @@ import polars as pl
 from asin_platform.core.explain import DEFAULT_TOP, explain
 
 # core.ranker sets LightGBM's OpenMP wait policy before loading it: import it first, lightgbm never
-from asin_platform.core.ranker import LoadedModel, feature_matrix
+from asin_platform.core.model_files import LoadedModel
+from asin_platform.core.ranker import feature_matrix
 from asin_platform.schemas import UTC_TS, Table, register
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ Promotion is one transaction (the old row demoted, the new one promoted together
 exactly one promoted model; on PostgreSQL a partial unique index refuses a second promoted row even
 from two promotions racing (the later one fails and changes nothing).
 
-For readers of a models *folder* (``batch-predict --model artifacts/models``, ``core.ranker.load_model``)
+For readers of a models *folder* (``batch-predict --model artifacts/models``, ``core.model_files.load_model``)
 the store also keeps the ``latest`` / ``last_trained`` pointer objects, written after the commit: on
-local disk the folder stays exactly what ``core.ranker.save_model`` makes.
+local disk the folder stays exactly what ``core.model_files.save_model`` makes.
 """
 
 from __future__ import annotations
@@ -27,14 +27,8 @@ import lightgbm as lgb
 import polars as pl
 
 from asin_platform.core.backtest import PromotionVerdict
-from asin_platform.core.ranker import (
-    LAST_TRAINED,
-    LATEST,
-    LoadedModel,
-    TrainedRanker,
-    model_card,
-    new_version,
-)
+from asin_platform.core.model_files import LoadedModel, model_card, new_version
+from asin_platform.core.ranker import LAST_TRAINED, LATEST, TrainedRanker
 from asin_platform.resources.warehouse import Warehouse, WarehouseTx
 from asin_platform.schemas import MODEL_REGISTRY
 from asin_platform.storage.store import ArtifactStore, exists, read_bytes, shown, write_bytes

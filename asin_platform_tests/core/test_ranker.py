@@ -14,19 +14,17 @@ import pytest
 
 from asin_platform.core.labels import build_samples
 from asin_platform.core.metrics import add_baseline_scores
+from asin_platform.core.model_files import export_model, load_model, save_model
 from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, add_model_scores, predict_with, score_features
 from asin_platform.core.ranker import (
     LATEST,
     RankerParams,
     build_ranker,
-    export_model,
     feature_importance,
     group_sizes,
-    load_model,
     prepare_rank_data,
     query_sorted,
     sampled_negatives,
-    save_model,
     train_ranker,
 )
 from asin_platform.settings import RankerLevers, ScoreWeights

@@ -11,8 +11,9 @@ import polars as pl
 import pytest
 
 from asin_platform.core.labels import feature_columns
+from asin_platform.core.model_files import load_model, save_model
 from asin_platform.core.predict import predict_with
-from asin_platform.core.ranker import feature_matrix, load_model, save_model, train_ranker
+from asin_platform.core.ranker import feature_matrix, train_ranker
 from asin_platform.core.ranker_features import DEFAULT_SETS, SETS, add_derived, set_columns
 from asin_platform_tests.core.test_labels import sim_features
 from asin_platform_tests.core.test_ranker import FAST, rank_samples

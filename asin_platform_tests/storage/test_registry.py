@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from asin_platform.core.ranker import LAST_TRAINED, LATEST, load_model, train_ranker
+from asin_platform.core.model_files import load_model
+from asin_platform.core.ranker import LAST_TRAINED, LATEST, train_ranker
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings, StorageSettings
 from asin_platform.storage import (
@@ -65,7 +66,7 @@ def test_register_promote_and_load(warehouse: Warehouse, tmp_path: Path) -> None
     with pytest.raises(NoModelError, match="no model 'nope'"):
         promote_model(warehouse, "nope", store)
     assert _promoted(warehouse) == [second.version]  # a refused promotion changes nothing
-    # the folder mirror for readers of a models directory (batch-predict, core.ranker.load_model)
+    # the folder mirror for readers of a models directory (batch-predict, core.model_files.load_model)
     models = tmp_path / "artifacts" / "models"
     assert (models / LATEST).read_text().strip() == second.version
     assert (models / LAST_TRAINED).read_text().strip() == second.version

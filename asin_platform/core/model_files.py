@@ -1,0 +1,184 @@
+"""A trained ranker on disk: its model card, versioned directory, pointers and loading.
+
+A saved model is a directory ``<models_dir>/<version>/`` with ``model.txt`` (LightGBM text format,
+readable by any LightGBM) and ``card.json`` (features, params, data window, metrics, training
+time, git commit, drift profile). ``version`` = UTC timestamp + 8 hex of the model text's hash.
+``<models_dir>/latest`` holds the version predictions use; a model that does not beat the
+baseline on validation is saved but not promoted. ``<models_dir>/last_trained`` always names the
+newest model (what the promotion check and the evaluation look at). Training itself is
+``core/ranker.py``; the warehouse registry over an artifact store is ``storage/registry.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+# lightgbm through core.ranker, which sets OMP_WAIT_POLICY before the library loads
+from asin_platform.core.ranker import LAST_TRAINED, LATEST, TrainedRanker, feature_importance, lgb
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The repository's HEAD commit, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _metrics_json(table: pl.DataFrame) -> dict[str, dict[str, float | int | None]]:
+    out: dict[str, dict[str, float | int | None]] = {}
+    for row in table.iter_rows(named=True):
+        entry = out.setdefault(row["ranker"], {})
+        for metric in ("ndcg", "precision", "recall"):
+            entry[f"{metric}@{row['k']}"] = row[metric]
+        entry["queries_kept"] = row["queries_kept"]
+        entry["queries_total"] = row["queries_total"]
+    return out
+
+
+def model_card(
+    trained: TrainedRanker, *, version: str, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Everything needed to know what a model is and how it was made (JSON-ready)."""
+    return {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_file": "model.txt",
+        "objective": trained.params.get("objective"),
+        "label": trained.label,
+        "features": list(trained.features),
+        "params": trained.params,
+        "best_iteration": trained.best_iteration,
+        "num_trees": trained.booster.num_trees(),
+        "data_window": trained.data_window,
+        "rows": trained.rows,
+        "queries": trained.queries,
+        "metrics": {"valid": _metrics_json(trained.valid_metrics)},
+        "gate": trained.gate(),
+        "training_seconds": round(trained.training_seconds, 3),
+        "git_commit": git_commit(Path(__file__).parent),
+        "lightgbm_version": lgb.__version__,
+        "feature_importance": feature_importance(trained.booster).head(50).to_dicts(),
+        "drift_profile": trained.drift_profile,
+        **(dict(extra) if extra else {}),
+    }
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    version: str
+    directory: Path
+    model_path: Path
+    card_path: Path
+    promoted: bool
+    card: dict[str, Any]
+
+
+def new_version(model_text: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{hashlib.sha256(model_text.encode()).hexdigest()[:8]}"
+
+
+def save_model(
+    trained: TrainedRanker,
+    models_dir: str | Path,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    promote: bool | None = None,
+) -> SavedModel:
+    """Write ``<models_dir>/<version>/model.txt`` + ``card.json``; point ``latest`` at it when
+    ``promote`` (default: when the gate passed, or there was no baseline to compare with)."""
+    text = trained.booster.model_to_string(num_iteration=trained.best_iteration)
+    version = new_version(text)
+    directory = Path(models_dir) / version
+    directory.mkdir(parents=True, exist_ok=False)
+    card = model_card(trained, version=version, extra=extra)
+    if promote is None:
+        promote = card["gate"]["passed"] is not False
+    card["promoted"] = bool(promote)
+    model_path, card_path = directory / "model.txt", directory / "card.json"
+    model_path.write_text(text)
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    set_pointer(models_dir, LAST_TRAINED, version)
+    if promote:
+        set_pointer(models_dir, LATEST, version)
+    return SavedModel(version, directory, model_path, card_path, bool(promote), card)
+
+
+def set_pointer(models_dir: str | Path, name: str, version: str) -> None:
+    """Point ``name`` (``latest`` / ``last_trained``) at ``version`` atomically (temp file + rename),
+    so a reader never sees a half-written pointer."""
+    pointer = Path(models_dir) / name
+    tmp = pointer.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(version + "\n")
+    tmp.replace(pointer)
+
+
+def export_model(saved: SavedModel, output: str | Path) -> tuple[Path, Path]:
+    """Copy a saved model to ``output`` (the seed's ``artifacts/lgb_rank.txt``) with its card beside
+    it as ``<stem>.card.json``."""
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(saved.model_path, out)
+    card_out = out.with_name(out.stem + ".card.json")
+    shutil.copyfile(saved.card_path, card_out)
+    return out, card_out
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    booster: lgb.Booster
+    card: dict[str, Any]
+    version: str
+    path: Path | str  # the model file, or the store URL it was read from
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.card.get("features") or self.booster.feature_name())
+
+
+def resolve_model_path(path: str | Path, pointer_name: str = LATEST) -> Path:
+    """``path`` may be a model file, a version directory, or a models directory with a pointer
+    (``latest`` by default)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "model.txt").exists():
+            return p / "model.txt"
+        pointer = p / pointer_name
+        if pointer.exists():
+            return p / pointer.read_text().strip() / "model.txt"
+        raise FileNotFoundError(
+            f"{p} holds neither model.txt nor a '{pointer_name}' pointer: train a model first"
+        )
+    if not p.exists():
+        raise FileNotFoundError(f"no model at {p}")
+    return p
+
+
+def load_model(path: str | Path, pointer_name: str = LATEST) -> LoadedModel:
+    """The booster and its card (``card.json`` beside ``model.txt``, or ``<stem>.card.json``)."""
+    model_path = resolve_model_path(path, pointer_name)
+    booster = lgb.Booster(model_file=str(model_path))
+    card: dict[str, Any] = {}
+    # a version directory's model.txt has card.json; an exported lgb_rank.txt has lgb_rank.card.json
+    candidate = model_path.with_name(
+        "card.json" if model_path.name == "model.txt" else model_path.stem + ".card.json"
+    )
+    if candidate.exists():
+        card = json.loads(candidate.read_text())
+    version = str(card.get("version") or model_path.stem)
+    return LoadedModel(booster, card, version, model_path)
