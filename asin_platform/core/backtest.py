@@ -252,6 +252,14 @@ def seen_through(card: Mapping[str, Any]) -> date | None:
     return max(date.fromisoformat(e[:10]) for e in ends) if ends else None
 
 
+# compare_on_folds' rows: one per (fold, contender, k), in this column order
+COMPARISON_SCHEMA: dict[str, pl.DataType] = {
+    "cutoff": pl.Date(), "eval_start": pl.Date(), "eval_end": pl.Date(), "ranker": pl.Utf8(),
+    "k": pl.Int64(), "ndcg": pl.Float64(), "precision": pl.Float64(), "recall": pl.Float64(),
+    "queries_kept": pl.Int64(),
+}  # fmt: skip
+
+
 def compare_on_folds(
     features: pl.DataFrame,
     mart: pl.DataFrame,
@@ -279,24 +287,9 @@ def compare_on_folds(
                 cutoff=pl.lit(fold.cutoff), eval_start=pl.lit(rows["date"].min()), eval_end=pl.lit(end)
             )
         )
-    columns = [
-        "cutoff",
-        "eval_start",
-        "eval_end",
-        "ranker",
-        "k",
-        "ndcg",
-        "precision",
-        "recall",
-        "queries_kept",
-    ]
     if not parts:
-        return pl.DataFrame(
-            schema={"cutoff": pl.Date, "eval_start": pl.Date, "eval_end": pl.Date, "ranker": pl.Utf8,
-                    "k": pl.Int64, "ndcg": pl.Float64, "precision": pl.Float64, "recall": pl.Float64,
-                    "queries_kept": pl.Int64}
-        )  # fmt: skip
-    return pl.concat(parts).select(columns)
+        return pl.DataFrame(schema=COMPARISON_SCHEMA)
+    return pl.concat(parts).select(list(COMPARISON_SCHEMA))
 
 
 def promotion_verdict(
