@@ -1,8 +1,9 @@
 """The PostgreSQL driver: one schema of a server, COPY in and out, secrets scrubbed from every error.
 
 Connections are per operation (cheap on PostgreSQL) with ``search_path`` set to the schema alone, the
-session in UTC and ISO dates. Bulk loads send CSV through ``COPY ... FROM STDIN``; typed reads come back
-through ``COPY ... TO STDOUT`` parsed by polars.
+session in UTC and ISO dates. Bulk loads send binary COPY (``pgbinary``; CSV for a table with a column
+type it does not encode) through ``COPY ... FROM STDIN``; typed reads come back as CSV through
+``COPY ... TO STDOUT`` parsed by polars.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.numeric import FloatLoader
 from psycopg.types.string import TextLoader
 
+from asin_platform.resources.warehouse import pgbinary
 from asin_platform.resources.warehouse.driver import Driver
 from asin_platform.resources.warehouse.errors import WarehouseError
 from asin_platform.resources.warehouse.sqltext import q, qmark_to_pyformat
 from asin_platform.resources.warehouse.urls import Backend, redact_url, url_secrets
 
-# Rows per COPY chunk: bounds the CSV buffer held in memory while keeping round trips few.
+# Rows per COPY chunk: bounds the CSV / binary buffer held in memory while keeping round trips few.
 _COPY_CHUNK_ROWS = 50_000
 _PG_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -204,13 +206,24 @@ class PostgresDriver(Driver):
         frame: pl.DataFrame,
         conflict_key: tuple[str, ...] = (),
     ) -> None:
-        # CSV through COPY FROM STDIN, a chunk at a time. quote_style="non_numeric" quotes every text
-        # value, so "" stays an empty string (a bare empty field is NULL), and a value that reads
-        # "\." can never be taken for COPY's end-of-data marker. The primary key does the conflict
-        # check; its error is turned into the ValueError the DuckDB backend raises.
+        # Binary COPY when every column's type can be encoded (pgbinary: the server decodes values
+        # instead of parsing text, about half its CPU); otherwise CSV, a chunk at a time.
+        # quote_style="non_numeric" quotes every text value, so "" stays an empty string (a bare empty
+        # field is NULL), and a value that reads "\." can never be taken for COPY's end-of-data
+        # marker. Either way the primary key does the conflict check; its error is turned into the
+        # ValueError the DuckDB backend raises.
         columns = ", ".join(q(c) for c in frame.columns)
+        encoded = self._binary_frame(conn, table, frame)
         try:
             with conn.cursor() as cur:
+                if encoded is not None:
+                    data, types = encoded
+                    with cur.copy(f"COPY {q(table)} ({columns}) FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(pgbinary.HEADER)
+                        for chunk in data.iter_slices(_COPY_CHUNK_ROWS):
+                            copy.write(pgbinary.encode(chunk, types, header=False, trailer=False))
+                        copy.write(pgbinary.TRAILER)
+                    return
                 with cur.copy(f"COPY {q(table)} ({columns}) FROM STDIN (FORMAT csv)") as copy:
                     for chunk in frame.iter_slices(_COPY_CHUNK_ROWS):
                         buffer = io.BytesIO()
@@ -221,6 +234,23 @@ class PostgresDriver(Driver):
             raise ValueError(
                 f"rows for {table} repeat keys already stored outside the slice: {detail}"
             ) from exc
+
+    @staticmethod
+    def _binary_frame(
+        conn: psycopg.Connection[Any], table: str, frame: pl.DataFrame
+    ) -> tuple[pl.DataFrame, dict[str, str]] | None:
+        """``frame`` cast for binary COPY into ``table`` and its columns' target types, or None when
+        the load has to go as CSV (a column type pgbinary does not encode, a frame dtype of another
+        kind, an integer too wide for its column: the server's text input then decides)."""
+        if not frame.width or conn.info.encoding != "utf-8":
+            return None  # binary text is sent in the client encoding: UTF-8 is what polars holds
+        types = pgbinary.binary_types(frame.schema, pgbinary.table_types(conn, q(table)))
+        if types is None:
+            return None
+        try:
+            return pgbinary.conform(frame, types), types
+        except pl.exceptions.PolarsError:
+            return None
 
     def upsert(
         self,
