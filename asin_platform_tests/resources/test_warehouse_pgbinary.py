@@ -66,6 +66,15 @@ def test_encoding_of_a_small_frame_is_byte_exact() -> None:
     assert b"".join([*parts, pgbinary.TRAILER]) == expected
 
 
+def test_null_strings_that_own_bytes_send_none() -> None:
+    # when/then/otherwise leaves the original bytes under a NULL slot in the Arrow buffers.
+    frame = pl.DataFrame({"s": ["abc", "de", "f"]}).with_columns(
+        pl.when(pl.Series([False, True, False])).then(None).otherwise(pl.col("s")).alias("s")
+    )
+    rows = b"\x00\x01\x00\x00\x00\x03abc" + b"\x00\x01\xff\xff\xff\xff" + b"\x00\x01\x00\x00\x00\x01f"
+    assert pgbinary.encode(frame, {"s": "text"}) == pgbinary.HEADER + rows + pgbinary.TRAILER
+
+
 def test_long_strings_split_the_matrix_without_changing_the_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     frame = pl.DataFrame({"s": ["a" * (i % 37) for i in range(200)] + ["z" * 5000], "i": range(201)})
     types = {"s": "text", "i": "int8"}

@@ -189,11 +189,15 @@ class _Fixed(_Column):
 
 class _Text(_Column):
     def __init__(self, data: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None) -> None:
-        sizes = np.diff(offsets)
-        lengths = np.where(valid, sizes, -1) if valid is not None else sizes
-        super().__init__(lengths, int(sizes.max()) if len(sizes) else 0)
+        # Arrow lets a NULL slot own bytes (polars' when/then/otherwise leaves them): they are still
+        # copied, so the scatter stays one contiguous run, but no row keeps them.
+        stored = np.diff(offsets)
+        sizes = np.where(valid, stored, 0) if valid is not None else stored
+        lengths = np.where(valid, stored, -1) if valid is not None else stored
+        super().__init__(lengths, int(stored.max()) if len(stored) else 0)
         self.data = data
         self.starts = offsets[:-1]
+        self.stored = stored
         self.sizes = sizes
 
     def fill(self, matrix: np.ndarray, at: int) -> np.ndarray | None:
@@ -202,7 +206,7 @@ class _Text(_Column):
         rows, stride = matrix.shape
         # Byte j of row i's string goes to matrix[i, at + j]: one scatter over the column's bytes.
         row_base = np.arange(rows, dtype=np.int64) * stride + at - self.starts
-        index = np.repeat(row_base, self.sizes) + np.arange(len(self.data), dtype=np.int64)
+        index = np.repeat(row_base, self.stored) + np.arange(len(self.data), dtype=np.int64)
         matrix.reshape(-1)[index] = self.data
         return np.arange(self.width) < self.sizes[:, None]
 
