@@ -147,15 +147,15 @@ def driver(request: pytest.FixtureRequest) -> Iterator[PostgresDriver]:
 
 @pytest.fixture
 def encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows passed through pgbinary.encode (proves the binary path ran)."""
+    """Rows passed through pgbinary.encode_rows (proves the binary path ran)."""
     seen: list[int] = []
-    real = pgbinary.encode
+    real = pgbinary.encode_rows
 
-    def spy(frame: pl.DataFrame, *args: Any, **kwargs: Any) -> bytes:
+    def spy(frame: pl.DataFrame, *args: Any, **kwargs: Any) -> Any:
         seen.append(frame.height)
         return real(frame, *args, **kwargs)
 
-    monkeypatch.setattr(pgbinary, "encode", spy)
+    monkeypatch.setattr(pgbinary, "encode_rows", spy)
     return seen
 
 

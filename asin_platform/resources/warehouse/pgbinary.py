@@ -77,9 +77,9 @@ _ACCEPTS: dict[str, set[type[pl.DataType]]] = {
     "varchar": {pl.String, pl.Categorical, pl.Enum},
 }
 
-#: Bytes of the padded matrix one encode step may build; a chunk over it is encoded in halves (a single
-#: long string would otherwise pad every row of its chunk to its length).
-MATRIX_BUDGET = 64 << 20
+#: Bytes of the padded row matrix built at a time (rows per piece = this / the widest row): small
+#: enough for the matrix and its mask to stay in cache, large enough that per-field overheads vanish.
+MATRIX_BUDGET = 1 << 20
 
 #: The target table's column types: name -> pg_catalog type name (None for a type outside pg_catalog,
 #: a domain or an extension's type). ``to_regclass`` resolves through search_path, temporary tables first.
@@ -139,84 +139,78 @@ def encode(
     chunks: the first with the header, the last with the trailer (or each alone, as ``HEADER`` and
     ``TRAILER``).
     """
-    parts = [HEADER] if header else []
-    parts.extend(_rows(frame, types))
+    parts: list[bytes | np.ndarray] = [HEADER] if header else []
+    parts.extend(encode_rows(frame, types))
     if trailer:
         parts.append(TRAILER)
     return b"".join(parts)
 
 
-def _rows(frame: pl.DataFrame, types: Mapping[str, str]) -> Iterator[bytes]:
+def encode_rows(frame: pl.DataFrame, types: Mapping[str, str]) -> Iterator[np.ndarray]:
+    """The rows of ``frame`` (``conform``-ed) as consecutive byte buffers, without header or trailer.
+
+    The columns are converted once; the rows are laid out a piece at a time, each piece's matrix
+    within ``MATRIX_BUDGET`` bytes, so the matrix and its mask stay in the CPU cache.
+    """
     if frame.height == 0:
         return
     columns = [_column(frame.get_column(c), types[c]) for c in frame.columns]
-    width = 2 + sum(4 + c.width for c in columns)
-    if frame.height > 1 and frame.height * width > MATRIX_BUDGET:
-        half = frame.height // 2
-        yield from _rows(frame.slice(0, half), types)
-        yield from _rows(frame.slice(half), types)
-        return
-    yield _matrix(frame.height, width, columns)
+    row_width = 2 + sum(4 + c.width for c in columns)
+    step = max(1, MATRIX_BUDGET // row_width)
+    for start in range(0, frame.height, step):
+        stop = min(start + step, frame.height)
+        yield _matrix(stop - start, [c.slice(start, stop) for c in columns])
 
 
 class _Column:
-    """One column of a chunk: its field-length words, its value bytes and which of them are used."""
+    """One column of a chunk: its field-length words and its value bytes."""
 
-    def __init__(self, lengths: np.ndarray, width: int) -> None:
+    def __init__(self, lengths: np.ndarray, width: int, valid: np.ndarray | None) -> None:
         self.lengths = lengths  # per row, -1 for NULL
         self.width = width  # bytes reserved per row for the value
+        self.valid = valid  # None when no row is NULL
 
-    def fill(self, matrix: np.ndarray, at: int) -> np.ndarray | None:
-        """Write the values into ``matrix[:, at:at + width]``; return the used-bytes mask of that
-        range (None when every byte is used)."""
+    def slice(self, start: int, stop: int) -> _Column:
+        """Rows ``start:stop`` (views, no copy of the values)."""
         raise NotImplementedError
 
 
 class _Fixed(_Column):
-    def __init__(self, values: np.ndarray, valid: np.ndarray | None) -> None:
-        width = values.dtype.itemsize
+    def __init__(self, values: np.ndarray, wire: str, valid: np.ndarray | None) -> None:
+        width = np.dtype(wire).itemsize
         lengths = np.where(valid, width, -1) if valid is not None else np.full(len(values), width)
-        super().__init__(lengths, width)
-        self.values = values
-        self.valid = valid
+        super().__init__(lengths, width, valid)
+        self.values = values  # native byte order: the copy into the row layout swaps the bytes
+        self.wire = wire
 
-    def fill(self, matrix: np.ndarray, at: int) -> np.ndarray | None:
-        matrix[:, at : at + self.width] = self.values.view(np.uint8).reshape(len(self.values), self.width)
-        if self.valid is None:
-            return None
-        return np.broadcast_to(self.valid[:, None], (len(self.values), self.width))
+    def slice(self, start: int, stop: int) -> _Fixed:
+        valid = self.valid[start:stop] if self.valid is not None else None
+        return _Fixed(self.values[start:stop], self.wire, valid)
 
 
 class _Text(_Column):
     def __init__(self, data: np.ndarray, offsets: np.ndarray, valid: np.ndarray | None) -> None:
-        # Arrow lets a NULL slot own bytes (polars' when/then/otherwise leaves them): they are still
-        # copied, so the scatter stays one contiguous run, but no row keeps them.
+        # Arrow lets a NULL slot own bytes (polars' when/then/otherwise leaves them there): they are
+        # copied like any others, so the data stays one contiguous run, but no row keeps them.
         stored = np.diff(offsets)
-        sizes = np.where(valid, stored, 0) if valid is not None else stored
-        lengths = np.where(valid, stored, -1) if valid is not None else stored
-        super().__init__(lengths, int(stored.max()) if len(stored) else 0)
+        super().__init__(np.where(valid, stored, -1) if valid is not None else stored, 0, valid)
+        self.width = int(stored.max()) if len(stored) else 0
         self.data = data
-        self.starts = offsets[:-1]
+        self.offsets = offsets
         self.stored = stored
-        self.sizes = sizes
 
-    def fill(self, matrix: np.ndarray, at: int) -> np.ndarray | None:
-        if self.width == 0:
-            return None
-        rows, stride = matrix.shape
-        # Byte j of row i's string goes to matrix[i, at + j]: one scatter over the column's bytes.
-        row_base = np.arange(rows, dtype=np.int64) * stride + at - self.starts
-        index = np.repeat(row_base, self.stored) + np.arange(len(self.data), dtype=np.int64)
-        matrix.reshape(-1)[index] = self.data
-        return np.arange(self.width) < self.sizes[:, None]
+    def slice(self, start: int, stop: int) -> _Text:
+        offsets = self.offsets[start : stop + 1]
+        valid = self.valid[start:stop] if self.valid is not None else None
+        return _Text(self.data[offsets[0] : offsets[-1]], offsets - offsets[0], valid)
 
 
 def _column(series: pl.Series, target: str) -> _Column:
-    numpy_dtype = _TARGETS[target][1]
+    wire = _TARGETS[target][1]
     valid = series.is_not_null().to_numpy() if series.null_count() else None
-    if numpy_dtype is None:
+    if wire is None:
         arrow = series.to_arrow()
-        if not pa.types.is_large_string(arrow.type):  # what polars 2 exports; be sure of the offsets' width
+        if not pa.types.is_large_string(arrow.type):  # what polars 2 exports; be sure of the offsets
             arrow = arrow.cast(pa.large_string())
         _, offset_buffer, data_buffer = arrow.buffers()
         offsets = np.frombuffer(offset_buffer, np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
@@ -226,31 +220,75 @@ def _column(series: pl.Series, target: str) -> _Column:
             data = np.frombuffer(data_buffer, np.uint8)[offsets[0] : offsets[-1]]
         return _Text(data, offsets - offsets[0], valid)
     if target == "bool":
-        values = series.fill_null(False).to_numpy().view(np.uint8)
+        values = series.fill_null(False).to_numpy()
     elif target == "date":
-        days = series.to_physical().fill_null(_PG_EPOCH_DAYS).to_numpy().astype(np.int64) - _PG_EPOCH_DAYS
-        if days.min() < _INT32.min or days.max() > _INT32.max:
+        values = series.to_physical().fill_null(_PG_EPOCH_DAYS).to_numpy().astype(np.int64) - _PG_EPOCH_DAYS
+        if values.min() < _INT32.min or values.max() > _INT32.max:
             raise ValueError("a date lies outside PostgreSQL's range")
-        values = days.astype(">i4")
     elif target in ("timestamp", "timestamptz"):
-        values = (series.to_physical().fill_null(_PG_EPOCH_US).to_numpy() - _PG_EPOCH_US).astype(">i8")
+        values = series.to_physical().fill_null(_PG_EPOCH_US).to_numpy() - _PG_EPOCH_US
     else:
-        values = series.fill_null(0).to_numpy().astype(numpy_dtype)
-    return _Fixed(values, valid)
+        values = series.fill_null(0).to_numpy()
+    return _Fixed(values, wire, valid)
 
 
-def _matrix(rows: int, width: int, columns: list[_Column]) -> bytes:
-    matrix = np.empty((rows, width), np.uint8)
-    keep: np.ndarray | None = None
-    matrix[:, 0:2] = np.frombuffer(struct.pack(">h", len(columns)), np.uint8)
+# A NULL fixed-width value's bytes are masked out a whole field at a time: an unsigned integer of
+# the field's width with every byte 0 or 1 is written into the bool mask.
+_MASK_WORDS = {1: ("u1", 0x01), 2: ("u2", 0x0101), 4: ("u4", 0x01010101), 8: ("u8", 0x0101010101010101)}
+
+
+def _matrix(rows: int, columns: list[_Column]) -> np.ndarray:
+    """The rows as a (rows x width) byte matrix, returned flat with the unused bytes dropped."""
+    width = 2 + sum(4 + c.width for c in columns)
+    names, formats, offsets = ["count"], [">i2"], [0]
+    mask_names, mask_formats, mask_offsets, mask_values = [], [], [], []
+    texts: list[tuple[int, _Text]] = []
     at = 2
-    for column in columns:
-        matrix[:, at : at + 4] = column.lengths.astype(">i4").view(np.uint8).reshape(rows, 4)
+    for i, column in enumerate(columns):
+        names.append(f"n{i}")
+        formats.append(">i4")
+        offsets.append(at)
         at += 4
-        used = column.fill(matrix, at)
-        if used is not None:
-            if keep is None:
-                keep = np.ones((rows, width), bool)
-            keep[:, at : at + column.width] = used
+        if isinstance(column, _Fixed):
+            names.append(f"v{i}")
+            formats.append(column.wire)
+            offsets.append(at)
+            if column.valid is not None:
+                word, ones = _MASK_WORDS[column.width]
+                mask_names.append(f"v{i}")
+                mask_formats.append(word)
+                mask_offsets.append(at)
+                mask_values.append(column.valid.astype(word) * np.array(ones, word))
+        elif isinstance(column, _Text):
+            texts.append((at, column))
         at += column.width
-    return (matrix if keep is None else matrix[keep]).tobytes()
+    # Each field is one strided copy (with the byte swap) into its place in every row.
+    layout = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": width})
+    matrix = np.empty((rows, width), np.uint8)
+    record = matrix.view(layout).reshape(rows)
+    record["count"] = len(columns)
+    for i, column in enumerate(columns):
+        record[f"n{i}"] = column.lengths
+        if isinstance(column, _Fixed):
+            record[f"v{i}"] = column.values
+    keep: np.ndarray | None = None
+    if mask_names or any(t.width for _, t in texts):
+        keep = np.ones((rows, width), bool)
+    if mask_names:
+        mask_layout = np.dtype(
+            {"names": mask_names, "formats": mask_formats, "offsets": mask_offsets, "itemsize": width}
+        )
+        mask_record = keep.view(np.uint8).view(mask_layout).reshape(rows)
+        for name, value in zip(mask_names, mask_values, strict=True):
+            mask_record[name] = value
+    for at, text in texts:
+        if not text.width:
+            continue
+        # Row i's bytes fill its first stored_i positions of the field: a boolean-mask assignment
+        # takes the data in row order, which is the order Arrow holds it in.
+        used = np.arange(text.width) < text.stored[:, None]
+        matrix[:, at : at + text.width][used] = text.data
+        if text.valid is not None:
+            used &= text.valid[:, None]
+        keep[:, at : at + text.width] = used
+    return matrix.reshape(-1) if keep is None else matrix[keep]

@@ -221,7 +221,8 @@ class PostgresDriver(Driver):
                     with cur.copy(f"COPY {q(table)} ({columns}) FROM STDIN (FORMAT binary)") as copy:
                         copy.write(pgbinary.HEADER)
                         for chunk in data.iter_slices(_COPY_CHUNK_ROWS):
-                            copy.write(pgbinary.encode(chunk, types, header=False, trailer=False))
+                            for piece in pgbinary.encode_rows(chunk, types):
+                                copy.write(memoryview(piece))
                         copy.write(pgbinary.TRAILER)
                     return
                 with cur.copy(f"COPY {q(table)} ({columns}) FROM STDIN (FORMAT csv)") as copy:
