@@ -9,11 +9,14 @@ int32 flags word and an int32 header-extension length (both 0); then per row an 
 and per field an int32 byte length (-1 for NULL, no bytes follow) and the value's bytes, big-endian;
 then the int16 trailer -1.
 
-How it is vectorised: a chunk of rows becomes one ``(rows, width)`` uint8 matrix in which every
-field has a fixed column range (fixed-width types take their width, text takes the chunk's longest
-value), filled column by column with strided numpy copies of big-endian arrays; the bytes a row does
-not use (the value of a NULL, the padding after a shorter string) are then dropped with one boolean
-mask, which leaves the rows back to back in the order COPY wants.
+How it is vectorised: the columns of a chunk are converted once to numpy (values, validity, Arrow's
+string offsets and bytes); rows are then laid out ~``MATRIX_BUDGET`` bytes at a time in a
+``(rows, width)`` uint8 matrix in which every field has a fixed byte range (fixed-width types take
+their width, text the piece's longest value). A structured dtype over that matrix writes each
+field's length words and values with one strided copy (which also swaps the bytes); strings are
+placed by a boolean-mask assignment. The bytes a row does not use (the value of a NULL, the padding
+after a shorter string) are then dropped with one boolean mask, which leaves the rows back to back
+in the order COPY wants.
 
 Supported column types of the *target table* (pg_catalog names, read from the server's catalogue):
 ``int2 int4 int8 float4 float8 bool date timestamp timestamptz text varchar``. A load into a table
