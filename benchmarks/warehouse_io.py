@@ -14,6 +14,8 @@ Per case: wall s, client CPU s (this process, every thread: ``time.process_time`
 (utime + stime of every backend this process connected to, from ``/proc/<pid>/stat``, read just
 before each connection closes) and the 1-minute load average before and after.
 
+``--without-key`` adds the same loads into a copy of each table without its primary key.
+
 Reproduce (repo root; needs a PostgreSQL URL, uses the schema ``--schema`` and drops it at the end):
     .venv/bin/python benchmarks/warehouse_io.py --url postgresql://postgres@127.0.0.1:5432/db
 """
@@ -120,6 +122,13 @@ def csv_only(enabled: bool) -> Iterator[None]:
         PostgresDriver._binary_frame = original  # type: ignore[method-assign]
 
 
+def load_bare(warehouse: Warehouse, table: str, frame: pl.DataFrame) -> None:
+    """A bulk load into a table the schema registry does not know (no replace_slices checks)."""
+    driver = warehouse._driver()
+    with warehouse._connection(driver) as conn, driver.atomic(conn):
+        driver.bulk_insert(conn, table, frame)
+
+
 def measure(name: str, fn: Any) -> tuple[dict[str, Any], Any]:
     meter = BackendMeter()
     load_before = os.getloadavg()[0]
@@ -150,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--asins", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--without-key",
+        action="store_true",
+        help="also load into a copy of each table without its primary key",
+    )
     args = parser.parse_args(argv)
     if not args.url:
         parser.error("--url (or ASIN_PLATFORM_TEST_POSTGRES_URL) is required")
@@ -179,6 +193,21 @@ def main(argv: list[str] | None = None) -> int:
                             lambda t=table, f=frame: warehouse.replace_slices(
                                 t, f, sites=[SITE], start=START, end=end
                             ),
+                        )
+                    rows.append(row)
+            if args.without_key:
+                # Same load into a copy without the primary key: how much of the server's CPU is the
+                # index (what a keyless, partitioned layout would save).
+                bare = f"{table}_no_key"
+                with warehouse.transaction() as tx:
+                    tx.execute(f'CREATE TABLE "{bare}" (LIKE "{table}")')
+                for fmt in ("csv", "binary"):
+                    with warehouse.transaction() as tx:
+                        tx.execute(f'TRUNCATE "{bare}"')
+                    with csv_only(fmt == "csv"):
+                        row, _ = measure(
+                            f"{table} write {fmt}, no primary key",
+                            lambda b=bare, f=frame: load_bare(warehouse, b, f),
                         )
                     rows.append(row)
             row, back = measure(
