@@ -260,6 +260,17 @@ def test_frame_larger_than_one_chunk(
     assert_frame_equal(read(driver, "all_types", schema), frame)
 
 
+def test_frame_larger_than_the_real_chunk(driver: PostgresDriver, encodes: list[int]) -> None:
+    n = postgres_module._COPY_CHUNK_ROWS * 2 + 17
+    ids = pl.int_range(n, eager=True)
+    frame = pl.DataFrame({"id": ids.cast(pl.Int32), "f8": ids / 3}).with_columns(
+        t=pl.when(pl.col("id") % 11 == 0).then(None).otherwise(pl.format("asin-{}", pl.col("id")))
+    )
+    load(driver, ALL_TYPES_DDL, "all_types", frame)
+    assert encodes == [postgres_module._COPY_CHUNK_ROWS] * 2 + [17]
+    assert_frame_equal(read(driver, "all_types", dict(frame.schema)), frame)
+
+
 def test_conflict_with_a_stored_row_raises_value_error(driver: PostgresDriver, encodes: list[int]) -> None:
     frame = all_types_frame()
     load(driver, ALL_TYPES_DDL, "all_types", frame.head(2))
