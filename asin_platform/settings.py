@@ -177,6 +177,12 @@ class ScaleSettings(_Model):
         7, ge=1, description="whole days scored per chunk (a score row with its reason is ~3x a feature row)"
     )
     ranker: RankerLevers = RankerLevers()
+    reasons_per_query: int = Field(
+        1000,
+        ge=0,
+        description="rows of each (site, date) given reasons (TreeSHAP, ~1 ms of CPU a row): the top N "
+        "by predicted rank; the others' reasons are null (0: none)",
+    )
 
 
 # ---- end H-scale ----------------------------------------------------------------------------------
