@@ -159,6 +159,12 @@ class RankerLevers(_Model):
     hard_negative_fraction: float = Field(
         0.2, ge=0, le=1, description="share of each query's grade-0 rows kept as the baseline's top-scored"
     )
+    min_query_rows: int = Field(
+        1000,
+        ge=0,
+        description="negative sampling applies only to training queries (site x date) of more rows than "
+        "this: smaller ones (demo-sized sites) keep every row",
+    )
     rounds: int = Field(1000, ge=1, description="max boosting rounds")
     early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
     col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
@@ -177,6 +183,12 @@ class ScaleSettings(_Model):
         7, ge=1, description="whole days scored per chunk (a score row with its reason is ~3x a feature row)"
     )
     ranker: RankerLevers = RankerLevers()
+    reasons_per_query: int = Field(
+        1000,
+        ge=0,
+        description="rows of each (site, date) given reasons (TreeSHAP, ~1 ms of CPU a row): the top N "
+        "by predicted rank; the others' reasons are null (0: none)",
+    )
 
 
 # ---- end H-scale ----------------------------------------------------------------------------------

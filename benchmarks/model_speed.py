@@ -48,6 +48,7 @@ from asin_platform.core.ranker import (  # noqa: E402
     build_ranker,
     train_ranker,
 )
+from asin_platform.settings import ScaleSettings  # noqa: E402
 
 TRAIN_TARGET_S = 60.0
 PREDICT_TARGET_S = 5.0
@@ -161,7 +162,11 @@ def bench_prediction(trained, args: argparse.Namespace) -> dict:
         for _ in range(args.repeat):
             t, c = time.perf_counter(), time.process_time()
             out = score_features(
-                model.booster, frame, model_version=model.version, feature_names=model.features
+                model.booster,
+                frame,
+                model_version=model.version,
+                feature_names=model.features,
+                reasons_per_query=args.reasons_per_query,
             )
             timings.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
@@ -170,6 +175,7 @@ def bench_prediction(trained, args: argparse.Namespace) -> dict:
         raw_s = time.perf_counter() - t
     return {
         "asins": out.height,
+        "explained_rows": int(out["reasons"].is_not_null().sum()),
         "load_seconds": load_s,
         "predict_seconds_best": min(timings),
         "predict_seconds_median": float(np.median(timings)),
@@ -215,7 +221,8 @@ def render(runs: list[tuple[str, dict]], pred: dict, command: str, load: tuple[f
             *rows,
             "",
             f"**Scoring** {pred['asins']:,} ASINs (features -> `Booster.predict` -> ranks in site and category, "
-            f"`core.predict.score_features`, {pred['trees']} trees, median of repeats): "
+            f"`core.predict.score_features`, {pred['trees']} trees, reasons for the top "
+            f"{pred['explained_rows']:,} rows, median of repeats): "
             f"{pred['predict_seconds_median']:.2f} s (CPU {pred['predict_cpu_seconds_median']:.2f} s; "
             f"`Booster.predict` alone {pred['booster_predict_seconds']:.2f} s; loading the model "
             f"{pred['load_seconds']:.2f} s); target <= {PREDICT_TARGET_S:.0f} s: {'met' if ok_pred else 'NOT met'}.",
@@ -259,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-rows", type=int, default=100_000, help="ASINs to score")
     parser.add_argument("--repeat", type=int, default=3, help="scoring repeats (median reported)")
     parser.add_argument(
+        "--reasons-per-query",
+        type=lambda v: None if v == "all" else int(v),
+        default=ScaleSettings().reasons_per_query,
+        help="rows of the query given reasons (default: settings.scale.reasons_per_query; 'all')",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         help='training variant NAME={"params": {...}, "negative_fraction": x}; repeatable (default: defaults)',
@@ -284,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     for _, r in runs:
         r.pop("trained", None)
     print(
-        f"scoring {pred['asins']:,} ASINs: {pred['predict_seconds_median']:.2f} s median "
+        f"scoring {pred['asins']:,} ASINs ({pred['explained_rows']:,} with reasons): "
+        f"{pred['predict_seconds_median']:.2f} s median (CPU {pred['predict_cpu_seconds_median']:.2f} s) "
         f"(Booster.predict {pred['booster_predict_seconds']:.2f} s, {pred['trees']} trees)"
     )
     if args.write_docs:

@@ -96,7 +96,8 @@ def predictions_rank_daily(
     Exported as `<exports>/<site>/pred_rank_daily_YYYYMMDD.csv` and `.parquet` beside top_candidates
     (the exports store: a local folder by default, object storage in production).
     Each partition's metadata holds its own row count, file and top 10 with each one's reasons (its
-    largest feature contributions, core.explain); each site's newest day in the run also shows the
+    largest feature contributions, core.explain; only the top `scale.reasons_per_query` rows of
+    a partition have reasons, counted as `explained_rows`); each site's newest day in the run also shows the
     #1 candidate's BSR and sales estimate over the lookback window its features saw."""
     try:
         model = load_registered(warehouse, "promoted")
@@ -104,10 +105,13 @@ def predictions_rank_daily(
         raise dg.Failure(f"no promoted model: materialise ranker_model first ({exc})") from exc
 
     def build(site: str, start: date, end: date) -> pl.DataFrame:
-        return predict_with(model, warehouse.read("features_daily", sites=[site], start=start, end=end))
+        features = warehouse.read("features_daily", sites=[site], start=start, end=end)
+        return predict_with(model, features, reasons_per_query=settings.scale.reasons_per_query)
 
     frame = write_segments(context, warehouse, "predictions_rank_daily", build)
-    rows = figures_by_partition(frame, [pl.len().alias("rows")])
+    rows = figures_by_partition(
+        frame, [pl.len().alias("rows"), pl.col("reasons").is_not_null().sum().alias("explained_rows")]
+    )
     store = exports_store(settings)
     parts = partitions_of_context(context)
     newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
@@ -117,6 +121,8 @@ def predictions_rank_daily(
         path = write_export(export, store, part, "pred_rank_daily")
         metadata = {
             "rows": rows.get(part, {}).get("rows", 0),
+            # rows with reasons: the partition's top settings.scale.reasons_per_query by rank
+            "explained_rows": rows.get(part, {}).get("explained_rows", 0),
             "path": path,
             "top_10": top_10_table(export, TOP_10_COLUMNS, digits=3),
         }
@@ -125,4 +131,10 @@ def predictions_rank_daily(
         by_partition[part.key] = metadata
     add_metadata_by_partition(context, by_partition)
     context.log.info(f"predictions run total: {frame.height} rows with model {model.version}")
-    return dg.MaterializeResult(metadata={"model_version": model.version})
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": model.version,
+            "explained_rows": int(frame["reasons"].is_not_null().sum()) if frame.height else 0,
+            "reasons_per_query": settings.scale.reasons_per_query,
+        }
+    )

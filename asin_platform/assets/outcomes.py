@@ -22,6 +22,7 @@ from asin_platform.core.backtest import BacktestOptions, fold_table, folds, walk
 from asin_platform.core.labels import LabelConfig
 from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
+from asin_platform.core.ranker import RankerParams
 from asin_platform.core.sales import default_calibration
 from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
@@ -192,12 +193,14 @@ class BacktestConfig(dg.Config):
 
 
 def backtest_options(settings: Settings, sites: list[str], **levers: Any) -> BacktestOptions:
-    """The walk-forward options of ``settings`` (labels as in training) plus the run's levers."""
+    """The walk-forward options of ``settings`` (labels and ranker levers as in training) plus the
+    run's overrides."""
     return BacktestOptions(
         config=label_config(settings),
         calibration=default_calibration(sites, SALES_PRIOR),
         score_weights=settings.score_weights,
         min_category_size=settings.min_category_size,
+        levers=RankerParams.of(settings.scale.ranker.model_dump()),
         **levers,
     )
 

@@ -14,6 +14,7 @@ baseline on validation and did no worse than its predecessor on the latest walk-
 import base64
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -42,7 +43,7 @@ from asin_platform.core.metrics import (
 )
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import TrainedRanker, feature_importance, train_ranker
+from asin_platform.core.ranker import RankerParams, TrainedRanker, build_ranker, feature_importance
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
@@ -174,12 +175,15 @@ def write_samples(samples: Samples, store: ArtifactStore) -> str:
 
 
 class RankerModelConfig(dg.Config):
+    """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's."""
+
     tune: bool = False  # run (or resume) the Optuna search before training
     trials: int = 20  # completed trials the study should hold
-    rounds: int = 1000  # max boosting rounds
-    early_stopping: int = 30  # rounds without a validation NDCG@20 gain
-    params_json: str = ""  # LightGBM params overriding the defaults, as a JSON object
-    negative_fraction: float = 1.0  # share of grade-0 training rows kept (< 1: faster, slightly worse)
+    rounds: int | None = None  # max boosting rounds
+    early_stopping: int | None = None  # rounds without a validation NDCG@20 gain
+    params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
+    negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
+    hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
 
 
 def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
@@ -224,6 +228,13 @@ def ranker_model(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
     params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
+    levers = RankerParams.of(
+        settings.scale.ranker.model_dump(),
+        rounds=config.rounds,
+        early_stopping=config.early_stopping,
+        negative_fraction=config.negative_fraction,
+        hard_negative_fraction=config.hard_negative_fraction,
+    )
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
@@ -233,7 +244,7 @@ def ranker_model(
             trials=config.trials,
             study_path=study,
             base_params=params,
-            negative_fraction=config.negative_fraction,
+            levers=levers,
             on_trial=lambda _s, t: context.log.info(f"trial {t.number}: {t.state.name} {t.value}"),
         )
         params = result.best_params
@@ -244,13 +255,8 @@ def ranker_model(
             "best_valid_ndcg@20": result.best_value,
         }
     try:
-        trained = train_ranker(
-            samples,
-            params=params,
-            num_boost_round=config.rounds,
-            early_stopping_rounds=config.early_stopping,
-            compare={"baseline": "explosive_score"},
-            negative_fraction=config.negative_fraction,
+        trained = build_ranker(
+            samples, replace(levers, lightgbm=params), compare={"baseline": "explosive_score"}
         )
     except ValueError as exc:  # e.g. a window too short to hold a positive in every split
         raise dg.Failure(f"cannot train the ranker: {exc}") from exc

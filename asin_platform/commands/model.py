@@ -86,22 +86,31 @@ def _models_dir(args: argparse.Namespace, settings: Settings) -> Path:
     return Path(args.models_dir) if args.models_dir else Path(settings.artifacts_dir) / "models"
 
 
+def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = None) -> Any:
+    """settings.scale.ranker with the flags given (an unset flag keeps the setting) and ``params``
+    as the LightGBM params laid over them: what build_ranker trains with, as the asset does."""
+    from asin_platform.core.ranker import RankerParams
+
+    return RankerParams.of(
+        settings.scale.ranker.model_dump(),
+        rounds=args.rounds,
+        early_stopping=args.early_stopping,
+        negative_fraction=args.negative_fraction,
+        hard_negative_fraction=args.hard_negative_fraction,
+        min_query_rows=args.min_query_rows,
+        lightgbm=params,
+    )
+
+
 def _train_and_save(
     samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
 ) -> int:
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.predict import add_model_scores
-    from asin_platform.core.ranker import feature_importance, train_ranker
+    from asin_platform.core.ranker import build_ranker, feature_importance
 
     samples = _with_baseline(samples, settings)
-    trained = train_ranker(
-        samples,
-        params=params,
-        num_boost_round=args.rounds,
-        early_stopping_rounds=args.early_stopping,
-        compare={"baseline": "explosive_score"},
-        negative_fraction=args.negative_fraction,
-    )
+    trained = build_ranker(samples, _levers(args, settings, params), compare={"baseline": "explosive_score"})
     saved = _register(trained, args, settings, extra={"samples": str(args.data), **extra})
     model_out, card_out = _export(saved, args.output)
     print(
@@ -216,7 +225,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
     from asin_platform.storage.tuning_db import shown_storage
 
-    samples = _read_table(args.data)
+    samples = _with_baseline(_read_table(args.data), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     result = tune_ranker(
         samples,
@@ -227,7 +236,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         base_params=_parse_params(args.params),
         num_boost_round=args.rounds,
         early_stopping_rounds=args.early_stopping,
-        negative_fraction=args.negative_fraction,
+        levers=_levers(args, settings),
         timeout=args.timeout,
         on_trial=lambda _study, t: print(
             f"  trial {t.number}: {t.state.name.lower()}"
@@ -350,7 +359,7 @@ def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     features = _read_table(args.features)
     if args.date:
         features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
-    predictions = predict_with(model, features)
+    predictions = predict_with(model, features, reasons_per_query=settings.scale.reasons_per_query)
     out = _write_table(predictions, args.output)
     if args.csv and out.suffix.lower() != ".csv":
         _write_table(predictions, out.with_suffix(".csv"))
@@ -470,12 +479,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--data", required=True, help="train_samples_rank Parquet")
         p.add_argument("--models-dir", help="versioned model directory (default: <artifacts_dir>/models)")
         p.add_argument("--params", help="LightGBM params as a JSON object or a JSON file")
-        p.add_argument("--rounds", type=int, default=1000, help="max boosting rounds")
-        p.add_argument("--early-stopping", type=int, default=30, help="rounds without validation gain")
+        # unset levers are settings.scale.ranker's, as in the ranker_model asset
+        p.add_argument("--rounds", type=int, help="max boosting rounds (default: scale.ranker.rounds)")
+        p.add_argument(
+            "--early-stopping", type=int, help="rounds without validation gain (default: settings)"
+        )
         p.add_argument("--predictions", help="also write validation + test predictions here (csv/parquet)")
         p.add_argument(
-            "--negative-fraction", type=float, default=1.0,
-            help="share of grade-0 training rows kept (1 = all; < 1 trades a little NDCG for speed)",
+            "--negative-fraction", type=float,
+            help="share of the other grade-0 training rows kept at random (default: settings; 1 = all)",
+        )  # fmt: skip
+        p.add_argument(
+            "--hard-negative-fraction", type=float,
+            help="share of each query's grade-0 rows kept as the baseline's top-scored (default: settings)",
+        )  # fmt: skip
+        p.add_argument(
+            "--min-query-rows", type=int,
+            help="only queries of more rows than this are sampled (default: settings)",
         )  # fmt: skip
 
     p = sub.add_parser(

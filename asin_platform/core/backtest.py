@@ -16,7 +16,7 @@ folds are what a weekly retraining would have seen had it run on each cut-off.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ import polars as pl
 from asin_platform.core.labels import KEY, LabelConfig, build_samples, compute_targets
 from asin_platform.core.metrics import add_baseline_scores, add_random_scores, compare_rankers
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import train_ranker
+from asin_platform.core.ranker import RankerParams, build_ranker
 
 RANKERS: dict[str, str] = {
     "model": "model_score",
@@ -67,10 +67,18 @@ class BacktestOptions:
     min_category_size: int = 30
     train_days: int = 240  # reference dates behind each cut-off used for training
     sample_every: int = 1
-    params: Mapping[str, Any] = field(default_factory=dict)
-    rounds: int = 300
+    # the ranker's levers (settings.scale.ranker: sampling, bins, ...), as the training asset uses
+    # them; the fields below are the walk-forward's own overrides of them
+    levers: RankerParams = field(default_factory=RankerParams)
+    params: Mapping[str, Any] = field(default_factory=dict)  # LightGBM params over the levers
+    rounds: int = 300  # a cap per fold: a backtest trains one model per cut-off
     early_stopping: int = 30
     ks: Sequence[int] = FOLD_KS
+
+    def fold_levers(self) -> RankerParams:
+        """The levers each fold's model is built with: ``levers`` with this run's overrides."""
+        lightgbm = {**self.levers.lightgbm, "verbosity": -1, **self.params}
+        return replace(self.levers, rounds=self.rounds, early_stopping=self.early_stopping, lightgbm=lightgbm)
 
 
 def train_as_of(features: pl.DataFrame, mart: pl.DataFrame, cutoff: date, options: BacktestOptions) -> Any:
@@ -92,12 +100,11 @@ def train_as_of(features: pl.DataFrame, mart: pl.DataFrame, cutoff: date, option
         split_fractions=(0.7, 0.25, 0.05),  # the test split is the next fold: keep this one small
         sample_every=options.sample_every,
     )
-    return train_ranker(
-        samples.rank,
-        params={"verbosity": -1, **options.params},
-        num_boost_round=options.rounds,
-        early_stopping_rounds=options.early_stopping,
+    # hard negatives are picked by the baseline's score, as in the ranker_model asset
+    rank = add_baseline_scores(
+        samples.rank, options.score_weights, min_category_size=options.min_category_size
     )
+    return build_ranker(rank, options.fold_levers())
 
 
 def labelled_window(

@@ -62,6 +62,9 @@ def model_card(
         "label": trained.label,
         "features": list(trained.features),
         "params": trained.params,
+        # the RankerParams (settings.scale.ranker + the run's overrides) it was built from; {} when
+        # trained outside build_ranker
+        "levers": trained.levers,
         "best_iteration": trained.best_iteration,
         "num_trees": trained.booster.num_trees(),
         "data_window": trained.data_window,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import numpy as np
 import polars as pl
 
 # core.explain does not load lightgbm (it only calls the booster it is given)
@@ -20,6 +21,7 @@ from asin_platform.core.explain import DEFAULT_TOP, explain
 # core.ranker sets LightGBM's OpenMP wait policy before loading it: import it first, lightgbm never
 from asin_platform.core.model_files import LoadedModel
 from asin_platform.core.ranker import feature_matrix
+from asin_platform.core.ranker_features import add_derived
 from asin_platform.schemas import UTC_TS, Table, register
 
 if TYPE_CHECKING:
@@ -47,6 +49,12 @@ PREDICTIONS_RANK_DAILY = register(
 )
 
 
+# Reasons are TreeSHAP over every tree for each explained row: ~0.85 ms of CPU a row, so 85 CPU s
+# for 100k ASINs against well under 1 s for the score itself (docs/benchmarks.md, *Model*). A reader
+# looks at the top of a day's list, so by default only each (site, date)'s top rows are explained.
+DEFAULT_REASONS_PER_QUERY = 1000
+
+
 def _rank_within(group: list[str]) -> pl.Expr:
     # ordinal rank of (-score, asin) inside the group: the sort below makes ties go by ASIN
     return pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(group)
@@ -60,30 +68,43 @@ def score_features(
     feature_names: list[str] | None = None,
     scored_at: datetime | None = None,
     reasons: int = DEFAULT_TOP,
+    reasons_per_query: int | None = DEFAULT_REASONS_PER_QUERY,
 ) -> pl.DataFrame:
-    """PREDICTIONS_RANK_DAILY rows for every feature row (any number of sites and dates), each
-    with its ``reasons`` top feature contributions (``reasons=0``: none, the columns stay null)."""
+    """PREDICTIONS_RANK_DAILY rows for every feature row (any number of sites and dates).
+
+    Each (site, date)'s ``reasons_per_query`` best-ranked rows (``rank_in_site`` <= N, the rows an
+    analyst reads) carry their ``reasons`` top feature contributions; the other rows' reasons are
+    null. ``reasons_per_query=None`` explains every row, ``reasons=0`` none."""
     names = feature_names or booster.feature_name()
     if features.is_empty():
         return PREDICTIONS_RANK_DAILY.empty()
-    matrix = feature_matrix(features, names)
+    if reasons_per_query is not None and reasons_per_query < 0:
+        raise ValueError(f"reasons_per_query must be >= 0 or None, not {reasons_per_query}")
+    # derived columns once, on whole queries: the matrix and the reasons' feature values read them
+    values = add_derived(features, names)
+    matrix = feature_matrix(values, names)
     scores = booster.predict(matrix)
     when = scored_at or datetime.now(UTC)
-    explained = (
-        explain(booster, matrix, features, names, top=reasons)
-        if reasons > 0
-        else pl.DataFrame({"reasons": [None] * features.height, "reasons_text": [None] * features.height})
-    )
-    scored = (
+    ranked = (
         features.select("site", "date", "asin", "category_id")
-        .with_columns(model_score=pl.Series(scores, dtype=pl.Float64))
-        .hstack(explained.select(pl.all().cast(pl.Utf8)))
+        .with_columns(model_score=pl.Series(scores, dtype=pl.Float64), _row=pl.int_range(pl.len()))
         .sort("site", "date", pl.col("model_score"), "asin", descending=[False, False, True, False])
         .with_columns(rank_in_site=_rank_within(["site", "date"]))
         .with_columns(rank_in_category=_rank_within(["site", "date", "category_id"]))
         .with_columns(model_version=pl.lit(model_version), scored_at=pl.lit(when, dtype=UTC_TS))
     )
-    return PREDICTIONS_RANK_DAILY.conform(scored)
+    text = {c: pl.Series(c, [None] * ranked.height, dtype=pl.Utf8) for c in ("reasons", "reasons_text")}
+    if reasons > 0 and reasons_per_query != 0:
+        chosen = (
+            np.arange(ranked.height)
+            if reasons_per_query is None
+            else np.flatnonzero((ranked["rank_in_site"] <= reasons_per_query).to_numpy())
+        )
+        rows = ranked["_row"].to_numpy()[chosen]  # the chosen rows' positions in ``features``
+        explained = explain(booster, matrix[rows], values[rows], names, top=reasons)
+        for c in text:
+            text[c] = text[c].scatter(chosen, explained[c].cast(pl.Utf8))
+    return PREDICTIONS_RANK_DAILY.conform(ranked.drop("_row").with_columns(*text.values()))
 
 
 def predict_with(model: LoadedModel, features: pl.DataFrame, **kwargs: object) -> pl.DataFrame:

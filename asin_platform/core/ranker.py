@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # OpenMP threads that spin while waiting (libgomp's default) stall badly when other processes hold
@@ -117,6 +117,7 @@ class TrainedRanker:
     valid_metrics: pl.DataFrame  # compare_rankers output on the validation split
     history: dict[str, list[float]] = field(default_factory=dict)
     drift_profile: dict[str, Any] = field(default_factory=dict)
+    levers: dict[str, Any] = field(default_factory=dict)  # RankerParams it was built with (build_ranker)
 
     def gate(self, baseline: str = "baseline") -> dict[str, Any]:
         """Does the model beat ``baseline`` on validation NDCG@20? (None when there is no baseline)."""
@@ -162,6 +163,7 @@ def prepare_rank_data(
     negative_fraction: float = 1.0,
     hard_negative_fraction: float = 0.0,
     hard_negative_score: str = HARD_NEGATIVE_SCORE,
+    min_query_rows: int = 0,
 ) -> RankData:
     """Split, sort and filter the rank samples and build the Datasets.
 
@@ -169,7 +171,8 @@ def prepare_rank_data(
     varies ``min_data_in_leaf``: with the pre-filter on, LightGBM would rebuild the Dataset).
     Negative sampling (training split only, see ``sampled_negatives``): every relevant row is kept,
     and of each query's grade-0 rows the ``hard_negative_fraction`` scoring highest on
-    ``hard_negative_score`` plus a random ``negative_fraction`` of the others."""
+    ``hard_negative_score`` plus a random ``negative_fraction`` of the others, in queries of more
+    than ``min_query_rows`` rows."""
     feats = tuple(features) if features is not None else default_features(samples)
     # derived columns before any subsampling: a cross-sectional one needs whole queries
     samples = add_derived(samples, feats)
@@ -189,6 +192,7 @@ def prepare_rank_data(
         negative_fraction=negative_fraction,
         hard_negative_fraction=hard_negative_fraction,
         hard_negative_score=hard_negative_score,
+        min_query_rows=min_query_rows,
     )
     valid = with_positive_queries(valid_all, positive)
     if train.is_empty():
@@ -232,18 +236,25 @@ def sampled_negatives(
     negative_fraction: float = 1.0,
     hard_negative_fraction: float = 0.0,
     hard_negative_score: str = HARD_NEGATIVE_SCORE,
+    min_query_rows: int = 0,
 ) -> pl.DataFrame:
     """The training rows lambdarank is fitted on: every relevant row, and of each query's grade-0
     rows the hardest ``hard_negative_fraction`` (highest ``hard_negative_score``, a cheap ranker's
     score: the negatives it would put on top, which the model must learn to push down) plus a
     reproducible random ``negative_fraction`` of the rest. Lambdarank's cost per round grows with
     the query size (every row is paired with the top ``lambdarank_truncation_level``), so this is
-    the lever on the cost of a round; (1.0, 0.0) keeps every row. Keeps ``train``'s row order."""
+    the lever on the cost of a round; (1.0, 0.0) keeps every row. Only queries of more than
+    ``min_query_rows`` rows are sampled: a smaller query (a demo-sized site) is cheap to fit whole,
+    and sampling it would only cost quality. Keeps ``train``'s row order."""
     if not (0.0 <= negative_fraction <= 1.0 and 0.0 <= hard_negative_fraction <= 1.0):
         raise ValueError("negative_fraction and hard_negative_fraction must be within 0..1")
+    if min_query_rows < 0:
+        raise ValueError("min_query_rows must be >= 0")
     if negative_fraction >= 1.0 or hard_negative_fraction >= 1.0:
         return train
     keep = (pl.col(label) > 0) | (_uniform_of_key(seed=17) < negative_fraction)
+    if min_query_rows > 0:
+        keep = keep | (pl.len().over(list(QUERY)) <= min_query_rows)
     if hard_negative_fraction > 0.0:
         if hard_negative_score not in train.columns:
             raise ValueError(
@@ -315,6 +326,7 @@ def train_ranker(
     compare: Mapping[str, str] | None = None,
     negative_fraction: float = 1.0,
     hard_negative_fraction: float = 0.0,
+    min_query_rows: int = 0,
 ) -> TrainedRanker:
     """Train lambdarank on the ``train`` split with early stopping on ``valid``.
 
@@ -323,8 +335,8 @@ def train_ranker(
     ``{"baseline": "explosive_score"}``) evaluated beside the model on validation.
     ``negative_fraction`` < 1 keeps every relevant training row but only that share of the
     grade-0 rows (a reproducible draw per key), ``hard_negative_fraction`` > 0 also each query's
-    grade-0 rows the baseline (``explosive_score``) puts highest (``sampled_negatives``);
-    validation is never subsampled.
+    grade-0 rows the baseline (``explosive_score``) puts highest (``sampled_negatives``), both only
+    in queries of more than ``min_query_rows`` rows; validation is never subsampled.
     ``training_seconds`` covers building the Datasets and boosting.
     """
     merged = merged_params(params)
@@ -337,6 +349,7 @@ def train_ranker(
         dataset_params={"max_bin": merged["max_bin"]},
         negative_fraction=negative_fraction,
         hard_negative_fraction=hard_negative_fraction,
+        min_query_rows=min_query_rows,
     )
     booster, history = fit(
         data, merged, num_boost_round=num_boost_round, early_stopping_rounds=early_stopping_rounds
@@ -358,6 +371,7 @@ def train_ranker(
             "early_stopping_rounds": early_stopping_rounds,
             "negative_fraction": negative_fraction,
             "hard_negative_fraction": hard_negative_fraction,
+            "min_query_rows": min_query_rows,
         },
         features=data.features,
         label=label,
@@ -407,6 +421,7 @@ class RankerParams:
     bagging_fraction: float = 0.7
     negative_fraction: float = 0.2
     hard_negative_fraction: float = 0.2
+    min_query_rows: int = 1000  # queries of at most this many rows keep every row (no sampling)
     rounds: int = 1000
     early_stopping: int = 30
     col_wise: bool = True
@@ -437,6 +452,10 @@ class RankerParams:
         }
         return merged_params({**levers, **dict(self.lightgbm)})
 
+    def card(self) -> dict[str, Any]:
+        """The levers as the model card records them (JSON-ready)."""
+        return {**asdict(self), "lightgbm": dict(self.lightgbm)}
+
 
 def build_ranker(
     samples: pl.DataFrame,
@@ -447,9 +466,10 @@ def build_ranker(
     label: str = "relevance",
     positive: str = "explodes",
 ) -> TrainedRanker:
-    """The one place a ranker is built from its levers: the training asset, ``asin-platform model
-    train`` and benchmarks/model_quality.py all call this (train_ranker underneath)."""
-    return train_ranker(
+    """The one place a ranker is built from its levers: the ``ranker_model`` asset, the CLI's
+    ``train-rank`` / ``tune-rank --output``, the walk-forward backtest's folds and the benchmarks all
+    call this (train_ranker underneath); the card records ``params.card()`` as ``levers``."""
+    trained = train_ranker(
         samples,
         features=features,
         label=label,
@@ -460,7 +480,10 @@ def build_ranker(
         compare=compare,
         negative_fraction=params.negative_fraction,
         hard_negative_fraction=params.hard_negative_fraction,
+        min_query_rows=params.min_query_rows,
     )
+    trained.levers = params.card()
+    return trained
 
 
 def feature_importance(booster: lgb.Booster) -> pl.DataFrame:

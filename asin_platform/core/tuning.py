@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from asin_platform.core.metrics import ranking_metrics
 from asin_platform.core.ranker import (
     DEFAULT_PARAMS,
+    RankerParams,
     best_iteration,
     feature_matrix,
     fit,
@@ -134,21 +135,30 @@ def tune_ranker(
     label: str = "relevance",
     positive: str = "explodes",
     negative_fraction: float = 1.0,
+    levers: RankerParams | None = None,
     timeout: float | None = None,
     on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
 ) -> TuningResult:
-    """Run the study until it holds ``trials`` completed trials; return the best params so far."""
+    """Run the study until it holds ``trials`` completed trials; return the best params so far.
+
+    ``levers`` (the ranker's, as ``build_ranker`` takes them): the trials start from their LightGBM
+    params (``base_params`` on top) and fit the rows their negative sampling keeps, so the tuned
+    params suit the model ``build_ranker`` then trains; without them, DEFAULT_PARAMS and
+    ``negative_fraction``."""
     study = open_study(study_path, study_name=study_name, seed=seed)
     before = completed(study)
+    start = levers.lightgbm_params() if levers is not None else DEFAULT_PARAMS
+    base = {**start, **(base_params or {})}
     data = prepare_rank_data(
         samples,
         label=label,
         positive=positive,
-        dataset_params={"feature_pre_filter": False},
-        negative_fraction=negative_fraction,
+        dataset_params={"feature_pre_filter": False, "max_bin": base["max_bin"]},
+        negative_fraction=levers.negative_fraction if levers is not None else negative_fraction,
+        hard_negative_fraction=levers.hard_negative_fraction if levers is not None else 0.0,
+        min_query_rows=levers.min_query_rows if levers is not None else 0,
     )
     valid_matrix = feature_matrix(data.valid, data.features)
-    base = {**DEFAULT_PARAMS, **(base_params or {})}
 
     def objective(trial: optuna.Trial) -> float:
         params = merged_params({**base, **suggest_params(trial)})

@@ -104,6 +104,9 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
     assert (models / LAST_TRAINED).read_text().strip() == version
     card = json.loads((models / version / "card.json").read_text())
     assert card["run_id"] == result.run_id and card["gate"]["passed"] is True
+    # built from settings.scale.ranker with the run's config over it (build_ranker)
+    assert card["levers"]["rounds"] == 40 and card["levers"]["early_stopping"] == 10
+    assert card["levers"]["min_query_rows"] == 1000 and card["levers"]["max_bin"] == 63
 
     meta = result.asset_materializations_for_node("ranker_model")[0].metadata
     assert meta["model_version"].value == version
@@ -142,6 +145,8 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
     meta = predicted.asset_materializations_for_node("predictions_rank_daily")[0].metadata
     top10 = [r.data for r in meta["top_10"].records]
     assert top10[0]["reasons_text"] == export["reasons_text"][0]
+    # a day of fewer ASINs than scale.reasons_per_query: every row is explained
+    assert meta["explained_rows"].value == rows.height
     assert meta["top_candidate_window"].value.startswith("![")
 
 
@@ -193,13 +198,14 @@ def test_retraining_refuses_a_worse_model_and_promotes_an_equal_one(
         row["compared_version"] is None and row["backtest_ndcg_20"] is None and row["backtest_folds"] is None
     )
 
-    real_train = training.train_ranker
+    real_build = training.build_ranker
 
-    def on_shuffled_labels(samples: pl.DataFrame, **kwargs):
+    def on_shuffled_labels(samples: pl.DataFrame, params, **kwargs):
         noise = samples.with_columns(pl.col("relevance", "explodes").shuffle(seed=11))
-        return real_train(noise.with_columns(explosive_score=-pl.col("relevance").cast(pl.Float64)), **kwargs)
+        noise = noise.with_columns(explosive_score=-pl.col("relevance").cast(pl.Float64))
+        return real_build(noise, params, **kwargs)
 
-    monkeypatch.setattr(training, "train_ranker", on_shuffled_labels)
+    monkeypatch.setattr(training, "build_ranker", on_shuffled_labels)
     worse = _run(warehouse, ["ranker_model"])
     assert worse.success
     assert _check(worse, "ranker_beats_baseline").passed is True  # the refusal is the folds', not the gate's
@@ -237,7 +243,7 @@ def test_retraining_refuses_a_worse_model_and_promotes_an_equal_one(
     rows = warehouse.read("predictions_rank_daily", sites=["US"], start=day, end=day)
     assert set(rows["model_version"]) == {v1}  # the refused model never predicts
 
-    monkeypatch.setattr(training, "train_ranker", real_train)
+    monkeypatch.setattr(training, "build_ranker", real_build)
     equal = _run(warehouse, ["ranker_model"])
     assert equal.success and _check(equal, "ranker_not_refused").passed is True
     _, _, third = _registry(warehouse)

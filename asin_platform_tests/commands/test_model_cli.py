@@ -49,6 +49,9 @@ def test_labels_train_eval_predict(files: Path, capsys: pytest.CaptureFixture[st
     assert (files / "artifacts" / "lgb_rank.txt").exists()
     card = json.loads((files / "artifacts" / "lgb_rank.card.json").read_text())
     assert card["samples"].endswith("train_samples_rank.parquet")
+    # the settings' levers with the flags given over them, as the ranker_model asset trains
+    assert card["levers"]["rounds"] == 40 and card["levers"]["hard_negative_fraction"] == 0.2
+    assert card["levers"]["lightgbm"] == json.loads(FAST)
     versions = [p for p in (files / "artifacts" / "models").iterdir() if p.is_dir()]
     assert (
         len(versions) == 1 and (versions[0] / "model.txt").exists() and (versions[0] / "card.json").exists()

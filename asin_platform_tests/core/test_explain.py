@@ -104,3 +104,42 @@ def test_predictions_carry_their_reasons_in_rank_order(model_and_frame) -> None:
     assert json.loads(best["reasons"])[0]["f"] == top
     silent = score_features(booster, day, model_version="v1", feature_names=NAMES, reasons=0)
     assert silent["reasons"].null_count() == silent.height
+
+
+def test_only_each_querys_top_rows_are_explained(model_and_frame) -> None:
+    booster, frame = model_and_frame
+    two_sites = pl.concat([frame, frame.with_columns(site=pl.lit("UK"))])  # 24 queries of 50 rows
+    rows = score_features(booster, two_sites, model_version="v1", feature_names=NAMES, reasons_per_query=7)
+    explained = rows.filter(pl.col("reasons").is_not_null())
+    # exactly ranks 1..7 of every (site, date), and nothing else
+    assert explained.height == 24 * 7 and explained["reasons_text"].null_count() == 0
+    assert set(explained["rank_in_site"]) == set(range(1, 8))
+    per_query = explained.group_by("site", "date").agg(pl.col("rank_in_site").sort())
+    assert per_query.height == 24 and all(r == list(range(1, 8)) for r in per_query["rank_in_site"].to_list())
+    rest = rows.filter(pl.col("rank_in_site") > 7)
+    assert rest["reasons"].null_count() == rest.height and rest["reasons_text"].null_count() == rest.height
+    # the explained rows' reasons are those of explaining every row, row for row
+    everything = score_features(
+        booster, two_sites, model_version="v1", feature_names=NAMES, reasons_per_query=None
+    )
+    assert everything["reasons"].null_count() == 0
+    key = ["site", "date", "asin"]
+    both = explained.select(*key, "reasons", "reasons_text").join(
+        everything.select(*key, "reasons", "reasons_text"), on=key, suffix="_all"
+    )
+    assert both.height == explained.height
+    assert (both["reasons"] == both["reasons_all"]).all()
+    assert (both["reasons_text"] == both["reasons_text_all"]).all()
+    # issue 14's contract on the explained rows: contributions + expected value == the raw score
+    sample = explained.sample(n=50, seed=2).join(two_sites, on=key)
+    contrib = contributions(booster, feature_matrix(sample, NAMES))
+    np.testing.assert_allclose(contrib.sum(axis=1), sample["model_score"].to_numpy(), rtol=0, atol=1e-6)
+    for raw, c in zip(sample["reasons"].to_list(), contrib, strict=True):
+        top = int(np.argmax(np.abs(c[:-1])))
+        assert json.loads(raw)[0]["f"] == NAMES[top]
+        assert json.loads(raw)[0]["c"] == pytest.approx(round(c[top], 4), abs=1e-4)
+    # a query smaller than N is explained whole; 0 explains nothing
+    few = score_features(booster, two_sites, model_version="v1", feature_names=NAMES, reasons_per_query=500)
+    assert few["reasons"].null_count() == 0
+    none = score_features(booster, two_sites, model_version="v1", feature_names=NAMES, reasons_per_query=0)
+    assert none["reasons"].null_count() == none.height

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from datetime import date
 from functools import lru_cache
 
@@ -237,7 +238,9 @@ def test_ranker_params_map_onto_lightgbm() -> None:
 
 
 def test_build_ranker_trains_with_the_levers() -> None:
-    params = RankerParams(rounds=15, early_stopping=5, negative_fraction=0.5, lightgbm={"num_threads": 1})
+    params = RankerParams(
+        rounds=15, early_stopping=5, negative_fraction=0.5, min_query_rows=0, lightgbm={"num_threads": 1}
+    )
     model = build_ranker(rank_samples(), params, compare={"baseline": "explosive_score"})
     assert model.params["max_bin"] == 63 and model.params["force_col_wise"] is True
     assert model.params["num_boost_round"] == 15 and model.params["early_stopping_rounds"] == 5
@@ -245,3 +248,74 @@ def test_build_ranker_trains_with_the_levers() -> None:
     assert model.rows["train"] < model.rows["train_split"]  # negatives were sampled
     assert 1 <= model.best_iteration <= 15
     assert model.booster.num_trees() <= 15
+
+    # the card records the levers it was built with
+    assert model.levers == {**asdict(params), "lightgbm": {"num_threads": 1}}
+    assert model.params["min_query_rows"] == 0
+
+
+def test_small_queries_keep_every_row_large_ones_are_sampled() -> None:
+    """min_query_rows: negative sampling applies only to queries of more rows than it."""
+
+    def query(day: int, rows: int, relevant: int) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "site": ["US"] * rows,
+                "date": [date(2025, 1, day)] * rows,
+                "asin": [f"A{i:05d}" for i in range(rows)],
+                "relevance": [2] * relevant + [0] * (rows - relevant),
+                "explosive_score": [float(i) for i in range(rows)],
+            }
+        )
+
+    train = query_sorted(pl.concat([query(1, 40, 3), query(2, 50, 5), query(3, 51, 5), query(4, 400, 10)]))
+    # no random negatives: each large query keeps its relevant rows and its hardest quarter of the rest
+    kept = sampled_negatives(train, negative_fraction=0.0, hard_negative_fraction=0.25, min_query_rows=50)
+    per_day = dict(kept.group_by("date").len().sort("date").iter_rows())
+    assert per_day == {
+        date(2025, 1, 1): 40,  # 40 <= 50: whole
+        date(2025, 1, 2): 50,  # exactly min_query_rows: whole
+        date(2025, 1, 3): 5 + 12,  # 51 rows: 5 relevant + ceil(46 * 0.25) hardest negatives
+        date(2025, 1, 4): 10 + 98,  # 10 relevant + ceil(390 * 0.25)
+    }
+    big = kept.filter(pl.col("date") == date(2025, 1, 4))
+    assert big.filter(pl.col("relevance") == 0)["explosive_score"].min() == 400 - 98  # the hardest ones
+    # 0 samples every query, as before the lever
+    every = sampled_negatives(train, negative_fraction=0.0, hard_negative_fraction=0.25, min_query_rows=0)
+    assert dict(every.group_by("date").len().sort("date").iter_rows())[date(2025, 1, 1)] == 3 + 10
+    # the same rule with the random share: a small query is never touched, the large one is sampled
+    mixed = sampled_negatives(train, negative_fraction=0.3, hard_negative_fraction=0.1, min_query_rows=50)
+    counts = dict(mixed.group_by("date").len().iter_rows())
+    assert counts[date(2025, 1, 1)] == 40 and counts[date(2025, 1, 2)] == 50
+    assert 10 + 39 <= counts[date(2025, 1, 4)] < 400
+    with pytest.raises(ValueError, match="min_query_rows"):
+        sampled_negatives(train, negative_fraction=0.5, min_query_rows=-1)
+
+
+def test_demo_sized_queries_are_fitted_whole_with_the_default_levers() -> None:
+    samples = rank_samples()
+    largest = int(samples.filter(pl.col("split") == "train").group_by("site", "date").len()["len"].max())
+    assert largest <= RankerParams().min_query_rows  # the test market is demo-sized
+    model = build_ranker(samples, RankerParams(rounds=5, early_stopping=5, lightgbm={"num_threads": 1}))
+    # every row of a query with a relevant row stays, though the default levers sample negatives
+    with_relevant = samples.filter(
+        (pl.col("split") == "train") & (pl.col("relevance").max().over("site", "date") > 0)
+    )
+    assert model.rows["train"] == with_relevant.height
+    assert model.levers["min_query_rows"] == RankerLevers().min_query_rows == 1000
+
+
+def test_the_backtest_folds_train_with_the_settings_levers() -> None:
+    from asin_platform.core.backtest import BacktestOptions
+    from asin_platform.core.labels import LabelConfig
+
+    options = BacktestOptions(
+        config=LabelConfig(),
+        levers=RankerParams.of(RankerLevers(max_bin=31, min_query_rows=7).model_dump()),
+        params={"num_threads": 1},
+        rounds=40,
+    )
+    levers = options.fold_levers()
+    assert levers.max_bin == 31 and levers.min_query_rows == 7 and levers.rounds == 40
+    assert levers.hard_negative_fraction == RankerLevers().hard_negative_fraction
+    assert levers.lightgbm == {"verbosity": -1, "num_threads": 1}

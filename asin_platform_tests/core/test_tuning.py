@@ -72,3 +72,30 @@ def test_trials_are_scored_on_validation_only(tmp_path, monkeypatch) -> None:
     assert result.trials.height == 2 and set(result.trials["state"]) == {"COMPLETE"}
     study = optuna.load_study(study_name="lgb_rank", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_tuning_starts_from_the_levers_and_fits_the_rows_they_keep(tmp_path, monkeypatch) -> None:
+    from asin_platform.core.ranker import RankerParams
+
+    seen: list[dict] = []
+    real_prepare = tuning.prepare_rank_data
+
+    def spy(samples: pl.DataFrame, **kwargs):
+        seen.append(kwargs)
+        return real_prepare(samples, **kwargs)
+
+    monkeypatch.setattr(tuning, "prepare_rank_data", spy)
+    levers = RankerParams(max_bin=31, negative_fraction=0.5, min_query_rows=7)
+    result = tune_ranker(
+        rank_samples(), trials=1, study_path=tmp_path / "s.db", levers=levers, **{**KW, "num_boost_round": 5}
+    )
+    [kwargs] = seen
+    assert (kwargs["negative_fraction"], kwargs["hard_negative_fraction"], kwargs["min_query_rows"]) == (
+        0.5,
+        0.2,
+        7,
+    )
+    assert kwargs["dataset_params"] == {"feature_pre_filter": False, "max_bin": 31}
+    # the tuned params are the levers' LightGBM params with the trial's choices over them
+    assert result.best_params["max_bin"] == 31 and result.best_params["force_col_wise"] is True
+    assert result.best_params["num_threads"] == 1  # base_params on top of the levers
