@@ -50,11 +50,17 @@ def _materialize(warehouse: Warehouse, keys: list[str], *, partition_key=None, t
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DuckDB warehouse holding 40 days of raw payloads and mart for one site."""
     path = tmp_path_factory.mktemp("ingested") / "warehouse.duckdb"
-    result = _materialize(
-        Warehouse(url=str(path)),
-        ["raw_payloads", "mart_timeseries_daily"],
-        tags=range_tags(SITE, FIRST, LAST),
-    )
+    # with the mart's columnar copies (settings.scale.columnar_mart) beside the warehouse file
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ASIN_PLATFORM__SCALE__COLUMNAR_MART", "true")
+        env.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(path.parent / "artifacts"))
+        get_settings.cache_clear()
+        result = _materialize(
+            Warehouse(url=str(path)),
+            ["raw_payloads", "mart_timeseries_daily"],
+            tags=range_tags(SITE, FIRST, LAST),
+        )
+    get_settings.cache_clear()
     assert result.success
     return path
 
@@ -145,6 +151,7 @@ def test_features_from_the_columnar_copies_equal_the_warehouse_read(
         shutil.copy(ingested, path)
         wh = Warehouse(url=str(path))
         monkeypatch.setenv("ASIN_PLATFORM__SCALE__COLUMNAR_MART", flag)
+        monkeypatch.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(ingested.parent / "artifacts"))
         get_settings.cache_clear()
         if flag == "true":  # the ingest wrote a copy of every day of the window: the scan uses them
             store = artifacts_store(get_settings())
