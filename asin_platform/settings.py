@@ -189,6 +189,14 @@ class ScaleSettings(_Model):
         description="rows of each (site, date) given reasons (TreeSHAP, ~1 ms of CPU a row): the top N "
         "by predicted rank; the others' reasons are null (0: none)",
     )
+    columnar_mart: bool = Field(
+        True,
+        description="the mart asset also writes each (site, date) slice of mart_timeseries_daily and "
+        "fact_keywords as a parquet file under <artifacts>/columnar/ (recorded with the slice in one "
+        "transaction), and features_daily scans those files for its 30-day window instead of reading "
+        "it from the warehouse (days without a copy still come from the warehouse); false = the "
+        "warehouse read only. docs/scaling.md",
+    )
 
 
 # ---- end H-scale ----------------------------------------------------------------------------------

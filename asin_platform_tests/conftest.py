@@ -31,6 +31,10 @@ if TYPE_CHECKING:  # imported lazily below, so only tests that use a warehouse p
 # scheduled partition, minutes of waiting for a test that makes a step fail on purpose. Tests of the
 # retry policy itself pass their own Settings.
 os.environ.setdefault("ASIN_PLATFORM__ASSET_RETRY__MAX_RETRIES", "0")
+# The mart asset writes parquet copies under the artifacts dir when settings.scale.columnar_mart is
+# on, and that dir's default is relative to the working directory: the repository. Off by default in
+# tests (today's warehouse read); the tests of the copies turn it on with an artifacts dir of their own.
+os.environ.setdefault("ASIN_PLATFORM__SCALE__COLUMNAR_MART", "false")
 
 POSTGRES_URL_ENV = "ASIN_PLATFORM_TEST_POSTGRES_URL"
 POSTGRES_SKIP_MESSAGE = f"set {POSTGRES_URL_ENV}=postgresql://user@host:5432/db to run the PostgreSQL backend tests (.ci/run does)"

@@ -15,8 +15,11 @@ peak RSS (``os.wait4``'s ru_maxrss) is its own:
   written to parquet as they come (as the assets write slices);
 * ``backfill``: features of ``--backfill-days`` days of a ``--backfill-asins`` site, chunked;
 * per warehouse backend (``--backends duckdb postgres``): ``load`` (the lookback window, not
-  reported), then for the partition: ``mart write`` (replace_slices of the day), ``mart read`` (the
-  31-day window + keywords, ``Warehouse.read``), ``features`` (chunked compute on the read frames),
+  reported), then for the partition: ``mart write`` (the day's mart and keywords slices in one
+  transaction, as the mart asset writes them, with their parquet copies: ``storage/columnar.py``),
+  ``mart read`` / ``keywords read`` (the 31-day window: lazy scans of the copies, so only the
+  version lookup is timed here and the file reads fall in ``features``; with ``--no-columnar``
+  ``Warehouse.read`` of the whole window), ``features`` (chunked compute on the window),
   ``features write``, ``score`` (read the day's features, score, write), ``exports`` (the top
   candidates view to CSV) and ``predictions`` (LightGBM scoring of every ASIN + write).
 """
@@ -136,23 +139,31 @@ def _warehouse(backend: str, folder: Path) -> Any:
     return Warehouse(url=PG_URL, pg_schema=f"scale_{folder.name}")
 
 
-def child_load(folder: Path, backend: str, days: list[date]) -> dict:
-    """The lookback window into the warehouse, a day at a time (bounded memory; not reported)."""
+def _store(backend: str, folder: Path, columnar: bool) -> Any:
+    """The artifact store holding the mart's parquet copies (None: ``--no-columnar``)."""
+    from asin_platform.storage.store import ArtifactStore
+
+    return ArtifactStore.at(folder / f"artifacts_{backend}") if columnar else None
+
+
+def _write_mart_day(wh: Any, store: Any, mart: pl.DataFrame, kw: pl.DataFrame, d: date) -> None:
+    """As the mart asset writes a day: mart and keywords slices (and their copies) in one transaction."""
+    from asin_platform.storage import columnar
+
+    with wh.session(), columnar.copies(store) as copies, wh.transaction() as tx:
+        copies.replace_slices(tx, "mart_timeseries_daily", mart, sites=[SITE], start=d, end=d)
+        copies.replace_slices(tx, "fact_keywords", kw, sites=[SITE], start=d, end=d)
+
+
+def child_load(folder: Path, backend: str, days: list[date], columnar: bool) -> dict:
+    """The lookback window into the warehouse (and its copies), a day at a time (not reported)."""
     mart, kw = scans(folder)
     wh = _warehouse(backend, folder)
+    store = _store(backend, folder, columnar)
     started = time.perf_counter()
     for d in days:
-        with wh.session():
-            wh.replace_slices(
-                "mart_timeseries_daily",
-                mart.filter(pl.col("date") == d).collect(),
-                sites=[SITE],
-                start=d,
-                end=d,
-            )
-            wh.replace_slices(
-                "fact_keywords", kw.filter(pl.col("date") == d).collect(), sites=[SITE], start=d, end=d
-            )
+        day_kw = kw.filter(pl.col("date") == d).collect()
+        _write_mart_day(wh, store, mart.filter(pl.col("date") == d).collect(), day_kw, d)
     return {"load_s": time.perf_counter() - started}
 
 
@@ -173,7 +184,9 @@ def _toy_model(features: pl.DataFrame) -> Any:
     )
 
 
-def child_partition(folder: Path, backend: str, day: date, max_cells: int | None) -> dict:
+def child_partition(
+    folder: Path, backend: str, day: date, max_cells: int | None, columnar: bool, reasons: int
+) -> dict:
     """One partition end to end on a warehouse, each step timed (see the module docstring)."""
     from asin_platform.assets.exports import top_candidates_frame
     from asin_platform.core.chunking import build_features_chunked
@@ -181,10 +194,12 @@ def child_partition(folder: Path, backend: str, day: date, max_cells: int | None
     from asin_platform.core.sales import default_calibration
     from asin_platform.core.score import score_baseline
     from asin_platform.settings import ScoreWeights
+    from asin_platform.storage.columnar import scan_window
 
-    mart_scan, _ = scans(folder)
+    mart_scan, kw_scan = scans(folder)
     wh = _warehouse(backend, folder)
-    t: dict[str, Any] = {}
+    store = _store(backend, folder, columnar)
+    t: dict[str, Any] = {"columnar": columnar}
     clock = [time.perf_counter()]
 
     def lap(name: str) -> None:
@@ -194,21 +209,27 @@ def child_partition(folder: Path, backend: str, day: date, max_cells: int | None
         clock[0] = time.perf_counter()
 
     day_rows = mart_scan.filter(pl.col("date") == day).collect()
+    day_kw = kw_scan.filter(pl.col("date") == day).collect()
     clock[0] = time.perf_counter()
-    with wh.session():
-        wh.replace_slices("mart_timeseries_daily", day_rows, sites=[SITE], start=day, end=day)
+    _write_mart_day(wh, store, day_rows, day_kw, day)  # mart + keywords (+ their parquet copies)
     lap("mart_write")
-    del day_rows
+    del day_rows, day_kw
     lo = day - timedelta(days=LOOKBACK)
-    mart = wh.read("mart_timeseries_daily", sites=[SITE], start=lo, end=day)
-    lap("mart_read")
-    kw = wh.read("fact_keywords", sites=[SITE], start=lo, end=day)
-    lap("keywords_read")
-    t["window_rows"] = mart.height
+    if store is not None:  # lazy scans of the copies: the read happens inside the features step
+        mart = scan_window(wh, store, "mart_timeseries_daily", SITE, lo, day)
+        lap("mart_read")
+        kw = scan_window(wh, store, "fact_keywords", SITE, lo, day)
+        lap("keywords_read")
+        t["window_rows"] = mart.select(pl.len()).collect().item()
+    else:
+        mart = wh.read("mart_timeseries_daily", sites=[SITE], start=lo, end=day).lazy()
+        lap("mart_read")
+        kw = wh.read("fact_keywords", sites=[SITE], start=lo, end=day).lazy()
+        lap("keywords_read")
+        t["window_rows"] = mart.select(pl.len()).collect().item()
+    clock[0] = time.perf_counter()
     cal = default_calibration([SITE])
-    feats = build_features_chunked(
-        mart.lazy(), kw.lazy(), [day], lookback=LOOKBACK, calibration=cal, max_cells=max_cells
-    )
+    feats = build_features_chunked(mart, kw, [day], lookback=LOOKBACK, calibration=cal, max_cells=max_cells)
     lap("features")
     del mart, kw
     with wh.session():
@@ -226,7 +247,7 @@ def child_partition(folder: Path, backend: str, day: date, max_cells: int | None
     top_candidates_frame(wh, SITE, day, 100).write_csv(folder / f"top_candidates_{backend}.csv")
     lap("exports")
     rows = wh.read("features_daily", sites=[SITE], start=day, end=day)
-    pred = score_features(model, rows, model_version="bench", scored_at=datetime.now(UTC))
+    pred = score_features(model, rows, model_version="bench", scored_at=datetime.now(UTC), reasons=reasons)
     with wh.session():
         t["prediction_rows"] = wh.replace_slices(
             "predictions_rank_daily", pred, sites=[SITE], start=day, end=day
@@ -246,10 +267,17 @@ def child_main(spec: dict) -> None:
         out = Path(spec["out"]) if spec.get("out") else None
         result = child_compute(folder, targets, spec.get("max_cells"), out, spec.get("score", True))
     elif kind == "load":
-        result = child_load(folder, spec["backend"], [date.fromisoformat(d) for d in spec["days"]])
+        result = child_load(
+            folder, spec["backend"], [date.fromisoformat(d) for d in spec["days"]], spec.get("columnar", True)
+        )
     else:
         result = child_partition(
-            folder, spec["backend"], date.fromisoformat(spec["day"]), spec.get("max_cells")
+            folder,
+            spec["backend"],
+            date.fromisoformat(spec["day"]),
+            spec.get("max_cells"),
+            spec.get("columnar", True),
+            spec.get("reasons", 0),
         )
     print("RESULT " + json.dumps(result))
 
@@ -295,6 +323,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-cells", type=int, default=None, help="chunk budget (default: from memory)")
     parser.add_argument(
+        "--no-columnar",
+        dest="columnar",
+        action="store_false",
+        help="warehouse phase: read the window from the warehouse, no parquet copies of the mart "
+        "(settings.scale.columnar_mart false)",
+    )
+    parser.add_argument(
+        "--prediction-reasons",
+        type=int,
+        default=0,
+        help="top feature contributions per prediction row (LightGBM pred_contrib: ~3 ms a row on "
+        "this machine, so 0 by default; the asset's default is core.explain's)",
+    )
+    parser.add_argument(
+        "--skip-load",
+        action="store_true",
+        help="warehouse phase: keep the window an earlier run with this --work loaded",
+    )
+    parser.add_argument(
+        "--skip-compute",
+        action="store_true",
+        help="only the warehouse phase (no parquet-scan partition, range or backfill cases)",
+    )
+    parser.add_argument(
         "--work", default="/tmp/asin_platform_scale", help="generated data (outside the repo)"
     )
     parser.add_argument(
@@ -320,11 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     site_days = max(args.range_days, 1) + LOOKBACK
     site = work / f"site_{args.asins}_{site_days}"
     run_child({"kind": "generate", "folder": site, "asins": args.asins, "days": site_days})
-    record(
-        f"partition {args.asins:,} ASINs: features + score (parquet scan)",
-        run_child({"kind": "compute", "folder": site, "targets": [END], "max_cells": args.max_cells}),
-    )
-    if args.range_days:
+    if not args.skip_compute:
+        record(
+            f"partition {args.asins:,} ASINs: features + score (parquet scan)",
+            run_child({"kind": "compute", "folder": site, "targets": [END], "max_cells": args.max_cells}),
+        )
+    if args.range_days and not args.skip_compute:
         targets = days_ending(END, args.range_days)
         record(
             f"range {args.range_days} days x {args.asins:,} ASINs: features + score + parquet writes",
@@ -338,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             ),
         )
-    for days in args.backfill_days:
+    for days in [] if args.skip_compute else args.backfill_days:
         folder = work / f"site_{args.backfill_asins}_{days + LOOKBACK}"
         run_child(
             {"kind": "generate", "folder": folder, "asins": args.backfill_asins, "days": days + LOOKBACK}
@@ -358,10 +411,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     for backend in args.backends:
         window = days_ending(END - timedelta(days=1), LOOKBACK)
-        load = run_child({"kind": "load", "folder": site, "backend": backend, "days": window})
-        print(f"{backend}: window loaded in {load['load_s']:.1f} s (not reported)", flush=True)
+        if not args.skip_load:
+            load = run_child(
+                {
+                    "kind": "load",
+                    "folder": site,
+                    "backend": backend,
+                    "days": window,
+                    "columnar": args.columnar,
+                }
+            )
+            print(f"{backend}: window loaded in {load['load_s']:.1f} s (not reported)", flush=True)
+        how = "columnar copies" if args.columnar else "warehouse read"
         record(
-            f"{backend} partition {args.asins:,} ASINs end to end",
+            f"{backend} partition {args.asins:,} ASINs end to end ({how})",
             run_child(
                 {
                     "kind": "partition",
@@ -369,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                     "backend": backend,
                     "day": END,
                     "max_cells": args.max_cells,
+                    "columnar": args.columnar,
+                    "reasons": args.prediction_reasons,
                 }
             ),
         )

@@ -12,6 +12,8 @@ from asin_platform.core.sales import default_calibration
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
+from asin_platform.storage import columnar
+from asin_platform.storage.store import artifacts_store
 
 KEY_COLUMNS = ("site", "date", "asin", "category_id")
 
@@ -54,13 +56,20 @@ def features_daily(
 
     def build(site: str, start: date, end: date) -> pl.DataFrame:
         history_start = start - timedelta(days=lookback)
-        mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end)
-        keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end)
+        if settings.scale.columnar_mart:
+            # Lazy parquet scans of the mart's columnar copies (days without one: the warehouse), so
+            # each chunk reads only its rows (docs/scaling.md).
+            store = artifacts_store(settings)
+            mart = columnar.scan_window(warehouse, store, "mart_timeseries_daily", site, history_start, end)
+            keywords = columnar.scan_window(warehouse, store, "fact_keywords", site, history_start, end)
+        else:
+            mart = warehouse.read("mart_timeseries_daily", sites=[site], start=history_start, end=end).lazy()
+            keywords = warehouse.read("fact_keywords", sites=[site], start=history_start, end=end).lazy()
         days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
         # Chunked by date and ASIN blocks: the working set is bounded by the setting, not the range.
         return build_features_chunked(
-            mart.lazy(),
-            keywords.lazy(),
+            mart,
+            keywords,
             days,
             lookback=lookback,
             calibration=calibration,

@@ -15,6 +15,8 @@ from asin_platform.core.standardise import StandardiseResult, standardise
 from asin_platform.partitions import DateSite
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
+from asin_platform.storage import columnar
+from asin_platform.storage.store import artifacts_store
 
 MART_TABLES = ("mart_timeseries_daily", "fact_reviews", "fact_keywords", "quarantine")
 
@@ -155,10 +157,17 @@ def _standardise_segments(
             price_spike_ratio=settings.thresholds.price_spike_ratio,
             plausibility=settings.plausibility,
         )
-        with warehouse.transaction() as tx:
-            tx.replace_slices("mart_timeseries_daily", result.mart, sites=[site], start=start, end=end)
+        # With scale.columnar_mart, the tables the features read also get their parquet copy, written
+        # and recorded inside the transaction (storage/columnar.py); old versions go after the commit.
+        store = artifacts_store(settings) if settings.scale.columnar_mart else None
+        with columnar.copies(store) as copies, warehouse.transaction() as tx:
+            copies.replace_slices(
+                tx, "mart_timeseries_daily", result.mart, sites=[site], start=start, end=end
+            )
             tx.replace_slices("fact_reviews", result.fact_reviews, sites=[site], start=start, end=end)
-            tx.replace_slices("fact_keywords", result.fact_keywords, sites=[site], start=start, end=end)
+            copies.replace_slices(
+                tx, "fact_keywords", result.fact_keywords, sites=[site], start=start, end=end
+            )
             tx.replace_slices("quarantine", result.quarantine, sites=[site], start=start, end=end)
             tx.upsert("dim_asin", result.dim_asin)
         context.log.info(

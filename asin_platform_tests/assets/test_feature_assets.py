@@ -50,11 +50,17 @@ def _materialize(warehouse: Warehouse, keys: list[str], *, partition_key=None, t
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DuckDB warehouse holding 40 days of raw payloads and mart for one site."""
     path = tmp_path_factory.mktemp("ingested") / "warehouse.duckdb"
-    result = _materialize(
-        Warehouse(url=str(path)),
-        ["raw_payloads", "mart_timeseries_daily"],
-        tags=range_tags(SITE, FIRST, LAST),
-    )
+    # with the mart's columnar copies (settings.scale.columnar_mart) beside the warehouse file
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ASIN_PLATFORM__SCALE__COLUMNAR_MART", "true")
+        env.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(path.parent / "artifacts"))
+        get_settings.cache_clear()
+        result = _materialize(
+            Warehouse(url=str(path)),
+            ["raw_payloads", "mart_timeseries_daily"],
+            tags=range_tags(SITE, FIRST, LAST),
+        )
+    get_settings.cache_clear()
     assert result.success
     return path
 
@@ -128,6 +134,37 @@ def test_settings_passed_to_build_definitions_reach_the_assets(
     exported = pl.read_csv(tmp_path / "custom_exports" / SITE / f"top_candidates_{LAST:%Y%m%d}.csv")
     assert exported["rank"].to_list() == [1, 2, 3, 4, 5, 6, 7]
     assert not (tmp_path / "exports").exists()
+
+
+def test_features_from_the_columnar_copies_equal_the_warehouse_read(
+    ingested: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """settings.scale.columnar_mart: the window scanned from the mart's parquet copies gives the
+    rows the warehouse read gives, bit for bit."""
+    from asin_platform.storage import columnar
+    from asin_platform.storage.store import artifacts_store
+
+    frames = {}
+    for flag in ("true", "false"):
+        path = tmp_path / flag / "warehouse.duckdb"
+        path.parent.mkdir()
+        shutil.copy(ingested, path)
+        wh = Warehouse(url=str(path))
+        monkeypatch.setenv("ASIN_PLATFORM__SCALE__COLUMNAR_MART", flag)
+        monkeypatch.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(ingested.parent / "artifacts"))
+        get_settings.cache_clear()
+        if flag == "true":  # the ingest wrote a copy of every day of the window: the scan uses them
+            store = artifacts_store(get_settings())
+            versions = columnar.recorded_versions(wh, "mart_timeseries_daily", SITE, FIRST, LAST)
+            assert len(versions) == (LAST - FIRST).days + 1
+            assert all(
+                store.exists(columnar.slice_key("mart_timeseries_daily", SITE, d, v))
+                for d, v in versions.items()
+            )
+        assert _materialize(wh, ["features_daily"], partition_key=f"{LAST}|{SITE}").success
+        frames[flag] = wh.read("features_daily", sites=[SITE], start=LAST, end=LAST)
+    assert frames["true"].height > 0
+    assert frames["true"].equals(frames["false"])
 
 
 def test_ranged_backfill_equals_partition_by_partition(ingested: Path, tmp_path: Path) -> None:

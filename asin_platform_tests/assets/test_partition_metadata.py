@@ -42,7 +42,11 @@ def _metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict[
 
 
 def test_each_partition_of_a_ranged_run_carries_its_own_figures(warehouse: Warehouse, tmp_path: Path) -> None:
-    settings = Settings(exports_dir=tmp_path / "exports", asset_retry=AssetRetry(max_retries=0))
+    settings = Settings(
+        exports_dir=tmp_path / "exports",
+        artifacts_dir=tmp_path / "artifacts",
+        asset_retry=AssetRetry(max_retries=0),
+    )
     built = build_definitions(settings)
     client = SimulatedUpstreamClient(sim_asins_per_site=80, base_delay=0.001, max_delay=0.01)
     defs = dg.Definitions(

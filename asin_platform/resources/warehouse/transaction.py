@@ -17,6 +17,12 @@ from asin_platform.resources.warehouse.ddl import table_spec, unique_key
 from asin_platform.resources.warehouse.driver import Driver
 from asin_platform.resources.warehouse.sqltext import as_date, q, site_list
 
+#: Tables whose (site, date) slices may have a parquet copy recorded in ``columnar_slices``
+#: (migration 008, ``storage/columnar.py``). Any replace of such a slice deletes its record in the
+#: same transaction, so a copy the replace did not also write is never read in place of the slice.
+COLUMNAR_TABLES = ("mart_timeseries_daily", "fact_keywords")
+COLUMNAR_SLICES_TABLE = "columnar_slices"
+
 
 def check_unique(table: str, data: pl.DataFrame, key: tuple[str, ...]) -> None:
     """ValueError if ``data`` has a null in ``key`` or repeats a key."""
@@ -77,6 +83,13 @@ class WarehouseTx:
             f"DELETE FROM {q(table)} WHERE site IN ({site_marks}) AND date BETWEEN ? AND ?",
             [*sites_, start, end],
         )
+        if table in COLUMNAR_TABLES:
+            self._driver.execute(
+                self._conn,
+                f"DELETE FROM {COLUMNAR_SLICES_TABLE} WHERE table_name = ? AND site IN ({site_marks}) "
+                "AND date BETWEEN ? AND ?",
+                [table, *sites_, start, end],
+            )
         if data.height:
             # A key without site and date can collide with rows of other slices, which survive the
             # delete; a key with both can only collide inside the frame (checked above).
