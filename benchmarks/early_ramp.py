@@ -2,7 +2,7 @@
 
 The market of benchmarks/model_quality.py with the simulator's default horizon (1200 days: few
 breakouts per query). Features, rank samples and the oracle's scores are built once and cached as
-Parquet under $TMPDIR/asin_platform_benchmarks/early_ramp_h<horizon>/, then every candidate trains
+Parquet under $TMPDIR/asin_platform_benchmarks/early_ramp_h<horizon>_hist/, then every candidate trains
 the ranker (``core.ranker.build_ranker``, the settings' levers plus the candidate's changes) and is
 scored on the validation and test windows. Prints one markdown row per candidate:
 
@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_quality import cached_tables  # noqa: E402
 
 from asin_platform.core.features import build_features  # noqa: E402
+from asin_platform.core.history_features import HISTORY_COLUMNS  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
 from asin_platform.core.metrics import compare_rankers, oracle_scores  # noqa: E402
 from asin_platform.core.predict import add_model_scores  # noqa: E402
@@ -63,10 +64,14 @@ class Candidate:
     lightgbm: dict[str, Any] = field(default_factory=dict)
     sample_every: int = 2
     monotone: bool = False
+    drop: tuple[str, ...] = ()  # features_daily columns left out
 
 
 CANDIDATES: dict[str, Candidate] = {
     "base": Candidate("features_daily columns only, the settings' levers"),
+    "nohist": Candidate(
+        "features_daily without the history columns (core/history_features.py)", drop=HISTORY_COLUMNS
+    ),
     "ratios": Candidate("+ 7d vs 30d sales, slope / review-velocity / percentile accelerations", ("ratios",)),
     "xs": Candidate(
         "+ ratios, ranks within (site, date) and robust z within (site, date, category)", ("ratios", "xs")
@@ -88,7 +93,7 @@ CANDIDATES: dict[str, Candidate] = {
 
 def cached_frames(horizon: int, cache: Path, log=print) -> dict[str, pl.DataFrame]:
     """Rank samples (every 1 and 2 days) and the oracle's valid/test scores of the sparse market."""
-    folder = cache / f"early_ramp_h{horizon}"
+    folder = cache / f"early_ramp_h{horizon}_hist"
     names = ("rank_e1", "rank_e2", "oracle")
     if all((folder / f"{n}.parquet").exists() for n in names):
         return {n: pl.read_parquet(folder / f"{n}.parquet") for n in names}
@@ -119,7 +124,7 @@ def cached_frames(horizon: int, cache: Path, log=print) -> dict[str, pl.DataFram
 
 def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
     rank = frames[f"rank_e{cand.sample_every}"]
-    features = feature_columns(rank) + set_columns(cand.sets)
+    features = [f for f in feature_columns(rank) if f not in cand.drop] + set_columns(cand.sets)
     lightgbm = dict(cand.lightgbm)
     if cand.monotone:
         lightgbm["monotone_constraints"] = [MONOTONE.get(f, 0) for f in features]
