@@ -34,12 +34,12 @@ from model_quality import cached_tables  # noqa: E402
 from asin_platform.core.features import build_features  # noqa: E402
 from asin_platform.core.history_features import HISTORY_COLUMNS  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
-from asin_platform.core.metrics import compare_rankers, oracle_scores  # noqa: E402
+from asin_platform.core.metrics import add_baseline_scores, compare_rankers, oracle_scores  # noqa: E402
 from asin_platform.core.predict import add_model_scores  # noqa: E402
 from asin_platform.core.ranker import RankerParams, build_ranker  # noqa: E402
 from asin_platform.core.ranker_features import set_columns  # noqa: E402
 from asin_platform.core.sales import default_calibration  # noqa: E402
-from asin_platform.settings import RankerLevers  # noqa: E402
+from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 
@@ -54,6 +54,8 @@ MONOTONE = {
     "review_velocity_14d": 1,
     "kw_mean_rank_change_7d": -1,
 }
+# and of the history columns: a BSR that fell the week before, one below its own usual level, a review burst
+MONOTONE_HIST = {**MONOTONE, "bsr_log_drop_7d_prior": 1, "bsr_log_z_7d_prior": -1, "review_burst_z_7d": 1}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Candidate:
     lightgbm: dict[str, Any] = field(default_factory=dict)
     sample_every: int = 2
     monotone: bool = False
+    monotone_hist: bool = False
     drop: tuple[str, ...] = ()  # features_daily columns left out
 
 
@@ -71,6 +74,11 @@ CANDIDATES: dict[str, Candidate] = {
     "base": Candidate("features_daily columns only, the settings' levers"),
     "nohist": Candidate(
         "features_daily without the history columns (core/history_features.py)", drop=HISTORY_COLUMNS
+    ),
+    "xs_hist": Candidate("+ ranks within (site, date) of 5 history columns", ("xs_hist",)),
+    "mono_hist": Candidate(
+        "monotone constraints of `monotone` plus BSR drop up, own-level z down, review burst up",
+        monotone_hist=True,
     ),
     "ratios": Candidate("+ 7d vs 30d sales, slope / review-velocity / percentile accelerations", ("ratios",)),
     "xs": Candidate(
@@ -124,10 +132,11 @@ def cached_frames(horizon: int, cache: Path, log=print) -> dict[str, pl.DataFram
 
 def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
     rank = frames[f"rank_e{cand.sample_every}"]
-    features = [f for f in feature_columns(rank) if f not in cand.drop] + set_columns(cand.sets)
+    features = [f for f in feature_columns(rank) if f not in cand.drop] + list(set_columns(cand.sets))
     lightgbm = dict(cand.lightgbm)
-    if cand.monotone:
-        lightgbm["monotone_constraints"] = [MONOTONE.get(f, 0) for f in features]
+    if cand.monotone or cand.monotone_hist:
+        directions = MONOTONE_HIST if cand.monotone_hist else MONOTONE
+        lightgbm["monotone_constraints"] = [directions.get(f, 0) for f in features]
     levers = RankerParams.of(RankerLevers().model_dump(), **cand.levers, lightgbm=lightgbm)
     trained = build_ranker(rank, levers, features=features)
     # evaluated on the oracle's rows: the every-2-days reference dates of valid and test
@@ -162,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown candidate(s) {unknown}")
     started = time.perf_counter()
     frames = cached_frames(args.horizon_days, Path(args.cache_dir))
+    # the levers' hard negatives are the top-baseline grade-0 rows of each query, as in model_quality.py
+    weights = ScoreWeights()
+    frames = {n: add_baseline_scores(f, weights) if n.startswith("rank") else f for n, f in frames.items()}
     print(f"frames ready in {time.perf_counter() - started:.0f} s", flush=True)
     print("| candidate | what | trees | valid NDCG@20 | test NDCG@20 | test model/oracle |")
     print("|---|---|---|---|---|---|")
