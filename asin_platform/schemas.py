@@ -210,6 +210,16 @@ FEATURES_DAILY = Table(
         "attribute_flag_count": pl.Int32,
         "listing_quality_score": pl.Float64,  # [0, 1]
         "age_days": pl.Int32,
+        # migration 009: the product against its own history (core/history_features.py)
+        "listing_change_days": pl.Int32,  # days since title/bullets/images changed, 30 = none in 30
+        "image_count_change_30d": pl.Int32,
+        "bullet_count_change_30d": pl.Int32,
+        "title_length_change_30d": pl.Int32,
+        "listing_quality_change_30d": pl.Float64,
+        "bsr_log_drop_7d_prior": pl.Float64,  # ln BSR fall, week T-20..T-14 -> week T-13..T-7
+        "bsr_log_z_7d_prior": pl.Float64,  # ln BSR(T) vs T-30..T-8; negative = better than usual
+        "review_burst_z_7d": pl.Float64,  # 7-day review gain vs the rate of T-30..T-7
+        "price_step_7d_prior": pl.Float64,  # median price T-6..T / median T-30..T-8 - 1
     },
     key=("site", "date", "asin"),
 )

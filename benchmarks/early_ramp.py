@@ -2,7 +2,7 @@
 
 The market of benchmarks/model_quality.py with the simulator's default horizon (1200 days: few
 breakouts per query). Features, rank samples and the oracle's scores are built once and cached as
-Parquet under $TMPDIR/asin_platform_benchmarks/early_ramp_h<horizon>/, then every candidate trains
+Parquet under $TMPDIR/asin_platform_benchmarks/early_ramp_h<horizon>_hist/, then every candidate trains
 the ranker (``core.ranker.build_ranker``, the settings' levers plus the candidate's changes) and is
 scored on the validation and test windows. Prints one markdown row per candidate:
 
@@ -32,13 +32,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from model_quality import cached_tables  # noqa: E402
 
 from asin_platform.core.features import build_features  # noqa: E402
+from asin_platform.core.history_features import HISTORY_COLUMNS  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
-from asin_platform.core.metrics import compare_rankers, oracle_scores  # noqa: E402
+from asin_platform.core.metrics import add_baseline_scores, compare_rankers, oracle_scores  # noqa: E402
 from asin_platform.core.predict import add_model_scores  # noqa: E402
 from asin_platform.core.ranker import RankerParams, build_ranker  # noqa: E402
 from asin_platform.core.ranker_features import set_columns  # noqa: E402
 from asin_platform.core.sales import default_calibration  # noqa: E402
-from asin_platform.settings import RankerLevers  # noqa: E402
+from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 
@@ -53,6 +54,8 @@ MONOTONE = {
     "review_velocity_14d": 1,
     "kw_mean_rank_change_7d": -1,
 }
+# and of the history columns: a BSR that fell the week before, one below its own usual level, a review burst
+MONOTONE_HIST = {**MONOTONE, "bsr_log_drop_7d_prior": 1, "bsr_log_z_7d_prior": -1, "review_burst_z_7d": 1}
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,20 @@ class Candidate:
     lightgbm: dict[str, Any] = field(default_factory=dict)
     sample_every: int = 2
     monotone: bool = False
+    monotone_hist: bool = False
+    drop: tuple[str, ...] = ()  # features_daily columns left out
 
 
 CANDIDATES: dict[str, Candidate] = {
     "base": Candidate("features_daily columns only, the settings' levers"),
+    "nohist": Candidate(
+        "features_daily without the history columns (core/history_features.py)", drop=HISTORY_COLUMNS
+    ),
+    "xs_hist": Candidate("+ ranks within (site, date) of 5 history columns", ("xs_hist",)),
+    "mono_hist": Candidate(
+        "monotone constraints of `monotone` plus BSR drop up, own-level z down, review burst up",
+        monotone_hist=True,
+    ),
     "ratios": Candidate("+ 7d vs 30d sales, slope / review-velocity / percentile accelerations", ("ratios",)),
     "xs": Candidate(
         "+ ratios, ranks within (site, date) and robust z within (site, date, category)", ("ratios", "xs")
@@ -88,7 +101,7 @@ CANDIDATES: dict[str, Candidate] = {
 
 def cached_frames(horizon: int, cache: Path, log=print) -> dict[str, pl.DataFrame]:
     """Rank samples (every 1 and 2 days) and the oracle's valid/test scores of the sparse market."""
-    folder = cache / f"early_ramp_h{horizon}"
+    folder = cache / f"early_ramp_h{horizon}_hist"
     names = ("rank_e1", "rank_e2", "oracle")
     if all((folder / f"{n}.parquet").exists() for n in names):
         return {n: pl.read_parquet(folder / f"{n}.parquet") for n in names}
@@ -119,10 +132,11 @@ def cached_frames(horizon: int, cache: Path, log=print) -> dict[str, pl.DataFram
 
 def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
     rank = frames[f"rank_e{cand.sample_every}"]
-    features = feature_columns(rank) + set_columns(cand.sets)
+    features = [f for f in feature_columns(rank) if f not in cand.drop] + list(set_columns(cand.sets))
     lightgbm = dict(cand.lightgbm)
-    if cand.monotone:
-        lightgbm["monotone_constraints"] = [MONOTONE.get(f, 0) for f in features]
+    if cand.monotone or cand.monotone_hist:
+        directions = MONOTONE_HIST if cand.monotone_hist else MONOTONE
+        lightgbm["monotone_constraints"] = [directions.get(f, 0) for f in features]
     levers = RankerParams.of(RankerLevers().model_dump(), **cand.levers, lightgbm=lightgbm)
     trained = build_ranker(rank, levers, features=features)
     # evaluated on the oracle's rows: the every-2-days reference dates of valid and test
@@ -157,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown candidate(s) {unknown}")
     started = time.perf_counter()
     frames = cached_frames(args.horizon_days, Path(args.cache_dir))
+    # the levers' hard negatives are the top-baseline grade-0 rows of each query, as in model_quality.py
+    weights = ScoreWeights()
+    frames = {n: add_baseline_scores(f, weights) if n.startswith("rank") else f for n, f in frames.items()}
     print(f"frames ready in {time.perf_counter() - started:.0f} s", flush=True)
     print("| candidate | what | trees | valid NDCG@20 | test NDCG@20 | test model/oracle |")
     print("|---|---|---|---|---|---|")

@@ -56,6 +56,15 @@ FEATURE_LABELS: dict[str, tuple[str, str]] = {
     "attribute_flag_count": ("attribute flags", ""),
     "listing_quality_score": ("listing quality", ""),
     "age_days": ("age", " days"),
+    "listing_change_days": ("days since listing change", " days"),
+    "image_count_change_30d": ("images 30-day change", ""),
+    "bullet_count_change_30d": ("bullets 30-day change", ""),
+    "title_length_change_30d": ("title length 30-day change", " chars"),
+    "listing_quality_change_30d": ("listing quality 30-day change", ""),
+    "bsr_log_drop_7d_prior": ("BSR log drop, week before last", ""),
+    "bsr_log_z_7d_prior": ("BSR vs own prior level (z)", ""),
+    "review_burst_z_7d": ("review burst 7d (z)", ""),
+    "price_step_7d_prior": ("price step vs prior weeks", ""),
 }
 
 

@@ -44,6 +44,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from asin_platform.core.history_features import build_history_features
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, estimate_sales, validate_calibration
 from asin_platform.schemas import FEATURES_DAILY
 
@@ -589,5 +590,9 @@ def build_features(
             age_days=(pl.col("date") - pl.col("listed_since")).dt.total_days(),
         )
         .collect()
+    )
+    # the product against its own history (core/history_features.py): same rows, same T-30 reach
+    features = features.join(
+        build_history_features(mart, targets), on=["site", "date", "asin"], how="left", maintain_order="left"
     )
     return FEATURES_DAILY.conform(features)

@@ -11,7 +11,9 @@
 - ``reviews``: reviews per unit sold (a review burst the sales do not explain);
 - ``xs``: cross-sectional percentile ranks of the growth columns within the query (site, date) and
   robust z-scores within (site, date, category): how a product moves against the rest of the
-  market on the same day.
+  market on the same day;
+- ``xs_hist``: percentile ranks within the query of the history columns (core/history_features.py):
+  how unusual a product's move against its own past is on that day's market.
 
 Every column is a pure function of one ``features_daily`` row (``ratios``, ``snr``, ``reviews``) or of
 the rows of its (site, date) query (``xs``), so training and prediction compute them the same way as
@@ -81,6 +83,22 @@ def _review_exprs() -> dict[str, pl.Expr]:
     }
 
 
+# the history columns ranked across the query by the ``xs_hist`` set
+XS_HIST_COLUMNS: tuple[str, ...] = (
+    "listing_change_days",
+    "bsr_log_drop_7d_prior",
+    "bsr_log_z_7d_prior",
+    "review_burst_z_7d",
+    "price_step_7d_prior",
+)
+
+
+def _xs_hist_exprs() -> dict[str, pl.Expr]:
+    return {
+        f"{c}_qrank": (pl.col(c).rank("average") / pl.col(c).count()).over(QUERY) for c in XS_HIST_COLUMNS
+    }
+
+
 def _xs_exprs() -> dict[str, pl.Expr]:
     out: dict[str, pl.Expr] = {}
     for c in XS_COLUMNS:
@@ -98,6 +116,7 @@ SETS: dict[str, dict[str, pl.Expr]] = {
     "snr": _snr_exprs(),
     "reviews": _review_exprs(),
     "xs": _xs_exprs(),
+    "xs_hist": _xs_hist_exprs(),
 }
 DERIVED: dict[str, pl.Expr] = {name: expr for exprs in SETS.values() for name, expr in exprs.items()}
 DEFAULT_SETS: tuple[str, ...] = ()

@@ -111,3 +111,18 @@ def test_cross_sections_are_taken_before_negatives_are_sampled() -> None:
     )
     assert joined.height == half.height < samples.filter(pl.col("split") == "train").height
     assert joined.filter(pl.col("bsr_log_slope_7d_qrank") != pl.col("ref")).is_empty()
+
+
+def test_xs_hist_ranks_history_columns_within_each_query() -> None:
+    frame = rows().with_columns(
+        listing_change_days=pl.Series([3, 30, 30, 5], dtype=pl.Int32),
+        bsr_log_drop_7d_prior=pl.Series([0.4, None, -0.1, 0.0]),
+        bsr_log_z_7d_prior=pl.Series([-2.0, 0.0, 1.0, -1.0]),
+        review_burst_z_7d=pl.Series([3.0, 0.0, 0.0, 1.0]),
+        price_step_7d_prior=pl.Series([-0.2, 0.0, 0.0, 0.0]),
+    )
+    out = add_derived(frame, set_columns(("xs_hist",)))
+    # D1 holds A, B, C; D2 only A (rank 1 of 1); nulls are not ranked
+    assert out["listing_change_days_qrank"].to_list() == pytest.approx([1 / 3, 2.5 / 3, 2.5 / 3, 1.0])
+    assert out["bsr_log_drop_7d_prior_qrank"].to_list() == [1.0, None, 0.5, 1.0]
+    assert out["review_burst_z_7d_qrank"].to_list() == [1.0, 0.5, 0.5, 1.0]

@@ -1,0 +1,186 @@
+"""Features from a product's own recent history (pure polars): what it did before the last week.
+
+``core/features.py`` describes each product by its windows ending on T (slopes, velocities,
+levels). A breakout early in its ramp is hard to tell from the long tail's noise by those alone
+(docs/model_quality.md, *Early-ramp detection*): what precedes a breakout is a change against the
+product's *own* past - a listing improved a few weeks ago, a BSR that had already begun to fall the
+week before, a BSR far from its own usual level, a review burst, a price step. These nine columns
+measure that, each against the product's own window, never against other products:
+
+* ``listing_change_days``: days since the listing (title length, bullets, images) last changed;
+* ``{image_count,bullet_count,title_length}_change_30d``, ``listing_quality_change_30d``: T vs T-30;
+* ``bsr_log_drop_7d_prior``: the fall of ln BSR over the week before the last one;
+* ``bsr_log_z_7d_prior``: today's ln BSR against the product's own prior window (T-30 .. T-8);
+* ``review_burst_z_7d``: reviews gained over 7 days against the rate of T-30 .. T-7;
+* ``price_step_7d_prior``: the last week's median price against the prior window's.
+
+Definitions, units and minimum data: docs/features.md (*History features*). Every feature of T reads
+the days T-30 .. T only (``HISTORY_REACH``), like the 30-day features of core/features.py, so the
+same ``lookback`` serves both.
+
+How: the mart rows of [min(T) - 30, max(T)] are laid on a dense grid (every (site, asin) x every
+day, a missing day a row of nulls, sorted by (site, asin, date)), so a window of N rows is N
+calendar days and ``shift(N)`` is N days earlier; every statistic is one global expression over a
+contiguous column (no Python loop, no per-group kernel). A block is crossed only in its first 30
+rows, which are never output. Sums are exact Int64 fixed-point sums (ln BSR in 2^-24 units) and
+medians are order statistics, so a value does not depend on how much grid precedes it: chunked and
+multi-date calls equal one-date calls bit for bit (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import polars as pl
+
+KEY: tuple[str, ...] = ("site", "date", "asin")
+HISTORY_REACH = 30  # every feature of T reads T-30 .. T (a 31-day span)
+RECENT = 7  # "the last week": T-6 .. T
+PRIOR_GAP = 8  # the prior window ends on T-8, a day before the week of the lag-7 values
+PRIOR_DAYS = HISTORY_REACH - PRIOR_GAP + 1  # T-30 .. T-8: 23 days
+PRIOR_MIN_DAYS = 10  # days with a value the prior window needs (z-scores, price median)
+WEEK_MIN_DAYS = 4  # days with a BSR a week's mean needs
+RECENT_PRICE_MIN_DAYS = 4
+BSR_Z_MIN_STD = 0.05  # floor of the prior window's ln BSR std: a flat BSR must not give z = 1e9
+LISTING_CHANGE_CAP = HISTORY_REACH  # no change within T-29 .. T: "30 days or more"
+LISTING_CHANGE_COLUMNS: tuple[str, ...] = ("title_length", "bullet_count", "image_count")
+
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "listing_change_days",
+    "image_count_change_30d",
+    "bullet_count_change_30d",
+    "title_length_change_30d",
+    "listing_quality_change_30d",
+    "bsr_log_drop_7d_prior",
+    "bsr_log_z_7d_prior",
+    "review_burst_z_7d",
+    "price_step_7d_prior",
+)
+
+_Y_SCALE = 2**24  # ln(bsr) fixed point: 6e-8 resolution; 23-day sums of squares stay < 2^62
+
+_MART_COLUMNS: tuple[str, ...] = (
+    "bsr_root",
+    "price",
+    "flag_price_spike",
+    "review_count",
+    "title_length",
+    "bullet_count",
+    "image_count",
+    "has_aplus",
+    "attribute_flag_count",
+)
+
+
+def _grid(mart: pl.LazyFrame, lo: date, hi: date) -> pl.LazyFrame:
+    """Every (site, asin) with a row in [lo, hi] x every day of [lo, hi], sorted (site, asin, date);
+    ``_present`` marks the days the mart has, ``_pos`` numbers the rows."""
+    rows = mart.filter(pl.col("date").is_between(lo, hi)).select(*KEY, *_MART_COLUMNS)
+    days = pl.LazyFrame({"date": pl.date_range(lo, hi, "1d", eager=True)})
+    return (
+        rows.select("site", "asin")
+        .unique()
+        .join(days, how="cross")
+        .join(rows.with_columns(_present=pl.lit(True)), on=list(KEY), how="left")
+        .sort("site", "asin", "date")
+        .with_row_index("_pos")
+    )
+
+
+def _inputs() -> list[pl.Expr]:
+    """Per-day values: fixed-point ln BSR, cleaned price, valid review count, listing quality."""
+    from asin_platform.core.features import listing_quality_score  # core.features imports this module
+
+    bsr = pl.col("bsr_root")
+    y = (pl.when(bsr > 0).then(bsr.cast(pl.Float64).log()) * _Y_SCALE).round(0).cast(pl.Int64)
+    price = pl.col("price").cast(pl.Float64).fill_nan(None)
+    return [
+        y.alias("_y"),
+        # a spike-flagged price is a missing day, as in core/features.py
+        pl.when((price > 0) & ~pl.col("flag_price_spike").fill_null(False)).then(price).alias("_price"),
+        pl.when(pl.col("review_count") >= 0).then(pl.col("review_count")).cast(pl.Int64).alias("_rc"),
+        listing_quality_score().alias("_lq"),
+    ]
+
+
+def _sums() -> list[pl.Expr]:
+    """Exact window sums of ln BSR (count, sum, sum of squares) over the weeks and the prior window."""
+    y = pl.col("_y")
+    n, s, ss = y.is_not_null().cast(pl.Int64), y.fill_null(0), (y * y).fill_null(0)
+    return [
+        # the week before the last one (T-13 .. T-7) and the one before it (T-20 .. T-14)
+        n.rolling_sum(RECENT).shift(RECENT).alias("_n_w1"),
+        s.rolling_sum(RECENT).shift(RECENT).alias("_s_w1"),
+        n.rolling_sum(RECENT).shift(2 * RECENT).alias("_n_w2"),
+        s.rolling_sum(RECENT).shift(2 * RECENT).alias("_s_w2"),
+        # the prior window T-30 .. T-8
+        n.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_n_p"),
+        s.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_s_p"),
+        ss.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_ss_p"),
+        pl.col("_price").rolling_median(RECENT, min_samples=RECENT_PRICE_MIN_DAYS).alias("_price_recent"),
+        pl.col("_price")
+        .rolling_median(PRIOR_DAYS, min_samples=PRIOR_MIN_DAYS)
+        .shift(PRIOR_GAP)
+        .alias("_price_prior"),
+    ]
+
+
+def _listing_change() -> pl.Expr:
+    """Days since the last day d of T-29 .. T whose listing differs from day d-1's (both days in the
+    mart with the attribute), LISTING_CHANGE_CAP when none; null without a listing on T."""
+    changed = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in LISTING_CHANGE_COLUMNS]).fill_null(
+        False
+    )
+    # grid positions: a change found in an earlier block lies > 30 positions back, so it reads as none
+    last = pl.when(changed).then(pl.col("_pos")).forward_fill()
+    since = (pl.col("_pos") - last).cast(pl.Int64)
+    known = pl.any_horizontal([pl.col(c).is_not_null() for c in LISTING_CHANGE_COLUMNS])
+    capped = pl.when(since < LISTING_CHANGE_CAP).then(since).otherwise(LISTING_CHANGE_CAP)
+    return pl.when(known).then(capped).alias("listing_change_days")
+
+
+def _features() -> list[pl.Expr]:
+    lag = HISTORY_REACH
+    mean_w1 = pl.col("_s_w1").cast(pl.Float64) / pl.col("_n_w1").cast(pl.Float64)
+    mean_w2 = pl.col("_s_w2").cast(pl.Float64) / pl.col("_n_w2").cast(pl.Float64)
+    n_p = pl.col("_n_p").cast(pl.Float64)
+    mean_p = pl.col("_s_p").cast(pl.Float64) / n_p
+    std_p = (pl.col("_ss_p").cast(pl.Float64) / n_p - mean_p * mean_p).clip(lower_bound=0.0).sqrt() / _Y_SCALE
+    rc, rc7, rc30 = pl.col("_rc"), pl.col("_rc").shift(RECENT), pl.col("_rc").shift(lag)
+    expected = (rc7 - rc30).cast(pl.Float64) * (RECENT / (lag - RECENT))
+    return [
+        _listing_change(),
+        *[(pl.col(c) - pl.col(c).shift(lag)).alias(f"{c}_change_30d") for c in LISTING_CHANGE_COLUMNS[::-1]],
+        (pl.col("_lq") - pl.col("_lq").shift(lag)).alias("listing_quality_change_30d"),
+        pl.when((pl.col("_n_w1") >= WEEK_MIN_DAYS) & (pl.col("_n_w2") >= WEEK_MIN_DAYS))
+        .then((mean_w2 - mean_w1) / _Y_SCALE)
+        .alias("bsr_log_drop_7d_prior"),
+        pl.when(pl.col("_n_p") >= PRIOR_MIN_DAYS)
+        .then((pl.col("_y").cast(pl.Float64) - mean_p) / _Y_SCALE / std_p.clip(lower_bound=BSR_Z_MIN_STD))
+        .alias("bsr_log_z_7d_prior"),
+        pl.when(expected >= 0)
+        .then(((rc - rc7).cast(pl.Float64) - expected) / (expected + 1.0).sqrt())
+        .alias("review_burst_z_7d"),
+        (pl.col("_price_recent") / pl.col("_price_prior") - 1.0).alias("price_step_7d_prior"),
+    ]
+
+
+def build_history_features(mart: pl.LazyFrame, target_dates: Sequence[date]) -> pl.DataFrame:
+    """(site, date, asin, *HISTORY_COLUMNS) for every mart row on a target date T, in (site, asin,
+    date) order. ``mart`` follows MART_TIMESERIES_DAILY; only rows of [min(T) - 30, max(T)] are read.
+    A (site, asin) block of the mart gives that block's rows exactly (nothing crosses products)."""
+    targets = sorted(set(target_dates))
+    schema = {"site": pl.Utf8, "date": pl.Date, "asin": pl.Utf8}
+    if not targets:
+        return pl.DataFrame(schema=schema).with_columns([pl.lit(None).alias(c) for c in HISTORY_COLUMNS])
+    lo, hi = targets[0] - timedelta(days=HISTORY_REACH), targets[-1]
+    return (
+        _grid(mart, lo, hi)
+        .with_columns(_inputs())
+        .with_columns(_sums())
+        .with_columns(_features())
+        .filter(pl.col("_present").fill_null(False) & pl.col("date").is_in(targets))
+        .select(*KEY, *HISTORY_COLUMNS)
+        .collect()
+    )
