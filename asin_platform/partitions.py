@@ -57,3 +57,15 @@ def partitions_of_context(context: dg.AssetExecutionContext) -> list[DateSite]:
 
 def date_range(start: date, end: date) -> list[date]:
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def contiguous_segments(days: list[date]) -> list[tuple[date, date]]:
+    """Contiguous date runs, (sorted, repeats dropped): a replace then never
+    deletes a day the run does not own, and a read asks once per run of days."""
+    segments: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if segments and day == segments[-1][1] + timedelta(days=1):
+            segments[-1] = (segments[-1][0], day)
+        else:
+            segments.append((day, day))
+    return segments

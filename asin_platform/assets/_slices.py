@@ -2,24 +2,13 @@
 
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import polars as pl
 
-from asin_platform.partitions import partitions_of_context
+from asin_platform.partitions import contiguous_segments, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
-
-
-def contiguous_segments(days: list[date]) -> list[tuple[date, date]]:
-    """Contiguous date runs, so a replace never deletes a day the run does not own."""
-    segments: list[tuple[date, date]] = []
-    for day in sorted(set(days)):
-        if segments and day == segments[-1][1] + timedelta(days=1):
-            segments[-1] = (segments[-1][0], day)
-        else:
-            segments.append((day, day))
-    return segments
 
 
 def site_segments(context: dg.AssetExecutionContext) -> list[tuple[str, date, date]]:

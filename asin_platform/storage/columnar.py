@@ -34,13 +34,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 from fsspec.core import url_to_fs
 
+from asin_platform.partitions import contiguous_segments, date_range
 from asin_platform.resources.warehouse.transaction import COLUMNAR_SLICES_TABLE, COLUMNAR_TABLES
 from asin_platform.schemas import TABLES
 from asin_platform.storage.store import ArtifactStore, shown
@@ -101,10 +102,6 @@ def _delete(url: str) -> None:
         pass
 
 
-def _days(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
-
-
 @dataclass
 class ColumnarCopies:
     """The copies written inside one warehouse transaction (from ``copies``); ``store`` None = the
@@ -143,7 +140,7 @@ class ColumnarCopies:
         by_slice = data.partition_by("site", "date", as_dict=True) if data.height else {}
         empty = spec.empty()
         for site in sites:
-            for day in _days(start, end):
+            for day in date_range(start, end):
                 part = by_slice.get((site, day), empty)
                 version = new_version()
                 url = _write_parquet(self.store, slice_key(table, site, day, version), part)
@@ -215,7 +212,7 @@ def scan_window(
     versions = recorded_versions(warehouse, table, site, start, end)
     files: list[str] = []
     missing: list[date] = []
-    for day in _days(start, end):
+    for day in date_range(start, end):
         version = versions.get(day)
         key = slice_key(table, site, day, version) if version else None
         if key is not None and store.exists(key):
@@ -225,7 +222,7 @@ def scan_window(
     parts: list[pl.LazyFrame] = []
     if files:
         parts.append(pl.scan_parquet(files, hive_partitioning=False, schema=TABLES[table].schema))
-    for first, last in _runs(missing):
+    for first, last in contiguous_segments(missing):
         parts.append(warehouse.read(table, sites=[site], start=first, end=last).lazy())
     if missing:
         log.info(
@@ -236,13 +233,3 @@ def scan_window(
             len(missing) + len(files),
         )
     return pl.concat(parts, how="vertical") if parts else TABLES[table].empty().lazy()
-
-
-def _runs(days: list[date]) -> list[tuple[date, date]]:
-    runs: list[tuple[date, date]] = []
-    for day in days:
-        if runs and day == runs[-1][1] + timedelta(days=1):
-            runs[-1] = (runs[-1][0], day)
-        else:
-            runs.append((day, day))
-    return runs
