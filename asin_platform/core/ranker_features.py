@@ -93,17 +93,20 @@ XS_HIST_COLUMNS: tuple[str, ...] = (
 )
 
 
+def _qrank(c: str) -> pl.Expr:
+    """Percentile rank of ``c`` within the query (ties averaged, nulls unranked)."""
+    return (pl.col(c).rank("average") / pl.col(c).count()).over(QUERY)
+
+
 def _xs_hist_exprs() -> dict[str, pl.Expr]:
-    return {
-        f"{c}_qrank": (pl.col(c).rank("average") / pl.col(c).count()).over(QUERY) for c in XS_HIST_COLUMNS
-    }
+    return {f"{c}_qrank": _qrank(c) for c in XS_HIST_COLUMNS}
 
 
 def _xs_exprs() -> dict[str, pl.Expr]:
     out: dict[str, pl.Expr] = {}
     for c in XS_COLUMNS:
         col = pl.col(c)
-        out[f"{c}_qrank"] = (col.rank("average") / col.count()).over(QUERY)
+        out[f"{c}_qrank"] = _qrank(c)
         median = col.median().over(CATEGORY_QUERY)
         mad = (col - median).abs().median().over(CATEGORY_QUERY)
         out[f"{c}_catz"] = ((col - median) / (mad * MAD_TO_SD + 1e-6)).clip(-Z_CLIP, Z_CLIP)
