@@ -11,7 +11,8 @@ The mart rows of [min(T) - lookback, max(T)] are laid on a dense grid: one block
 consecutive days per (site, asin), every day present (a missing day is a row of nulls), sorted by
 ``pos = block * span + day``. Within a block a fixed window of N rows *is* the N-calendar-day
 window and ``shift(N)`` *is* the value N days earlier, so every rolling statistic is one global
-``rolling_*`` / ``shift`` over a contiguous column. Measured on 3M rows (2 cores), that beats
+``rolling_*`` / ``shift`` over a contiguous column (medians excepted: they are sorted at the
+output cells only, core/window_median.py). Measured on 3M rows (2 cores), that beats
 
 * ``rolling_*_by("date", ...).over(asin)``: ~4x slower per statistic (per-group kernels + scatter);
 * ``rolling_*_by`` on a sorted sparse index: ~2x slower, and each "N days earlier" lag is a join;
@@ -44,8 +45,9 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from asin_platform.core.history_features import build_history_features
+from asin_platform.core import history_features
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, estimate_sales, validate_calibration
+from asin_platform.core.window_median import WindowMedian, window_medians
 from asin_platform.schemas import FEATURES_DAILY
 
 SLOPE_WINDOWS: tuple[int, ...] = (7, 14, 30)
@@ -89,10 +91,20 @@ _NUMERIC_FEATURES: frozenset[str] = frozenset(
     + ["price_cv_30d", "price_change_vs_median_30d", "promo_flag"]
     + [f"review_velocity_{n}d" for n in VELOCITY_WINDOWS]
     + ["rating_mean_30d", "rating_change_30d", "new_offer_count", f"new_offer_change_{OFFER_LAG}d"]
+    + list(history_features.HISTORY_COLUMNS)
 )
 
 # Grid columns the feature expressions read besides the window columns.
-_PASS_THROUGH: tuple[str, ...] = ("x", "bsr_pctl", "_price", "_rc", "_rating", "new_offer_count")
+_PASS_THROUGH: tuple[str, ...] = (
+    "x",
+    "bsr_pctl",
+    "_y",
+    "_price",
+    "_rc",
+    "_rating",
+    "new_offer_count",
+    *LISTING_COLUMNS,
+)
 
 # Fixed-point scales of the exact integer sums (see module docstring).
 _Y_SCALE = 2**24  # ln(bsr): 6e-8 resolution; n * sum(x*y) stays < 2^50 for 5-year grids
@@ -109,6 +121,7 @@ _GRID_COLUMNS: tuple[str, ...] = (
     "rating",
     "review_count",
     "new_offer_count",
+    *LISTING_COLUMNS,  # the history columns' listing changes and quality 30 days earlier
 )
 
 
@@ -344,7 +357,6 @@ class _Window:
     A new window statistic is one entry in ``_WINDOWS`` (rendered by ``_rolling``):
 
     * ``sum``: sum of the last ``n`` days (T-n+1 .. T) of an integer column;
-    * ``median``: median of the non-null values of the last ``n`` days, null below ``min_samples``;
     * ``first``: the first non-null value of the last ``n`` days (T-n+1 onwards);
     * ``lag``: the value ``n`` days earlier (T-n)."""
 
@@ -352,11 +364,10 @@ class _Window:
     column: str
     n: int
     alias: str
-    min_samples: int = 1
 
 
 def _window_specs() -> tuple[_Window, ...]:
-    """Window sums, medians, first-in-window values and lags over the grid (valid on rows at least
+    """Window sums, first-in-window values and lags over the grid (valid on rows at least
     LONGEST_REACH days into a block, which is every output row)."""
     specs: list[_Window] = []
     for n in sorted({*SLOPE_WINDOWS, *SALES_WINDOWS}):
@@ -371,7 +382,6 @@ def _window_specs() -> tuple[_Window, ...]:
     specs += [_Window("sum", c, PRICE_WINDOW, f"{c}{PRICE_WINDOW}") for c in ("_np", "_sp", "_spp")]
     specs += [_Window("sum", c, RATING_WINDOW, f"{c}{RATING_WINDOW}") for c in ("_nr", "_sr")]
     specs += [
-        _Window("median", "_price", PRICE_WINDOW, "_price_median", min_samples=PRICE_MIN_DAYS),
         _Window("lag", "_rating", RATING_WINDOW, "_rating_before"),
         _Window("lag", "new_offer_count", OFFER_LAG, "_offers_before"),
     ]
@@ -380,6 +390,11 @@ def _window_specs() -> tuple[_Window, ...]:
 
 
 _WINDOWS = _window_specs()
+# Medians are taken at the output cells only (core/window_median.py), the rest over the whole grid.
+_MEDIANS: tuple[WindowMedian, ...] = (
+    WindowMedian("price", 1 - PRICE_WINDOW, 0, PRICE_MIN_DAYS, "_price_median"),
+    *history_features.MEDIANS,
+)
 
 
 def _rolling(w: _Window) -> pl.Expr:
@@ -387,8 +402,6 @@ def _rolling(w: _Window) -> pl.Expr:
     col = pl.col(w.column)
     if w.kind == "sum":
         return col.rolling_sum(w.n).alias(w.alias)
-    if w.kind == "median":
-        return col.rolling_median(w.n, min_samples=w.min_samples).alias(w.alias)
     if w.kind == "first":
         return col.fill_null(strategy="backward", limit=w.n - 1).shift(w.n - 1).alias(w.alias)
     return col.shift(w.n).alias(w.alias)
@@ -569,10 +582,22 @@ def build_features(
         .with_columns(*_day_columns(), _out=is_output)
         # each window column is filtered as soon as it is computed: full-length copies of all of
         # them at once would triple the peak memory of a 100k-ASIN partition
-        .select([e.filter(pl.col("_out")) for e in (*map(_rolling, _WINDOWS), *map(pl.col, _PASS_THROUGH))])
+        .select(
+            [
+                e.filter(pl.col("_out"))
+                for e in (
+                    *map(_rolling, _WINDOWS),
+                    *history_features.window_columns(listing_quality_score()),
+                    *map(pl.col, _PASS_THROUGH),
+                )
+            ]
+        )
     )
-    windows_plan = at_outputs.with_columns(_feature_columns()).select(
-        *[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES]
+    medians = window_medians(grid, out["_pos"], _MEDIANS)
+    windows_plan = (
+        pl.concat([at_outputs, medians.lazy()], how="horizontal")
+        .with_columns(*_feature_columns(), *history_features.feature_columns(listing_quality_score()))
+        .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
     )
     # the two plans are independent: collected together they share the cores (the keyword match
     # is a quarter of a backfill's feature time)
@@ -590,9 +615,5 @@ def build_features(
             age_days=(pl.col("date") - pl.col("listed_since")).dt.total_days(),
         )
         .collect()
-    )
-    # the product against its own history (core/history_features.py): same rows, same T-30 reach
-    features = features.join(
-        build_history_features(mart, targets), on=["site", "date", "asin"], how="left", maintain_order="left"
     )
     return FEATURES_DAILY.conform(features)

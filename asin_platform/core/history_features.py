@@ -18,23 +18,21 @@ Definitions, units and minimum data: docs/features.md (*History features*). Ever
 the days T-30 .. T only (``HISTORY_REACH``), like the 30-day features of core/features.py, so the
 same ``lookback`` serves both.
 
-How: the mart rows of [min(T) - 30, max(T)] are laid on a dense grid (every (site, asin) x every
-day, a missing day a row of nulls, sorted by (site, asin, date)), so a window of N rows is N
-calendar days and ``shift(N)`` is N days earlier; every statistic is one global expression over a
-contiguous column (no Python loop, no per-group kernel). A block is crossed only in its first 30
-rows, which are never output. Sums are exact Int64 fixed-point sums (ln BSR in 2^-24 units) and
-medians are order statistics, so a value does not depend on how much grid precedes it: chunked and
-multi-date calls equal one-date calls bit for bit (tested).
+How: these are expressions over core/features.py's dense (site, asin) x day grid, evaluated in
+its one pass (a grid of its own cost a second pass, ~40% of a 1M-ASIN partition's features), so a
+window of N rows is N calendar days and ``shift(N)`` is N days earlier; every statistic is one
+global expression over a contiguous column (no Python loop, no per-group kernel). A block is
+crossed only in its first 30 rows, which are never output. Sums are exact Int64 fixed-point
+sums (ln BSR in 2^-24 units) and medians are order statistics, so a value does not depend on how
+much grid precedes it: chunked and multi-date calls equal one-date calls bit for bit (tested).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, timedelta
-
 import polars as pl
 
-KEY: tuple[str, ...] = ("site", "date", "asin")
+from asin_platform.core.window_median import WindowMedian
+
 HISTORY_REACH = 30  # every feature of T reads T-30 .. T (a 31-day span)
 RECENT = 7  # "the last week": T-6 .. T
 PRIOR_GAP = 8  # the prior window ends on T-8, a day before the week of the lag-7 values
@@ -58,71 +56,43 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "price_step_7d_prior",
 )
 
-_Y_SCALE = 2**24  # ln(bsr) fixed point: 6e-8 resolution; 23-day sums of squares stay < 2^62
+_Y_SCALE = 2**24  # ln(bsr) fixed point, as core/features.py's ``_y``: 23-day sums of squares stay < 2^62
 
-_MART_COLUMNS: tuple[str, ...] = (
-    "bsr_root",
-    "price",
-    "flag_price_spike",
-    "review_count",
-    "title_length",
-    "bullet_count",
-    "image_count",
-    "has_aplus",
-    "attribute_flag_count",
+# The last week's and the prior window's median price, taken at the output cells.
+MEDIANS: tuple[WindowMedian, ...] = (
+    WindowMedian("price", 1 - RECENT, 0, RECENT_PRICE_MIN_DAYS, "_h_price_recent"),
+    WindowMedian("price", -HISTORY_REACH, -PRIOR_GAP, PRIOR_MIN_DAYS, "_h_price_prior"),
 )
 
 
-def _grid(mart: pl.LazyFrame, lo: date, hi: date) -> pl.LazyFrame:
-    """Every (site, asin) with a row in [lo, hi] x every day of [lo, hi], sorted (site, asin, date);
-    ``_present`` marks the days the mart has, ``_pos`` numbers the rows."""
-    rows = mart.filter(pl.col("date").is_between(lo, hi)).select(*KEY, *_MART_COLUMNS)
-    days = pl.LazyFrame({"date": pl.date_range(lo, hi, "1d", eager=True)})
-    return (
-        rows.select("site", "asin")
-        .unique()
-        .join(days, how="cross")
-        .join(rows.with_columns(_present=pl.lit(True)), on=list(KEY), how="left")
-        .sort("site", "asin", "date")
-        .with_row_index("_pos")
-    )
+def _lag(column: str, n: int) -> str:
+    return f"_h_{column}_{n}"
 
 
-def _inputs() -> list[pl.Expr]:
-    """Per-day values: fixed-point ln BSR, cleaned price, valid review count, listing quality."""
-    from asin_platform.core.features import listing_quality_score  # core.features imports this module
-
-    bsr = pl.col("bsr_root")
-    y = (pl.when(bsr > 0).then(bsr.cast(pl.Float64).log()) * _Y_SCALE).round(0).cast(pl.Int64)
-    price = pl.col("price").cast(pl.Float64).fill_nan(None)
-    return [
-        y.alias("_y"),
-        # a spike-flagged price is a missing day, as in core/features.py
-        pl.when((price > 0) & ~pl.col("flag_price_spike").fill_null(False)).then(price).alias("_price"),
-        pl.when(pl.col("review_count") >= 0).then(pl.col("review_count")).cast(pl.Int64).alias("_rc"),
-        listing_quality_score().alias("_lq"),
-    ]
-
-
-def _sums() -> list[pl.Expr]:
-    """Exact window sums of ln BSR (count, sum, sum of squares) over the weeks and the prior window."""
+def window_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
+    """Statistics over the whole grid (core/features.py filters each to the output rows as soon as
+    it is computed): exact window sums of ln BSR over the weeks and the prior window, lagged
+    values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR),
+    ``_rc`` (valid review count), ``_pos`` and the listing columns; ``listing_quality`` is
+    core.features.listing_quality_score() (passed in, as core.features imports this module)."""
     y = pl.col("_y")
     n, s, ss = y.is_not_null().cast(pl.Int64), y.fill_null(0), (y * y).fill_null(0)
+    rc = pl.col("_rc").cast(pl.Int64)
     return [
         # the week before the last one (T-13 .. T-7) and the one before it (T-20 .. T-14)
-        n.rolling_sum(RECENT).shift(RECENT).alias("_n_w1"),
-        s.rolling_sum(RECENT).shift(RECENT).alias("_s_w1"),
-        n.rolling_sum(RECENT).shift(2 * RECENT).alias("_n_w2"),
-        s.rolling_sum(RECENT).shift(2 * RECENT).alias("_s_w2"),
+        n.rolling_sum(RECENT).shift(RECENT).alias("_h_n_w1"),
+        s.rolling_sum(RECENT).shift(RECENT).alias("_h_s_w1"),
+        n.rolling_sum(RECENT).shift(2 * RECENT).alias("_h_n_w2"),
+        s.rolling_sum(RECENT).shift(2 * RECENT).alias("_h_s_w2"),
         # the prior window T-30 .. T-8
-        n.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_n_p"),
-        s.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_s_p"),
-        ss.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_ss_p"),
-        pl.col("_price").rolling_median(RECENT, min_samples=RECENT_PRICE_MIN_DAYS).alias("_price_recent"),
-        pl.col("_price")
-        .rolling_median(PRIOR_DAYS, min_samples=PRIOR_MIN_DAYS)
-        .shift(PRIOR_GAP)
-        .alias("_price_prior"),
+        n.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_n_p"),
+        s.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_s_p"),
+        ss.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_ss_p"),
+        rc.shift(RECENT).alias(_lag("rc", RECENT)),
+        rc.shift(HISTORY_REACH).alias(_lag("rc", HISTORY_REACH)),
+        *[pl.col(c).shift(HISTORY_REACH).alias(_lag(c, HISTORY_REACH)) for c in LISTING_CHANGE_COLUMNS],
+        listing_quality.shift(HISTORY_REACH).alias(_lag("lq", HISTORY_REACH)),
+        _listing_change(),
     ]
 
 
@@ -140,47 +110,30 @@ def _listing_change() -> pl.Expr:
     return pl.when(known).then(capped).alias("listing_change_days")
 
 
-def _features() -> list[pl.Expr]:
+def feature_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
+    """HISTORY_COLUMNS but ``listing_change_days`` (a window column already) on the output rows,
+    from ``window_columns``, ``MEDIANS``, ``_y``, ``_rc`` and the listing columns of T."""
     lag = HISTORY_REACH
-    mean_w1 = pl.col("_s_w1").cast(pl.Float64) / pl.col("_n_w1").cast(pl.Float64)
-    mean_w2 = pl.col("_s_w2").cast(pl.Float64) / pl.col("_n_w2").cast(pl.Float64)
-    n_p = pl.col("_n_p").cast(pl.Float64)
-    mean_p = pl.col("_s_p").cast(pl.Float64) / n_p
-    std_p = (pl.col("_ss_p").cast(pl.Float64) / n_p - mean_p * mean_p).clip(lower_bound=0.0).sqrt() / _Y_SCALE
-    rc, rc7, rc30 = pl.col("_rc"), pl.col("_rc").shift(RECENT), pl.col("_rc").shift(lag)
+    mean_w1 = pl.col("_h_s_w1").cast(pl.Float64) / pl.col("_h_n_w1").cast(pl.Float64)
+    mean_w2 = pl.col("_h_s_w2").cast(pl.Float64) / pl.col("_h_n_w2").cast(pl.Float64)
+    n_p = pl.col("_h_n_p").cast(pl.Float64)
+    mean_p = pl.col("_h_s_p").cast(pl.Float64) / n_p
+    std_p = (pl.col("_h_ss_p").cast(pl.Float64) / n_p - mean_p * mean_p).clip(
+        lower_bound=0.0
+    ).sqrt() / _Y_SCALE
+    rc, rc7, rc30 = pl.col("_rc").cast(pl.Int64), pl.col(_lag("rc", RECENT)), pl.col(_lag("rc", lag))
     expected = (rc7 - rc30).cast(pl.Float64) * (RECENT / (lag - RECENT))
     return [
-        _listing_change(),
-        *[(pl.col(c) - pl.col(c).shift(lag)).alias(f"{c}_change_30d") for c in LISTING_CHANGE_COLUMNS[::-1]],
-        (pl.col("_lq") - pl.col("_lq").shift(lag)).alias("listing_quality_change_30d"),
-        pl.when((pl.col("_n_w1") >= WEEK_MIN_DAYS) & (pl.col("_n_w2") >= WEEK_MIN_DAYS))
+        *[(pl.col(c) - pl.col(_lag(c, lag))).alias(f"{c}_change_30d") for c in LISTING_CHANGE_COLUMNS[::-1]],
+        (listing_quality - pl.col(_lag("lq", lag))).alias("listing_quality_change_30d"),
+        pl.when((pl.col("_h_n_w1") >= WEEK_MIN_DAYS) & (pl.col("_h_n_w2") >= WEEK_MIN_DAYS))
         .then((mean_w2 - mean_w1) / _Y_SCALE)
         .alias("bsr_log_drop_7d_prior"),
-        pl.when(pl.col("_n_p") >= PRIOR_MIN_DAYS)
+        pl.when(pl.col("_h_n_p") >= PRIOR_MIN_DAYS)
         .then((pl.col("_y").cast(pl.Float64) - mean_p) / _Y_SCALE / std_p.clip(lower_bound=BSR_Z_MIN_STD))
         .alias("bsr_log_z_7d_prior"),
         pl.when(expected >= 0)
         .then(((rc - rc7).cast(pl.Float64) - expected) / (expected + 1.0).sqrt())
         .alias("review_burst_z_7d"),
-        (pl.col("_price_recent") / pl.col("_price_prior") - 1.0).alias("price_step_7d_prior"),
+        (pl.col("_h_price_recent") / pl.col("_h_price_prior") - 1.0).alias("price_step_7d_prior"),
     ]
-
-
-def build_history_features(mart: pl.LazyFrame, target_dates: Sequence[date]) -> pl.DataFrame:
-    """(site, date, asin, *HISTORY_COLUMNS) for every mart row on a target date T, in (site, asin,
-    date) order. ``mart`` follows MART_TIMESERIES_DAILY; only rows of [min(T) - 30, max(T)] are read.
-    A (site, asin) block of the mart gives that block's rows exactly (nothing crosses products)."""
-    targets = sorted(set(target_dates))
-    schema = {"site": pl.Utf8, "date": pl.Date, "asin": pl.Utf8}
-    if not targets:
-        return pl.DataFrame(schema=schema).with_columns([pl.lit(None).alias(c) for c in HISTORY_COLUMNS])
-    lo, hi = targets[0] - timedelta(days=HISTORY_REACH), targets[-1]
-    return (
-        _grid(mart, lo, hi)
-        .with_columns(_inputs())
-        .with_columns(_sums())
-        .with_columns(_features())
-        .filter(pl.col("_present").fill_null(False) & pl.col("date").is_in(targets))
-        .select(*KEY, *HISTORY_COLUMNS)
-        .collect()
-    )
