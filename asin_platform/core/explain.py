@@ -80,38 +80,29 @@ def top_contributions(
     contrib: np.ndarray, values: pl.DataFrame, names: Sequence[str], *, top: int = DEFAULT_TOP
 ) -> pl.DataFrame:
     """Long frame ``row, place, f, v, c``: each row's ``top`` features by |contribution| (place 1 =
-    largest), with the feature's value from ``values`` (the scored frame, same row order)."""
+    largest, ties in feature order), with the feature's value from ``values`` (the scored frame, same
+    row order; a null value stays null, a NaN stays NaN)."""
     shap = contrib[:, : len(names)]
-    k = min(top, len(names))
+    rows, k = shap.shape[0], min(top, len(names))
     # argpartition then a sort of only k columns: the order among the top k, cheaply, for all rows
     part = np.argpartition(-np.abs(shap), kth=k - 1, axis=1)[:, :k] if k < len(names) else None
-    idx = part if part is not None else np.tile(np.arange(len(names)), (shap.shape[0], 1))
+    idx = part if part is not None else np.tile(np.arange(len(names)), (rows, 1))
     picked = np.take_along_axis(shap, idx, axis=1)
     order = np.argsort(-np.abs(picked), axis=1, kind="stable")
     idx = np.take_along_axis(idx, order, axis=1)
-    rows = shap.shape[0]
-    long = pl.DataFrame(
+    # the picked features' values: one numpy gather over the value matrix and its null mask
+    cells = values.select([pl.col(n).cast(pl.Float64) for n in names])
+    value = np.take_along_axis(cells.to_numpy(), idx, axis=1).reshape(-1)
+    null = np.take_along_axis(cells.select(pl.all().is_null()).to_numpy(), idx, axis=1).reshape(-1)
+    return pl.DataFrame(
         {
-            "row": np.repeat(np.arange(rows), k),
-            "place": np.tile(np.arange(1, k + 1), rows),
-            "f_idx": idx.reshape(-1),
+            "row": np.repeat(np.arange(rows, dtype=np.int64), k),
+            "place": np.tile(np.arange(1, k + 1, dtype=np.int64), rows),
+            "f": pl.Series(idx.reshape(-1)).replace_strict(dict(enumerate(names)), return_dtype=pl.Utf8),
+            "v": pl.Series(value, dtype=pl.Float64, nan_to_null=False),
             "c": np.take_along_axis(shap, idx, axis=1).reshape(-1),
         }
-    )
-    # the feature's value: melt the feature columns once and join on (row, feature index)
-    melted = (
-        values.select([pl.col(n).cast(pl.Float64).alias(str(i)) for i, n in enumerate(names)])
-        .with_row_index("row")
-        .unpivot(index="row", variable_name="f_idx", value_name="v")
-        .with_columns(pl.col("row").cast(pl.Int64), pl.col("f_idx").cast(pl.Int64))
-    )
-    return (
-        long.with_columns(pl.col("row").cast(pl.Int64), pl.col("f_idx").cast(pl.Int64))
-        .join(melted, on=["row", "f_idx"], how="left")
-        .with_columns(f=pl.col("f_idx").replace_strict(dict(enumerate(names)), return_dtype=pl.Utf8))
-        .select("row", "place", "f", "v", "c")
-        .sort("row", "place")
-    )
+    ).with_columns(v=pl.when(pl.Series(null)).then(None).otherwise(pl.col("v")))
 
 
 def _num(expr: pl.Expr, digits: int) -> pl.Expr:
