@@ -145,8 +145,9 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
     meta = predicted.asset_materializations_for_node("predictions_rank_daily")[0].metadata
     top10 = [r.data for r in meta["top_10"].records]
     assert top10[0]["reasons_text"] == export["reasons_text"][0]
-    # a day of fewer ASINs than scale.reasons_per_query: every row is explained
-    assert meta["explained_rows"].value == rows.height
+    # a day of fewer ASINs than scale.reasons_per_query: every row is explained, all by TreeSHAP
+    assert meta["explained_rows"].value == rows.height and meta["exact_rows"].value == rows.height
+    assert not rows["reasons"].str.contains('"m":"path"', literal=True).any()
     assert meta["top_candidate_window"].value.startswith("![")
 
 
