@@ -116,8 +116,7 @@ def score_features(
             if chosen is None or not chosen.any():
                 continue
             at = np.flatnonzero(chosen)
-            rows = order[at]
-            explained = explain(booster, matrix[rows], cells[rows], names, top=reasons, method=method)
+            explained = explain(booster, matrix, cells, names, top=reasons, method=method, rows=order[at])
             for c in text:
                 text[c] = text[c].scatter(at, explained[c].cast(pl.Utf8))
     return PREDICTIONS_RANK_DAILY.conform(ranked.drop("_row").with_columns(*text.values()))

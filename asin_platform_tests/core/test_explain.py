@@ -18,6 +18,7 @@ from asin_platform.core.explain import (
     is_exact,
     path_contributions,
     reasons_columns,
+    top_contributions,
 )
 from asin_platform.core.predict import score_features
 from asin_platform.core.ranker import feature_matrix, lgb
@@ -224,6 +225,14 @@ def test_path_reasons_are_marked_and_read_the_same(model_and_frame) -> None:
             "c": pytest.approx(round(float(c[np.argmax(np.abs(c[:-1]))]), 4), abs=1e-4),
             "m": "path",
         }
+    # explaining chosen rows of the whole matrix = explaining those rows' own matrix
+    pick = np.array([17, 3, 3, 25])
+    chosen = explain(booster, matrix, head, NAMES, method=PATH, rows=pick, chunk_rows=3)
+    assert chosen.equals(explain(booster, matrix[pick], head[pick], NAMES, method=PATH))
+    # top_contributions' dense layout takes a reshape, any other order the group-by: same reasons
+    long = top_contributions(contrib, head, NAMES)
+    assert reasons_columns(long, 30, method=PATH).equals(out)
+    assert reasons_columns(long.sample(fraction=1.0, shuffle=True, seed=4), 30, method=PATH).equals(out)
     long = pl.DataFrame({"row": [0], "place": [1], "f": ["review_velocity_7d"], "v": [3.14159], "c": [-0.1]})
     marked, plain = reasons_columns(long, 1, method=PATH), reasons_columns(long, 1)
     assert json.loads(marked["reasons"][0]) == [
