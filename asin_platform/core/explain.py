@@ -116,6 +116,7 @@ class PathAttribution:
 
     tables: tuple[np.ndarray, ...]  # per tree: (leaves, features) float64
     expected_value: float  # sum over trees of the root values
+    n_features: int
 
     @classmethod
     def of(cls, booster: lgb.Booster, n_features: int | None = None) -> PathAttribution:
@@ -126,12 +127,16 @@ class PathAttribution:
         if model.get("num_tree_per_iteration", 1) != 1:
             raise ValueError("path attribution needs one tree per iteration (not multiclass)")
         width = n_features if n_features is not None else model["max_feature_idx"] + 1
+        if width <= model["max_feature_idx"]:
+            raise ValueError(
+                f"the model splits on feature {model['max_feature_idx']}, beyond {width} features"
+            )
         tables, roots = [], []
         for tree in model["tree_info"]:
             table = np.zeros((tree["num_leaves"], width), dtype=np.float64)
             roots.append(_fill_paths(tree["tree_structure"], table))
             tables.append(table)
-        return cls(tuple(tables), float(np.sum(roots)))
+        return cls(tuple(tables), float(np.sum(roots)), width)
 
     def contributions(self, leaves: np.ndarray, *, chunk_rows: int = 4096) -> np.ndarray:
         """``(rows, features + 1)`` from ``booster.predict(matrix, pred_leaf=True)`` (rows, trees):
@@ -140,7 +145,7 @@ class PathAttribution:
         leaves = np.asarray(leaves, dtype=np.intp).reshape(leaves.shape[0], -1)
         if leaves.shape[1] != len(self.tables):
             raise ValueError(f"{leaves.shape[1]} leaves a row for {len(self.tables)} trees")
-        width = self.tables[0].shape[1] if self.tables else 0
+        width = self.n_features
         out = np.empty((leaves.shape[0], width + 1), dtype=np.float64)
         out[:, -1] = self.expected_value
         for start in range(0, leaves.shape[0], chunk_rows):

@@ -78,6 +78,13 @@ def test_path_contributions_plus_expected_value_sum_to_the_raw_score(model_and_f
     np.testing.assert_array_equal(paths.contributions(leaves, chunk_rows=7), contrib)
     with pytest.raises(ValueError, match="leaves a row"):
         paths.contributions(leaves[:, :3])
+    # a model read back from its text (as scoring loads it) and one cut at a best iteration agree too
+    reread = lgb.Booster(model_str=booster.model_to_string())
+    np.testing.assert_allclose(path_contributions(reread, matrix), contrib, rtol=0, atol=1e-12)
+    reread.best_iteration = 12  # predict and dump_model both stop there
+    cut = path_contributions(reread, matrix)
+    assert len(PathAttribution.of(reread).tables) == 12
+    np.testing.assert_allclose(cut.sum(axis=1), reread.predict(matrix, raw_score=True), rtol=0, atol=1e-6)
 
 
 def test_path_attribution_of_stumps_is_treeshap() -> None:
