@@ -192,7 +192,7 @@ class ScaleSettings(_Model):
     reasons_rest: Literal["path", "none"] = Field(
         "path",
         description="reasons of the rows beyond each (site, date)'s top `reasons_per_query`: `path` = path "
-        'attribution (~10 us a row, its JSON entries marked `"m": "path"`; docs/model_quality.md), '
+        'attribution (~15 us of CPU a row, its JSON entries marked `"m": "path"`; docs/model_quality.md), '
         "`none` = null",
     )
     columnar_mart: bool = Field(

@@ -8,7 +8,7 @@ score, so a contribution reads "this feature moved the product's score by c".
   the expected value in the last column. ~1 ms of CPU a row, so kept for the rows people read.
 - ``PATH``: path attribution (``PathAttribution``, Saabas' "tree interpreter"): each split on the
   row's root-to-leaf path credits its feature with the change of the node value it causes. A table
-  lookup per tree from the row's leaves, ~10 us a row, so every other row gets reasons too. Same
+  lookup per tree from the row's leaves, ~15 us of CPU a row, so every other row gets reasons too. Same
   expected value as TreeSHAP; it credits only the features on the row's paths and favours the
   splits near the root, so its ranking of features can differ from TreeSHAP's.
 
@@ -295,7 +295,7 @@ def explain(
 ) -> pl.DataFrame:
     """``reasons`` and ``reasons_text`` of the ``rows`` of ``matrix`` and ``values`` (the same rows in
     the same order; default all), one output row each in that order, from TreeSHAP (``EXACT``, ~1 ms
-    of CPU a row) or path attribution (``PATH``, ~10 us a row). Rows go ``chunk_rows`` at a time, so
+    of CPU a row) or path attribution (``PATH``, ~15 us of CPU a row). Rows go ``chunk_rows`` at a time, so
     the contribution matrices and the per-reason frames stay small and only the text accumulates."""
     if method not in (EXACT, PATH):
         raise ValueError(f"method must be {EXACT!r} or {PATH!r}, not {method!r}")

@@ -52,7 +52,7 @@ PREDICTIONS_RANK_DAILY = register(
 # Exact reasons are TreeSHAP over every tree for each row: ~0.85 ms of CPU a row, so 85 CPU s for
 # 100k ASINs against well under 1 s for the score itself (docs/benchmarks.md, *Model*). A reader looks
 # at the top of a day's list, so each (site, date)'s top rows get TreeSHAP and the others path
-# attribution (~10 us a row, core.explain.PathAttribution; REST_PATH) or nothing (REST_NONE).
+# attribution (~15 us of CPU a row, core.explain.PathAttribution; REST_PATH) or nothing (REST_NONE).
 DEFAULT_REASONS_PER_QUERY = 1000
 Rest = Literal["path", "none"]
 REST_PATH: Rest = "path"
