@@ -186,8 +186,14 @@ class ScaleSettings(_Model):
     reasons_per_query: int = Field(
         1000,
         ge=0,
-        description="rows of each (site, date) given reasons (TreeSHAP, ~1 ms of CPU a row): the top N "
-        "by predicted rank; the others' reasons are null (0: none)",
+        description="rows of each (site, date) given exact reasons (TreeSHAP, ~1 ms of CPU a row): the "
+        "top N by predicted rank; the others get `reasons_rest` (0: no row exact)",
+    )
+    reasons_rest: Literal["path", "none"] = Field(
+        "path",
+        description="reasons of the rows beyond each (site, date)'s top `reasons_per_query`: `path` = path "
+        'attribution (~15 us of CPU a row, its JSON entries marked `"m": "path"`; docs/model_quality.md), '
+        "`none` = null",
     )
     columnar_mart: bool = Field(
         True,

@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import lightgbm as lgb  # noqa: E402
 
+from asin_platform.core.explain import is_exact  # noqa: E402
 from asin_platform.core.model_files import load_model, save_model  # noqa: E402
 from asin_platform.core.predict import score_features  # noqa: E402
 from asin_platform.core.ranker import (  # noqa: E402
@@ -167,6 +168,7 @@ def bench_prediction(trained, args: argparse.Namespace) -> dict:
                 model_version=model.version,
                 feature_names=model.features,
                 reasons_per_query=args.reasons_per_query,
+                reasons_rest=args.reasons_rest,
             )
             timings.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
@@ -176,6 +178,7 @@ def bench_prediction(trained, args: argparse.Namespace) -> dict:
     return {
         "asins": out.height,
         "explained_rows": int(out["reasons"].is_not_null().sum()),
+        "exact_rows": int(out.select(is_exact(pl.col("reasons")).sum()).item()),
         "load_seconds": load_s,
         "predict_seconds_best": min(timings),
         "predict_seconds_median": float(np.median(timings)),
@@ -221,8 +224,9 @@ def render(runs: list[tuple[str, dict]], pred: dict, command: str, load: tuple[f
             *rows,
             "",
             f"**Scoring** {pred['asins']:,} ASINs (features -> `Booster.predict` -> ranks in site and category, "
-            f"`core.predict.score_features`, {pred['trees']} trees, reasons for the top "
-            f"{pred['explained_rows']:,} rows, median of repeats): "
+            f"`core.predict.score_features`, {pred['trees']} trees, reasons for "
+            f"{pred['explained_rows']:,} rows of which {pred['exact_rows']:,} TreeSHAP and the rest path "
+            "attribution, median of repeats): "
             f"{pred['predict_seconds_median']:.2f} s (CPU {pred['predict_cpu_seconds_median']:.2f} s; "
             f"`Booster.predict` alone {pred['booster_predict_seconds']:.2f} s; loading the model "
             f"{pred['load_seconds']:.2f} s); target <= {PREDICT_TARGET_S:.0f} s: {'met' if ok_pred else 'NOT met'}.",
@@ -269,7 +273,13 @@ def main(argv: list[str] | None = None) -> int:
         "--reasons-per-query",
         type=lambda v: None if v == "all" else int(v),
         default=ScaleSettings().reasons_per_query,
-        help="rows of the query given reasons (default: settings.scale.reasons_per_query; 'all')",
+        help="rows of the query given TreeSHAP reasons (default: settings.scale.reasons_per_query; 'all')",
+    )
+    parser.add_argument(
+        "--reasons-rest",
+        choices=("path", "none"),
+        default=ScaleSettings().reasons_rest,
+        help="reasons of the other rows: path attribution or none (default: settings.scale.reasons_rest)",
     )
     parser.add_argument(
         "--variant",
@@ -297,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     for _, r in runs:
         r.pop("trained", None)
     print(
-        f"scoring {pred['asins']:,} ASINs ({pred['explained_rows']:,} with reasons): "
+        f"scoring {pred['asins']:,} ASINs ({pred['explained_rows']:,} with reasons, "
+        f"{pred['exact_rows']:,} TreeSHAP): "
         f"{pred['predict_seconds_median']:.2f} s median (CPU {pred['predict_cpu_seconds_median']:.2f} s) "
         f"(Booster.predict {pred['booster_predict_seconds']:.2f} s, {pred['trees']} trees)"
     )

@@ -333,8 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         "--prediction-reasons",
         type=int,
         default=0,
-        help="top feature contributions per prediction row (LightGBM pred_contrib: ~3 ms a row on "
-        "this machine, so 0 by default; the asset's default is core.explain's)",
+        help="top feature contributions per prediction row (TreeSHAP for the day's top "
+        "scale.reasons_per_query rows, path attribution for the rest: ~20 CPU s at 1M rows, see "
+        "docs/benchmarks.md; 0 by default, as the figures here were taken; the asset's default is "
+        "core.explain's)",
     )
     parser.add_argument(
         "--skip-load",

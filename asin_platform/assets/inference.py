@@ -18,7 +18,7 @@ from asin_platform.assets._metadata import add_metadata_by_partition, figures_by
 from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets._slices import ranged_asset, write_segments
 from asin_platform.assets.exports import top_10_table, write_export
-from asin_platform.core.explain import sales_window
+from asin_platform.core.explain import is_exact, sales_window
 from asin_platform.core.predict import predict_with
 from asin_platform.core.sales import default_calibration
 from asin_platform.partitions import DateSite, partitions_of_context
@@ -96,9 +96,11 @@ def predictions_rank_daily(
     Exported as `<exports>/<site>/pred_rank_daily_YYYYMMDD.csv` and `.parquet` beside top_candidates
     (the exports store: a local folder by default, object storage in production).
     Each partition's metadata holds its own row count, file and top 10 with each one's reasons (its
-    largest feature contributions, core.explain; only the top `scale.reasons_per_query` rows of
-    a partition have reasons, counted as `explained_rows`); each site's newest day in the run also shows the
-    #1 candidate's BSR and sales estimate over the lookback window its features saw."""
+    largest feature contributions, core.explain: TreeSHAP for the top `scale.reasons_per_query` rows
+    of a partition, counted as `exact_rows`, path attribution for the others unless
+    `scale.reasons_rest` is `none`; `explained_rows` counts rows with reasons); each site's newest day
+    in the run also shows the #1 candidate's BSR and sales estimate over the lookback window its
+    features saw."""
     try:
         model = load_registered(warehouse, "promoted")
     except NoModelError as exc:
@@ -106,12 +108,20 @@ def predictions_rank_daily(
 
     def build(site: str, start: date, end: date) -> pl.DataFrame:
         features = warehouse.read("features_daily", sites=[site], start=start, end=end)
-        return predict_with(model, features, reasons_per_query=settings.scale.reasons_per_query)
+        return predict_with(
+            model,
+            features,
+            reasons_per_query=settings.scale.reasons_per_query,
+            reasons_rest=settings.scale.reasons_rest,
+        )
 
     frame = write_segments(context, warehouse, "predictions_rank_daily", build)
-    rows = figures_by_partition(
-        frame, [pl.len().alias("rows"), pl.col("reasons").is_not_null().sum().alias("explained_rows")]
-    )
+    counts = [
+        pl.len().alias("rows"),
+        pl.col("reasons").is_not_null().sum().alias("explained_rows"),
+        is_exact(pl.col("reasons")).sum().alias("exact_rows"),
+    ]
+    rows = figures_by_partition(frame, counts)
     store = exports_store(settings)
     parts = partitions_of_context(context)
     newest = {part.site: part for part in parts}  # sorted by (site, day): the last one per site wins
@@ -121,8 +131,9 @@ def predictions_rank_daily(
         path = write_export(export, store, part, "pred_rank_daily")
         metadata = {
             "rows": rows.get(part, {}).get("rows", 0),
-            # rows with reasons: the partition's top settings.scale.reasons_per_query by rank
+            # rows with reasons; of them TreeSHAP: the top settings.scale.reasons_per_query by rank
             "explained_rows": rows.get(part, {}).get("explained_rows", 0),
+            "exact_rows": rows.get(part, {}).get("exact_rows", 0),
             "path": path,
             "top_10": top_10_table(export, TOP_10_COLUMNS, digits=3),
         }
@@ -135,6 +146,8 @@ def predictions_rank_daily(
         metadata={
             "model_version": model.version,
             "explained_rows": int(frame["reasons"].is_not_null().sum()) if frame.height else 0,
+            "exact_rows": int(frame.select(is_exact(pl.col("reasons")).sum()).item()) if frame.height else 0,
             "reasons_per_query": settings.scale.reasons_per_query,
+            "reasons_rest": settings.scale.reasons_rest,
         }
     )

@@ -359,7 +359,12 @@ def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     features = _read_table(args.features)
     if args.date:
         features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
-    predictions = predict_with(model, features, reasons_per_query=settings.scale.reasons_per_query)
+    predictions = predict_with(
+        model,
+        features,
+        reasons_per_query=settings.scale.reasons_per_query,
+        reasons_rest=settings.scale.reasons_rest,
+    )
     out = _write_table(predictions, args.output)
     if args.csv and out.suffix.lower() != ".csv":
         _write_table(predictions, out.with_suffix(".csv"))

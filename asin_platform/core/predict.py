@@ -10,13 +10,13 @@ category path.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
 
 # core.explain does not load lightgbm (it only calls the booster it is given)
-from asin_platform.core.explain import DEFAULT_TOP, explain
+from asin_platform.core.explain import DEFAULT_TOP, EXACT, PATH, explain
 
 # core.ranker sets LightGBM's OpenMP wait policy before loading it: import it first, lightgbm never
 from asin_platform.core.model_files import LoadedModel
@@ -49,10 +49,14 @@ PREDICTIONS_RANK_DAILY = register(
 )
 
 
-# Reasons are TreeSHAP over every tree for each explained row: ~0.85 ms of CPU a row, so 85 CPU s
-# for 100k ASINs against well under 1 s for the score itself (docs/benchmarks.md, *Model*). A reader
-# looks at the top of a day's list, so by default only each (site, date)'s top rows are explained.
+# Exact reasons are TreeSHAP over every tree for each row: ~0.85 ms of CPU a row, so 85 CPU s for
+# 100k ASINs against well under 1 s for the score itself (docs/benchmarks.md, *Model*). A reader looks
+# at the top of a day's list, so each (site, date)'s top rows get TreeSHAP and the others path
+# attribution (~15 us of CPU a row, core.explain.PathAttribution; REST_PATH) or nothing (REST_NONE).
 DEFAULT_REASONS_PER_QUERY = 1000
+Rest = Literal["path", "none"]
+REST_PATH: Rest = "path"
+REST_NONE: Rest = "none"
 
 
 def _rank_within(group: list[str]) -> pl.Expr:
@@ -69,17 +73,23 @@ def score_features(
     scored_at: datetime | None = None,
     reasons: int = DEFAULT_TOP,
     reasons_per_query: int | None = DEFAULT_REASONS_PER_QUERY,
+    reasons_rest: Rest = REST_PATH,
 ) -> pl.DataFrame:
     """PREDICTIONS_RANK_DAILY rows for every feature row (any number of sites and dates).
 
-    Each (site, date)'s ``reasons_per_query`` best-ranked rows (``rank_in_site`` <= N, the rows an
-    analyst reads) carry their ``reasons`` top feature contributions; the other rows' reasons are
-    null. ``reasons_per_query=None`` explains every row, ``reasons=0`` none."""
+    Each row's ``reasons`` are its top feature contributions (core.explain). Each (site, date)'s
+    ``reasons_per_query`` best-ranked rows (``rank_in_site`` <= N, the rows an analyst reads) get exact
+    TreeSHAP; the other rows get path attribution (``reasons_rest="path"``, their JSON entries marked
+    ``"m": "path"``) or null reasons (``"none"``). ``reasons_per_query=None`` gives every row TreeSHAP,
+    ``reasons=0`` gives no row reasons. Both methods' contributions plus the same expected value sum to
+    the row's ``model_score``."""
     names = feature_names or booster.feature_name()
     if features.is_empty():
         return PREDICTIONS_RANK_DAILY.empty()
     if reasons_per_query is not None and reasons_per_query < 0:
         raise ValueError(f"reasons_per_query must be >= 0 or None, not {reasons_per_query}")
+    if reasons_rest not in (REST_PATH, REST_NONE):
+        raise ValueError(f"reasons_rest must be {REST_PATH!r} or {REST_NONE!r}, not {reasons_rest!r}")
     # derived columns once, on whole queries: the matrix and the reasons' feature values read them
     values = add_derived(features, names)
     matrix = feature_matrix(values, names)
@@ -94,16 +104,21 @@ def score_features(
         .with_columns(model_version=pl.lit(model_version), scored_at=pl.lit(when, dtype=UTC_TS))
     )
     text = {c: pl.Series(c, [None] * ranked.height, dtype=pl.Utf8) for c in ("reasons", "reasons_text")}
-    if reasons > 0 and reasons_per_query != 0:
-        chosen = (
-            np.arange(ranked.height)
+    if reasons > 0:
+        exact = (
+            np.ones(ranked.height, dtype=bool)
             if reasons_per_query is None
-            else np.flatnonzero((ranked["rank_in_site"] <= reasons_per_query).to_numpy())
+            else (ranked["rank_in_site"] <= reasons_per_query).to_numpy()
         )
-        rows = ranked["_row"].to_numpy()[chosen]  # the chosen rows' positions in ``features``
-        explained = explain(booster, matrix[rows], values[rows], names, top=reasons)
-        for c in text:
-            text[c] = text[c].scatter(chosen, explained[c].cast(pl.Utf8))
+        order = ranked["_row"].to_numpy()  # ranked row i is row order[i] of ``features``
+        cells = values.select(names)  # the reasons read only the features' values
+        for method, chosen in ((EXACT, exact), (PATH, ~exact if reasons_rest == REST_PATH else None)):
+            if chosen is None or not chosen.any():
+                continue
+            at = np.flatnonzero(chosen)
+            explained = explain(booster, matrix, cells, names, top=reasons, method=method, rows=order[at])
+            for c in text:
+                text[c] = text[c].scatter(at, explained[c].cast(pl.Utf8))
     return PREDICTIONS_RANK_DAILY.conform(ranked.drop("_row").with_columns(*text.values()))
 
 

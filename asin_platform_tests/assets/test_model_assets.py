@@ -89,7 +89,7 @@ def _checks(result) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
-def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
+def test_train_evaluate_and_predict(env: Path, warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     dates = _seed(warehouse)
     result = _run(warehouse, ["train_samples", "ranker_model", "model_evaluation"])
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -126,6 +126,9 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
         assert {r["split"] for r in rows} == {split}
 
     day = dates.max()
+    # TreeSHAP for the day's top 5 only: the other rows' reasons come from path attribution
+    monkeypatch.setenv("ASIN_PLATFORM__SCALE__REASONS_PER_QUERY", "5")
+    get_settings.cache_clear()
     predicted = _run(warehouse, ["predictions_rank_daily"], partition_key=f"{day}|US")
     assert predicted.success
     checks = _checks(predicted)
@@ -145,8 +148,12 @@ def test_train_evaluate_and_predict(env: Path, warehouse) -> None:
     meta = predicted.asset_materializations_for_node("predictions_rank_daily")[0].metadata
     top10 = [r.data for r in meta["top_10"].records]
     assert top10[0]["reasons_text"] == export["reasons_text"][0]
-    # a day of fewer ASINs than scale.reasons_per_query: every row is explained
-    assert meta["explained_rows"].value == rows.height
+    # every row is explained: the top 5 by TreeSHAP, the rest by path attribution, marked in the JSON
+    assert meta["explained_rows"].value == rows.height and meta["exact_rows"].value == 5
+    marked = export.with_columns(path=pl.col("reasons").str.contains('"m":"path"', literal=True))
+    assert marked["path"].to_list() == [r > 5 for r in marked["rank_in_site"].to_list()]
+    assert all(it["m"] == "path" for it in json.loads(export["reasons"][5]))
+    assert top10[5]["reasons_text"] == export["reasons_text"][5] and "(" in top10[5]["reasons_text"]
     assert meta["top_candidate_window"].value.startswith("![")
 
 
@@ -238,6 +245,9 @@ def test_retraining_refuses_a_worse_model_and_promotes_an_equal_one(
     assert (models / LATEST).read_text().strip() == v1 and (models / LAST_TRAINED).read_text().strip() == v2
 
     day = dates.max()
+    # TreeSHAP for the day's top 5 only: the other rows' reasons come from path attribution
+    monkeypatch.setenv("ASIN_PLATFORM__SCALE__REASONS_PER_QUERY", "5")
+    get_settings.cache_clear()
     predicted = _run(warehouse, ["predictions_rank_daily"], partition_key=f"{day}|US")
     assert predicted.success
     rows = warehouse.read("predictions_rank_daily", sites=["US"], start=day, end=day)
