@@ -182,21 +182,75 @@ def _codes(namespace: str) -> pl.Categorical:
 
     Exact (no hash collisions) and ~3x cheaper than ranking the strings. polars keeps the mapping
     only while a column of that dtype is alive: a later cast must happen while one is held, or it
-    starts a fresh numbering (see ``anchor`` in build_features)."""
+    starts a fresh numbering (see ``_Blocks.anchor``)."""
     return pl.Categorical(pl.Categories.random(namespace=f"asin_platform.features.{namespace}"))
 
 
-def _pair(site: str, asin: str) -> pl.Expr:
-    return pl.concat_str(pl.col(site), pl.lit("\x1f"), pl.col(asin))
+@dataclass(frozen=True)
+class _Blocks:
+    """The grid block of each (site, asin) of one call's mart rows, in (site, asin) order.
+
+    A pair is coded ``site code * asin_width + asin code`` from two private numberings (a cast of
+    the ASIN alone costs ~0.4x a cast of "site + asin" strings); ``block_of`` maps that code to the
+    block. ``anchor`` holds a column of each numbering, which keeps both alive for the keyword rows."""
+
+    sites: pl.Categorical
+    asins: pl.Categorical
+    site_width: int
+    asin_width: int
+    block_of: pl.Series
+    anchor: pl.DataFrame
+
+    @property
+    def count(self) -> int:
+        return self.anchor.height
+
+    @classmethod
+    def of(
+        cls, hist: pl.DataFrame, sites: pl.Categorical, asins: pl.Categorical
+    ) -> tuple[_Blocks, pl.Series]:
+        """From ``_history``'s ``_site`` / ``_asin`` columns: the blocks and each row's block. Only
+        the distinct pairs' strings are sorted, never the rows."""
+        site_code, asin_code = (hist[c].to_physical().cast(pl.Int64) for c in ("_site", "_asin"))
+        site_width = int(site_code.max()) + 1 if hist.height else 0  # type: ignore[arg-type]
+        asin_width = int(asin_code.max()) + 1 if hist.height else 0  # type: ignore[arg-type]
+        code = site_code * asin_width + asin_code
+        first = code.arg_unique()
+        anchor = hist.select("_site", "_asin")[first]
+        names = pl.DataFrame(
+            {
+                "_code": code.gather(first),
+                "_s": anchor["_site"].cast(pl.Utf8),
+                "_a": anchor["_asin"].cast(pl.Utf8),
+            }
+        ).sort("_s", "_a")
+        block_of = (
+            pl.Series("_block", dtype=pl.Int64)
+            .extend_constant(None, site_width * asin_width)
+            .scatter(names["_code"], pl.int_range(0, names.height, dtype=pl.Int64, eager=True))
+        )
+        return cls(sites, asins, site_width, asin_width, block_of, anchor), block_of.gather(code)
+
+    def block(self, site: pl.Expr, asin: pl.Expr) -> pl.Expr:
+        """The block of each (site, asin); null for a pair without mart rows."""
+        s = site.cast(self.sites).to_physical().cast(pl.Int64)
+        a = asin.cast(self.asins).to_physical().cast(pl.Int64)
+        code = pl.when((s < self.site_width) & (a < self.asin_width)).then(s * self.asin_width + a)
+        return pl.lit(self.block_of).gather(code)
 
 
 def _history(
-    mart: pl.LazyFrame, calibration: pl.DataFrame, lo: date, hi: date, blocks: pl.Categorical
+    mart: pl.LazyFrame,
+    calibration: pl.DataFrame,
+    lo: date,
+    hi: date,
+    sites: pl.Categorical,
+    asins: pl.Categorical,
 ) -> pl.DataFrame:
-    """Mart rows of [lo, hi] with day number ``x``, ``_pair`` = the (site, asin) coded by ``blocks``,
-    the integer cross-section key ``_xsec`` of (site, date, category) and estimated sales."""
+    """Mart rows of [lo, hi] with day number ``x``, ``_site`` / ``_asin`` coded by ``sites`` /
+    ``asins``, the integer cross-section key ``_xsec`` of (site, date, category) and estimated sales."""
     epoch_day = (lo - date(1970, 1, 1)).days
-    small = _codes("small")  # sites and categories: a handful of values each
+    small = _codes("small")  # categories: a handful of values
     hist = (
         mart.filter(pl.col("date").is_between(lo, hi))
         .select(
@@ -226,10 +280,11 @@ def _history(
             ),
             rating=pl.when(pl.col("rating").is_between(1.0, 5.0)).then(pl.col("rating")),
             x=pl.col("date").cast(pl.Int64) - epoch_day,
-            _pair=_pair("site", "asin").cast(blocks),
-            _site_code=pl.col("site").cast(small).to_physical().cast(pl.Int64),
+            _site=pl.col("site").cast(sites),
+            _asin=pl.col("asin").cast(asins),
             _cat_code=pl.col("category_id").cast(small).to_physical().cast(pl.Int64),
         )
+        .with_columns(_site_code=pl.col("_site").to_physical().cast(pl.Int64))
         .with_columns(
             # (site, day, category) as one Int64; null without a category, so it is not ranked
             _xsec=(pl.col("_site_code") * 2**16 + pl.col("x")) * 2**32 + pl.col("_cat_code"),
@@ -238,7 +293,7 @@ def _history(
     )
     # Calibration per (site, category): joined on the handful of distinct pairs, then gathered by
     # a dense pair index (a join over every mart row on two string keys cost ~0.2 s per 3M rows,
-    # a hash lookup ~0.1 s). Sites and categories share one small numbering, so the index
+    # a hash lookup ~0.1 s). Sites and categories are small numberings, so the index
     # site * width + category stays below width^2 (a few thousand).
     width = 1 + max(int(hist[c].max() or 0) for c in ("_site_code", "_cat_code"))  # type: ignore[arg-type]
     pair = hist["_site_code"] * width + hist["_cat_code"]
@@ -458,13 +513,11 @@ def _keyword_features(
     targets: list[date],
     lo: date,
     span: int,
-    blocks: pl.Categorical,
-    block_of: pl.Series,
+    blocks: _Blocks,
 ) -> pl.LazyFrame:
     """kw_top10_count / kw_top50_count on T and the mean rank change vs T-7 over the keywords the
     product ranks for on both days (so a keyword gained or lost does not move the mean), keyed by
-    grid position. ``block_of`` maps a (site, asin) code to its block; keyword rows of products
-    absent from the mart get new codes beyond it and drop out."""
+    grid position. Keyword rows of products absent from the mart have no block and drop out."""
     lag = timedelta(days=KEYWORD_LAG)
     epoch_day = (lo - date(1970, 1, 1)).days
     kw = (
@@ -472,12 +525,12 @@ def _keyword_features(
         .select(
             "date",
             "rank",
-            _code=_pair("site", "asin").cast(blocks).to_physical(),
+            _block=blocks.block(pl.col("site"), pl.col("asin")),
             _kw=pl.col("keyword").cast(_codes("keywords")).to_physical(),
         )
-        .filter(pl.col("_code") < block_of.len())
-        .with_columns(
-            _pos=pl.lit(block_of).gather(pl.col("_code")) * span + pl.col("date").cast(pl.Int64) - epoch_day
+        .drop_nulls("_block")
+        .select(
+            "date", "rank", "_kw", _pos=pl.col("_block") * span + pl.col("date").cast(pl.Int64) - epoch_day
         )
         # both branches below read these rows: without the cache the string casts ran twice
         .cache()
@@ -550,22 +603,14 @@ def build_features(
     lo, hi = targets[0] - timedelta(days=lookback), targets[-1]
     span = (hi - lo).days + 1
     pctl_dates = percentile_dates(targets)
-    blocks = _codes("blocks")
-    hist = _with_percentile(_history(mart, cal, lo, hi, blocks), pctl_dates, percentiles)
+    sites, asins = _codes("sites"), _codes("asins")
+    hist = _with_percentile(_history(mart, cal, lo, hi, sites, asins), pctl_dates, percentiles)
     # Blocks are numbered in (site, asin) order, so the grid - and every output row taken from it -
     # is ordered (site, asin, date): for one target date that is key order with no sort at all, and
-    # a backfill needs no transposing gather. The distinct pairs read "site\x1fasin", which sorts
-    # as (site, asin): rank those few strings, never the rows. Holding them as a Categorical also
-    # keeps the code numbering alive for the keyword rows further down.
-    anchor = hist["_pair"].unique()
-    names = pl.DataFrame({"_code": anchor.to_physical(), "_name": anchor.cast(pl.Utf8)}).sort("_name")
-    n_blocks = names.height
-    block_of = (
-        pl.Series("_block", dtype=pl.Int64)
-        .extend_constant(None, int(names["_code"].max()) + 1 if n_blocks else 0)  # type: ignore[arg-type]
-        .scatter(names["_code"], pl.int_range(0, n_blocks, dtype=pl.Int64, eager=True))
-    )
-    hist = hist.with_columns(_block=block_of.gather(hist["_pair"].to_physical())).drop("_pair")
+    # a backfill needs no transposing gather.
+    blocks, row_blocks = _Blocks.of(hist, sites, asins)
+    n_blocks = blocks.count
+    hist = hist.with_columns(_block=row_blocks).drop("_site", "_asin")
     grid = _grid(hist, span)
 
     # only rows present in the mart on a target date are output; everything else is window context
@@ -601,10 +646,8 @@ def build_features(
     )
     # the two plans are independent: collected together they share the cores (the keyword match
     # is a quarter of a backfill's feature time)
-    windows, keyword = pl.collect_all(
-        [windows_plan, _keyword_features(keywords, targets, lo, span, blocks, block_of)]
-    )
-    del grid, anchor  # the keyword rows are numbered: the mapping may go
+    windows, keyword = pl.collect_all([windows_plan, _keyword_features(keywords, targets, lo, span, blocks)])
+    del grid, blocks  # the keyword rows are numbered: the mappings may go
     features = (
         pl.concat([labels, windows, _at(out["_pos"], keyword, n_blocks * span)], how="horizontal")
         .lazy()
