@@ -50,7 +50,7 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     folder = Path(sys.argv[1])
     max_cells = int(sys.argv[2]) if len(sys.argv) > 2 else None
-    for name in ("_history", "_with_percentile", "_grid", "_at"):
+    for name in ("_history", "_with_percentile", "build_grid", "window_medians", "at_positions"):
         setattr(features, name, _timed(name, getattr(features, name)))
     # the windows and keyword plans are collected together
     features.pl.collect_all = _timed("windows + keywords", pl.collect_all)  # type: ignore[attr-defined]

@@ -46,6 +46,8 @@ from datetime import date, timedelta
 import polars as pl
 
 from asin_platform.core import history_features
+from asin_platform.core.feature_grid import Blocks, at_positions, build_grid, codes
+from asin_platform.core.keyword_features import TOP_RANKS, keyword_features
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, estimate_sales, validate_calibration
 from asin_platform.core.window_median import WindowMedian, window_medians
 from asin_platform.schemas import FEATURES_DAILY
@@ -60,8 +62,6 @@ PROMO_RATIO = 0.85  # price <= 85% of its 30-day median is a promotion
 RATING_WINDOW = 30
 PCTL_LAGS: tuple[int, ...] = (7, 30)
 OFFER_LAG = 14
-KEYWORD_LAG = 7
-TOP_RANKS: tuple[int, ...] = (10, 50)
 # The longest window or lag any feature reads; ``lookback`` must cover it (T-30 for *_change_30d).
 LONGEST_REACH = 30
 
@@ -177,68 +177,6 @@ def listing_quality_score() -> pl.Expr:
     return pl.when(any_known).then(total).alias("listing_quality_score")
 
 
-def _codes(namespace: str) -> pl.Categorical:
-    """A private, call-scoped string -> dense UInt32 numbering (first seen = 0, 1, ...).
-
-    Exact (no hash collisions) and ~3x cheaper than ranking the strings. polars keeps the mapping
-    only while a column of that dtype is alive: a later cast must happen while one is held, or it
-    starts a fresh numbering (see ``_Blocks.anchor``)."""
-    return pl.Categorical(pl.Categories.random(namespace=f"asin_platform.features.{namespace}"))
-
-
-@dataclass(frozen=True)
-class _Blocks:
-    """The grid block of each (site, asin) of one call's mart rows, in (site, asin) order.
-
-    A pair is coded ``site code * asin_width + asin code`` from two private numberings (a cast of
-    the ASIN alone costs ~0.4x a cast of "site + asin" strings); ``block_of`` maps that code to the
-    block. ``anchor`` holds a column of each numbering, which keeps both alive for the keyword rows."""
-
-    sites: pl.Categorical
-    asins: pl.Categorical
-    site_width: int
-    asin_width: int
-    block_of: pl.Series
-    anchor: pl.DataFrame
-
-    @property
-    def count(self) -> int:
-        return self.anchor.height
-
-    @classmethod
-    def of(
-        cls, hist: pl.DataFrame, sites: pl.Categorical, asins: pl.Categorical
-    ) -> tuple[_Blocks, pl.Series]:
-        """From ``_history``'s ``_site`` / ``_asin`` columns: the blocks and each row's block. Only
-        the distinct pairs' strings are sorted, never the rows."""
-        site_code, asin_code = (hist[c].to_physical().cast(pl.Int64) for c in ("_site", "_asin"))
-        site_width = int(site_code.max()) + 1 if hist.height else 0  # type: ignore[arg-type]
-        asin_width = int(asin_code.max()) + 1 if hist.height else 0  # type: ignore[arg-type]
-        code = site_code * asin_width + asin_code
-        first = code.arg_unique()
-        anchor = hist.select("_site", "_asin")[first]
-        names = pl.DataFrame(
-            {
-                "_code": code.gather(first),
-                "_s": anchor["_site"].cast(pl.Utf8),
-                "_a": anchor["_asin"].cast(pl.Utf8),
-            }
-        ).sort("_s", "_a")
-        block_of = (
-            pl.Series("_block", dtype=pl.Int64)
-            .extend_constant(None, site_width * asin_width)
-            .scatter(names["_code"], pl.int_range(0, names.height, dtype=pl.Int64, eager=True))
-        )
-        return cls(sites, asins, site_width, asin_width, block_of, anchor), block_of.gather(code)
-
-    def block(self, site: pl.Expr, asin: pl.Expr) -> pl.Expr:
-        """The block of each (site, asin); null for a pair without mart rows."""
-        s = site.cast(self.sites).to_physical().cast(pl.Int64)
-        a = asin.cast(self.asins).to_physical().cast(pl.Int64)
-        code = pl.when((s < self.site_width) & (a < self.asin_width)).then(s * self.asin_width + a)
-        return pl.lit(self.block_of).gather(code)
-
-
 def _history(
     mart: pl.LazyFrame,
     calibration: pl.DataFrame,
@@ -250,7 +188,7 @@ def _history(
     """Mart rows of [lo, hi] with day number ``x``, ``_site`` / ``_asin`` coded by ``sites`` /
     ``asins``, the integer cross-section key ``_xsec`` of (site, date, category) and estimated sales."""
     epoch_day = (lo - date(1970, 1, 1)).days
-    small = _codes("small")  # categories: a handful of values
+    small = codes("small")  # categories: a handful of values
     hist = (
         mart.filter(pl.col("date").is_between(lo, hi))
         .select(
@@ -338,27 +276,6 @@ def _with_percentile(
         )
     pctl = pl.Series("bsr_pctl", dtype=pl.Float64).extend_constant(None, hist.height)
     return hist.with_columns(pctl.scatter(ranked["_row"], ranked["bsr_pctl"])).drop("_xsec")
-
-
-def _grid(hist: pl.DataFrame, span: int) -> pl.DataFrame:
-    """The dense (block x day) grid of the numeric mart columns, with ``_row`` = the ``hist`` row
-    of each cell (null on a missing day) and ``_pos`` = block * span + x.
-
-    Built as an index map: scatter each row number to its position, then gather every column
-    through the map (a null index gathers a null row). That replaces a sort and a sorted join
-    (~2x the cost) and keeps the strings out of the grid altogether."""
-    n_pos = (int(hist["_block"].max()) + 1) * span if hist.height else 0  # type: ignore[arg-type]
-    pos = hist["_block"].cast(pl.Int64) * span + hist["x"]
-    source = pl.Series("_row", dtype=pl.UInt32).extend_constant(None, n_pos)
-    source = source.scatter(pos, pl.int_range(0, hist.height, dtype=pl.UInt32, eager=True))
-    if n_pos - source.null_count() != hist.height:
-        # two rows on one position: a duplicated mart key would corrupt its whole block
-        raise ValueError("mart has duplicate (site, date, asin) rows")
-    return hist.select([pl.col(c).gather(source) for c in _GRID_COLUMNS]).with_columns(
-        source,
-        _pos=pl.int_range(0, n_pos, dtype=pl.Int64),
-        x=pl.int_range(0, n_pos, dtype=pl.Int64) % span,
-    )
 
 
 def _fixed(expr: pl.Expr, scale: int) -> pl.Expr:
@@ -508,64 +425,6 @@ def _feature_columns() -> list[pl.Expr]:
     return exprs
 
 
-def _keyword_features(
-    keywords: pl.LazyFrame,
-    targets: list[date],
-    lo: date,
-    span: int,
-    blocks: _Blocks,
-) -> pl.LazyFrame:
-    """kw_top10_count / kw_top50_count on T and the mean rank change vs T-7 over the keywords the
-    product ranks for on both days (so a keyword gained or lost does not move the mean), keyed by
-    grid position. Keyword rows of products absent from the mart have no block and drop out."""
-    lag = timedelta(days=KEYWORD_LAG)
-    epoch_day = (lo - date(1970, 1, 1)).days
-    kw = (
-        keywords.filter(pl.col("date").is_in([*targets, *(t - lag for t in targets)]) & (pl.col("rank") > 0))
-        .select(
-            "date",
-            "rank",
-            _block=blocks.block(pl.col("site"), pl.col("asin")),
-            _kw=pl.col("keyword").cast(_codes("keywords")).to_physical(),
-        )
-        .drop_nulls("_block")
-        .select(
-            "date", "rank", "_kw", _pos=pl.col("_block") * span + pl.col("date").cast(pl.Int64) - epoch_day
-        )
-        # both branches below read these rows: without the cache the string casts ran twice
-        .cache()
-    )
-    today = kw.filter(pl.col("date").is_in(targets))
-    # (position, keyword) as one Int64 for the T vs T-7 match: one integer key joins ~2x faster
-    # than two; positions stay < 2^39 and keyword codes < 2^24 for any realistic call
-    key = pl.col("_pos") * 2**24 + pl.col("_kw")
-    before = kw.filter(pl.col("date").is_in([t - lag for t in targets])).select(
-        _key=(pl.col("_pos") + KEYWORD_LAG) * 2**24 + pl.col("_kw"), rank_before="rank"
-    )
-    counts = today.group_by("_pos").agg(
-        [(pl.col("rank") <= k).sum().alias(f"kw_top{k}_count") for k in TOP_RANKS]
-    )
-    change = (
-        today.with_columns(_key=key)
-        .join(before, on="_key", how="inner")
-        .group_by("_pos")
-        .agg(kw_mean_rank_change_7d=(pl.col("rank") - pl.col("rank_before")).cast(pl.Float64).mean())
-    )
-    return counts.join(change, on="_pos", how="full", coalesce=True)
-
-
-def _at(positions: pl.Series, keyed: pl.DataFrame, n_pos: int) -> pl.DataFrame:
-    """The columns of ``keyed`` (one row per distinct ``_pos``) looked up at ``positions``; null
-    where absent. A scatter into position-indexed columns plus a gather: cheaper than a join."""
-    out = {}
-    for name in keyed.columns:
-        if name == "_pos":
-            continue
-        dense = pl.Series(name, dtype=keyed.schema[name]).extend_constant(None, n_pos)
-        out[name] = dense.scatter(keyed["_pos"], keyed[name]).gather(positions)
-    return pl.DataFrame(out)
-
-
 def build_features(
     mart: pl.LazyFrame,
     keywords: pl.LazyFrame,
@@ -603,15 +462,15 @@ def build_features(
     lo, hi = targets[0] - timedelta(days=lookback), targets[-1]
     span = (hi - lo).days + 1
     pctl_dates = percentile_dates(targets)
-    sites, asins = _codes("sites"), _codes("asins")
+    sites, asins = codes("sites"), codes("asins")
     hist = _with_percentile(_history(mart, cal, lo, hi, sites, asins), pctl_dates, percentiles)
     # Blocks are numbered in (site, asin) order, so the grid - and every output row taken from it -
     # is ordered (site, asin, date): for one target date that is key order with no sort at all, and
     # a backfill needs no transposing gather.
-    blocks, row_blocks = _Blocks.of(hist, sites, asins)
+    blocks, row_blocks = Blocks.of(hist, sites, asins)
     n_blocks = blocks.count
     hist = hist.with_columns(_block=row_blocks).drop("_site", "_asin")
-    grid = _grid(hist, span)
+    grid = build_grid(hist, span, _GRID_COLUMNS)
 
     # only rows present in the mart on a target date are output; everything else is window context
     is_output = pl.col("_row").is_not_null() & pl.col("x").is_in([(t - lo).days for t in targets])
@@ -646,10 +505,10 @@ def build_features(
     )
     # the two plans are independent: collected together they share the cores (the keyword match
     # is a quarter of a backfill's feature time)
-    windows, keyword = pl.collect_all([windows_plan, _keyword_features(keywords, targets, lo, span, blocks)])
+    windows, keyword = pl.collect_all([windows_plan, keyword_features(keywords, targets, lo, span, blocks)])
     del grid, blocks  # the keyword rows are numbered: the mappings may go
     features = (
-        pl.concat([labels, windows, _at(out["_pos"], keyword, n_blocks * span)], how="horizontal")
+        pl.concat([labels, windows, at_positions(out["_pos"], keyword, n_blocks * span)], how="horizontal")
         .lazy()
         .with_columns(
             listing_quality_score(),

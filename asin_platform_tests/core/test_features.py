@@ -348,6 +348,29 @@ def test_keyword_counts_and_rank_change_over_common_keywords() -> None:
     assert (b["kw_top10_count"], b["kw_top50_count"], b["kw_mean_rank_change_7d"]) == (0, 0, None)
 
 
+def test_keyword_rows_of_products_without_mart_rows_drop_out() -> None:
+    """Keyword rows are matched to grid blocks by (site, asin): an ASIN without mart rows, and an
+    ASIN the mart holds on another site only, must neither fail nor lend their ranks to anyone."""
+    kw = FACT_KEYWORDS.conform(
+        pl.DataFrame(
+            [
+                {"site": site, "date": day(0), "asin": asin, "keyword": k, "search_volume": 1, "rank": r}
+                for site, asin, k, r in [
+                    ("US", "A", "k1", 2),
+                    ("US", "Z", "k1", 1),  # no mart rows at all
+                    ("DE", "A", "k2", 3),  # A is in the mart on US only
+                    ("DE", "B", "k3", 4),  # B on DE: in the mart
+                    ("FR", "A", "k4", 5),  # a site without mart rows
+                ]
+            ],
+            schema=FACT_KEYWORDS.schema,
+        )
+    ).lazy()
+    rows = [{"asin": "A", "d": 0}, {"asin": "B", "d": 0, "site": "DE"}]
+    out = features(rows, kw)
+    assert out.select("site", "asin", "kw_top10_count").rows() == [("DE", "B", 1), ("US", "A", 1)]
+
+
 def test_listing_quality_and_age() -> None:
     full = {
         "title_length": 150,
