@@ -235,10 +235,10 @@ def _history(
     # site * width + category stays below width^2 (a few thousand).
     width = 1 + max(int(hist[c].max() or 0) for c in ("_site_code", "_cat_code"))  # type: ignore[arg-type]
     pair = hist["_site_code"] * width + hist["_cat_code"]
+    first = pair.arg_unique()  # a row of each (site, category): ~5x cheaper than a group_by
     pairs = (
-        hist.select("site", "category_id", _sc=pair)
-        .group_by("_sc")
-        .agg(pl.col("site").first(), pl.col("category_id").first())
+        hist.select("site", "category_id")[first]
+        .with_columns(_sc=pair.gather(first))
         .drop_nulls("_sc")
         .join(calibration, on=["site", "category_id"], how="left")
     )
