@@ -75,8 +75,10 @@ def window_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
     values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR),
     ``_rc`` (valid review count), ``_pos`` and the listing columns; ``listing_quality`` is
     core.features.listing_quality_score() (passed in, as core.features imports this module)."""
+    # ``_n`` (0/1) and ``_sy`` (ln BSR, 0 when missing) are core/features.py's day columns: its
+    # 7-day window sums of the same columns are then shared sub-expressions, not computed twice
     y = pl.col("_y")
-    n, s, ss = y.is_not_null().cast(pl.Int64), y.fill_null(0), (y * y).fill_null(0)
+    n, s, ss = pl.col("_n"), pl.col("_sy"), (y * y).fill_null(0)
     rc = pl.col("_rc").cast(pl.Int64)
     return [
         # the week before the last one (T-13 .. T-7) and the one before it (T-20 .. T-14)
