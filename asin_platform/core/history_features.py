@@ -72,7 +72,7 @@ def _lag(column: str, n: int) -> str:
 def window_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
     """Statistics over the whole grid (core/features.py filters each to the output rows as soon as
     it is computed): exact window sums of ln BSR over the weeks and the prior window, lagged
-    values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR),
+    values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR), ``_n``, ``_sy``,
     ``_rc`` (valid review count), ``_pos`` and the listing columns; ``listing_quality`` is
     core.features.listing_quality_score() (passed in, as core.features imports this module)."""
     # ``_n`` (0/1) and ``_sy`` (ln BSR, 0 when missing) are core/features.py's day columns: its
