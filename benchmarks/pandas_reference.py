@@ -15,12 +15,8 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from asin_platform.core.features import (
-    LISTING_QUALITY,
-    PRICE_MIN_DAYS,
-    PROMO_RATIO,
-    SLOPE_MIN_COVERAGE,
-)
+from asin_platform.core.features import PRICE_MIN_DAYS, PROMO_RATIO, SLOPE_MIN_COVERAGE
+from asin_platform.core.listing_quality import LISTING_QUALITY
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B
 from asin_platform.settings import ScoreWeights
 

@@ -48,6 +48,7 @@ import polars as pl
 from asin_platform.core import history_features
 from asin_platform.core.feature_grid import Blocks, at_positions, build_grid, codes
 from asin_platform.core.keyword_features import TOP_RANKS, keyword_features
+from asin_platform.core.listing_quality import LISTING_COLUMNS, listing_quality_score
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, estimate_sales, validate_calibration
 from asin_platform.core.window_median import WindowMedian, window_medians
 from asin_platform.schemas import FEATURES_DAILY
@@ -64,19 +65,6 @@ PCTL_LAGS: tuple[int, ...] = (7, 30)
 OFFER_LAG = 14
 # The longest window or lag any feature reads; ``lookback`` must cover it (T-30 for *_change_30d).
 LONGEST_REACH = 30
-
-# listing_quality_score = sum of weight * min(value / cap, 1); caps follow the upstream listing
-# contract (5 bullets, 4 attribute flags) and common marketplace guidance (150-char titles,
-# 7 images). Weights sum to 1, so the score lies in [0, 1].
-LISTING_QUALITY: tuple[tuple[str, float, float], ...] = (
-    # (column, cap, weight)
-    ("title_length", 150.0, 0.20),
-    ("bullet_count", 5.0, 0.20),
-    ("image_count", 7.0, 0.25),
-    ("has_aplus", 1.0, 0.20),
-    ("attribute_flag_count", 4.0, 0.15),
-)
-LISTING_COLUMNS: tuple[str, ...] = tuple(c for c, _, _ in LISTING_QUALITY)
 
 FEATURE_COLUMNS: tuple[str, ...] = tuple(
     c for c in FEATURES_DAILY.columns if c not in (*FEATURES_DAILY.key, "category_id")
@@ -158,23 +146,6 @@ def percentile_frame(mart: pl.LazyFrame, targets: Sequence[date]) -> pl.DataFram
         .select("site", "date", "asin", bsr_percentile())
         .collect()
     )
-
-
-def listing_quality_score() -> pl.Expr:
-    """Weighted, capped listing completeness in [0, 1] (see LISTING_QUALITY); a missing attribute
-    scores 0, and the score is null only when the whole listing is missing."""
-    # one multiplication by a constant per part and a plain left-to-right sum: a division by a
-    # literal and sum_horizontal both took a different kernel on a one-row frame (1 ULP apart),
-    # and a chunked computation must equal the one-shot one bit for bit
-    parts = [
-        pl.col(c).cast(pl.Float64).fill_null(0.0).clip(0.0, cap) * (weight / cap)
-        for c, cap, weight in LISTING_QUALITY
-    ]
-    any_known = pl.any_horizontal([pl.col(c).is_not_null() for c in LISTING_COLUMNS])
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return pl.when(any_known).then(total).alias("listing_quality_score")
 
 
 def _history(
@@ -491,7 +462,7 @@ def build_features(
                 e.filter(pl.col("_out"))
                 for e in (
                     *map(_rolling, _WINDOWS),
-                    *history_features.window_columns(listing_quality_score()),
+                    *history_features.window_columns(),
                     *map(pl.col, _PASS_THROUGH),
                 )
             ]
@@ -500,7 +471,7 @@ def build_features(
     medians = window_medians(grid, out["_pos"], _MEDIANS)
     windows_plan = (
         pl.concat([at_outputs, medians.lazy()], how="horizontal")
-        .with_columns(*_feature_columns(), *history_features.feature_columns(listing_quality_score()))
+        .with_columns(*_feature_columns(), *history_features.feature_columns())
         .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
     )
     # the two plans are independent: collected together they share the cores (the keyword match

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from asin_platform.core.listing_quality import LISTING_COLUMNS, listing_quality_score
 from asin_platform.core.window_median import WindowMedian
 
 HISTORY_REACH = 30  # every feature of T reads T-30 .. T (a 31-day span)
@@ -69,12 +70,11 @@ def _lag(column: str, n: int) -> str:
     return f"_h_{column}_{n}"
 
 
-def window_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
+def window_columns() -> list[pl.Expr]:
     """Statistics over the whole grid (core/features.py filters each to the output rows as soon as
     it is computed): exact window sums of ln BSR over the weeks and the prior window, lagged
-    values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR), ``_n``, ``_sy``,
-    ``_rc`` (valid review count), ``_pos`` and the listing columns; ``listing_quality`` is
-    core.features.listing_quality_score() (passed in, as core.features imports this module)."""
+    values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR),
+    ``_n``, ``_sy``, ``_rc`` (valid review count), ``_pos`` and the listing columns."""
     # ``_n`` (0/1) and ``_sy`` (ln BSR, 0 when missing) are core/features.py's day columns: its
     # 7-day window sums of the same columns are then shared sub-expressions, not computed twice
     y = pl.col("_y")
@@ -92,8 +92,8 @@ def window_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
         ss.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_ss_p"),
         rc.shift(RECENT).alias(_lag("rc", RECENT)),
         rc.shift(HISTORY_REACH).alias(_lag("rc", HISTORY_REACH)),
-        *[pl.col(c).shift(HISTORY_REACH).alias(_lag(c, HISTORY_REACH)) for c in LISTING_CHANGE_COLUMNS],
-        listing_quality.shift(HISTORY_REACH).alias(_lag("lq", HISTORY_REACH)),
+        # the listing 30 days earlier: its changes and its quality score are taken at the outputs
+        *[pl.col(c).shift(HISTORY_REACH).alias(_lag(c, HISTORY_REACH)) for c in LISTING_COLUMNS],
         _listing_change(),
     ]
 
@@ -112,7 +112,7 @@ def _listing_change() -> pl.Expr:
     return pl.when(known).then(capped).alias("listing_change_days")
 
 
-def feature_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
+def feature_columns() -> list[pl.Expr]:
     """HISTORY_COLUMNS but ``listing_change_days`` (a window column already) on the output rows,
     from ``window_columns``, ``MEDIANS``, ``_y``, ``_rc`` and the listing columns of T."""
     lag = HISTORY_REACH
@@ -127,7 +127,9 @@ def feature_columns(listing_quality: pl.Expr) -> list[pl.Expr]:
     expected = (rc7 - rc30).cast(pl.Float64) * (RECENT / (lag - RECENT))
     return [
         *[(pl.col(c) - pl.col(_lag(c, lag))).alias(f"{c}_change_30d") for c in LISTING_CHANGE_COLUMNS[::-1]],
-        (listing_quality - pl.col(_lag("lq", lag))).alias("listing_quality_change_30d"),
+        (listing_quality_score() - listing_quality_score(lambda c: _lag(c, lag))).alias(
+            "listing_quality_change_30d"
+        ),
         pl.when((pl.col("_h_n_w1") >= WEEK_MIN_DAYS) & (pl.col("_h_n_w2") >= WEEK_MIN_DAYS))
         .then((mean_w2 - mean_w1) / _Y_SCALE)
         .alias("bsr_log_drop_7d_prior"),
