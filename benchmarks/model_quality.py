@@ -63,6 +63,8 @@ CEILING = "ceiling (clairvoyant)"
 TARGET_VS_BASELINE = 1.2
 TARGET_VS_ORACLE = 0.8
 LISTING_COLUMNS = ("title_length", "bullet_count", "image_count", "has_aplus", "attribute_flag_count")
+# docs/model_quality.md: everything from this comment on is written by hand and kept on regeneration
+HAND_WRITTEN_MARKER = "<!-- Sections below are hand-written"
 
 
 # ------------------------------------------------------------------------------ simulated tables
@@ -591,6 +593,17 @@ def render(result: Result, command: str, load: tuple[float, float], sparse: Resu
     return "\n".join(lines)
 
 
+def splice_docs(generated: str, existing: str | None) -> str:
+    """The new docs page: ``generated`` (render's output) in place of the part of ``existing`` before
+    HAND_WRITTEN_MARKER, and ``existing`` from the marker on, unchanged. Without an existing page or
+    a marker in it, ``generated`` alone (nothing hand-written to keep)."""
+    cut = existing.find(HAND_WRITTEN_MARKER) if existing else -1
+    if existing is None or cut < 0:
+        return generated
+    head = generated.split(HAND_WRITTEN_MARKER, 1)[0].rstrip("\n")
+    return f"{head}\n\n{existing[cut:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -654,8 +667,10 @@ def main(argv: list[str] | None = None) -> int:
             a for a in (argv if argv is not None else sys.argv[1:])
         )
         text = render(result, command.strip(), (load_before, os.getloadavg()[0]), sparse)
-        (ROOT / "docs" / "model_quality.md").write_text(text)
-        print(f"-> {ROOT / 'docs' / 'model_quality.md'}")
+        page = ROOT / "docs" / "model_quality.md"
+        # the generated sections only: the hand-written ones after HAND_WRITTEN_MARKER stay as they are
+        page.write_text(splice_docs(text, page.read_text() if page.exists() else None))
+        print(f"-> {page} (generated sections; the hand-written ones kept)")
     return 0
 
 
