@@ -74,6 +74,13 @@ class Candidate:
     blend: str | None = None
     label: str = "relevance"
     seeds: int = 1  # > 1: that many models (LightGBM seeds 42, 43, ...) averaged (raw scores)
+    # > 0: a product's score on T is the mean of the model's scores on the days T-n+1 .. T, n in
+    # SMOOTH_DAYS chosen on validation (a day's list from today's and the last days' predictions)
+    smooth: bool = False
+    # > 0: after the usual fit (whose validation NDCG@20 is reported), refit on train + valid with a
+    # fixed round(best_iteration * refit) trees and score the test window with that model
+    refit: float = 0.0
+    train_share: float = 1.0  # < 1: only the latest share of the training reference dates (data-size check)
 
 
 # ------------------------------------------------------------- prototype features from the mart
@@ -171,7 +178,34 @@ def _accel() -> list[pl.Expr]:
     return out
 
 
+def _fade() -> list[pl.Expr]:
+    """Whether precursor signals persist or fade: the days of the last week and of the week before
+    with a new review, days since the last one, and the last 3 days' BSR ceiling against 3 days
+    earlier (a precursor's traction fading lets the rank sink again)."""
+    rc = pl.col("review_count")
+    gained = (rc > rc.shift(1)).fill_null(False).cast(pl.Int32)
+    pos = pl.int_range(pl.len(), dtype=pl.Int64)
+    last = pl.when(gained == 1).then(pos).forward_fill()
+    since = (pos - last).clip(upper_bound=REACH)
+    ceil3 = pl.col("y").rolling_max(3, min_samples=2)
+    return [
+        gained.rolling_sum(7).alias("review_gain_days_7d"),
+        gained.rolling_sum(7).shift(7).alias("review_gain_days_prev7"),
+        pl.when(since.is_null() | (since > REACH))
+        .then(REACH)
+        .otherwise(since)
+        .alias("review_days_since_gain"),
+        (ceil3 - ceil3.shift(3)).alias("bsr_ceil3_change_3d"),
+    ]
+
+
 EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "fade": (
+        "review_gain_days_7d",
+        "review_gain_days_prev7",
+        "review_days_since_gain",
+        "bsr_ceil3_change_3d",
+    ),
     "envelope": (
         "bsr_ceil_7d",
         "bsr_ceil_drop_7d",
@@ -261,6 +295,8 @@ def extra_frame(
     grid = _grid(mart)
     if group == "envelope":
         out = grid.with_columns(_envelope())
+    elif group == "fade":
+        out = grid.with_columns(_fade())
     elif group == "newlow":
         out = grid.with_columns(_newlow())
     elif group == "accel":
@@ -347,6 +383,45 @@ CANDIDATES: dict[str, Candidate] = {
         lightgbm={"lambda_l2": 10.0},
     ),
     "seeds5": Candidate("5 models (LightGBM seeds 42..46) averaged", seeds=5),
+    "seeds5_env": Candidate("5 seeds averaged, + envelope", seeds=5, extra=("envelope",)),
+    "seeds5_kwlog": Candidate("5 seeds averaged, + kwlog", seeds=5, extra=("kwlog",)),
+    "seeds5_env_kw": Candidate(
+        "5 seeds averaged, + envelope and kwlog", seeds=5, extra=("envelope", "kwlog")
+    ),
+    "seeds5_all": Candidate(
+        "5 seeds averaged, + envelope, newlow, accel and kwlog",
+        seeds=5,
+        extra=("envelope", "newlow", "accel", "kwlog"),
+    ),
+    "smooth": Candidate("score averaged over the last n days' predictions", smooth=True),
+    "smooth_env": Candidate(
+        "+ envelope, score averaged over the last n days", smooth=True, extra=("envelope",)
+    ),
+    "smooth_kwlog": Candidate("+ kwlog, score averaged over the last n days", smooth=True, extra=("kwlog",)),
+    "fade": Candidate(
+        "+ days with a new review (last week, week before), days since the last one, 3-day BSR ceiling change",
+        extra=("fade",),
+    ),
+    "env_fade": Candidate("+ envelope and fade", extra=("envelope", "fade")),
+    "refit": Candidate(
+        "refit on train + valid, 1.35x the early-stopped trees (valid: the train-only fit)", refit=1.35
+    ),
+    "refit_env": Candidate("+ envelope, refit on train + valid as `refit`", refit=1.35, extra=("envelope",)),
+    "refit_all": Candidate(
+        "+ envelope, newlow, accel, kwlog, refit on train + valid as `refit`",
+        refit=1.35,
+        extra=("envelope", "newlow", "accel", "kwlog"),
+    ),
+    "refit_seeds5_all": Candidate(
+        "+ envelope, newlow, accel, kwlog, 5 seeds, each refitted on train + valid as `refit`",
+        refit=1.35,
+        seeds=5,
+        extra=("envelope", "newlow", "accel", "kwlog"),
+    ),
+    "refit_seeds5": Candidate("5 seeds, each refitted on train + valid as `refit`", refit=1.35, seeds=5),
+    "half_train": Candidate(
+        "(data-size check) only the later half of the training reference dates", train_share=0.5
+    ),
     "env_all": Candidate("+ envelope, newlow and accel together", extra=("envelope", "newlow", "accel")),
     "catrel": Candidate(
         "+ ranks within (site, date, category) of review burst, BSR drop / z, weekly-max falls",
@@ -436,11 +511,16 @@ def _ndcg20(rows: pl.DataFrame, score: str) -> dict[str, float]:
     return out
 
 
+SMOOTH_DAYS = (1, 2, 3, 5, 7)
 BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # weight of the second score
 
 
 def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
     rank = frames[f"rank_e{cand.sample_every}"]
+    if cand.train_share < 1.0:
+        days = rank.filter(pl.col("split") == "train")["date"].unique().sort()
+        cutoff = days[int(len(days) * (1.0 - cand.train_share))]
+        rank = rank.filter((pl.col("split") != "train") | (pl.col("date") >= cutoff))
     extra = [c for g in cand.extra for c in EXTRA_COLUMNS[g]]
     features = [f for f in feature_columns(rank) if f not in cand.drop] + list(set_columns(cand.sets)) + extra
     lightgbm = dict(cand.lightgbm)
@@ -468,6 +548,60 @@ def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dic
         rows = rows.with_columns(model_score=total / cand.seeds)
         out["trees"] = "+".join(map(str, trees))
     out.update(_ndcg20(rows, "model_score"))
+    if cand.refit:
+        rounds = max(1, round(trained.best_iteration * cand.refit))
+        # valid rows join the training split; a copy stays "valid" only because train_ranker needs
+        # one: no choice reads it (no early stopping, the model is used with all `rounds` trees)
+        both = pl.concat(
+            [
+                rank.with_columns(
+                    split=pl.when(pl.col("split") == "valid").then(pl.lit("train")).otherwise("split")
+                ),
+                rank.filter(pl.col("split") == "valid"),
+            ]
+        )
+        test_rows = rows.filter(pl.col("split") == "test")
+        total = None
+        for seed in range(42, 42 + cand.seeds):  # with `seeds`, every seed refitted and averaged
+            fixed = RankerParams.of(
+                RankerLevers().model_dump(),
+                **cand.levers,
+                rounds=rounds,
+                early_stopping=rounds + 1,
+                lightgbm={**lightgbm, "seed": seed},
+            )
+            refitted = build_ranker(both, fixed, features=features, label=cand.label)
+            seconds += refitted.training_seconds
+            score = pl.Series(
+                refitted.booster.predict(feature_matrix(test_rows, features), num_iteration=rounds)
+            )
+            total = score if total is None else total + score
+        test_rows = test_rows.with_columns(model_score=total / cand.seeds)
+        refit_scores = _ndcg20(pl.concat([rows.filter(pl.col("split") == "valid"), test_rows]), "model_score")
+        out["test_ndcg20"], out["test_oracle"] = refit_scores["test_ndcg20"], refit_scores["test_oracle"]
+        out["trees"] = f"{trained.best_iteration} -> {rounds}"
+    if cand.smooth:
+        # every day's rows of valid and test (rank_e1), scored by the same model(s)
+        daily = frames["rank_e1"].filter(pl.col("split").is_in(["valid", "test"]))
+        daily_score = pl.Series(
+            trained.booster.predict(feature_matrix(daily, features), num_iteration=trained.best_iteration)
+        )
+        daily = daily.select(*KEY).with_columns(_s=daily_score).sort("site", "asin", "date")
+        scored = {}
+        for n in SMOOTH_DAYS:
+            smoothed = daily.with_columns(
+                _m=pl.col("_s").rolling_mean_by("date", window_size=f"{n}d").over("site", "asin")
+            ).select(*KEY, "_m")
+            scored[n] = _ndcg20(rows.join(smoothed, on=KEY, how="left"), "_m")
+        best = max(SMOOTH_DAYS, key=lambda n: scored[n]["valid_ndcg20"])  # chosen on validation
+        out.update(scored[best])
+        out["what"] = (
+            f"{cand.what} ({best} days chosen on valid; "
+            + ", ".join(
+                f"{n}d {scored[n]['valid_ndcg20']:.3f}/{scored[n]['test_ndcg20']:.3f}" for n in SMOOTH_DAYS
+            )
+            + " valid/test)"
+        )
     if cand.blend is not None:
         if cand.blend == "baseline":
             second = "explosive_score"
