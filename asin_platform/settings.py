@@ -168,6 +168,13 @@ class RankerLevers(_Model):
     rounds: int = Field(1000, ge=1, description="max boosting rounds")
     early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
     col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
+    refit_factor: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="> 0: refit on train + valid with round(early-stopped trees x this) trees, no early "
+        "stopping (the gate keeps the train-only fit's validation metrics); 0 = off",
+    )
 
 
 class ScaleSettings(_Model):

@@ -36,9 +36,9 @@ from asin_platform.core.history_features import HISTORY_COLUMNS  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
 from asin_platform.core.metrics import add_baseline_scores, compare_rankers, oracle_scores  # noqa: E402
 from asin_platform.core.predict import add_model_scores  # noqa: E402
-from asin_platform.core.ranker import RankerParams, build_ranker  # noqa: E402
+from asin_platform.core.ranker import RankerParams, build_ranker, feature_matrix  # noqa: E402
 from asin_platform.core.ranker_features import set_columns  # noqa: E402
-from asin_platform.core.sales import default_calibration  # noqa: E402
+from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, default_calibration, estimate_sales  # noqa: E402
 from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
@@ -68,6 +68,259 @@ class Candidate:
     monotone: bool = False
     monotone_hist: bool = False
     drop: tuple[str, ...] = ()  # features_daily columns left out
+    extra: tuple[str, ...] = ()  # prototype feature groups of EXTRA (computed here from the mart)
+    # rank-average the model with a second score, the weight chosen on validation: "baseline"
+    # (explosive_score) or "binary" (a LightGBM binary classifier of ``explodes`` on the same rows)
+    blend: str | None = None
+    label: str = "relevance"
+    seeds: int = 1  # > 1: that many models (LightGBM seeds 42, 43, ...) averaged (raw scores)
+    # > 0: a product's score on T is the mean of the model's scores on the days T-n+1 .. T, n in
+    # SMOOTH_DAYS chosen on validation (a day's list from today's and the last days' predictions)
+    smooth: bool = False
+    # > 0: after the usual fit (whose validation NDCG@20 is reported), refit on train + valid with a
+    # fixed round(best_iteration * refit) trees and score the test window with that model
+    refit: float = 0.0
+    train_share: float = 1.0  # < 1: only the latest share of the training reference dates (data-size check)
+
+
+# ------------------------------------------------------------- prototype features from the mart
+# Per-product history on a dense grid (every (site, asin) x every day of the mart, sorted by
+# (site, asin, date)), as core/history_features.py does: a window of N rows is N calendar days and
+# shift(N) is N days earlier. Every rank-sample date lies >= 30 days into its block, so the windows
+# below (<= 31 days) never cross a product. y = ln BSR (null without a rank).
+REACH = 30
+
+
+def _grid(mart: pl.DataFrame) -> pl.DataFrame:
+    lo, hi = mart["date"].min(), mart["date"].max()
+    days = pl.DataFrame({"date": pl.date_range(lo, hi, "1d", eager=True)})
+    rows = mart.select(
+        *KEY,
+        "category_id",
+        "bsr_root",
+        "review_count",
+        y=pl.when(pl.col("bsr_root") > 0).then(pl.col("bsr_root").cast(pl.Float64).log()),
+    )
+    return (
+        rows.select("site", "asin")
+        .unique()
+        .join(days, how="cross")
+        .join(rows, on=KEY, how="left")
+        .sort("site", "asin", "date")
+    )
+
+
+def _envelope() -> list[pl.Expr]:
+    """The BSR's worst rank of a week: between sales a product's rank drifts down to the level its
+    underlying demand holds it at, so the weekly maximum of ln BSR follows demand and not the sales
+    spikes of the long tail; its fall is demand rising."""
+    y = pl.col("y")
+    ceil7 = y.rolling_max(7, min_samples=4)
+    ceil3 = y.rolling_max(3, min_samples=2)
+    med7 = y.rolling_median(7, min_samples=4)
+    floor7 = y.rolling_min(7, min_samples=4)
+    return [
+        ceil7.alias("bsr_ceil_7d"),
+        (ceil7.shift(7) - ceil7).alias("bsr_ceil_drop_7d"),
+        (ceil7.shift(14) - ceil7).alias("bsr_ceil_drop_14d"),
+        (ceil7.shift(21) - ceil7).alias("bsr_ceil_drop_21d"),
+        (ceil7.shift(7) - ceil3).alias("bsr_ceil3_drop_7d"),
+        (med7.shift(7) - med7).alias("bsr_med_drop_7d"),
+        (med7.shift(14) - med7).alias("bsr_med_drop_14d"),
+        (floor7.shift(7) - floor7).alias("bsr_floor_drop_7d"),
+        (ceil7 - floor7).alias("bsr_range_7d"),
+    ]
+
+
+def _newlow() -> list[pl.Expr]:
+    """Today's ln BSR against the product's own prior window T-30 .. T-8 (its best and median rank
+    there), days of the last week below them, and the run of consecutive daily improvements."""
+    y = pl.col("y")
+    prior_min = y.rolling_min(23, min_samples=10).shift(8)
+    prior_med = y.rolling_median(23, min_samples=10).shift(8)
+    below_min = pl.sum_horizontal([(y.shift(k) < prior_min).cast(pl.Int32) for k in range(7)])
+    below_med = pl.sum_horizontal([(y.shift(k) < prior_med).cast(pl.Int32) for k in range(7)])
+    better = (y < y.shift(1)).fill_null(False)
+    # consecutive days of improvement ending on T (capped at 14)
+    streak = pl.lit(0, dtype=pl.Int32)
+    run = pl.lit(True)
+    for k in range(14):
+        run = run & better.shift(k).fill_null(False)
+        streak = streak + run.cast(pl.Int32)
+    med3 = y.rolling_mean(3, min_samples=2)
+    better3 = (med3 < med3.shift(1)).fill_null(False)
+    streak3 = pl.lit(0, dtype=pl.Int32)
+    run3 = pl.lit(True)
+    for k in range(21):
+        run3 = run3 & better3.shift(k).fill_null(False)
+        streak3 = streak3 + run3.cast(pl.Int32)
+    return [
+        (y - prior_min).alias("bsr_vs_prior_min"),
+        pl.when(prior_min.is_not_null()).then(below_min).alias("bsr_days_below_prior_min_7d"),
+        pl.when(prior_med.is_not_null()).then(below_med).alias("bsr_days_below_prior_med_7d"),
+        streak.alias("bsr_improve_streak"),
+        streak3.alias("bsr3_improve_streak"),
+    ]
+
+
+def _accel() -> list[pl.Expr]:
+    """Acceleration of the sales estimate (core.sales power law, the calibration's a, b): log ratios
+    of the 3-, 7- and 14-day means against the same window just before, and the change of the
+    weekly growth."""
+    s = pl.col("_sales")
+    out = []
+    for n in (3, 7, 14):
+        m = s.rolling_mean(n, min_samples=max(2, n // 2))
+        out.append(((m + 0.05) / (m.shift(n) + 0.05)).log().alias(f"sales_growth_{n}d"))
+    m7 = s.rolling_mean(7, min_samples=4)
+    g = ((m7 + 0.05) / (m7.shift(7) + 0.05)).log()
+    out.append((g - g.shift(7)).alias("sales_accel_7d"))
+    return out
+
+
+def _fade() -> list[pl.Expr]:
+    """Whether precursor signals persist or fade: the days of the last week and of the week before
+    with a new review, days since the last one, and the last 3 days' BSR ceiling against 3 days
+    earlier (a precursor's traction fading lets the rank sink again)."""
+    rc = pl.col("review_count")
+    gained = (rc > rc.shift(1)).fill_null(False).cast(pl.Int32)
+    pos = pl.int_range(pl.len(), dtype=pl.Int64)
+    last = pl.when(gained == 1).then(pos).forward_fill()
+    since = (pos - last).clip(upper_bound=REACH)
+    ceil3 = pl.col("y").rolling_max(3, min_samples=2)
+    return [
+        gained.rolling_sum(7).alias("review_gain_days_7d"),
+        gained.rolling_sum(7).shift(7).alias("review_gain_days_prev7"),
+        pl.when(since.is_null() | (since > REACH))
+        .then(REACH)
+        .otherwise(since)
+        .alias("review_days_since_gain"),
+        (ceil3 - ceil3.shift(3)).alias("bsr_ceil3_change_3d"),
+    ]
+
+
+EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
+    "fade": (
+        "review_gain_days_7d",
+        "review_gain_days_prev7",
+        "review_days_since_gain",
+        "bsr_ceil3_change_3d",
+    ),
+    "envelope": (
+        "bsr_ceil_7d",
+        "bsr_ceil_drop_7d",
+        "bsr_ceil_drop_14d",
+        "bsr_ceil_drop_21d",
+        "bsr_ceil3_drop_7d",
+        "bsr_med_drop_7d",
+        "bsr_med_drop_14d",
+        "bsr_floor_drop_7d",
+        "bsr_range_7d",
+    ),
+    "newlow": (
+        "bsr_vs_prior_min",
+        "bsr_days_below_prior_min_7d",
+        "bsr_days_below_prior_med_7d",
+        "bsr_improve_streak",
+        "bsr3_improve_streak",
+    ),
+    "accel": ("sales_growth_3d", "sales_growth_7d", "sales_growth_14d", "sales_accel_7d"),
+    "kwlog": (
+        "kw_logrank_mean",
+        "kw_count_change_14d",
+        "kw_logrank_change_w7",
+        "kw_logrank_change_w14",
+        "kw_logrank_change_7d",
+    ),
+    # ranks within (site, date, category) of history columns and of the envelope (needs "envelope")
+    "catrel": (
+        "review_burst_z_7d_catrank",
+        "bsr_log_drop_7d_prior_catrank",
+        "bsr_log_z_7d_prior_catrank",
+        "bsr_ceil_drop_7d_catrank",
+        "bsr_ceil_drop_14d_catrank",
+    ),
+}
+
+
+def keyword_log_ranks(keywords: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFrame:
+    """Keyword ranks as a second, independent reading of a product's sales velocity: per keyword the
+    mean ln rank over the last 7 days against the 7 days before (and 14 days before), averaged over
+    the keywords ranked in both weeks; the daily ln-rank change vs T-7 on the keywords of both days;
+    the change in how many keywords rank at all (T vs T-14)."""
+    kw = (
+        keywords.filter(pl.col("rank") > 0)
+        .select("site", "asin", "keyword", "date", lr=pl.col("rank").cast(pl.Float64).log())
+        .sort("site", "asin", "keyword", "date")
+    )
+    kw = kw.with_columns(
+        w=pl.col("lr").rolling_mean_by("date", window_size="7d").over("site", "asin", "keyword")
+    )
+    keys = ["site", "asin", "keyword", "date"]
+    parts = []
+    for lag, col, name in (
+        (7, "w", "kw_logrank_change_w7"),
+        (14, "w", "kw_logrank_change_w14"),
+        (7, "lr", "kw_logrank_change_7d"),
+    ):
+        before = kw.select(*keys[:3], pl.col("date") + timedelta(days=lag), pl.col(col).alias("_before"))
+        parts.append(
+            kw.join(before, on=keys)
+            .group_by("site", "asin", "date")
+            .agg((pl.col(col) - pl.col("_before")).mean().alias(name))
+        )
+    counts = kw.group_by("site", "asin", "date").agg(
+        pl.len().cast(pl.Int32).alias("_n"), pl.col("lr").mean().alias("kw_logrank_mean")
+    )
+    counts = counts.join(
+        counts.select("site", "asin", pl.col("date") + timedelta(days=14), pl.col("_n").alias("_n14")),
+        on=["site", "asin", "date"],
+        how="left",
+    ).with_columns(kw_count_change_14d=pl.col("_n") - pl.col("_n14").fill_null(0))
+    out = dates.join(
+        counts.select("site", "asin", "date", "kw_logrank_mean", "kw_count_change_14d"), on=["site", "date"]
+    )
+    for part in parts:
+        out = out.join(part, on=["site", "asin", "date"], how="left")
+    return out.select(*KEY, *EXTRA_COLUMNS["kwlog"])
+
+
+def extra_frame(
+    group: str, mart: pl.DataFrame, dates: pl.DataFrame, keywords: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """(site, date, asin, *EXTRA_COLUMNS[group]) on the rank samples' (site, date) pairs."""
+    if group == "kwlog":
+        assert keywords is not None
+        return keyword_log_ranks(keywords, dates)
+    grid = _grid(mart)
+    if group == "envelope":
+        out = grid.with_columns(_envelope())
+    elif group == "fade":
+        out = grid.with_columns(_fade())
+    elif group == "newlow":
+        out = grid.with_columns(_newlow())
+    elif group == "accel":
+        calibration = default_calibration(list(SITES), SALES_PRIOR)
+        grid = grid.join(
+            calibration.select("site", "category_id", "a", "b"), on=["site", "category_id"], how="left"
+        )
+        grid = grid.with_columns(
+            _sales=estimate_sales(
+                pl.col("bsr_root"), pl.col("a").fill_null(FALLBACK_A), pl.col("b").fill_null(FALLBACK_B)
+            )
+        )
+        out = grid.with_columns(_accel())
+    else:
+        raise ValueError(group)
+    return out.join(dates, on=["site", "date"]).select(*KEY, *EXTRA_COLUMNS[group])
+
+
+def with_catrel(rank: pl.DataFrame) -> pl.DataFrame:
+    by = ["site", "date", "category_id"]
+    cols = [c.removesuffix("_catrank") for c in EXTRA_COLUMNS["catrel"]]
+    return rank.with_columns(
+        ((pl.col(c).rank("average") / pl.col(c).count()).over(by)).alias(f"{c}_catrank") for c in cols
+    )
 
 
 CANDIDATES: dict[str, Candidate] = {
@@ -96,6 +349,88 @@ CANDIDATES: dict[str, Candidate] = {
     ),
     "gain31": Candidate("label_gain grade 4 = 31 (instead of 15)", lightgbm={"label_gain": [0, 1, 3, 7, 31]}),
     "every1": Candidate("every reference date (twice the training rows)", sample_every=1),
+    # 2026-12-05 afternoon: on top of the history columns
+    "xendcg_hist": Candidate(
+        "objective rank_xendcg (with the history columns)", lightgbm={"objective": "rank_xendcg"}
+    ),
+    "norm_off": Candidate("lambdarank_norm false", lightgbm={"lambdarank_norm": False}),
+    "trunc100": Candidate(
+        "lambdarank_truncation_level 100 (instead of 50)", lightgbm={"lambdarank_truncation_level": 100}
+    ),
+    "gain_lin": Candidate(
+        "label_gain linear 0, 1, 2, 3, 4 (instead of 2^g - 1)", lightgbm={"label_gain": [0, 1, 2, 3, 4]}
+    ),
+    "blend_base": Candidate("rank-average with the baseline explosive_score", blend="baseline"),
+    "blend_bin": Candidate(
+        "rank-average with a binary classifier of explodes (same features, levers)", blend="binary"
+    ),
+    "envelope": Candidate(
+        "+ weekly max / median / min of ln BSR and their 7/14/21-day falls", extra=("envelope",)
+    ),
+    "newlow": Candidate(
+        "+ ln BSR vs own T-30..T-8 min, days of the last 7 below its min / median, improvement streaks",
+        extra=("newlow",),
+    ),
+    "accel": Candidate("+ sales-estimate growth over 3/7/14 days and weekly acceleration", extra=("accel",)),
+    "kwlog": Candidate(
+        "+ keyword ln-rank changes (weekly means, matched keywords), ranked-keyword count change",
+        extra=("kwlog",),
+    ),
+    "env_kw": Candidate("+ envelope and kwlog", extra=("envelope", "kwlog")),
+    "reg": Candidate(
+        "min_data_in_leaf 800, lambda_l2 10, feature_fraction 0.5 (fewer, smoother splits for ~70 breakouts)",
+        levers={"min_data_in_leaf": 800, "feature_fraction": 0.5},
+        lightgbm={"lambda_l2": 10.0},
+    ),
+    "seeds5": Candidate("5 models (LightGBM seeds 42..46) averaged", seeds=5),
+    "seeds5_env": Candidate("5 seeds averaged, + envelope", seeds=5, extra=("envelope",)),
+    "seeds5_kwlog": Candidate("5 seeds averaged, + kwlog", seeds=5, extra=("kwlog",)),
+    "seeds5_env_kw": Candidate(
+        "5 seeds averaged, + envelope and kwlog", seeds=5, extra=("envelope", "kwlog")
+    ),
+    "seeds5_all": Candidate(
+        "5 seeds averaged, + envelope, newlow, accel and kwlog",
+        seeds=5,
+        extra=("envelope", "newlow", "accel", "kwlog"),
+    ),
+    "smooth": Candidate("score averaged over the last n days' predictions", smooth=True),
+    "smooth_env": Candidate(
+        "+ envelope, score averaged over the last n days", smooth=True, extra=("envelope",)
+    ),
+    "smooth_kwlog": Candidate("+ kwlog, score averaged over the last n days", smooth=True, extra=("kwlog",)),
+    "fade": Candidate(
+        "+ days with a new review (last week, week before), days since the last one, 3-day BSR ceiling change",
+        extra=("fade",),
+    ),
+    "env_fade": Candidate("+ envelope and fade", extra=("envelope", "fade")),
+    "refit": Candidate(
+        "refit on train + valid, 1.35x the early-stopped trees (valid: the train-only fit)", refit=1.35
+    ),
+    "refit_env": Candidate("+ envelope, refit on train + valid as `refit`", refit=1.35, extra=("envelope",)),
+    "refit_all": Candidate(
+        "+ envelope, newlow, accel, kwlog, refit on train + valid as `refit`",
+        refit=1.35,
+        extra=("envelope", "newlow", "accel", "kwlog"),
+    ),
+    "refit_seeds5_all": Candidate(
+        "+ envelope, newlow, accel, kwlog, 5 seeds, each refitted on train + valid as `refit`",
+        refit=1.35,
+        seeds=5,
+        extra=("envelope", "newlow", "accel", "kwlog"),
+    ),
+    "refit_seeds5": Candidate("5 seeds, each refitted on train + valid as `refit`", refit=1.35, seeds=5),
+    "refit_lever": Candidate(
+        "the production lever refit_factor 1.35 (core.ranker.refit_on_validation)",
+        levers={"refit_factor": 1.35},
+    ),
+    "half_train": Candidate(
+        "(data-size check) only the later half of the training reference dates", train_share=0.5
+    ),
+    "env_all": Candidate("+ envelope, newlow and accel together", extra=("envelope", "newlow", "accel")),
+    "catrel": Candidate(
+        "+ ranks within (site, date, category) of review burst, BSR drop / z, weekly-max falls",
+        extra=("catrel",),
+    ),
 }
 
 
@@ -130,31 +465,177 @@ def cached_frames(horizon: int, cache: Path, log=print) -> dict[str, pl.DataFram
     return frames
 
 
+def sparse_tables(horizon: int, cache: Path):
+    market = Market(
+        MarketConfig(seed=7, sites=SITES, asins_per_site=5000, horizon_days=horizon, breakout_rate=0.04)
+    )
+    start = market.first_day
+    return cached_tables(market, start, start + timedelta(days=299), cache, log=lambda _: None)
+
+
+def with_extras(
+    frames: dict[str, pl.DataFrame], groups: set[str], horizon: int, cache: Path
+) -> dict[str, pl.DataFrame]:
+    """The rank frames joined with the prototype feature groups (each built once, cached)."""
+    folder = cache / f"early_ramp_h{horizon}_hist"
+    base = {g for g in groups if g != "catrel"} | ({"envelope"} if "catrel" in groups else set())
+    tables = None
+    out = dict(frames)
+    for group in sorted(base):
+        path = folder / f"extra_{group}.parquet"
+        if not path.exists():
+            if tables is None:
+                tables = sparse_tables(horizon, cache)
+            dates = frames["rank_e1"].select("site", "date").unique()
+            extra_frame(group, tables.mart, dates, tables.keywords).write_parquet(path)
+        extra = pl.read_parquet(path)
+        for name in out:
+            if name.startswith("rank"):
+                out[name] = out[name].join(extra, on=KEY, how="left")
+    if "catrel" in groups:
+        out = {n: with_catrel(f) if n.startswith("rank") else f for n, f in out.items()}
+    return out
+
+
+def _qpct(c: str) -> pl.Expr:
+    return pl.col(c).rank("average").over("site", "date") / pl.len().over("site", "date")
+
+
+def _ndcg20(rows: pl.DataFrame, score: str) -> dict[str, float]:
+    out = {}
+    for split in ("valid", "test"):
+        table = compare_rankers(
+            rows.filter(pl.col("split") == split),
+            {"model": score, "oracle": "oracle_score"},
+            relevance="relevance",
+            positive="explodes",
+        )
+        at20 = {r["ranker"]: r["ndcg"] for r in table.filter(pl.col("k") == 20).iter_rows(named=True)}
+        out[f"{split}_ndcg20"], out[f"{split}_oracle"] = at20["model"], at20["oracle"]
+    return out
+
+
+SMOOTH_DAYS = (1, 2, 3, 5, 7)
+BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)  # weight of the second score
+
+
 def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dict[str, Any]:
     rank = frames[f"rank_e{cand.sample_every}"]
-    features = [f for f in feature_columns(rank) if f not in cand.drop] + list(set_columns(cand.sets))
+    if cand.train_share < 1.0:
+        days = rank.filter(pl.col("split") == "train")["date"].unique().sort()
+        cutoff = days[int(len(days) * (1.0 - cand.train_share))]
+        rank = rank.filter((pl.col("split") != "train") | (pl.col("date") >= cutoff))
+    extra = [c for g in cand.extra for c in EXTRA_COLUMNS[g]]
+    features = [f for f in feature_columns(rank) if f not in cand.drop] + list(set_columns(cand.sets)) + extra
     lightgbm = dict(cand.lightgbm)
     if cand.monotone or cand.monotone_hist:
         directions = MONOTONE_HIST if cand.monotone_hist else MONOTONE
         lightgbm["monotone_constraints"] = [directions.get(f, 0) for f in features]
     levers = RankerParams.of(RankerLevers().model_dump(), **cand.levers, lightgbm=lightgbm)
-    trained = build_ranker(rank, levers, features=features)
+    trained = build_ranker(rank, levers, features=features, label=cand.label)
     # evaluated on the oracle's rows: the every-2-days reference dates of valid and test
     rows = rank.join(frames["oracle"], on=KEY)
     rows = add_model_scores(rows, trained.booster, trained.features, num_iteration=trained.best_iteration)
     out: dict[str, Any] = {"candidate": name, "what": cand.what, "trees": trained.best_iteration}
-    for split in ("valid", "test"):
-        table = compare_rankers(
-            rows.filter(pl.col("split") == split),
-            {"model": "model_score", "oracle": "oracle_score"},
-            relevance="relevance",
-            positive="explodes",
+    seconds = trained.training_seconds
+    if cand.seeds > 1:
+        total, trees = rows["model_score"], [trained.best_iteration]
+        for seed in range(43, 42 + cand.seeds):
+            params = RankerParams.of(
+                RankerLevers().model_dump(), **cand.levers, lightgbm={**lightgbm, "seed": seed}
+            )
+            other = build_ranker(rank, params, features=features, label=cand.label)
+            seconds += other.training_seconds
+            trees.append(other.best_iteration)
+            score = other.booster.predict(feature_matrix(rows, features), num_iteration=other.best_iteration)
+            total = total + pl.Series(score)
+        rows = rows.with_columns(model_score=total / cand.seeds)
+        out["trees"] = "+".join(map(str, trees))
+    out.update(_ndcg20(rows, "model_score"))
+    if levers.refit_factor > 0:  # the production lever: valid was trained on, the card keeps the first fit's
+        at20 = trained.valid_metrics.filter((pl.col("ranker") == "model") & (pl.col("k") == 20))
+        out["valid_ndcg20"] = at20["ndcg"].item()
+    if cand.refit:
+        rounds = max(1, round(trained.best_iteration * cand.refit))
+        # valid rows join the training split; a copy stays "valid" only because train_ranker needs
+        # one: no choice reads it (no early stopping, the model is used with all `rounds` trees)
+        both = pl.concat(
+            [
+                rank.with_columns(
+                    split=pl.when(pl.col("split") == "valid").then(pl.lit("train")).otherwise("split")
+                ),
+                rank.filter(pl.col("split") == "valid"),
+            ]
         )
-        at20 = {r["ranker"]: r["ndcg"] for r in table.filter(pl.col("k") == 20).iter_rows(named=True)}
-        out[f"{split}_ndcg20"] = at20["model"]
-        out[f"{split}_oracle"] = at20["oracle"]
+        test_rows = rows.filter(pl.col("split") == "test")
+        total = None
+        for seed in range(42, 42 + cand.seeds):  # with `seeds`, every seed refitted and averaged
+            fixed = RankerParams.of(
+                RankerLevers().model_dump(),
+                **cand.levers,
+                rounds=rounds,
+                early_stopping=rounds + 1,
+                lightgbm={**lightgbm, "seed": seed},
+            )
+            refitted = build_ranker(both, fixed, features=features, label=cand.label)
+            seconds += refitted.training_seconds
+            score = pl.Series(
+                refitted.booster.predict(feature_matrix(test_rows, features), num_iteration=rounds)
+            )
+            total = score if total is None else total + score
+        test_rows = test_rows.with_columns(model_score=total / cand.seeds)
+        refit_scores = _ndcg20(pl.concat([rows.filter(pl.col("split") == "valid"), test_rows]), "model_score")
+        out["test_ndcg20"], out["test_oracle"] = refit_scores["test_ndcg20"], refit_scores["test_oracle"]
+        out["trees"] = f"{trained.best_iteration} -> {rounds}"
+    if cand.smooth:
+        # every day's rows of valid and test (rank_e1), scored by the same model(s)
+        daily = frames["rank_e1"].filter(pl.col("split").is_in(["valid", "test"]))
+        daily_score = pl.Series(
+            trained.booster.predict(feature_matrix(daily, features), num_iteration=trained.best_iteration)
+        )
+        daily = daily.select(*KEY).with_columns(_s=daily_score).sort("site", "asin", "date")
+        scored = {}
+        for n in SMOOTH_DAYS:
+            smoothed = daily.with_columns(
+                _m=pl.col("_s").rolling_mean_by("date", window_size=f"{n}d").over("site", "asin")
+            ).select(*KEY, "_m")
+            scored[n] = _ndcg20(rows.join(smoothed, on=KEY, how="left"), "_m")
+        best = max(SMOOTH_DAYS, key=lambda n: scored[n]["valid_ndcg20"])  # chosen on validation
+        out.update(scored[best])
+        out["what"] = (
+            f"{cand.what} ({best} days chosen on valid; "
+            + ", ".join(
+                f"{n}d {scored[n]['valid_ndcg20']:.3f}/{scored[n]['test_ndcg20']:.3f}" for n in SMOOTH_DAYS
+            )
+            + " valid/test)"
+        )
+    if cand.blend is not None:
+        if cand.blend == "baseline":
+            second = "explosive_score"
+        else:  # a binary classifier of explodes, same features and levers, early-stopped on NDCG@20
+            binary = RankerParams.of(
+                RankerLevers().model_dump(), **cand.levers, lightgbm={**lightgbm, "objective": "binary"}
+            )
+            clf = build_ranker(rank, binary, features=features, label="explodes")
+            seconds += clf.training_seconds
+            second = "second_score"
+            rows = rows.with_columns(
+                second_score=pl.Series(
+                    clf.booster.predict(
+                        feature_matrix(rows, list(clf.features)), num_iteration=clf.best_iteration
+                    )
+                )
+            )
+            out["trees"] = f"{trained.best_iteration}+{clf.best_iteration}"
+        scored = {
+            w: _ndcg20(rows.with_columns(blend=(1 - w) * _qpct("model_score") + w * _qpct(second)), "blend")
+            for w in BLEND_WEIGHTS
+        }
+        best = max(BLEND_WEIGHTS, key=lambda w: scored[w]["valid_ndcg20"])  # chosen on validation
+        out.update(scored[best])
+        out["what"] = f"{cand.what} (weight {best} chosen on valid)"
     out["test_vs_oracle"] = out["test_ndcg20"] / out["test_oracle"]
-    out["train_s"] = trained.training_seconds
+    out["train_s"] = seconds
     return out
 
 
@@ -170,14 +651,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown candidate(s) {unknown}")
     started = time.perf_counter()
+    chosen = args.candidates or list(CANDIDATES)
     frames = cached_frames(args.horizon_days, Path(args.cache_dir))
+    groups = {g for name in chosen for g in CANDIDATES[name].extra}
+    frames = with_extras(frames, groups, args.horizon_days, Path(args.cache_dir))
     # the levers' hard negatives are the top-baseline grade-0 rows of each query, as in model_quality.py
     weights = ScoreWeights()
     frames = {n: add_baseline_scores(f, weights) if n.startswith("rank") else f for n, f in frames.items()}
     print(f"frames ready in {time.perf_counter() - started:.0f} s", flush=True)
     print("| candidate | what | trees | valid NDCG@20 | test NDCG@20 | test model/oracle |")
     print("|---|---|---|---|---|---|")
-    for name in args.candidates or CANDIDATES:
+    for name in chosen:
         r = evaluate(name, CANDIDATES[name], frames)
         print(
             f"| {name} | {r['what']} | {r['trees']} | {r['valid_ndcg20']:.3f} | {r['test_ndcg20']:.3f} | "

@@ -63,6 +63,8 @@ CEILING = "ceiling (clairvoyant)"
 TARGET_VS_BASELINE = 1.2
 TARGET_VS_ORACLE = 0.8
 LISTING_COLUMNS = ("title_length", "bullet_count", "image_count", "has_aplus", "attribute_flag_count")
+# docs/model_quality.md: everything from this comment on is written by hand and kept on regeneration
+HAND_WRITTEN_MARKER = "<!-- Sections below are hand-written"
 
 
 # ------------------------------------------------------------------------------ simulated tables
@@ -233,6 +235,7 @@ def ranker_params(args: argparse.Namespace) -> RankerParams:
         early_stopping=args.early_stopping,
         negative_fraction=args.negative_fraction,
         hard_negative_fraction=getattr(args, "hard_negative_fraction", None),
+        refit_factor=getattr(args, "refit_factor", None),
         lightgbm=json.loads(args.params) if args.params else None,
     )
 
@@ -321,6 +324,15 @@ def run(args: argparse.Namespace, log=print) -> Result:
         result.tables[split] = compare_rankers(rows, with_ceiling, relevance="relevance", positive="explodes")
         binary = compare_rankers(rows, with_ceiling, relevance="explodes", positive="explodes")
         result.tables[f"{split}_binary"] = binary
+    if levers.refit_factor > 0:
+        # a refitted model has trained on the validation rows: its validation figures are the
+        # early-stopped fit's (as on the model card), the binary ones are left out
+        first = trained.valid_metrics.filter(pl.col("ranker") == "model")
+        valid = result.tables["valid"]
+        result.tables["valid"] = pl.concat([first, valid.filter(pl.col("ranker") != "model")]).select(
+            valid.columns
+        )
+        result.tables["valid_binary"] = result.tables["valid_binary"].filter(pl.col("ranker") != "model")
     result.tables["phases"] = phase_table(evaluated.filter(pl.col("split") == "test"), truth)
     result.timings["evaluation_s"] = time.perf_counter() - t
     for split in ("valid", "test"):
@@ -591,6 +603,17 @@ def render(result: Result, command: str, load: tuple[float, float], sparse: Resu
     return "\n".join(lines)
 
 
+def splice_docs(generated: str, existing: str | None) -> str:
+    """The new docs page: ``generated`` (render's output) in place of the part of ``existing`` before
+    HAND_WRITTEN_MARKER, and ``existing`` from the marker on, unchanged. Without an existing page or
+    a marker in it, ``generated`` alone (nothing hand-written to keep)."""
+    cut = existing.find(HAND_WRITTEN_MARKER) if existing else -1
+    if existing is None or cut < 0:
+        return generated
+    head = generated.split(HAND_WRITTEN_MARKER, 1)[0].rstrip("\n")
+    return f"{head}\n\n{existing[cut:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -612,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="each query's top-baseline grade-0 rows kept",
+    )
+    parser.add_argument(
+        "--refit-factor",
+        type=float,
+        default=None,
+        help="refit on train + valid with this x the early-stopped trees (0 = off; the settings' default)",
     )
     parser.add_argument(
         "--ranker-features",
@@ -654,8 +683,10 @@ def main(argv: list[str] | None = None) -> int:
             a for a in (argv if argv is not None else sys.argv[1:])
         )
         text = render(result, command.strip(), (load_before, os.getloadavg()[0]), sparse)
-        (ROOT / "docs" / "model_quality.md").write_text(text)
-        print(f"-> {ROOT / 'docs' / 'model_quality.md'}")
+        page = ROOT / "docs" / "model_quality.md"
+        # the generated sections only: the hand-written ones after HAND_WRITTEN_MARKER stay as they are
+        page.write_text(splice_docs(text, page.read_text() if page.exists() else None))
+        print(f"-> {page} (generated sections; the hand-written ones kept)")
     return 0
 
 

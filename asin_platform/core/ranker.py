@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 # OpenMP threads that spin while waiting (libgomp's default) stall badly when other processes hold
@@ -425,6 +425,9 @@ class RankerParams:
     rounds: int = 1000
     early_stopping: int = 30
     col_wise: bool = True
+    # > 0: after the early-stopped fit, refit on train + valid with round(best_iteration * refit_factor)
+    # trees (``refit_on_validation``); 0 = off. docs/model_quality.md, *Afternoon candidates*
+    refit_factor: float = 0.0
     lightgbm: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -482,8 +485,65 @@ def build_ranker(
         hard_negative_fraction=params.hard_negative_fraction,
         min_query_rows=params.min_query_rows,
     )
+    if params.refit_factor > 0:
+        trained = refit_on_validation(trained, samples, params, label=label, positive=positive)
     trained.levers = params.card()
     return trained
+
+
+def refit_on_validation(
+    first: TrainedRanker,
+    samples: pl.DataFrame,
+    params: RankerParams,
+    *,
+    label: str = "relevance",
+    positive: str = "explodes",
+) -> TrainedRanker:
+    """``first`` refitted on its train and valid splits together, with round(``first.best_iteration``
+    x ``params.refit_factor``) trees and no early stopping: the validation window's breakouts become
+    training examples (the sparse benchmark market is short of distinct breakouts, not of rows).
+    The gate, the card's validation metrics and the early-stopping history stay ``first``'s: a model
+    cannot be judged on rows it learned from. A factor of (train + valid reference dates) / train
+    dates keeps the trees per date of the early-stopped fit."""
+    rounds = max(1, round(first.best_iteration * params.refit_factor))
+    merged = samples.with_columns(
+        split=pl.when(pl.col("split") == "valid").then(pl.lit("train")).otherwise(pl.col("split"))
+    )
+    # train_ranker needs a validation split: the validation rows once more, which decide nothing
+    # (early stopping cannot trigger, and the model keeps all its trees)
+    both = pl.concat([merged, samples.filter(pl.col("split") == "valid")], how="vertical_relaxed")
+    refit = train_ranker(
+        both,
+        features=first.features,
+        label=label,
+        positive=positive,
+        params=params.lightgbm_params(),
+        num_boost_round=rounds,
+        early_stopping_rounds=rounds + 1,
+        negative_fraction=params.negative_fraction,
+        hard_negative_fraction=params.hard_negative_fraction,
+        min_query_rows=params.min_query_rows,
+    )
+    # every tree grown (fewer than ``rounds`` only when LightGBM finds no split left); LightGBM's
+    # early-stopping callback sets a best iteration of its own at the end, so it is overwritten
+    trees = refit.booster.current_iteration()
+    refit.booster.best_iteration = trees
+    return replace(
+        refit,
+        best_iteration=trees,
+        training_seconds=first.training_seconds + refit.training_seconds,
+        params={
+            **refit.params,
+            "refit_factor": params.refit_factor,
+            "refit_rounds": rounds,
+            "early_stopped_trees": first.best_iteration,
+        },
+        rows={**refit.rows, "valid": first.rows["valid"], "early_stopped_train": first.rows["train"]},
+        queries=first.queries,
+        data_window={**refit.data_window, "valid": first.data_window["valid"]},
+        valid_metrics=first.valid_metrics,
+        history=first.history,
+    )
 
 
 def feature_importance(booster: lgb.Booster) -> pl.DataFrame:

@@ -254,6 +254,28 @@ def test_build_ranker_trains_with_the_levers() -> None:
     assert model.params["min_query_rows"] == 0
 
 
+def test_refit_factor_refits_on_train_and_valid_with_the_scaled_trees() -> None:
+    levers = {"rounds": 15, "early_stopping": 5, "min_query_rows": 0, "lightgbm": {"num_threads": 1}}
+    first = build_ranker(rank_samples(), RankerParams(**levers), compare={"baseline": "explosive_score"})
+    model = build_ranker(
+        rank_samples(), RankerParams(**levers, refit_factor=1.5), compare={"baseline": "explosive_score"}
+    )
+    rounds = max(1, round(first.best_iteration * 1.5))
+    assert model.params["refit_rounds"] == rounds and model.params["num_boost_round"] == rounds
+    # every tree grown is kept (this tiny market runs out of splits before `rounds`)
+    assert 1 <= model.best_iteration == model.booster.num_trees() <= rounds
+    assert model.booster.best_iteration == model.best_iteration  # a plain predict() uses every tree
+    assert model.params["early_stopped_trees"] == first.best_iteration
+    # the validation rows were trained on: the gate and the card keep the early-stopped fit's metrics
+    assert model.valid_metrics.equals(first.valid_metrics) and model.gate() == first.gate()
+    assert model.rows["train"] > first.rows["train"] == model.rows["early_stopped_train"]
+    assert model.data_window["valid"] == first.data_window["valid"]
+    assert model.data_window["train"][1] > first.data_window["train"][1]  # type: ignore[index]
+    assert model.levers["refit_factor"] == 1.5
+    # off by default: the same model as before the lever existed
+    assert RankerParams().refit_factor == 0.0
+
+
 def test_small_queries_keep_every_row_large_ones_are_sampled() -> None:
     """min_query_rows: negative sampling applies only to queries of more rows than it."""
 
