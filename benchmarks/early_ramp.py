@@ -132,6 +132,17 @@ def _envelope() -> list[pl.Expr]:
     ]
 
 
+def _streak(values: pl.Expr, cap: int) -> pl.Expr:
+    """Consecutive days ending on T on which ``values`` fell against the day before, at most ``cap``."""
+    better = (values < values.shift(1)).fill_null(False)
+    streak = pl.lit(0, dtype=pl.Int32)
+    run = pl.lit(True)
+    for k in range(cap):
+        run = run & better.shift(k).fill_null(False)
+        streak = streak + run.cast(pl.Int32)
+    return streak
+
+
 def _newlow() -> list[pl.Expr]:
     """Today's ln BSR against the product's own prior window T-30 .. T-8 (its best and median rank
     there), days of the last week below them, and the run of consecutive daily improvements."""
@@ -140,20 +151,9 @@ def _newlow() -> list[pl.Expr]:
     prior_med = y.rolling_median(23, min_samples=10).shift(8)
     below_min = pl.sum_horizontal([(y.shift(k) < prior_min).cast(pl.Int32) for k in range(7)])
     below_med = pl.sum_horizontal([(y.shift(k) < prior_med).cast(pl.Int32) for k in range(7)])
-    better = (y < y.shift(1)).fill_null(False)
-    # consecutive days of improvement ending on T (capped at 14)
-    streak = pl.lit(0, dtype=pl.Int32)
-    run = pl.lit(True)
-    for k in range(14):
-        run = run & better.shift(k).fill_null(False)
-        streak = streak + run.cast(pl.Int32)
-    med3 = y.rolling_mean(3, min_samples=2)
-    better3 = (med3 < med3.shift(1)).fill_null(False)
-    streak3 = pl.lit(0, dtype=pl.Int32)
-    run3 = pl.lit(True)
-    for k in range(21):
-        run3 = run3 & better3.shift(k).fill_null(False)
-        streak3 = streak3 + run3.cast(pl.Int32)
+    # consecutive days of improvement ending on T: of ln BSR (capped at 14), of its 3-day mean (21)
+    streak = _streak(y, 14)
+    streak3 = _streak(y.rolling_mean(3, min_samples=2), 21)
     return [
         (y - prior_min).alias("bsr_vs_prior_min"),
         pl.when(prior_min.is_not_null()).then(below_min).alias("bsr_days_below_prior_min_7d"),
