@@ -45,15 +45,18 @@ class Blocks:
         return self.anchor.height
 
     @classmethod
-    def of(cls, hist: pl.DataFrame, sites: pl.Categorical, asins: pl.Categorical) -> tuple[Blocks, pl.Series]:
-        """From the ``_site`` / ``_asin`` columns of the mart rows (core.features._history): the blocks and each row's block. Only
-        the distinct pairs' strings are sorted, never the rows."""
-        site_code, asin_code = (hist[c].to_physical().cast(pl.Int64) for c in ("_site", "_asin"))
-        site_width = int(site_code.max()) + 1 if hist.height else 0  # type: ignore[arg-type]
-        asin_width = int(asin_code.max()) + 1 if hist.height else 0  # type: ignore[arg-type]
+    def of(
+        cls, site: pl.Series, asin: pl.Series, sites: pl.Categorical, asins: pl.Categorical
+    ) -> tuple[Blocks, pl.Series]:
+        """From the mart rows' site and ASIN cast to ``sites`` / ``asins`` (core.features._history):
+        the blocks and each row's block (``_block``). Only the distinct pairs' strings are sorted,
+        never the rows."""
+        site_code, asin_code = (s.to_physical().cast(pl.Int64) for s in (site, asin))
+        site_width = int(site_code.max()) + 1 if site.len() else 0  # type: ignore[arg-type]
+        asin_width = int(asin_code.max()) + 1 if asin.len() else 0  # type: ignore[arg-type]
         code = site_code * asin_width + asin_code
         first = code.arg_unique()
-        anchor = hist.select("_site", "_asin")[first]
+        anchor = pl.DataFrame([site.gather(first).alias("_site"), asin.gather(first).alias("_asin")])
         names = pl.DataFrame(
             {
                 "_code": code.gather(first),
@@ -66,7 +69,9 @@ class Blocks:
             .extend_constant(None, site_width * asin_width)
             .scatter(names["_code"], pl.int_range(0, names.height, dtype=pl.Int64, eager=True))
         )
-        return cls(sites, asins, site_width, asin_width, block_of, anchor), block_of.gather(code)
+        return cls(sites, asins, site_width, asin_width, block_of, anchor), block_of.gather(code).alias(
+            "_block"
+        )
 
     def block(self, site: pl.Expr, asin: pl.Expr) -> pl.Expr:
         """The block of each (site, asin); null for a pair without mart rows."""
@@ -90,7 +95,10 @@ def build_grid(hist: pl.DataFrame, span: int, columns: Sequence[str]) -> pl.Data
     if n_pos - source.null_count() != hist.height:
         # two rows on one position: a duplicated mart key would corrupt its whole block
         raise ValueError("mart has duplicate (site, date, asin) rows")
-    return hist.select([pl.col(c).gather(source) for c in columns]).with_columns(
+    # Only the grid's (numeric) columns enter the select: an eager select rechunks its input, and
+    # ``hist`` also holds the mart's strings in ~100 chunks
+    grid = pl.DataFrame([hist[c] for c in columns]).select(pl.all().gather(source))
+    return grid.with_columns(
         source,
         _pos=pl.int_range(0, n_pos, dtype=pl.Int64),
         x=pl.int_range(0, n_pos, dtype=pl.Int64) % span,

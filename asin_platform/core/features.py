@@ -155,9 +155,10 @@ def _history(
     hi: date,
     sites: pl.Categorical,
     asins: pl.Categorical,
-) -> pl.DataFrame:
-    """Mart rows of [lo, hi] with day number ``x``, ``_site`` / ``_asin`` coded by ``sites`` /
-    ``asins``, the integer cross-section key ``_xsec`` of (site, date, category) and estimated sales."""
+) -> tuple[pl.DataFrame, Blocks]:
+    """Mart rows of [lo, hi] with day number ``x``, grid block ``_block`` (pairs coded by ``sites``
+    / ``asins``), the integer cross-section key ``_xsec`` of (site, date, category) and estimated
+    sales; and the blocks."""
     epoch_day = (lo - date(1970, 1, 1)).days
     small = codes("small")  # categories: a handful of values
     hist = (
@@ -200,6 +201,11 @@ def _history(
         )
         .collect()
     )
+    # ``hist`` arrives in ~100 chunks per column and is only ever changed in place or read by column:
+    # an eager select / with_columns would rechunk every column it touches, strings included
+    # (~0.25 s per 5.7M rows for the site and category alone)
+    blocks, row_blocks = Blocks.of(hist.drop_in_place("_site"), hist.drop_in_place("_asin"), sites, asins)
+    hist.insert_column(hist.width, row_blocks)
     # Calibration per (site, category): joined on the handful of distinct pairs, then gathered by
     # a dense pair index (a join over every mart row on two string keys cost ~0.2 s per 3M rows,
     # a hash lookup ~0.1 s). Sites and categories are small numberings, so the index
@@ -208,7 +214,7 @@ def _history(
     pair = hist["_site_code"] * width + hist["_cat_code"]
     first = pair.arg_unique()  # a row of each (site, category): ~5x cheaper than a group_by
     pairs = (
-        hist.select("site", "category_id")[first]
+        pl.DataFrame([hist[c].gather(first) for c in ("site", "category_id")])
         .with_columns(_sc=pair.gather(first))
         .drop_nulls("_sc")
         .join(calibration, on=["site", "category_id"], how="left")
@@ -217,19 +223,23 @@ def _history(
         c: pl.Series(c, dtype=pl.Float64).extend_constant(None, width * width).scatter(pairs["_sc"], pairs[c])
         for c in ("a", "b")
     }
-    return hist.with_columns(
-        est_sales=estimate_sales(
-            pl.col("bsr_root"),
+    sales = pl.select(
+        estimate_sales(
+            pl.lit(hist["bsr_root"]),
             pl.lit(by_pair["a"].gather(pair).fill_null(FALLBACK_A)),
             pl.lit(by_pair["b"].gather(pair).fill_null(FALLBACK_B)),
-        )
-    ).drop("_site_code", "_cat_code")
+        ).alias("est_sales")
+    ).to_series()
+    for name in ("_site_code", "_cat_code"):
+        hist.drop_in_place(name)
+    return hist.hstack([sales]), blocks
 
 
 def _with_percentile(
     hist: pl.DataFrame, pctl_dates: list[date], given: pl.DataFrame | None = None
 ) -> pl.DataFrame:
-    """``hist`` plus ``bsr_pctl`` on the days the features read it (T, T-7, T-30 of each target).
+    """``hist`` plus ``bsr_pctl`` on the days the features read it (T, T-7, T-30 of each target),
+    without ``_xsec``. ``hist`` is consumed (its ``_xsec`` is moved out in place).
 
     The percentile is a cross-section of each (site, date, category); only those days are ranked
     (a single-date partition ranks 3 of its 31 days) and scattered back by row number. ``given``
@@ -246,7 +256,8 @@ def _with_percentile(
             .collect()
         )
     pctl = pl.Series("bsr_pctl", dtype=pl.Float64).extend_constant(None, hist.height)
-    return hist.with_columns(pctl.scatter(ranked["_row"], ranked["bsr_pctl"])).drop("_xsec")
+    hist.drop_in_place("_xsec")  # in place, not with_columns: see _history
+    return hist.hstack([pctl.scatter(ranked["_row"], ranked["bsr_pctl"])])
 
 
 def _fixed(expr: pl.Expr, scale: int) -> pl.Expr:
@@ -434,19 +445,23 @@ def build_features(
     span = (hi - lo).days + 1
     pctl_dates = percentile_dates(targets)
     sites, asins = codes("sites"), codes("asins")
-    hist = _with_percentile(_history(mart, cal, lo, hi, sites, asins), pctl_dates, percentiles)
     # Blocks are numbered in (site, asin) order, so the grid - and every output row taken from it -
     # is ordered (site, asin, date): for one target date that is key order with no sort at all, and
     # a backfill needs no transposing gather.
-    blocks, row_blocks = Blocks.of(hist, sites, asins)
+    hist, blocks = _history(mart, cal, lo, hi, sites, asins)
+    hist = _with_percentile(hist, pctl_dates, percentiles)
     n_blocks = blocks.count
-    hist = hist.with_columns(_block=row_blocks).drop("_site", "_asin")
     grid = build_grid(hist, span, _GRID_COLUMNS)
 
     # only rows present in the mart on a target date are output; everything else is window context
     is_output = pl.col("_row").is_not_null() & pl.col("x").is_in([(t - lo).days for t in targets])
     out = grid.lazy().filter(is_output).select("_row", "_pos").collect()
-    labels = hist.select("site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")[out["_row"]]
+    labels = pl.DataFrame(
+        [
+            hist[c].gather(out["_row"])
+            for c in ("site", "date", "asin", "category_id", *LISTING_COLUMNS, "listed_since")
+        ]
+    )
     del hist  # the grid and the labels hold all that is left to read; free the strings first
 
     at_outputs = (
