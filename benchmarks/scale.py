@@ -55,22 +55,37 @@ PG_URL = os.environ.get("ASIN_PLATFORM_BENCH_POSTGRES_URL", "postgresql://postgr
 
 
 def generate(folder: Path, n_asins: int, n_days: int) -> None:
-    """``n_asins`` x ``n_days`` (ending END) to ``folder``/{mart,keywords}/part-*.parquet, in blocks
-    of GEN_CELLS ASIN-days, ASINs renamed B<block><7 digits> so they stay distinct across blocks."""
+    """``n_asins`` x ``n_days`` (ending END) to ``folder``/{mart,keywords}/<date>.parquet: one file per
+    day in the layout of the mart's columnar copies (``storage.columnar.write_slice_parquet``: key
+    order, bounded row groups), which is what ``features_daily`` scans in production. Generated in
+    blocks of GEN_CELLS ASIN-days, ASINs renamed B<block><7 digits> so they stay distinct."""
+    import shutil
+
     from features_bench import synth_market
+
+    from asin_platform.schemas import FACT_KEYWORDS, MART_TIMESERIES_DAILY
+    from asin_platform.storage.columnar import write_slice_parquet
 
     if (folder / "done").exists():
         return
+    staging = folder / "blocks"
     for sub in ("mart", "keywords"):
+        (staging / sub).mkdir(parents=True, exist_ok=True)
         (folder / sub).mkdir(parents=True, exist_ok=True)
     size = max(1000, GEN_CELLS // n_days)
     for block, first in enumerate(range(0, n_asins, size)):
         mart, kw = synth_market(min(size, n_asins - first), n_days, end=END, seed=100 + block)
         rename = pl.lit(f"B{block:02d}") + pl.col("asin").str.slice(3)
-        mart = mart.with_columns(asin=rename).sort("date", "asin")
-        mart.write_parquet(folder / "mart" / f"part-{block:03d}.parquet")
-        kw.with_columns(asin=rename).write_parquet(folder / "keywords" / f"part-{block:03d}.parquet")
+        mart.with_columns(asin=rename).write_parquet(staging / "mart" / f"part-{block:03d}.parquet")
+        kw.with_columns(asin=rename).write_parquet(staging / "keywords" / f"part-{block:03d}.parquet")
         del mart, kw
+    for sub, table in (("mart", MART_TIMESERIES_DAILY), ("keywords", FACT_KEYWORDS)):
+        blocks, key = pl.scan_parquet(staging / sub / "*.parquet"), list(table.key)
+        for day in days_ending(END, n_days):
+            write_slice_parquet(
+                blocks.filter(pl.col("date") == day).collect().sort(key), folder / sub / f"{day}.parquet"
+            )
+    shutil.rmtree(staging)
     (folder / "done").write_text("ok\n")
 
 
@@ -372,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     site_days = max(args.range_days, 1) + LOOKBACK
-    site = work / f"site_{args.asins}_{site_days}"
+    # "days_": one file per day (the columnar copies' layout); "site_" folders of earlier runs held
+    # ASIN-block files and are not reused
+    site = work / f"days_{args.asins}_{site_days}"
     run_child({"kind": "generate", "folder": site, "asins": args.asins, "days": site_days})
     if not args.skip_compute:
         record(
@@ -394,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
     for days in [] if args.skip_compute else args.backfill_days:
-        folder = work / f"site_{args.backfill_asins}_{days + LOOKBACK}"
+        folder = work / f"days_{args.backfill_asins}_{days + LOOKBACK}"
         run_child(
             {"kind": "generate", "folder": folder, "asins": args.backfill_asins, "days": days + LOOKBACK}
         )

@@ -217,3 +217,31 @@ def test_with_the_setting_off_nothing_is_copied(
     assert_frame_equal(
         _scanned(warehouse, store, MART, LAST, LAST), warehouse.read(MART, sites=[SITE], start=LAST, end=LAST)
     )
+
+
+def test_a_copy_is_in_asin_order_in_bounded_row_groups(
+    warehouse: Warehouse,
+    store: ArtifactStore,
+    market: tuple[pl.DataFrame, pl.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An ASIN block's scan decodes only the row groups its range overlaps: that needs the rows in
+    ASIN order and row groups of ROW_GROUP_ROWS, each with its ASIN range in the statistics."""
+    import pyarrow.parquet as pq
+
+    mart, _ = market
+    monkeypatch.setattr(columnar, "ROW_GROUP_ROWS", 5)
+    d = LAST
+    rows = _day_rows(mart, d)
+    assert rows.height > 15
+    _write_days(warehouse, store, MART, mart, [d])
+    (version,) = _versions(store, MART, d)
+    meta = pq.ParquetFile(shown(store.url(columnar.slice_key(MART, SITE, d, version)))).metadata
+    asin = meta.schema.to_arrow_schema().get_field_index("asin")
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    full, rest = divmod(rows.height, 5)
+    assert [g.num_rows for g in groups] == [5] * full + ([rest] if rest else [])
+    ranges = [(g.column(asin).statistics.min, g.column(asin).statistics.max) for g in groups]
+    assert all(lo <= hi for lo, hi in ranges)
+    assert all(ranges[i][1] < ranges[i + 1][0] for i in range(len(ranges) - 1))  # disjoint, ascending
+    assert ranges[0][0] == rows["asin"].min() and ranges[-1][1] == rows["asin"].max()
