@@ -184,6 +184,7 @@ class RankerModelConfig(dg.Config):
     params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
     negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
     hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
+    refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
 
 
 def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
@@ -234,6 +235,7 @@ def ranker_model(
         early_stopping=config.early_stopping,
         negative_fraction=config.negative_fraction,
         hard_negative_fraction=config.hard_negative_fraction,
+        refit_factor=config.refit_factor,
     )
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
@@ -263,8 +265,15 @@ def ranker_model(
     verdict = judge_candidate(warehouse, settings, trained)
     saved = register_model(warehouse, artifacts_store(settings), trained, extra=extra, verdict=verdict)
     gate = saved.card["gate"]
+    refit = trained.refit
+    refit_note = (
+        f" (refitted on train + valid: round({refit['early_stopped_trees']} early-stopped trees x "
+        f"{refit['factor']}); valid figures of {refit['valid_metrics_of']})"
+        if refit
+        else ""
+    )
     context.log.info(
-        f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s; "
+        f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s{refit_note}; "
         f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; {verdict.status}: "
         f"{verdict.reason}"
     )
@@ -280,6 +289,16 @@ def ranker_model(
         "valid_ndcg@20": gate["model"],
         "baseline_valid_ndcg@20": gate["baseline"],
         "valid_metrics": metadata_table(trained.valid_metrics),
+        # a refitted model: its trees and what the validation figures above belong to
+        **(
+            {
+                "refit": f"{refit['trees']} trees on train + valid = round({refit['early_stopped_trees']} "
+                f"early-stopped trees x {refit['factor']})",
+                "valid_metrics_of": refit["valid_metrics_of"],
+            }
+            if refit
+            else {}
+        ),
         "feature_importance": metadata_table(feature_importance(trained.booster).head(25)),
         "card": dg.MetadataValue.json(card_view),
     }
