@@ -166,7 +166,9 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
     and the card, the metadata and the gate check label the validation figures as the early-stopped
     fit's (the refit trained on the validation rows)."""
     _seed(warehouse)
-    result = _run(warehouse, ["train_samples", "ranker_model"], ranker={"refit_factor": 1.5})
+    result = _run(
+        warehouse, ["train_samples", "ranker_model", "model_evaluation"], ranker={"refit_factor": 1.5}
+    )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     models = env / "artifacts" / "models"
     card = json.loads((models / (models / LAST_TRAINED).read_text().strip() / "card.json").read_text())
@@ -185,6 +187,17 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
     assert meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
     gate = _check(result, "ranker_beats_baseline")
     assert gate.metadata["valid_metrics_of"].value == REFIT_VALID_NOTE
+    # model_evaluation: on the validation split the model's rows are the card's (the refit's own
+    # would be in-sample), on the test split the refitted model's
+    evaluation = warehouse.read("model_evaluation")
+    valid = evaluation.filter((pl.col("split") == "valid") & (pl.col("ranker") == "model"))
+    assert {r["k"]: r["ndcg"] for r in valid.iter_rows(named=True)} == pytest.approx(
+        {k: card["metrics"]["valid"]["model"][f"ndcg@{k}"] for k in (10, 20, 50)}
+    )
+    assert evaluation.filter(pl.col("split") == "test")["ranker"].n_unique() == 4
+    eval_meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert eval_meta["valid_model_of"].value == REFIT_VALID_NOTE
+    assert eval_meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(
