@@ -466,8 +466,8 @@ class RankerParams:
     early_stopping: int = 30
     col_wise: bool = True
     # > 0: after the early-stopped fit, refit on train + valid with round(best_iteration * refit_factor)
-    # trees (``refit_on_validation``); 0 = off. docs/model_quality.md, *Afternoon candidates*
-    refit_factor: float = 0.0
+    # trees (``refit_on_validation``); 0 = off. docs/model_quality.md, *The refit lever*
+    refit_factor: float = 1.35
     lightgbm: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

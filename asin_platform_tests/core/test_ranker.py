@@ -242,7 +242,12 @@ def test_ranker_params_map_onto_lightgbm() -> None:
 
 def test_build_ranker_trains_with_the_levers() -> None:
     params = RankerParams(
-        rounds=15, early_stopping=5, negative_fraction=0.5, min_query_rows=0, lightgbm={"num_threads": 1}
+        rounds=15,
+        early_stopping=5,
+        negative_fraction=0.5,
+        min_query_rows=0,
+        refit_factor=0.0,  # the early-stopped fit itself (the refit: the tests below)
+        lightgbm={"num_threads": 1},
     )
     model = build_ranker(rank_samples(), params, compare={"baseline": "explosive_score"})
     assert model.params["max_bin"] == 63 and model.params["force_col_wise"] is True
@@ -274,7 +279,9 @@ def refit_pair():
     ranker_module.lgb.train = spy
     try:
         first = build_ranker(
-            rank_samples(), RankerParams(**REFIT_LEVERS), compare={"baseline": "explosive_score"}
+            rank_samples(),
+            RankerParams(**REFIT_LEVERS, refit_factor=0.0),
+            compare={"baseline": "explosive_score"},
         )
         model = build_ranker(
             rank_samples(),
@@ -322,8 +329,8 @@ def test_refit_factor_refits_on_train_and_valid_with_the_scaled_trees() -> None:
         "valid_metrics_of": REFIT_VALID_NOTE,
     }
     assert model.levers["refit_factor"] == 1.5 and first.refit == {}
-    # off by default: the same model as before the lever existed
-    assert RankerParams().refit_factor == 0.0
+    # on by default (docs/model_quality.md, *The refit lever*); 0 turns it off
+    assert RankerParams().refit_factor == RankerLevers().refit_factor == 1.35
 
 
 def test_a_refitted_model_predicts_deterministically_and_its_card_says_it_was_refitted(tmp_path) -> None:
@@ -409,11 +416,12 @@ def test_demo_sized_queries_are_fitted_whole_with_the_default_levers() -> None:
     largest = int(samples.filter(pl.col("split") == "train").group_by("site", "date").len()["len"].max())
     assert largest <= RankerParams().min_query_rows  # the test market is demo-sized
     model = build_ranker(samples, RankerParams(rounds=5, early_stopping=5, lightgbm={"num_threads": 1}))
-    # every row of a query with a relevant row stays, though the default levers sample negatives
-    with_relevant = samples.filter(
-        (pl.col("split") == "train") & (pl.col("relevance").max().over("site", "date") > 0)
-    )
-    assert model.rows["train"] == with_relevant.height
+    # every row of a query with a relevant row stays, though the default levers sample negatives:
+    # in the early-stopped fit (train) and in the default refit (train + valid)
+    relevant = pl.col("relevance").max().over("site", "date") > 0
+    with_relevant = samples.filter((pl.col("split") == "train") & relevant)
+    assert model.rows["early_stopped_train"] == with_relevant.height
+    assert model.rows["train"] == samples.filter(pl.col("split").is_in(["train", "valid"]) & relevant).height
     assert model.levers["min_query_rows"] == RankerLevers().min_query_rows == 1000
 
 
