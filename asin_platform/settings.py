@@ -169,11 +169,13 @@ class RankerLevers(_Model):
     early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
     col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
     refit_factor: float = Field(
-        0.0,
+        1.35,
         ge=0,
         le=10,
-        description="> 0: refit on train + valid with round(early-stopped trees x this) trees, no early "
-        "stopping (the gate keeps the train-only fit's validation metrics); 0 = off",
+        description="> 0: refit on train + valid with round(early-stopped trees x this) trees and no "
+        "validation split (the gate and the card keep the early-stopped fit's validation metrics); 0 = "
+        "off. 1.35 = (train + valid reference dates) / train dates: test NDCG@20 dense 0.653 -> 0.665, "
+        "sparse 0.508 -> 0.546 (docs/model_quality.md, *The refit lever*)",
     )
 
 

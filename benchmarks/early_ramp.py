@@ -44,6 +44,9 @@ from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 
 SITES = ("US", "UK", "DE", "JP")
+# the settings' levers, with the refit off (its default since 2026-12-05, late afternoon) so that the
+# candidates stay comparable with the tables recorded before: a candidate sets it (`refit_lever`)
+HARNESS_LEVERS = {**RankerLevers().model_dump(), "refit_factor": 0.0}
 KEY = ["site", "date", "asin"]
 # directions known from how a breakout shows (BSR falls, percentile, reviews and keyword ranks improve)
 MONOTONE = {
@@ -199,6 +202,37 @@ def _fade() -> list[pl.Expr]:
     ]
 
 
+# T-90 .. T-8: 83 days, of which at least 30 with a rank (else null); windows are per product
+# (``over``), since they reach further back than REACH
+HIST90_DAYS, HIST90_GAP, HIST90_MIN = 83, 8, 30
+
+
+def _hist90() -> list[pl.Expr]:
+    """The product's own longer history, T-90 .. T-8 (the 30-day history columns of
+    core/history_features.py read T-30 .. T-8): its ln BSR level spread and day-to-day volatility,
+    the volatility of its sales estimate, the last week's sales against its usual (median) daily
+    sales, and today's ln BSR and the last week's mean as z-scores against that history. A long
+    tail's Poisson sales move its rank by chance; measured against the product's own usual noise
+    over three months, a breakout's ramp should stand out sooner."""
+    y, s = pl.col("y"), pl.col("_sales")
+
+    def prior(e: pl.Expr, how: str) -> pl.Expr:
+        return getattr(e, f"rolling_{how}")(HIST90_DAYS, min_samples=HIST90_MIN).shift(HIST90_GAP)
+
+    mean_y, sd_y = prior(y, "mean"), prior(y, "std")
+    sd_dy = prior(y - y.shift(1), "std")
+    mean_s, sd_s, med_s = prior(s, "mean"), prior(s, "std"), prior(s, "median")
+    exprs = [
+        sd_y.alias("bsr_log_sd_90d"),
+        sd_dy.alias("bsr_log_daily_sd_90d"),
+        (sd_s / (mean_s + 0.05)).alias("sales_cv_90d"),
+        ((s.rolling_mean(7, min_samples=4) + 0.05) / (med_s + 0.05)).log().alias("sales_7d_vs_med_90d"),
+        ((y - mean_y) / (sd_y + 0.05)).alias("bsr_log_z_90d"),
+        ((y.rolling_mean(7, min_samples=4) - mean_y) / (sd_y + 0.05)).alias("bsr_log7_z_90d"),
+    ]
+    return [e.over("site", "asin") for e in exprs]
+
+
 EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
     "fade": (
         "review_gain_days_7d",
@@ -225,6 +259,14 @@ EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
         "bsr3_improve_streak",
     ),
     "accel": ("sales_growth_3d", "sales_growth_7d", "sales_growth_14d", "sales_accel_7d"),
+    "hist90": (
+        "bsr_log_sd_90d",
+        "bsr_log_daily_sd_90d",
+        "sales_cv_90d",
+        "sales_7d_vs_med_90d",
+        "bsr_log_z_90d",
+        "bsr_log7_z_90d",
+    ),
     "kwlog": (
         "kw_logrank_mean",
         "kw_count_change_14d",
@@ -285,6 +327,19 @@ def keyword_log_ranks(keywords: pl.DataFrame, dates: pl.DataFrame) -> pl.DataFra
     return out.select(*KEY, *EXTRA_COLUMNS["kwlog"])
 
 
+def _with_sales(grid: pl.DataFrame) -> pl.DataFrame:
+    """The grid with ``_sales``, the sales estimate of its BSR (core.sales, default calibration)."""
+    calibration = default_calibration(list(SITES), SALES_PRIOR)
+    grid = grid.join(
+        calibration.select("site", "category_id", "a", "b"), on=["site", "category_id"], how="left"
+    )
+    return grid.with_columns(
+        _sales=estimate_sales(
+            pl.col("bsr_root"), pl.col("a").fill_null(FALLBACK_A), pl.col("b").fill_null(FALLBACK_B)
+        )
+    )
+
+
 def extra_frame(
     group: str, mart: pl.DataFrame, dates: pl.DataFrame, keywords: pl.DataFrame | None = None
 ) -> pl.DataFrame:
@@ -300,16 +355,9 @@ def extra_frame(
     elif group == "newlow":
         out = grid.with_columns(_newlow())
     elif group == "accel":
-        calibration = default_calibration(list(SITES), SALES_PRIOR)
-        grid = grid.join(
-            calibration.select("site", "category_id", "a", "b"), on=["site", "category_id"], how="left"
-        )
-        grid = grid.with_columns(
-            _sales=estimate_sales(
-                pl.col("bsr_root"), pl.col("a").fill_null(FALLBACK_A), pl.col("b").fill_null(FALLBACK_B)
-            )
-        )
-        out = grid.with_columns(_accel())
+        out = _with_sales(grid).with_columns(_accel())
+    elif group == "hist90":
+        out = _with_sales(grid).with_columns(_hist90())
     else:
         raise ValueError(group)
     return out.join(dates, on=["site", "date"]).select(*KEY, *EXTRA_COLUMNS[group])
@@ -427,6 +475,13 @@ CANDIDATES: dict[str, Candidate] = {
         "(data-size check) only the later half of the training reference dates", train_share=0.5
     ),
     "env_all": Candidate("+ envelope, newlow and accel together", extra=("envelope", "newlow", "accel")),
+    # 2026-12-05, late afternoon: the 90-day own history the 2026-12-04 analysis asked for
+    "hist90": Candidate(
+        "+ own T-90..T-8 history: ln BSR spread and daily volatility, sales CV, 7-day sales vs the "
+        "90-day median, ln BSR (today, 7-day mean) z against it",
+        extra=("hist90",),
+    ),
+    "seeds5_hist90": Candidate("5 seeds averaged, + hist90", seeds=5, extra=("hist90",)),
     "catrel": Candidate(
         "+ ranks within (site, date, category) of review burst, BSR drop / z, weekly-max falls",
         extra=("catrel",),
@@ -531,7 +586,7 @@ def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dic
     if cand.monotone or cand.monotone_hist:
         directions = MONOTONE_HIST if cand.monotone_hist else MONOTONE
         lightgbm["monotone_constraints"] = [directions.get(f, 0) for f in features]
-    levers = RankerParams.of(RankerLevers().model_dump(), **cand.levers, lightgbm=lightgbm)
+    levers = RankerParams.of(HARNESS_LEVERS, **cand.levers, lightgbm=lightgbm)
     trained = build_ranker(rank, levers, features=features, label=cand.label)
     # evaluated on the oracle's rows: the every-2-days reference dates of valid and test
     rows = rank.join(frames["oracle"], on=KEY)
@@ -541,9 +596,7 @@ def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dic
     if cand.seeds > 1:
         total, trees = rows["model_score"], [trained.best_iteration]
         for seed in range(43, 42 + cand.seeds):
-            params = RankerParams.of(
-                RankerLevers().model_dump(), **cand.levers, lightgbm={**lightgbm, "seed": seed}
-            )
+            params = RankerParams.of(HARNESS_LEVERS, **cand.levers, lightgbm={**lightgbm, "seed": seed})
             other = build_ranker(rank, params, features=features, label=cand.label)
             seconds += other.training_seconds
             trees.append(other.best_iteration)
@@ -571,7 +624,7 @@ def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dic
         total = None
         for seed in range(42, 42 + cand.seeds):  # with `seeds`, every seed refitted and averaged
             fixed = RankerParams.of(
-                RankerLevers().model_dump(),
+                HARNESS_LEVERS,
                 **cand.levers,
                 rounds=rounds,
                 early_stopping=rounds + 1,
@@ -614,7 +667,7 @@ def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dic
             second = "explosive_score"
         else:  # a binary classifier of explodes, same features and levers, early-stopped on NDCG@20
             binary = RankerParams.of(
-                RankerLevers().model_dump(), **cand.levers, lightgbm={**lightgbm, "objective": "binary"}
+                HARNESS_LEVERS, **cand.levers, lightgbm={**lightgbm, "objective": "binary"}
             )
             clf = build_ranker(rank, binary, features=features, label="explodes")
             seconds += clf.training_seconds

@@ -43,7 +43,13 @@ from asin_platform.core.metrics import (
 )
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import RankerParams, TrainedRanker, build_ranker, feature_importance
+from asin_platform.core.ranker import (
+    REFIT_VALID_NOTE,
+    RankerParams,
+    TrainedRanker,
+    build_ranker,
+    feature_importance,
+)
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
@@ -184,6 +190,7 @@ class RankerModelConfig(dg.Config):
     params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
     negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
     hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
+    refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
 
 
 def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
@@ -234,6 +241,7 @@ def ranker_model(
         early_stopping=config.early_stopping,
         negative_fraction=config.negative_fraction,
         hard_negative_fraction=config.hard_negative_fraction,
+        refit_factor=config.refit_factor,
     )
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
@@ -263,8 +271,15 @@ def ranker_model(
     verdict = judge_candidate(warehouse, settings, trained)
     saved = register_model(warehouse, artifacts_store(settings), trained, extra=extra, verdict=verdict)
     gate = saved.card["gate"]
+    refit = trained.refit
+    refit_note = (
+        f" (refitted on train + valid: round({refit['early_stopped_trees']} early-stopped trees x "
+        f"{refit['factor']}); valid figures of {refit['valid_metrics_of']})"
+        if refit
+        else ""
+    )
     context.log.info(
-        f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s; "
+        f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s{refit_note}; "
         f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; {verdict.status}: "
         f"{verdict.reason}"
     )
@@ -280,6 +295,16 @@ def ranker_model(
         "valid_ndcg@20": gate["model"],
         "baseline_valid_ndcg@20": gate["baseline"],
         "valid_metrics": metadata_table(trained.valid_metrics),
+        # a refitted model: its trees and what the validation figures above belong to
+        **(
+            {
+                "refit": f"{refit['trees']} trees on train + valid = round({refit['early_stopped_trees']} "
+                f"early-stopped trees x {refit['factor']})",
+                "valid_metrics_of": refit["valid_metrics_of"],
+            }
+            if refit
+            else {}
+        ),
         "feature_importance": metadata_table(feature_importance(trained.booster).head(25)),
         "card": dg.MetadataValue.json(card_view),
     }
@@ -386,10 +411,29 @@ def simulator_oracle(samples: pl.DataFrame, settings: Settings, horizon: int) ->
     return scores if known >= 0.9 * samples.height else None
 
 
+def _early_stopped_valid(table: pl.DataFrame, card: dict[str, Any]) -> pl.DataFrame:
+    """``table`` (compare_rankers on the validation split) with the model's rows replaced by its card's
+    validation metrics: a refitted model (core.ranker.refit_on_validation) trained on the validation
+    rows, so its own figures there would be in-sample; the card's are its early-stopped fit's."""
+    card_model = (card.get("metrics") or {}).get("valid", {}).get("model") or {}
+    model_rows = table.filter(pl.col("ranker") == "model")
+    ks = model_rows["k"].to_list()
+    figures = pl.DataFrame(
+        {
+            "k": ks,
+            **{m: [card_model.get(f"{m}@{k}") for k in ks] for m in ("ndcg", "precision", "recall")},
+        },
+        schema={"k": table.schema["k"], "ndcg": pl.Float64, "precision": pl.Float64, "recall": pl.Float64},
+    )
+    model_rows = model_rows.drop("ndcg", "precision", "recall").join(figures, on="k", how="left")
+    return pl.concat([model_rows.select(table.columns), table.filter(pl.col("ranker") != "model")])
+
+
 def evaluate_model(
     samples: pl.DataFrame, model: Any, settings: Settings, *, oracle: pl.DataFrame | None
 ) -> pl.DataFrame:
-    """compare_rankers per split (valid, test) with the model, baseline, random and the oracle."""
+    """compare_rankers per split (valid, test) with the model, baseline, random and the oracle; a
+    refitted model's validation rows are its early-stopped fit's (``_early_stopped_valid``)."""
     scored = add_model_scores(samples, model.booster, model.features)
     scored = add_baseline_scores(scored, settings.score_weights, min_category_size=settings.min_category_size)
     scored = add_random_scores(scored)
@@ -403,6 +447,8 @@ def evaluate_model(
         if rows.is_empty() or rows["explodes"].sum() == 0:
             continue
         table = compare_rankers(rows, RANKERS, relevance="relevance", positive="explodes", ks=DEFAULT_KS)
+        if split == "valid" and (model.card or {}).get("refit"):
+            table = _early_stopped_valid(table, model.card)
         parts.append(
             table.with_columns(
                 split=pl.lit(split),
@@ -436,6 +482,8 @@ def model_evaluation(
     )
     warehouse.upsert("model_evaluation", stored)
     metadata: dict[str, Any] = {"model_version": model.version, "oracle": oracle is not None}
+    if model.card.get("refit"):
+        metadata["valid_model_of"] = REFIT_VALID_NOTE  # the test split is the refitted model's own
     for split in SPLITS[1:]:
         part = table.filter(pl.col("split") == split)
         if part.is_empty():

@@ -49,6 +49,8 @@ def gate_result(warehouse: Warehouse) -> dg.AssetCheckResult:
             "model_valid_ndcg@20": gate.get("model"),
             "baseline_valid_ndcg@20": gate.get("baseline"),
             "valid_metrics": md_table(table) if table.height else "n/a",
+            # a refitted model's validation figures are its early-stopped fit's (card "refit")
+            **({"valid_metrics_of": of} if (of := model.card.get("metrics", {}).get("valid_of")) else {}),
         },
     )
 

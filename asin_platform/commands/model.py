@@ -98,6 +98,7 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
         negative_fraction=args.negative_fraction,
         hard_negative_fraction=args.hard_negative_fraction,
         min_query_rows=args.min_query_rows,
+        refit_factor=args.refit_factor,
         lightgbm=params,
     )
 
@@ -117,6 +118,12 @@ def _train_and_save(
         f"trained {trained.best_iteration} trees in {trained.training_seconds:.1f} s on "
         f"{trained.rows['train']:,} rows ({trained.queries['train']} queries)"
     )
+    if trained.refit:
+        r = trained.refit
+        print(
+            f"refitted on train + valid: {r['trees']} trees = round({r['early_stopped_trees']} early-stopped "
+            f"trees x {r['factor']}); the validation figures below are {r['valid_metrics_of']}"
+        )
     print("validation (model vs baseline):")
     print(markdown_table(trained.valid_metrics))
     gate, verdict = saved.card["gate"], saved.card["verdict"]
@@ -501,6 +508,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--min-query-rows", type=int,
             help="only queries of more rows than this are sampled (default: settings)",
+        )  # fmt: skip
+        p.add_argument(
+            "--refit-factor", type=float,
+            help="> 0: refit on train + valid with round(early-stopped trees x this) trees (default: settings; 0 = off)",
         )  # fmt: skip
 
     p = sub.add_parser(

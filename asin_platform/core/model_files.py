@@ -70,8 +70,14 @@ def model_card(
         "data_window": trained.data_window,
         "rows": trained.rows,
         "queries": trained.queries,
-        "metrics": {"valid": _metrics_json(trained.valid_metrics)},
+        # a refitted model (core.ranker.refit_on_validation) trained on the validation rows: its
+        # validation metrics and gate are the early-stopped fit's, and "refit" says so
+        "metrics": {
+            "valid": _metrics_json(trained.valid_metrics),
+            **({"valid_of": trained.refit["valid_metrics_of"]} if trained.refit else {}),
+        },
         "gate": trained.gate(),
+        "refit": trained.refit or None,
         "training_seconds": round(trained.training_seconds, 3),
         "git_commit": git_commit(Path(__file__).parent),
         "lightgbm_version": lgb.__version__,

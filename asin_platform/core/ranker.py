@@ -9,7 +9,8 @@ the gradients care about every position the metrics look at.
 Validation is used twice and only for what it is for: early stopping (on NDCG@20, the first
 ``ndcg_eval_at`` value, restricted to queries with at least one positive: LightGBM would score a
 query without one as 1 and flatten the curve), and the card's validation metrics. The test split
-is never touched here.
+is never touched here. A fit without a validation split (``valid_split=None``) grows exactly
+``num_boost_round`` trees: the refit on train + valid (``refit_on_validation``) is one.
 
 Saving, versioning and loading a trained model: ``core/model_files.py``.
 """
@@ -42,6 +43,8 @@ HARD_NEGATIVE_SCORE = "explosive_score"  # the cheap score hard negatives are pi
 GATE_METRIC = ("ndcg", 20)  # the model must beat the baseline on validation NDCG@20
 LATEST = "latest"  # the promoted model: what predictions use
 LAST_TRAINED = "last_trained"  # the newest model, promoted or not: what the gate check and evaluation read
+# what a refitted model's validation figures (card, gate, metadata) are: refit_on_validation
+REFIT_VALID_NOTE = "the early-stopped fit on the train split, before the refit on train + valid"
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",
@@ -118,13 +121,19 @@ class TrainedRanker:
     history: dict[str, list[float]] = field(default_factory=dict)
     drift_profile: dict[str, Any] = field(default_factory=dict)
     levers: dict[str, Any] = field(default_factory=dict)  # RankerParams it was built with (build_ranker)
+    # refitted on train + valid (refit_on_validation): factor, rounds, the early-stopped fit's trees
+    # and rows, and what valid_metrics / history / the gate describe (that fit, not this booster); {} = no refit
+    refit: dict[str, Any] = field(default_factory=dict)
 
     def gate(self, baseline: str = "baseline") -> dict[str, Any]:
         """Does the model beat ``baseline`` on validation NDCG@20? (None when there is no baseline)."""
         metric, k = GATE_METRIC
-        values = {
-            r["ranker"]: r[metric] for r in self.valid_metrics.filter(pl.col("k") == k).iter_rows(named=True)
-        }
+        table = self.valid_metrics
+        values = (
+            {r["ranker"]: r[metric] for r in table.filter(pl.col("k") == k).iter_rows(named=True)}
+            if "k" in table.columns
+            else {}  # trained without a validation split
+        )
         model, base = values.get("model"), values.get(baseline)
         passed = None if model is None or base is None else bool(model > base)
         return {
@@ -133,12 +142,16 @@ class TrainedRanker:
             "model": model,
             "baseline": base,
             "passed": passed,
+            # a refitted booster trained on the validation rows: the figures are its early-stopped fit's
+            **({"of": REFIT_VALID_NOTE} if self.refit else {}),
         }
 
 
 @dataclass
 class RankData:
-    """Query-sorted train / valid frames and their LightGBM Datasets (built once, reusable)."""
+    """Query-sorted train / valid frames and their LightGBM Datasets (built once, reusable).
+    Without a validation split (``prepare_rank_data(valid_split=None)``) ``valid`` and
+    ``valid_all`` are empty and ``valid_set`` is None."""
 
     train: pl.DataFrame  # train queries with at least one relevant row
     valid: pl.DataFrame  # validation queries with at least one positive (early stopping)
@@ -148,7 +161,7 @@ class RankData:
     label: str
     positive: str
     train_set: lgb.Dataset
-    valid_set: lgb.Dataset
+    valid_set: lgb.Dataset | None
 
 
 def prepare_rank_data(
@@ -158,8 +171,8 @@ def prepare_rank_data(
     label: str = "relevance",
     positive: str = "explodes",
     dataset_params: Mapping[str, Any] | None = None,
-    train_split: str = "train",
-    valid_split: str = "valid",
+    train_split: str | Sequence[str] = "train",
+    valid_split: str | None = "valid",
     negative_fraction: float = 1.0,
     hard_negative_fraction: float = 0.0,
     hard_negative_score: str = HARD_NEGATIVE_SCORE,
@@ -172,7 +185,9 @@ def prepare_rank_data(
     Negative sampling (training split only, see ``sampled_negatives``): every relevant row is kept,
     and of each query's grade-0 rows the ``hard_negative_fraction`` scoring highest on
     ``hard_negative_score`` plus a random ``negative_fraction`` of the others, in queries of more
-    than ``min_query_rows`` rows."""
+    than ``min_query_rows`` rows. ``train_split`` may name several splits fitted together (the
+    refit's ``("train", "valid")``); ``valid_split=None``: no validation rows and no ``valid_set``
+    (a fit of a fixed number of rounds)."""
     feats = tuple(features) if features is not None else default_features(samples)
     # derived columns before any subsampling: a cross-sectional one needs whole queries
     samples = add_derived(samples, feats)
@@ -181,8 +196,15 @@ def prepare_rank_data(
     grades = samples[label]
     if grades.dtype.is_float() or (grades.min() or 0) < 0 or (grades.max() or 0) > 30:  # type: ignore[operator]
         raise ValueError(f"{label!r} must hold integer relevance grades in 0..30 (LightGBM's label_gain)")
-    train = query_sorted(samples.filter(pl.col("split") == train_split))
-    valid_all = query_sorted(samples.filter(pl.col("split") == valid_split))
+    train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
+    if valid_split is not None and valid_split in train_splits:
+        raise ValueError(f"split {valid_split!r} cannot be both trained on and validated on")
+    train = query_sorted(samples.filter(pl.col("split").is_in(train_splits)))
+    valid_all = (
+        query_sorted(samples.filter(pl.col("split") == valid_split))
+        if valid_split is not None
+        else samples.head(0)
+    )
     # Queries without a relevant row give no lambdarank pairs in training, and a meaningless
     # NDCG of 1 in validation (which would flatten the early-stopping curve): leave them out.
     train = train.filter(pl.col(label).max().over(list(QUERY)) > 0)
@@ -197,7 +219,7 @@ def prepare_rank_data(
     valid = with_positive_queries(valid_all, positive)
     if train.is_empty():
         raise ValueError("no training query has a relevant row: nothing to learn")
-    if valid.is_empty():
+    if valid_split is not None and valid.is_empty():
         raise ValueError("no validation query has a positive: cannot early-stop or evaluate")
     ds_params = {"max_bin": DEFAULT_PARAMS["max_bin"], **(dataset_params or {})}
     train_set = lgb.Dataset(
@@ -208,13 +230,17 @@ def prepare_rank_data(
         params=ds_params,
         free_raw_data=False,
     )
-    valid_set = lgb.Dataset(
-        feature_matrix(valid, feats),
-        label=valid[label].to_numpy(),
-        group=group_sizes(valid),
-        reference=train_set,
-        params=ds_params,
-        free_raw_data=False,
+    valid_set = (
+        lgb.Dataset(
+            feature_matrix(valid, feats),
+            label=valid[label].to_numpy(),
+            group=group_sizes(valid),
+            reference=train_set,
+            params=ds_params,
+            free_raw_data=False,
+        )
+        if valid_split is not None
+        else None
     )
     return RankData(
         train=train,
@@ -290,7 +316,10 @@ def fit(
     num_boost_round: int = DEFAULT_ROUNDS,
     early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
 ) -> tuple[lgb.Booster, dict[str, list[float]]]:
-    """One lambdarank fit on ``data`` with early stopping on NDCG at the first ``ndcg_eval_at``."""
+    """One lambdarank fit on ``data`` with early stopping on NDCG at the first ``ndcg_eval_at``;
+    without a ``valid_set``, exactly ``num_boost_round`` rounds (no validation, empty history)."""
+    if data.valid_set is None:
+        return lgb.train(merged_params(params), data.train_set, num_boost_round=num_boost_round), {}
     history: dict[str, Any] = {}
     booster = lgb.train(
         merged_params(params),
@@ -327,6 +356,8 @@ def train_ranker(
     negative_fraction: float = 1.0,
     hard_negative_fraction: float = 0.0,
     min_query_rows: int = 0,
+    train_split: str | Sequence[str] = "train",
+    valid_split: str | None = "valid",
 ) -> TrainedRanker:
     """Train lambdarank on the ``train`` split with early stopping on ``valid``.
 
@@ -338,6 +369,10 @@ def train_ranker(
     grade-0 rows the baseline (``explosive_score``) puts highest (``sampled_negatives``), both only
     in queries of more than ``min_query_rows`` rows; validation is never subsampled.
     ``training_seconds`` covers building the Datasets and boosting.
+    ``train_split`` may name several splits; ``valid_split=None`` trains exactly ``num_boost_round``
+    trees with no validation split (``early_stopping_rounds`` unused): no early stopping, empty
+    ``valid_metrics`` and history, so ``gate()`` has nothing to say (``refit_on_validation`` lays
+    the early-stopped fit's on top).
     """
     merged = merged_params(params)
     started = time.perf_counter()
@@ -347,6 +382,8 @@ def train_ranker(
         label=label,
         positive=positive,
         dataset_params={"max_bin": merged["max_bin"]},
+        train_split=train_split,
+        valid_split=valid_split,
         negative_fraction=negative_fraction,
         hard_negative_fraction=hard_negative_fraction,
         min_query_rows=min_query_rows,
@@ -357,18 +394,24 @@ def train_ranker(
     seconds = time.perf_counter() - started
     best = best_iteration(booster)
     valid_all = data.valid_all
-    scored = valid_all.with_columns(
-        model_score=booster.predict(feature_matrix(valid_all, data.features), num_iteration=best)
-    )
-    valid_metrics = compare_rankers(
-        scored, {"model": "model_score", **(compare or {})}, relevance=label, positive=positive
-    )
+    if valid_split is None:
+        valid_metrics = pl.DataFrame()  # nothing held out
+    else:
+        scored = valid_all.with_columns(
+            model_score=booster.predict(feature_matrix(valid_all, data.features), num_iteration=best)
+        )
+        valid_metrics = compare_rankers(
+            scored, {"model": "model_score", **(compare or {})}, relevance=label, positive=positive
+        )
+    # the training splits as the data has them, not as subsampled for the fit
+    train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
+    train_rows = samples.filter(pl.col("split").is_in(train_splits))
     return TrainedRanker(
         booster=booster,
         params={
             **merged,
             "num_boost_round": num_boost_round,
-            "early_stopping_rounds": early_stopping_rounds,
+            "early_stopping_rounds": early_stopping_rounds if valid_split is not None else None,
             "negative_fraction": negative_fraction,
             "hard_negative_fraction": hard_negative_fraction,
             "min_query_rows": min_query_rows,
@@ -378,7 +421,7 @@ def train_ranker(
         best_iteration=best,
         training_seconds=seconds,
         rows={
-            "train_split": samples.filter(pl.col("split") == "train").height,
+            "train_split": train_rows.height,
             "train": data.train.height,  # what the trees were fitted on
             "valid": valid_all.height,
             "test": data.test.height,
@@ -391,10 +434,7 @@ def train_ranker(
         data_window={"train": _span(data.train), "valid": _span(valid_all), "test": _span(data.test)},
         valid_metrics=valid_metrics,
         history=history,
-        # the training distribution as the data has it, not as subsampled for the fit
-        drift_profile=reference_profile(
-            add_derived(samples.filter(pl.col("split") == "train"), data.features), data.features, by="site"
-        ),
+        drift_profile=reference_profile(add_derived(train_rows, data.features), data.features, by="site"),
     )
 
 
@@ -426,8 +466,8 @@ class RankerParams:
     early_stopping: int = 30
     col_wise: bool = True
     # > 0: after the early-stopped fit, refit on train + valid with round(best_iteration * refit_factor)
-    # trees (``refit_on_validation``); 0 = off. docs/model_quality.md, *Afternoon candidates*
-    refit_factor: float = 0.0
+    # trees (``refit_on_validation``); 0 = off. docs/model_quality.md, *The refit lever*
+    refit_factor: float = 1.35
     lightgbm: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -499,35 +539,30 @@ def refit_on_validation(
     label: str = "relevance",
     positive: str = "explodes",
 ) -> TrainedRanker:
-    """``first`` refitted on its train and valid splits together, with round(``first.best_iteration``
-    x ``params.refit_factor``) trees and no early stopping: the validation window's breakouts become
-    training examples (the sparse benchmark market is short of distinct breakouts, not of rows).
-    The gate, the card's validation metrics and the early-stopping history stay ``first``'s: a model
-    cannot be judged on rows it learned from. A factor of (train + valid reference dates) / train
-    dates keeps the trees per date of the early-stopped fit."""
+    """``first`` refitted on its train and valid splits together, with exactly
+    round(``first.best_iteration`` x ``params.refit_factor``) trees and no validation split (so no
+    early stopping): the validation window's breakouts become training examples (the sparse
+    benchmark market is short of distinct breakouts, not of rows). Same levers, negative sampling
+    and features as ``first``. The gate, the card's validation metrics and the early-stopping
+    history stay ``first``'s, and ``refit`` says so: a model cannot be judged on rows it learned
+    from. A factor of (train + valid reference dates) / train dates keeps the trees per date of the
+    early-stopped fit."""
     rounds = max(1, round(first.best_iteration * params.refit_factor))
-    merged = samples.with_columns(
-        split=pl.when(pl.col("split") == "valid").then(pl.lit("train")).otherwise(pl.col("split"))
-    )
-    # train_ranker needs a validation split: the validation rows once more, which decide nothing
-    # (early stopping cannot trigger, and the model keeps all its trees)
-    both = pl.concat([merged, samples.filter(pl.col("split") == "valid")], how="vertical_relaxed")
     refit = train_ranker(
-        both,
+        samples,
         features=first.features,
         label=label,
         positive=positive,
         params=params.lightgbm_params(),
         num_boost_round=rounds,
-        early_stopping_rounds=rounds + 1,
         negative_fraction=params.negative_fraction,
         hard_negative_fraction=params.hard_negative_fraction,
         min_query_rows=params.min_query_rows,
+        train_split=("train", "valid"),
+        valid_split=None,
     )
-    # every tree grown (fewer than ``rounds`` only when LightGBM finds no split left); LightGBM's
-    # early-stopping callback sets a best iteration of its own at the end, so it is overwritten
+    # every tree grown: fewer than ``rounds`` only when LightGBM finds no split left
     trees = refit.booster.current_iteration()
-    refit.booster.best_iteration = trees
     return replace(
         refit,
         best_iteration=trees,
@@ -539,10 +574,24 @@ def refit_on_validation(
             "early_stopped_trees": first.best_iteration,
         },
         rows={**refit.rows, "valid": first.rows["valid"], "early_stopped_train": first.rows["train"]},
-        queries=first.queries,
+        queries={
+            **first.queries,
+            "train": refit.queries["train"],
+            "early_stopped_train": first.queries["train"],
+        },
         data_window={**refit.data_window, "valid": first.data_window["valid"]},
         valid_metrics=first.valid_metrics,
         history=first.history,
+        refit={
+            "factor": params.refit_factor,
+            "rounds": rounds,
+            "trees": trees,
+            "trained_on": ["train", "valid"],
+            "early_stopped_trees": first.best_iteration,
+            "early_stopped_train_rows": first.rows["train"],
+            "early_stopped_seconds": round(first.training_seconds, 3),
+            "valid_metrics_of": REFIT_VALID_NOTE,
+        },
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import asin_platform.assets.training as training
 from asin_platform.assets import inference
 from asin_platform.checks import model as model_checks
-from asin_platform.core.ranker import LAST_TRAINED, LATEST
+from asin_platform.core.ranker import LAST_TRAINED, LATEST, REFIT_VALID_NOTE
 from asin_platform.core.score import score_baseline
 from asin_platform.partitions import build_date_site_partitions
 from asin_platform.schemas import DIM_ASIN
@@ -65,11 +65,15 @@ def _seed(warehouse) -> pl.Series:
     return features["date"]
 
 
-def _run(warehouse, selection: list, partition_key: str | None = None):
-    # config only for the selected assets (Dagster rejects entries for ops outside the run)
+def _run(warehouse, selection: list, partition_key: str | None = None, ranker: dict | None = None):
+    # config only for the selected assets (Dagster rejects entries for ops outside the run);
+    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's
     settings = get_settings()
     partitions = build_date_site_partitions(settings)
-    run_config = {"ops": {k: v for k, v in RUN_CONFIG["ops"].items() if k in selection}}
+    ops = {**RUN_CONFIG["ops"]}
+    if ranker:
+        ops["ranker_model"] = {"config": {**ops["ranker_model"]["config"], **ranker}}
+    run_config = {"ops": {k: v for k, v in ops.items() if k in selection}}
     return dg.materialize(
         [
             *training.build_assets(settings, partitions),
@@ -155,6 +159,45 @@ def test_train_evaluate_and_predict(env: Path, warehouse, monkeypatch: pytest.Mo
     assert all(it["m"] == "path" for it in json.loads(export["reasons"][5]))
     assert top10[5]["reasons_text"] == export["reasons_text"][5] and "(" in top10[5]["reasons_text"]
     assert meta["top_candidate_window"].value.startswith("![")
+
+
+def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Path, warehouse) -> None:
+    """refit_factor (asset config over settings.scale.ranker): the saved booster has the scaled trees,
+    and the card, the metadata and the gate check label the validation figures as the early-stopped
+    fit's (the refit trained on the validation rows)."""
+    _seed(warehouse)
+    result = _run(
+        warehouse, ["train_samples", "ranker_model", "model_evaluation"], ranker={"refit_factor": 1.5}
+    )
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    models = env / "artifacts" / "models"
+    card = json.loads((models / (models / LAST_TRAINED).read_text().strip() / "card.json").read_text())
+    refit = card["refit"]
+    assert card["levers"]["refit_factor"] == 1.5 and refit["factor"] == 1.5
+    assert refit["rounds"] == round(refit["early_stopped_trees"] * 1.5)
+    assert card["num_trees"] == card["best_iteration"] == refit["trees"]
+    assert refit["valid_metrics_of"] == REFIT_VALID_NOTE == card["metrics"]["valid_of"] == card["gate"]["of"]
+    assert card["data_window"]["train"][1] == card["data_window"]["valid"][1]  # trained through valid
+    meta = result.asset_materializations_for_node("ranker_model")[0].metadata
+    assert meta["best_iteration"].value == refit["trees"]
+    assert meta["valid_metrics_of"].value == REFIT_VALID_NOTE
+    assert meta["refit"].value == (
+        f"{refit['trees']} trees on train + valid = round({refit['early_stopped_trees']} early-stopped trees x 1.5)"
+    )
+    assert meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
+    gate = _check(result, "ranker_beats_baseline")
+    assert gate.metadata["valid_metrics_of"].value == REFIT_VALID_NOTE
+    # model_evaluation: on the validation split the model's rows are the card's (the refit's own
+    # would be in-sample), on the test split the refitted model's
+    evaluation = warehouse.read("model_evaluation")
+    valid = evaluation.filter((pl.col("split") == "valid") & (pl.col("ranker") == "model"))
+    assert {r["k"]: r["ndcg"] for r in valid.iter_rows(named=True)} == pytest.approx(
+        {k: card["metrics"]["valid"]["model"][f"ndcg@{k}"] for k in (10, 20, 50)}
+    )
+    assert evaluation.filter(pl.col("split") == "test")["ranker"].n_unique() == 4
+    eval_meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert eval_meta["valid_model_of"].value == REFIT_VALID_NOTE
+    assert eval_meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(

@@ -13,15 +13,18 @@ import numpy as np
 import polars as pl
 import pytest
 
+from asin_platform.core import ranker as ranker_module
 from asin_platform.core.labels import build_samples
 from asin_platform.core.metrics import add_baseline_scores
 from asin_platform.core.model_files import export_model, load_model, save_model
 from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, add_model_scores, predict_with, score_features
 from asin_platform.core.ranker import (
     LATEST,
+    REFIT_VALID_NOTE,
     RankerParams,
     build_ranker,
     feature_importance,
+    feature_matrix,
     group_sizes,
     prepare_rank_data,
     query_sorted,
@@ -239,7 +242,12 @@ def test_ranker_params_map_onto_lightgbm() -> None:
 
 def test_build_ranker_trains_with_the_levers() -> None:
     params = RankerParams(
-        rounds=15, early_stopping=5, negative_fraction=0.5, min_query_rows=0, lightgbm={"num_threads": 1}
+        rounds=15,
+        early_stopping=5,
+        negative_fraction=0.5,
+        min_query_rows=0,
+        refit_factor=0.0,  # the early-stopped fit itself (the refit: the tests below)
+        lightgbm={"num_threads": 1},
     )
     model = build_ranker(rank_samples(), params, compare={"baseline": "explosive_score"})
     assert model.params["max_bin"] == 63 and model.params["force_col_wise"] is True
@@ -254,26 +262,115 @@ def test_build_ranker_trains_with_the_levers() -> None:
     assert model.params["min_query_rows"] == 0
 
 
+REFIT_LEVERS = {"rounds": 15, "early_stopping": 5, "min_query_rows": 0, "lightgbm": {"num_threads": 1}}
+
+
+@lru_cache(maxsize=1)
+def refit_pair():
+    """The early-stopped fit and the same levers with refit_factor 1.5, with every lgb.train call's
+    validation sets recorded."""
+    calls: list[list] = []
+    real = ranker_module.lgb.train
+
+    def spy(params, train_set, *args, **kwargs):
+        calls.append(list(kwargs.get("valid_sets") or []))
+        return real(params, train_set, *args, **kwargs)
+
+    ranker_module.lgb.train = spy
+    try:
+        first = build_ranker(
+            rank_samples(),
+            RankerParams(**REFIT_LEVERS, refit_factor=0.0),
+            compare={"baseline": "explosive_score"},
+        )
+        model = build_ranker(
+            rank_samples(),
+            RankerParams(**REFIT_LEVERS, refit_factor=1.5),
+            compare={"baseline": "explosive_score"},
+        )
+    finally:
+        ranker_module.lgb.train = real
+    return first, model, calls
+
+
 def test_refit_factor_refits_on_train_and_valid_with_the_scaled_trees() -> None:
-    levers = {"rounds": 15, "early_stopping": 5, "min_query_rows": 0, "lightgbm": {"num_threads": 1}}
-    first = build_ranker(rank_samples(), RankerParams(**levers), compare={"baseline": "explosive_score"})
-    model = build_ranker(
-        rank_samples(), RankerParams(**levers, refit_factor=1.5), compare={"baseline": "explosive_score"}
+    first, model, calls = refit_pair()
+    rounds = round(first.best_iteration * 1.5)
+    assert first.best_iteration < REFIT_LEVERS["rounds"]  # early stopping did stop the first fit
+    # exactly the scaled trees: nothing truncates them (the dummy validation split of before cut
+    # this market's refit from 9 trees to its best iteration on rows it had trained on, 7)
+    assert model.best_iteration == model.booster.num_trees() == model.booster.current_iteration() == rounds
+    assert model.params["refit_rounds"] == model.params["num_boost_round"] == rounds
+    assert (
+        model.params["early_stopping_rounds"] is None
+        and model.params["early_stopped_trees"] == first.best_iteration
     )
-    rounds = max(1, round(first.best_iteration * 1.5))
-    assert model.params["refit_rounds"] == rounds and model.params["num_boost_round"] == rounds
-    # every tree grown is kept (this tiny market runs out of splits before `rounds`)
-    assert 1 <= model.best_iteration == model.booster.num_trees() <= rounds
-    assert model.booster.best_iteration == model.best_iteration  # a plain predict() uses every tree
-    assert model.params["early_stopped_trees"] == first.best_iteration
+    # the first fit of each build early-stops on the validation split; the refit sees no validation set
+    assert [len(c) for c in calls] == [1, 1, 0]
+    assert model.booster.best_score == {} and first.booster.best_score["valid"]
     # the validation rows were trained on: the gate and the card keep the early-stopped fit's metrics
-    assert model.valid_metrics.equals(first.valid_metrics) and model.gate() == first.gate()
+    assert model.valid_metrics.equals(first.valid_metrics) and model.history == first.history
+    assert model.gate() == {**first.gate(), "of": REFIT_VALID_NOTE}
     assert model.rows["train"] > first.rows["train"] == model.rows["early_stopped_train"]
+    samples = rank_samples()
+    assert model.rows["train_split"] == samples.filter(pl.col("split").is_in(["train", "valid"])).height
+    assert model.rows["valid"] == first.rows["valid"]
+    assert model.queries["train"] == first.queries["train"] + first.queries["valid_with_positive"]
     assert model.data_window["valid"] == first.data_window["valid"]
-    assert model.data_window["train"][1] > first.data_window["train"][1]  # type: ignore[index]
-    assert model.levers["refit_factor"] == 1.5
-    # off by default: the same model as before the lever existed
-    assert RankerParams().refit_factor == 0.0
+    assert model.data_window["train"][1] == first.data_window["valid"][1]  # type: ignore[index]
+    assert 0 < model.refit["early_stopped_seconds"] < model.training_seconds  # both fits are counted
+    assert {k: v for k, v in model.refit.items() if k != "early_stopped_seconds"} == {
+        "factor": 1.5,
+        "rounds": rounds,
+        "trees": rounds,
+        "trained_on": ["train", "valid"],
+        "early_stopped_trees": first.best_iteration,
+        "early_stopped_train_rows": first.rows["train"],
+        "valid_metrics_of": REFIT_VALID_NOTE,
+    }
+    assert model.levers["refit_factor"] == 1.5 and first.refit == {}
+    # on by default (docs/model_quality.md, *The refit lever*); 0 turns it off
+    assert RankerParams().refit_factor == RankerLevers().refit_factor == 1.35
+
+
+def test_a_refitted_model_predicts_deterministically_and_its_card_says_it_was_refitted(tmp_path) -> None:
+    _, model, _ = refit_pair()
+    again = build_ranker(rank_samples(), RankerParams(**REFIT_LEVERS, refit_factor=1.5))
+    rows = rank_samples().filter(pl.col("split") == "test")
+    matrix = feature_matrix(rows, model.features)
+    scores = model.booster.predict(matrix)
+    assert np.array_equal(scores, again.booster.predict(matrix))
+    assert np.array_equal(scores, model.booster.predict(matrix, num_iteration=model.best_iteration))
+    assert model.booster.model_to_string() == again.booster.model_to_string()
+
+    saved = save_model(model, tmp_path)
+    card = json.loads(saved.card_path.read_text())
+    assert card["num_trees"] == card["best_iteration"] == card["refit"]["trees"] == model.refit["rounds"]
+    assert (
+        card["refit"]["valid_metrics_of"]
+        == card["metrics"]["valid_of"]
+        == card["gate"]["of"]
+        == REFIT_VALID_NOTE
+    )
+    assert card["metrics"]["valid"]["model"]["ndcg@20"] == pytest.approx(card["gate"]["model"])
+    assert card["params"]["refit_factor"] == 1.5 and card["levers"]["refit_factor"] == 1.5
+    assert np.array_equal(load_model(tmp_path).booster.predict(matrix), scores)
+    plain = json.loads(save_model(refit_pair()[0], tmp_path / "plain").card_path.read_text())
+    assert plain["refit"] is None and "valid_of" not in plain["metrics"] and "of" not in plain["gate"]
+
+
+def test_a_fixed_number_of_rounds_without_a_validation_split() -> None:
+    samples = rank_samples()
+    model = train_ranker(
+        samples, params=FAST, num_boost_round=7, train_split=("train", "valid"), valid_split=None
+    )
+    assert model.booster.num_trees() == model.best_iteration == 7
+    assert model.valid_metrics.is_empty() and model.history == {} and model.gate()["passed"] is None
+    assert model.rows["valid"] == 0 and model.data_window["valid"] is None
+    with pytest.raises(ValueError, match="both trained on and validated on"):
+        prepare_rank_data(samples, train_split=("train", "valid"), valid_split="valid")
+    data = prepare_rank_data(samples, train_split=("train", "valid"), valid_split=None)
+    assert data.valid_set is None and data.valid.is_empty()
 
 
 def test_small_queries_keep_every_row_large_ones_are_sampled() -> None:
@@ -319,11 +416,12 @@ def test_demo_sized_queries_are_fitted_whole_with_the_default_levers() -> None:
     largest = int(samples.filter(pl.col("split") == "train").group_by("site", "date").len()["len"].max())
     assert largest <= RankerParams().min_query_rows  # the test market is demo-sized
     model = build_ranker(samples, RankerParams(rounds=5, early_stopping=5, lightgbm={"num_threads": 1}))
-    # every row of a query with a relevant row stays, though the default levers sample negatives
-    with_relevant = samples.filter(
-        (pl.col("split") == "train") & (pl.col("relevance").max().over("site", "date") > 0)
-    )
-    assert model.rows["train"] == with_relevant.height
+    # every row of a query with a relevant row stays, though the default levers sample negatives:
+    # in the early-stopped fit (train) and in the default refit (train + valid)
+    relevant = pl.col("relevance").max().over("site", "date") > 0
+    with_relevant = samples.filter((pl.col("split") == "train") & relevant)
+    assert model.rows["early_stopped_train"] == with_relevant.height
+    assert model.rows["train"] == samples.filter(pl.col("split").is_in(["train", "valid"]) & relevant).height
     assert model.levers["min_query_rows"] == RankerLevers().min_query_rows == 1000
 
 
