@@ -139,7 +139,7 @@ class ScoreWeights(_Model):
 
 
 class RankerLevers(_Model):
-    """LightGBM levers of the ranker (core.ranker.RankerParams takes these fields one to one).
+    """LightGBM levers of the ranker (core.ranker_levers.RankerParams takes these fields one to one).
 
     Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
     scale*): the defaults keep test NDCG@20 within 1% of the previous full-resolution fit."""

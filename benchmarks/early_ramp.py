@@ -3,7 +3,7 @@
 The market of benchmarks/model_quality.py with the simulator's default horizon (1200 days: few
 breakouts per query). Features, rank samples and the oracle's scores are built once and cached as
 Parquet under $TMPDIR/asin_platform_benchmarks/early_ramp_h<horizon>_hist/, then every candidate trains
-the ranker (``core.ranker.build_ranker``, the settings' levers plus the candidate's changes) and is
+the ranker (``core.ranker_levers.build_ranker``, the settings' levers plus the candidate's changes) and is
 scored on the validation and test windows. Prints one markdown row per candidate:
 
     .venv/bin/python benchmarks/early_ramp.py                      # every candidate
@@ -36,8 +36,9 @@ from asin_platform.core.history_features import HISTORY_COLUMNS  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
 from asin_platform.core.metrics import add_baseline_scores, compare_rankers, oracle_scores  # noqa: E402
 from asin_platform.core.predict import add_model_scores  # noqa: E402
-from asin_platform.core.ranker import RankerParams, build_ranker, feature_matrix  # noqa: E402
+from asin_platform.core.ranker import feature_matrix  # noqa: E402
 from asin_platform.core.ranker_features import set_columns  # noqa: E402
+from asin_platform.core.ranker_levers import RankerParams, build_ranker  # noqa: E402
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, default_calibration, estimate_sales  # noqa: E402
 from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
@@ -468,7 +469,7 @@ CANDIDATES: dict[str, Candidate] = {
     ),
     "refit_seeds5": Candidate("5 seeds, each refitted on train + valid as `refit`", refit=1.35, seeds=5),
     "refit_lever": Candidate(
-        "the production lever refit_factor 1.35 (core.ranker.refit_on_validation)",
+        "the production lever refit_factor 1.35 (core.ranker_levers.refit_on_validation)",
         levers={"refit_factor": 1.35},
     ),
     "half_train": Candidate(

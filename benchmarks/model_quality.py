@@ -45,8 +45,9 @@ from asin_platform.core.metrics import (  # noqa: E402
     ratios,
 )
 from asin_platform.core.predict import add_model_scores  # noqa: E402
-from asin_platform.core.ranker import RankerParams, build_ranker, feature_importance  # noqa: E402
+from asin_platform.core.ranker import feature_importance  # noqa: E402
 from asin_platform.core.ranker_features import DEFAULT_SETS, set_columns  # noqa: E402
+from asin_platform.core.ranker_levers import RankerParams, build_ranker  # noqa: E402
 from asin_platform.core.sales import default_calibration  # noqa: E402
 from asin_platform.schemas import DIM_ASIN, FACT_KEYWORDS, MART_TIMESERIES_DAILY  # noqa: E402
 from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
@@ -562,7 +563,7 @@ def render(result: Result, command: str, load: tuple[float, float], sparse: Resu
         "",
         f"- Model: LightGBM lambdarank, query = (site, date), `lambdarank_truncation_level` 50, early stopping "
         f"on validation NDCG@20 (queries with a positive); {_trees(result)}, "
-        f"{result.sizes['train_rows']:,} training rows, {result.timings['training_s']:.1f} s. Params: `core/ranker.py::build_ranker` with "
+        f"{result.sizes['train_rows']:,} training rows, {result.timings['training_s']:.1f} s. Params: `core/ranker_levers.py::build_ranker` with "
         f"`{result.sizes['ranker_params']}`; derived features (`core/ranker_features.py`): "
         f"{result.sizes.get('ranker_features', 'none')}; no tuning.",
         "- Baseline: `core/score.py` explosive_score with the default weights, scored over the same rows "

@@ -42,13 +42,8 @@ import lightgbm as lgb  # noqa: E402
 from asin_platform.core.explain import is_exact  # noqa: E402
 from asin_platform.core.model_files import load_model, save_model  # noqa: E402
 from asin_platform.core.predict import score_features  # noqa: E402
-from asin_platform.core.ranker import (  # noqa: E402
-    DEFAULT_EARLY_STOPPING,
-    DEFAULT_ROUNDS,
-    RankerParams,
-    build_ranker,
-    train_ranker,
-)
+from asin_platform.core.ranker import DEFAULT_EARLY_STOPPING, DEFAULT_ROUNDS, train_ranker  # noqa: E402
+from asin_platform.core.ranker_levers import RankerParams, build_ranker  # noqa: E402
 from asin_platform.settings import ScaleSettings  # noqa: E402
 
 TRAIN_TARGET_S = 60.0

@@ -22,7 +22,7 @@ from asin_platform.core.backtest import BacktestOptions, fold_table, folds, walk
 from asin_platform.core.labels import LabelConfig
 from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
-from asin_platform.core.ranker import RankerParams
+from asin_platform.core.ranker_levers import RankerParams
 from asin_platform.core.sales import default_calibration
 from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse

@@ -43,13 +43,8 @@ from asin_platform.core.metrics import (
 )
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import (
-    REFIT_VALID_NOTE,
-    RankerParams,
-    TrainedRanker,
-    build_ranker,
-    feature_importance,
-)
+from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_importance
+from asin_platform.core.ranker_levers import RankerParams, build_ranker
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
@@ -413,7 +408,7 @@ def simulator_oracle(samples: pl.DataFrame, settings: Settings, horizon: int) ->
 
 def _early_stopped_valid(table: pl.DataFrame, card: dict[str, Any]) -> pl.DataFrame:
     """``table`` (compare_rankers on the validation split) with the model's rows replaced by its card's
-    validation metrics: a refitted model (core.ranker.refit_on_validation) trained on the validation
+    validation metrics: a refitted model (core.ranker_levers.refit_on_validation) trained on the validation
     rows, so its own figures there would be in-sample; the card's are its early-stopped fit's."""
     card_model = (card.get("metrics") or {}).get("valid", {}).get("model") or {}
     model_rows = table.filter(pl.col("ranker") == "model")

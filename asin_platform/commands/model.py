@@ -89,7 +89,7 @@ def _models_dir(args: argparse.Namespace, settings: Settings) -> Path:
 def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = None) -> Any:
     """settings.scale.ranker with the flags given (an unset flag keeps the setting) and ``params``
     as the LightGBM params laid over them: what build_ranker trains with, as the asset does."""
-    from asin_platform.core.ranker import RankerParams
+    from asin_platform.core.ranker_levers import RankerParams
 
     return RankerParams.of(
         settings.scale.ranker.model_dump(),
@@ -108,7 +108,8 @@ def _train_and_save(
 ) -> int:
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.predict import add_model_scores
-    from asin_platform.core.ranker import build_ranker, feature_importance
+    from asin_platform.core.ranker import feature_importance
+    from asin_platform.core.ranker_levers import build_ranker
 
     samples = _with_baseline(samples, settings)
     trained = build_ranker(samples, _levers(args, settings, params), compare={"baseline": "explosive_score"})

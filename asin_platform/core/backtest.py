@@ -25,7 +25,7 @@ import polars as pl
 from asin_platform.core.labels import KEY, LabelConfig, build_samples, compute_targets
 from asin_platform.core.metrics import add_baseline_scores, add_random_scores, compare_rankers
 from asin_platform.core.predict import add_model_scores
-from asin_platform.core.ranker import RankerParams, build_ranker
+from asin_platform.core.ranker_levers import RankerParams, build_ranker
 
 RANKERS: dict[str, str] = {
     "model": "model_score",

@@ -70,7 +70,7 @@ def model_card(
         "data_window": trained.data_window,
         "rows": trained.rows,
         "queries": trained.queries,
-        # a refitted model (core.ranker.refit_on_validation) trained on the validation rows: its
+        # a refitted model (core.ranker_levers.refit_on_validation) trained on the validation rows: its
         # validation metrics and gate are the early-stopped fit's, and "refit" says so
         "metrics": {
             "valid": _metrics_json(trained.valid_metrics),

@@ -32,13 +32,13 @@ from optuna.trial import TrialState
 from asin_platform.core.metrics import ranking_metrics
 from asin_platform.core.ranker import (
     DEFAULT_PARAMS,
-    RankerParams,
     best_iteration,
     feature_matrix,
     fit,
     merged_params,
     prepare_rank_data,
 )
+from asin_platform.core.ranker_levers import RankerParams
 
 STUDY_NAME = "lgb_rank"
 OBJECTIVE_K = 20

@@ -21,8 +21,6 @@ from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, add_model_scores,
 from asin_platform.core.ranker import (
     LATEST,
     REFIT_VALID_NOTE,
-    RankerParams,
-    build_ranker,
     feature_importance,
     feature_matrix,
     group_sizes,
@@ -31,6 +29,7 @@ from asin_platform.core.ranker import (
     sampled_negatives,
     train_ranker,
 )
+from asin_platform.core.ranker_levers import RankerParams, build_ranker
 from asin_platform.settings import RankerLevers, ScoreWeights
 from asin_platform_tests.core.test_labels import sim_features, sim_mart
 

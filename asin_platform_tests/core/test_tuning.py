@@ -75,7 +75,7 @@ def test_trials_are_scored_on_validation_only(tmp_path, monkeypatch) -> None:
 
 
 def test_tuning_starts_from_the_levers_and_fits_the_rows_they_keep(tmp_path, monkeypatch) -> None:
-    from asin_platform.core.ranker import RankerParams
+    from asin_platform.core.ranker_levers import RankerParams
 
     seen: list[dict] = []
     real_prepare = tuning.prepare_rank_data
