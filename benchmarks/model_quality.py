@@ -47,7 +47,7 @@ from asin_platform.core.metrics import (  # noqa: E402
 from asin_platform.core.predict import add_model_scores  # noqa: E402
 from asin_platform.core.ranker import feature_importance  # noqa: E402
 from asin_platform.core.ranker_features import DEFAULT_SETS, set_columns  # noqa: E402
-from asin_platform.core.ranker_levers import RankerParams, build_ranker  # noqa: E402
+from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary  # noqa: E402
 from asin_platform.core.sales import default_calibration  # noqa: E402
 from asin_platform.schemas import DIM_ASIN, FACT_KEYWORDS, MART_TIMESERIES_DAILY  # noqa: E402
 from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
@@ -300,12 +300,7 @@ def run(args: argparse.Namespace, log=print) -> Result:
     result.importance = feature_importance(trained.booster)
     log(
         f"trained {trained.best_iteration} trees on {trained.rows['train']:,} rows in {trained.training_seconds:.1f} s"
-        + (
-            f" (refitted on train + valid: round({trained.refit['early_stopped_trees']} early-stopped trees x "
-            f"{trained.refit['factor']}))"
-            if trained.refit
-            else ""
-        )
+        + (f" (refitted: {refit_summary(trained.refit)})" if trained.refit else "")
     )
 
     t = time.perf_counter()

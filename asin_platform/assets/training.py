@@ -44,7 +44,7 @@ from asin_platform.core.metrics import (
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
 from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_importance
-from asin_platform.core.ranker_levers import RankerParams, build_ranker
+from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
@@ -268,10 +268,7 @@ def ranker_model(
     gate = saved.card["gate"]
     refit = trained.refit
     refit_note = (
-        f" (refitted on train + valid: round({refit['early_stopped_trees']} early-stopped trees x "
-        f"{refit['factor']}); valid figures of {refit['valid_metrics_of']})"
-        if refit
-        else ""
+        f" (refitted: {refit_summary(refit)}; valid figures of {refit['valid_metrics_of']})" if refit else ""
     )
     context.log.info(
         f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s{refit_note}; "
@@ -293,8 +290,7 @@ def ranker_model(
         # a refitted model: its trees and what the validation figures above belong to
         **(
             {
-                "refit": f"{refit['trees']} trees on train + valid = round({refit['early_stopped_trees']} "
-                f"early-stopped trees x {refit['factor']})",
+                "refit": refit_summary(refit),
                 "valid_metrics_of": refit["valid_metrics_of"],
             }
             if refit

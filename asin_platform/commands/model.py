@@ -109,7 +109,7 @@ def _train_and_save(
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.predict import add_model_scores
     from asin_platform.core.ranker import feature_importance
-    from asin_platform.core.ranker_levers import build_ranker
+    from asin_platform.core.ranker_levers import build_ranker, refit_summary
 
     samples = _with_baseline(samples, settings)
     trained = build_ranker(samples, _levers(args, settings, params), compare={"baseline": "explosive_score"})
@@ -120,10 +120,9 @@ def _train_and_save(
         f"{trained.rows['train']:,} rows ({trained.queries['train']} queries)"
     )
     if trained.refit:
-        r = trained.refit
         print(
-            f"refitted on train + valid: {r['trees']} trees = round({r['early_stopped_trees']} early-stopped "
-            f"trees x {r['factor']}); the validation figures below are {r['valid_metrics_of']}"
+            f"refitted: {refit_summary(trained.refit)}; the validation figures below are "
+            f"{trained.refit['valid_metrics_of']}"
         )
     print("validation (model vs baseline):")
     print(markdown_table(trained.valid_metrics))

@@ -171,3 +171,11 @@ def refit_on_validation(
             "valid_metrics_of": REFIT_VALID_NOTE,
         },
     )
+
+
+def refit_summary(refit: Mapping[str, Any]) -> str:
+    """A refitted model's trees in one line (``TrainedRanker.refit``): run log, metadata, CLI."""
+    return (
+        f"{refit['trees']} trees on train + valid = round({refit['early_stopped_trees']} "
+        f"early-stopped trees x {refit['factor']})"
+    )
