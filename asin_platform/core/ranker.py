@@ -101,6 +101,11 @@ def with_positive_queries(frame: pl.DataFrame, positive: str) -> pl.DataFrame:
     return frame.filter(pl.col(positive).cast(pl.Int64).sum().over(list(QUERY)) > 0)
 
 
+def _split_names(splits: str | Sequence[str]) -> list[str]:
+    """One split name or several, as a list (``train_split`` may name the refit's two)."""
+    return [splits] if isinstance(splits, str) else list(splits)
+
+
 def _span(frame: pl.DataFrame) -> list[str] | None:
     if frame.is_empty():
         return None
@@ -197,7 +202,7 @@ def prepare_rank_data(
     grades = samples[label]
     if grades.dtype.is_float() or (grades.min() or 0) < 0 or (grades.max() or 0) > 30:  # type: ignore[operator]
         raise ValueError(f"{label!r} must hold integer relevance grades in 0..30 (LightGBM's label_gain)")
-    train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
+    train_splits = _split_names(train_split)
     if valid_split is not None and valid_split in train_splits:
         raise ValueError(f"split {valid_split!r} cannot be both trained on and validated on")
     train = query_sorted(samples.filter(pl.col("split").is_in(train_splits)))
@@ -405,8 +410,7 @@ def train_ranker(
             scored, {"model": "model_score", **(compare or {})}, relevance=label, positive=positive
         )
     # the training splits as the data has them, not as subsampled for the fit
-    train_splits = [train_split] if isinstance(train_split, str) else list(train_split)
-    train_rows = samples.filter(pl.col("split").is_in(train_splits))
+    train_rows = samples.filter(pl.col("split").is_in(_split_names(train_split)))
     return TrainedRanker(
         booster=booster,
         params={
