@@ -5,7 +5,8 @@
 
 The synthetic market is benchmarks/features_bench.py's (log-BSR random walks with breakouts, price
 steps and promotions, reviews, offers, listings, 0-4 ranked keywords per ASIN), generated in blocks
-of at most 6M ASIN-days to parquet (one site, not timed). Every phase runs in its own child process, so its
+of at most 6M ASIN-days, then written as one parquet file per day in the columnar copies' layout
+(one site, not timed). Every phase runs in its own child process, so its
 peak RSS (``os.wait4``'s ru_maxrss) is its own:
 
 * ``compute-partition``: features + score of the last day of the ``--asins`` site through

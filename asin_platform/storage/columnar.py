@@ -92,8 +92,9 @@ def _local_path(store: ArtifactStore, key: str) -> str:
 
 
 def write_slice_parquet(frame: pl.DataFrame, file: str | Path | io.BytesIO) -> None:
-    """One slice's copy as parquet: rows in key order (site, date, asin) and row groups of
-    ``ROW_GROUP_ROWS`` with statistics, so an ASIN block's scan skips the groups outside its range."""
+    """One slice's copy as parquet, in row groups of ``ROW_GROUP_ROWS`` with statistics. ``frame``
+    must already be in key order (site, date, asin ...; ``replace_slices`` sorts it): only then does
+    each group hold a narrow ASIN range that a block's scan can skip."""
     frame.write_parquet(file, statistics=True, row_group_size=ROW_GROUP_ROWS)
 
 
