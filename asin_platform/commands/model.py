@@ -88,19 +88,31 @@ def _models_dir(args: argparse.Namespace, settings: Settings) -> Path:
 
 def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = None) -> Any:
     """settings.scale.ranker with the flags given (an unset flag keeps the setting) and ``params``
-    as the LightGBM params laid over them: what build_ranker trains with, as the asset does."""
-    from asin_platform.core.ranker_levers import RankerParams
+    as the LightGBM params laid over them: what build_ranker trains with, as the asset does.
+    The flags are validated as the settings are: one out of its range is a UserError."""
+    from pydantic import ValidationError
 
-    return RankerParams.of(
-        settings.scale.ranker.model_dump(),
-        rounds=args.rounds,
-        early_stopping=args.early_stopping,
-        negative_fraction=args.negative_fraction,
-        hard_negative_fraction=args.hard_negative_fraction,
-        min_query_rows=args.min_query_rows,
-        refit_factor=args.refit_factor,
-        lightgbm=params,
-    )
+    from asin_platform.core.ranker_levers import RankerParams
+    from asin_platform.settings import RankerLevers
+
+    flags = {
+        "rounds": args.rounds,
+        "early_stopping": args.early_stopping,
+        "negative_fraction": args.negative_fraction,
+        "hard_negative_fraction": args.hard_negative_fraction,
+        "min_query_rows": args.min_query_rows,
+        "refit_factor": args.refit_factor,
+    }
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        levers = RankerLevers.model_validate({**settings.scale.ranker.model_dump(), **given})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0])
+        raise UserError(
+            f"--{name.replace('_', '-')} {given.get(name)}: {error['msg'][0].lower()}{error['msg'][1:]}"
+        ) from None
+    return RankerParams.of(levers.model_dump(), lightgbm=params)
 
 
 def _train_and_save(
@@ -200,6 +212,7 @@ def _parse_params(text: str | None) -> dict:
 
 
 def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
+    _levers(args, settings)  # a flag out of range fails before anything is read
     samples = _read_table(args.data)
     return _train_and_save(samples, _parse_params(args.params), args, settings, extra={})
 
@@ -232,6 +245,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
     from asin_platform.storage.tuning_db import shown_storage
 
+    levers = _levers(args, settings)  # a flag out of range fails before the study is opened
     samples = _with_baseline(_read_table(args.data), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     result = tune_ranker(
@@ -243,7 +257,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         base_params=_parse_params(args.params),
         num_boost_round=args.rounds,
         early_stopping_rounds=args.early_stopping,
-        levers=_levers(args, settings),
+        levers=levers,
         timeout=args.timeout,
         on_trial=lambda _study, t: print(
             f"  trial {t.number}: {t.state.name.lower()}"

@@ -103,6 +103,21 @@ def test_start_after_end_is_rejected_before_anything_runs(
     assert not (project.root / "x.parquet").exists()
 
 
+def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = project.fingerprint()
+    samples = project.root / "samples.parquet"  # absent: the lever is checked first
+    for command in (["train-rank"], ["tune-rank", "--trials", "2"]):
+        base = [*command, "--data", str(samples), "--output", "out"]
+        message = mistake(capsys, *base, "--refit-factor", "-1")
+        assert message == "--refit-factor -1.0: input should be greater than or equal to 0"
+        message = mistake(capsys, *base, "--negative-fraction", "1.5")
+        assert message == "--negative-fraction 1.5: input should be less than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "out").exists() and not (project.root / "data" / "tuning").exists()
+
+
 def test_unknown_table_lists_tables_and_views(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     before = project.fingerprint()
     message = mistake(capsys, "export-table", "--table", "mart", "--output", "x.parquet")
