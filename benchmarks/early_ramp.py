@@ -38,7 +38,7 @@ from asin_platform.core.metrics import add_baseline_scores, compare_rankers, ora
 from asin_platform.core.predict import add_model_scores  # noqa: E402
 from asin_platform.core.ranker import feature_matrix  # noqa: E402
 from asin_platform.core.ranker_features import set_columns  # noqa: E402
-from asin_platform.core.ranker_levers import RankerParams, build_ranker  # noqa: E402
+from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_on_validation  # noqa: E402
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, default_calibration, estimate_sales  # noqa: E402
 from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
@@ -610,29 +610,16 @@ def evaluate(name: str, cand: Candidate, frames: dict[str, pl.DataFrame]) -> dic
         at20 = trained.valid_metrics.filter((pl.col("ranker") == "model") & (pl.col("k") == 20))
         out["valid_ndcg20"] = at20["ndcg"].item()
     if cand.refit:
-        rounds = max(1, round(trained.best_iteration * cand.refit))
-        # valid rows join the training split; a copy stays "valid" only because train_ranker needs
-        # one: no choice reads it (no early stopping, the model is used with all `rounds` trees)
-        both = pl.concat(
-            [
-                rank.with_columns(
-                    split=pl.when(pl.col("split") == "valid").then(pl.lit("train")).otherwise("split")
-                ),
-                rank.filter(pl.col("split") == "valid"),
-            ]
-        )
         test_rows = rows.filter(pl.col("split") == "test")
-        total = None
+        total, rounds = None, trained.best_iteration
         for seed in range(42, 42 + cand.seeds):  # with `seeds`, every seed refitted and averaged
-            fixed = RankerParams.of(
-                HARNESS_LEVERS,
-                **cand.levers,
-                rounds=rounds,
-                early_stopping=rounds + 1,
-                lightgbm={**lightgbm, "seed": seed},
+            # the production refit (core.ranker_levers.refit_on_validation) of this candidate's fit
+            seeded = RankerParams.of(
+                HARNESS_LEVERS, **cand.levers, refit_factor=cand.refit, lightgbm={**lightgbm, "seed": seed}
             )
-            refitted = build_ranker(both, fixed, features=features, label=cand.label)
-            seconds += refitted.training_seconds
+            refitted = refit_on_validation(trained, rank, seeded, label=cand.label)
+            seconds += refitted.training_seconds - trained.training_seconds  # the refit's own time
+            rounds = refitted.best_iteration
             score = pl.Series(
                 refitted.booster.predict(feature_matrix(test_rows, features), num_iteration=rounds)
             )
