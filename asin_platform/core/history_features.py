@@ -18,11 +18,11 @@ Definitions, units and minimum data: docs/features.md (*History features*). Ever
 the days T-30 .. T only (``HISTORY_REACH``), like the 30-day features of core/features.py, so the
 same ``lookback`` serves both.
 
-How: these are expressions over core/features.py's dense (site, asin) x day grid, evaluated in
-its one pass (a grid of its own cost a second pass, ~40% of a 1M-ASIN partition's features), so a
-window of N rows is N calendar days and ``shift(N)`` is N days earlier; every statistic is one
-global expression over a contiguous column (no Python loop, no per-group kernel). A block is
-crossed only in its first 30 rows, which are never output. Sums are exact Int64 fixed-point
+How: these are window sums, lags and medians at the output cells of core/features.py's dense
+(site, asin) x day grid, in its one pass (a grid of its own cost a second pass, ~40% of a 1M-ASIN
+partition's features), so a window of N rows is N calendar days and the cell N rows back is N days
+earlier (no Python loop over products, no per-group kernel). Every window lies inside its output
+cell's block: outputs sit at least 30 days into their blocks. Sums are exact Int64 fixed-point
 sums (ln BSR in 2^-24 units) and medians are order statistics, so a value does not depend on how
 much grid precedes it: chunked and multi-date calls equal one-date calls bit for bit (tested).
 """
@@ -33,6 +33,7 @@ import polars as pl
 
 from asin_platform.core.listing_quality import LISTING_COLUMNS, listing_quality_score
 from asin_platform.core.window_median import WindowMedian
+from asin_platform.core.window_sum import Lag, WindowSum
 
 HISTORY_REACH = 30  # every feature of T reads T-30 .. T (a 31-day span)
 RECENT = 7  # "the last week": T-6 .. T
@@ -70,36 +71,37 @@ def _lag(column: str, n: int) -> str:
     return f"_h_{column}_{n}"
 
 
-def window_columns() -> list[pl.Expr]:
-    """Statistics over the whole grid (core/features.py filters each to the output rows as soon as
-    it is computed): exact window sums of ln BSR over the weeks and the prior window, lagged
-    values, and ``listing_change_days`` itself. Reads the grid columns ``_y`` (fixed-point ln BSR),
-    ``_n``, ``_sy``, ``_rc`` (valid review count), ``_pos`` and the listing columns."""
-    # ``_n`` (0/1) and ``_sy`` (ln BSR, 0 when missing) are core/features.py's day columns: its
-    # 7-day window sums of the same columns are then shared sub-expressions, not computed twice
-    y = pl.col("_y")
-    n, s, ss = pl.col("_n"), pl.col("_sy"), (y * y).fill_null(0)
-    rc = pl.col("_rc").cast(pl.Int64)
-    return [
-        # the week before the last one (T-13 .. T-7) and the one before it (T-20 .. T-14)
-        n.rolling_sum(RECENT).shift(RECENT).alias("_h_n_w1"),
-        s.rolling_sum(RECENT).shift(RECENT).alias("_h_s_w1"),
-        n.rolling_sum(RECENT).shift(2 * RECENT).alias("_h_n_w2"),
-        s.rolling_sum(RECENT).shift(2 * RECENT).alias("_h_s_w2"),
-        # the prior window T-30 .. T-8
-        n.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_n_p"),
-        s.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_s_p"),
-        ss.rolling_sum(PRIOR_DAYS).shift(PRIOR_GAP).alias("_h_ss_p"),
-        rc.shift(RECENT).alias(_lag("rc", RECENT)),
-        rc.shift(HISTORY_REACH).alias(_lag("rc", HISTORY_REACH)),
-        # the listing 30 days earlier: its changes and its quality score are taken at the outputs
-        *[pl.col(c).shift(HISTORY_REACH).alias(_lag(c, HISTORY_REACH)) for c in LISTING_COLUMNS],
-        _listing_change(),
-    ]
+def day_columns() -> list[pl.Expr]:
+    """Grid columns of the sums below besides core/features.py's day columns: ln BSR squared
+    (fixed point, 0 when missing). Reads ``_y``."""
+    return [(pl.col("_y") * pl.col("_y")).fill_null(0).alias("_h_ss")]
 
 
-def _listing_change() -> pl.Expr:
-    """Days since the last day d of T-29 .. T whose listing differs from day d-1's (both days in the
+# Window sums at the output cells (core/window_sum.py). ``_n`` (0/1) and ``_sy`` (ln BSR, 0 when
+# missing) are core/features.py's day columns.
+SUMS: tuple[WindowSum, ...] = (
+    # the week before the last one (T-13 .. T-7) and the one before it (T-20 .. T-14)
+    WindowSum("_n", 1 - 2 * RECENT, -RECENT, "_h_n_w1"),
+    WindowSum("_sy", 1 - 2 * RECENT, -RECENT, "_h_s_w1"),
+    WindowSum("_n", 1 - 3 * RECENT, -2 * RECENT, "_h_n_w2"),
+    WindowSum("_sy", 1 - 3 * RECENT, -2 * RECENT, "_h_s_w2"),
+    # the prior window T-30 .. T-8
+    WindowSum("_n", -HISTORY_REACH, -PRIOR_GAP, "_h_n_p"),
+    WindowSum("_sy", -HISTORY_REACH, -PRIOR_GAP, "_h_s_p"),
+    WindowSum("_h_ss", -HISTORY_REACH, -PRIOR_GAP, "_h_ss_p"),
+)
+# Values 7 and 30 days earlier: the review count, and the listing whose changes and quality score
+# are taken at the outputs.
+LAGS: tuple[Lag, ...] = (
+    Lag("_rc", RECENT, _lag("rc", RECENT)),
+    Lag("_rc", HISTORY_REACH, _lag("rc", HISTORY_REACH)),
+    *[Lag(c, HISTORY_REACH, _lag(c, HISTORY_REACH)) for c in LISTING_COLUMNS],
+)
+
+
+def listing_change() -> pl.Expr:
+    """``listing_change_days`` on every grid cell (core/features.py filters it to the outputs):
+    days since the last day d of T-29 .. T whose listing differs from day d-1's (both days in the
     mart with the attribute), LISTING_CHANGE_CAP when none; null without a listing on T."""
     changed = pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in LISTING_CHANGE_COLUMNS]).fill_null(
         False
@@ -114,7 +116,7 @@ def _listing_change() -> pl.Expr:
 
 def feature_columns() -> list[pl.Expr]:
     """HISTORY_COLUMNS but ``listing_change_days`` (a window column already) on the output rows,
-    from ``window_columns``, ``MEDIANS``, ``_y``, ``_rc`` and the listing columns of T."""
+    from ``SUMS``, ``LAGS``, ``MEDIANS``, ``_y``, ``_rc`` and the listing columns of T."""
     lag = HISTORY_REACH
     mean_w1 = pl.col("_h_s_w1").cast(pl.Float64) / pl.col("_h_n_w1").cast(pl.Float64)
     mean_w2 = pl.col("_h_s_w2").cast(pl.Float64) / pl.col("_h_n_w2").cast(pl.Float64)
@@ -123,7 +125,7 @@ def feature_columns() -> list[pl.Expr]:
     std_p = (pl.col("_h_ss_p").cast(pl.Float64) / n_p - mean_p * mean_p).clip(
         lower_bound=0.0
     ).sqrt() / _Y_SCALE
-    rc, rc7, rc30 = pl.col("_rc").cast(pl.Int64), pl.col(_lag("rc", RECENT)), pl.col(_lag("rc", lag))
+    rc, rc7, rc30 = (pl.col(c).cast(pl.Int64) for c in ("_rc", _lag("rc", RECENT), _lag("rc", lag)))
     expected = (rc7 - rc30).cast(pl.Float64) * (RECENT / (lag - RECENT))
     return [
         *[(pl.col(c) - pl.col(_lag(c, lag))).alias(f"{c}_change_30d") for c in LISTING_CHANGE_COLUMNS[::-1]],

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from asin_platform.core import features as features_module
 from asin_platform.core.features import FEATURE_COLUMNS, build_features
 from asin_platform.core.sales import (
     CALIBRATION_SCHEMA,
@@ -494,3 +495,17 @@ def test_nan_prices_and_ratings_are_missing_days() -> None:
     r = row(features(rows), "A")
     assert r["price_change_vs_median_30d"] is None and r["promo_flag"] is None
     assert r["price_cv_30d"] == 0.0 and r["rating_mean_30d"] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("targets", [[day(0)], [day(-d) for d in range(0, 45, 3)]])
+def test_gathered_and_rolled_windows_give_the_same_rows(
+    targets: list[date], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # build_features picks one strategy by the share of output cells; each must give every value
+    mart_lf, kw_lf = _random_market(seed=5)
+    by_strategy = []
+    for share in (1.0, 0.0):  # every call gathered at the outputs, then every call rolled
+        monkeypatch.setattr(features_module, "GATHER_SHARE", share)
+        by_strategy.append(build_features(mart_lf, kw_lf, targets, calibration=CAL))
+    assert by_strategy[0].height > 30
+    assert_frame_equal(by_strategy[0], by_strategy[1], check_exact=True)
