@@ -15,6 +15,7 @@ resources (see ``config/secrets.example.env``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,23 @@ KNOWN_SITES = ("US", "UK", "DE", "FR", "JP", "CA", "IT", "ES", "IN", "MX", "BR")
 
 class SettingsError(ValueError):
     """A settings value is invalid; the message names the key."""
+
+
+class LeverError(ValueError):
+    """A ranker lever override (a CLI flag, a run config value) outside its setting's range.
+
+    ``str()`` is one line naming the setting, the value given and the bound, independent of where
+    the value came from: ``refit_factor -1.0: input should be greater than or equal to 0``. The
+    parts are kept (``name``, ``value``, ``reason``) so a caller can say where it came from instead,
+    e.g. ``--refit-factor -1.0: ...``."""
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        self.name, self.value, self.reason = name, value, reason
+        super().__init__(f"{name} {value}: {reason}")
+
+    def __reduce__(self) -> tuple[type[LeverError], tuple[str, object, str]]:
+        # the default would re-create it from ``args`` (the one message): keep the three parts
+        return type(self), (self.name, self.value, self.reason)
 
 
 class _Model(BaseModel):
@@ -177,6 +195,33 @@ class RankerLevers(_Model):
         "off. 1.35 = (train + valid reference dates) / train dates: test NDCG@20 dense 0.653 -> 0.665, "
         "sparse 0.508 -> 0.546 (docs/model_quality.md, *The refit lever*)",
     )
+
+    @classmethod
+    def overlaid(cls, base: RankerLevers, given: Mapping[str, object]) -> RankerLevers:
+        """``base`` with the non-None values of ``given`` laid over it (None = not given: an unset
+        CLI flag or config field keeps ``base``'s value), validated against the same Field bounds as
+        the settings (``ASIN_PLATFORM__SCALE__RANKER__*``). The one check of every override: the
+        ``train-rank`` / ``tune-rank`` flags, the ``ranker_model`` run config and the backtest's rounds.
+
+        Raises ``LeverError`` for the first value out of range, or a name that is not a lever."""
+        overrides = {name: value for name, value in given.items() if value is not None}
+        unknown = [name for name in overrides if name not in cls.model_fields]
+        if unknown:
+            raise LeverError(
+                unknown[0],
+                overrides[unknown[0]],
+                f"not a ranker lever (levers: {', '.join(cls.model_fields)})",
+            )
+        try:
+            return cls.model_validate({**base.model_dump(), **overrides})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error["loc"])
+            message = error["msg"]
+            # pydantic's "Input should be ...", as the rest of the line: lower case
+            raise LeverError(
+                name, overrides.get(name, error.get("input")), message[:1].lower() + message[1:]
+            ) from None
 
 
 class ScaleSettings(_Model):

@@ -89,11 +89,10 @@ def _models_dir(args: argparse.Namespace, settings: Settings) -> Path:
 def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = None) -> Any:
     """settings.scale.ranker with the flags given (an unset flag keeps the setting) and ``params``
     as the LightGBM params laid over them: what build_ranker trains with, as the asset does.
-    The flags are validated as the settings are: one out of its range is a UserError."""
-    from pydantic import ValidationError
-
+    The flags are checked by ``RankerLevers.overlaid``, against the bounds of the settings: one out
+    of its range is a UserError naming the flag (``--refit-factor -1.0: input should be ...``)."""
     from asin_platform.core.ranker_levers import RankerParams
-    from asin_platform.settings import RankerLevers
+    from asin_platform.settings import LeverError, RankerLevers
 
     flags = {
         "rounds": args.rounds,
@@ -103,15 +102,10 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
         "min_query_rows": args.min_query_rows,
         "refit_factor": args.refit_factor,
     }
-    given = {name: value for name, value in flags.items() if value is not None}
     try:
-        levers = RankerLevers.model_validate({**settings.scale.ranker.model_dump(), **given})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = str(error["loc"][0])
-        raise UserError(
-            f"--{name.replace('_', '-')} {given.get(name)}: {error['msg'][0].lower()}{error['msg'][1:]}"
-        ) from None
+        levers = RankerLevers.overlaid(settings.scale.ranker, flags)
+    except LeverError as exc:
+        raise UserError(f"--{exc.name.replace('_', '-')} {exc.value}: {exc.reason}") from None
     return RankerParams.of(levers.model_dump(), lightgbm=params)
 
 
