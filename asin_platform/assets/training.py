@@ -48,7 +48,7 @@ from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_s
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, RankerLevers, Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
 from asin_platform.storage import (
     ArtifactStore,
@@ -176,7 +176,9 @@ def write_samples(samples: Samples, store: ArtifactStore) -> str:
 
 
 class RankerModelConfig(dg.Config):
-    """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's."""
+    """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's.
+    A lever given is checked against the same bounds as the setting (``config_levers``) before the
+    run reads anything."""
 
     tune: bool = False  # run (or resume) the Optuna search before training
     trials: int = 20  # completed trials the study should hold
@@ -186,6 +188,23 @@ class RankerModelConfig(dg.Config):
     negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
     hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
     refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
+
+
+def config_levers(config: RankerModelConfig, settings: Settings) -> RankerLevers:
+    """``settings.scale.ranker`` with the run config's levers laid over it (an unset one keeps the
+    setting), checked against the settings' bounds by ``RankerLevers.overlaid``: a value out of range
+    is a ``dg.Failure`` of one line naming the config field, the value and the bound."""
+    given = {
+        "rounds": config.rounds,
+        "early_stopping": config.early_stopping,
+        "negative_fraction": config.negative_fraction,
+        "hard_negative_fraction": config.hard_negative_fraction,
+        "refit_factor": config.refit_factor,
+    }
+    try:
+        return RankerLevers.overlaid(settings.scale.ranker, given)
+    except LeverError as exc:
+        raise dg.Failure(f"ranker_model config {exc}") from None
 
 
 def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
@@ -223,6 +242,7 @@ def ranker_model(
     same rows); a refused model stays registered as `rejected` with the reason and both figures,
     shown here as `promotion_verdict`, `promotion_reason` and `promotion_folds`. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
+    levers = RankerParams.of(config_levers(config, settings).model_dump())  # before any read
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
         raise dg.Failure("train_samples_rank is empty: materialise train_samples first")
@@ -230,14 +250,6 @@ def ranker_model(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
     params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
-    levers = RankerParams.of(
-        settings.scale.ranker.model_dump(),
-        rounds=config.rounds,
-        early_stopping=config.early_stopping,
-        negative_fraction=config.negative_fraction,
-        hard_negative_fraction=config.hard_negative_fraction,
-        refit_factor=config.refit_factor,
-    )
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)

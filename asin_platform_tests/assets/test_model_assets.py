@@ -200,6 +200,41 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
     assert eval_meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
 
 
+@pytest.mark.parametrize(
+    ("ranker", "description"),
+    [
+        (
+            {"refit_factor": -1.0},
+            "ranker_model config refit_factor -1.0: input should be greater than or equal to 0",
+        ),
+        ({"rounds": 0}, "ranker_model config rounds 0: input should be greater than or equal to 1"),
+        (
+            {"negative_fraction": 1.5},
+            "ranker_model config negative_fraction 1.5: input should be less than or equal to 1",
+        ),
+    ],
+)
+def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, ranker: dict, description: str
+) -> None:
+    """The run config's levers are checked against the settings' bounds (RankerLevers.overlaid), as
+    the CLI flags are: one line naming the field, the value and the bound, before any table is read."""
+    read: list[str] = []
+    real_read = type(warehouse).read
+
+    def spy(self, table: str, *args, **kwargs):  # noqa: ANN001, ANN202
+        read.append(table)
+        return real_read(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(type(warehouse), "read", spy)
+    result = _run(warehouse, ["ranker_model"], ranker=ranker)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == description
+    assert read == []  # train_samples_rank never read
+    assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
+
+
 def test_a_model_losing_to_the_baseline_blocks_predictions(
     env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
