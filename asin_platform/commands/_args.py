@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from asin_platform.errors import UserError
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, Settings
 
 
 def yesterday() -> date:
@@ -75,3 +75,10 @@ def range_request(args: argparse.Namespace, settings: Settings) -> RangeRequest:
     sites = check_sites(args.sites, settings)
     start, end = check_dates(args.start, args.end, settings)
     return RangeRequest(sites, start, end)
+
+
+def lever_flag_error(exc: LeverError) -> UserError:
+    """A lever flag out of its setting's range (``RankerLevers.overlaid``) as the user's one line,
+    named by the flag they typed: ``--refit-factor -1.0: input should be greater than or equal to 0``.
+    The flags are the levers' names in kebab case (``--rounds``, ``--negative-fraction``, ...)."""
+    return UserError(f"--{exc.name.replace('_', '-')} {exc.value}: {exc.reason}")

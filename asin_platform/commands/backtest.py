@@ -16,9 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from asin_platform.commands._args import check_order, check_sites, parse_date
+from asin_platform.commands._args import check_order, check_sites, lever_flag_error, parse_date
 from asin_platform.errors import UserError
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, Settings
 
 MART_COLUMNS = ["site", "date", "asin", "category_id", "bsr_root"]
 
@@ -68,11 +68,14 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.start == args.end:
         raise UserError("--start equals --end: a fold evaluates the days after its cut-off; widen the range")
     sites = check_sites(args.sites, settings)
+    try:  # before the data is read: --rounds is checked against scale.ranker.rounds' bounds
+        options = backtest_options(
+            settings, sites, train_days=args.train_days, sample_every=args.sample_every,
+            params=json.loads(args.params) if args.params else {}, rounds=args.rounds,
+        )  # fmt: skip
+    except LeverError as exc:
+        raise lever_flag_error(exc) from None
     features, mart = _load(args, settings, sites)
-    options = backtest_options(
-        settings, sites, train_days=args.train_days, sample_every=args.sample_every,
-        params=json.loads(args.params) if args.params else {}, rounds=args.rounds,
-    )  # fmt: skip
     oracle = None if args.no_oracle else simulator_oracle_of(settings)
     try:
         results = walk_forward(

@@ -91,6 +91,7 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
     as the LightGBM params laid over them: what build_ranker trains with, as the asset does.
     The flags are checked by ``RankerLevers.overlaid``, against the bounds of the settings: one out
     of its range is a UserError naming the flag (``--refit-factor -1.0: input should be ...``)."""
+    from asin_platform.commands._args import lever_flag_error
     from asin_platform.core.ranker_levers import RankerParams
     from asin_platform.settings import LeverError, RankerLevers
 
@@ -105,7 +106,7 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
     try:
         levers = RankerLevers.overlaid(settings.scale.ranker, flags)
     except LeverError as exc:
-        raise UserError(f"--{exc.name.replace('_', '-')} {exc.value}: {exc.reason}") from None
+        raise lever_flag_error(exc) from None
     return RankerParams.of(levers.model_dump(), lightgbm=params)
 
 

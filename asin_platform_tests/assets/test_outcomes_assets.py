@@ -193,3 +193,34 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
     assert meta["plot"].value.startswith("![")
     stored = pl.read_csv(env / "artifacts" / "backtest" / "backtest.csv")
     assert set(stored["ranker"]) == {"model", "baseline", "random", "oracle"}
+
+
+def test_walk_forward_backtest_rounds_out_of_range_fails_before_reading(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config's rounds is checked against scale.ranker.rounds' bounds (RankerLevers.overlaid), as
+    the CLI's --rounds is: one line, before the mart or the features are read."""
+    touched: list[str] = []
+    for name in ("query", "read"):
+        real = getattr(type(warehouse), name)
+
+        def spy(self, *args, _name=name, _real=real, **kwargs):  # noqa: ANN001, ANN202
+            touched.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(warehouse), name, spy)
+    settings = get_settings()
+    result = dg.materialize(
+        outcomes.build_assets(settings, build_date_site_partitions(settings)),
+        selection=["walk_forward_backtest"],
+        resources={"warehouse": warehouse, "settings": settings},
+        run_config={"ops": {"walk_forward_backtest": {"config": {"rounds": 0}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == (
+        "walk_forward_backtest config rounds 0: input should be greater than or equal to 1"
+    )
+    assert touched == []

@@ -114,8 +114,24 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         assert message == "--refit-factor -1.0: input should be greater than or equal to 0"
         message = mistake(capsys, *base, "--negative-fraction", "1.5")
         assert message == "--negative-fraction 1.5: input should be less than or equal to 1"
+        message = mistake(capsys, *base, "--rounds", "0")
+        assert message == "--rounds 0: input should be greater than or equal to 1"
     assert project.fingerprint() == before
     assert not (project.root / "out").exists() and not (project.root / "data" / "tuning").exists()
+
+
+def test_backtest_rounds_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rounds is checked against scale.ranker.rounds' bounds, as train-rank's flag is, before the
+    warehouse (or a --features / --mart file) is read."""
+    before = project.fingerprint()
+    base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
+    for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
+        message = mistake(capsys, *argv, "--rounds", "0")
+        assert message == "--rounds 0: input should be greater than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
 
 
 def test_unknown_table_lists_tables_and_views(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
