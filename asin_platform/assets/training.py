@@ -41,6 +41,7 @@ from asin_platform.core.metrics import (
     oracle_scores,
     ratios,
 )
+from asin_platform.core.model_files import promotion_refusal
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
 from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_importance
@@ -322,16 +323,14 @@ def ranker_model(
 
 def judge_candidate(warehouse: Warehouse, settings: Settings, trained: TrainedRanker) -> PromotionVerdict:
     """Whether a newly trained model may replace the promoted one (also the CLI's train-rank):
-    refused when it loses to the baseline on validation; accepted with a note when nothing is
-    promoted yet; else both models score the same rows of the latest ``settings.promotion.folds``
-    walk-forward folds (the days after either learned from) and it is accepted only if its mean
-    NDCG@20 is not below the promoted model's minus ``settings.promotion.tolerance``."""
-    gate = trained.gate()
-    if gate["passed"] is False:
-        return PromotionVerdict(
-            False,
-            f"validation gate: {gate['metric']} {gate['model']:.4f} <= baseline {gate['baseline']:.4f}",
-        )
+    refused without a passing validation gate (``promotion_refusal``: it lost to the baseline, or
+    there was no baseline to compare with); accepted with a note when nothing is promoted yet; else
+    both models score the same rows of the latest ``settings.promotion.folds`` walk-forward folds
+    (the days after either learned from) and it is accepted only if its mean NDCG@20 is not below
+    the promoted model's minus ``settings.promotion.tolerance``."""
+    refusal = promotion_refusal(trained.gate())
+    if refusal is not None:
+        return PromotionVerdict(False, refusal)
     try:
         current = load_registered(warehouse, "promoted")
     except NoModelError:

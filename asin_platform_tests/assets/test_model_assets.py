@@ -256,6 +256,16 @@ def test_a_model_losing_to_the_baseline_blocks_predictions(
     assert warehouse.count("predictions_rank_daily") == 0
 
 
+def test_judge_candidate_refuses_a_model_with_no_baseline_to_compare_with(env: Path, warehouse) -> None:
+    """Even with nothing promoted yet (which used to mean "first promotion"): no passing gate, no
+    promotion (core.model_files.promotion_refusal)."""
+    from asin_platform_tests.core.test_ranker import unvalidated_model
+
+    verdict = training.judge_candidate(warehouse, get_settings(), unvalidated_model())
+    assert (verdict.accepted, verdict.reason) == (False, "validation gate: no baseline to compare with")
+    assert verdict.current is None and verdict.folds is None
+
+
 def _registry(warehouse) -> list[dict]:
     return warehouse.read("model_registry").sort("created_at").to_dicts()
 
