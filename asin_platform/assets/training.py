@@ -41,7 +41,7 @@ from asin_platform.core.metrics import (
     oracle_scores,
     ratios,
 )
-from asin_platform.core.model_files import promotion_refusal
+from asin_platform.core.model_files import gate_figure, promotion_refusal
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
 from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_importance
@@ -285,8 +285,9 @@ def ranker_model(
     )
     context.log.info(
         f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s{refit_note}; "
-        f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; {verdict.status}: "
-        f"{verdict.reason}"
+        # a figure is None when there was no baseline to compare with (then the verdict is rejected)
+        f"valid NDCG@20 {gate_figure(gate['model'])} vs baseline {gate_figure(gate['baseline'])}; "
+        f"{verdict.status}: {verdict.reason}"
     )
     card_view = {k: v for k, v in saved.card.items() if k not in ("drift_profile", "feature_importance")}
     metadata: dict[str, Any] = {

@@ -114,6 +114,7 @@ def _train_and_save(
     samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
 ) -> int:
     from asin_platform.core.metrics import markdown_table
+    from asin_platform.core.model_files import gate_figure
     from asin_platform.core.predict import add_model_scores
     from asin_platform.core.ranker import feature_importance
     from asin_platform.core.ranker_levers import build_ranker, refit_summary
@@ -134,9 +135,11 @@ def _train_and_save(
     print("validation (model vs baseline):")
     print(markdown_table(trained.valid_metrics))
     gate, verdict = saved.card["gate"], saved.card["verdict"]
+    # passed None: no baseline to compare with, which is not a pass either (promotion_refusal)
+    outcome = {True: "passed", False: "FAILED"}.get(gate["passed"], "no baseline to compare with")
     print(
-        f"gate {gate['metric']} model {gate['model']:.4f} vs baseline {gate['baseline']:.4f}: "
-        f"{'passed' if gate['passed'] else 'FAILED'}"
+        f"gate {gate['metric']} model {gate_figure(gate['model'])} vs baseline "
+        f"{gate_figure(gate['baseline'])}: {outcome}"
     )
     print(f"{verdict['status']}: {verdict['reason']}; promoted: {saved.promoted}")
     print("top features by gain:")
@@ -422,6 +425,7 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.backtest import markdown
+    from asin_platform.core.model_files import gate_figure
 
     rows = _registry_rows(settings).filter(pl.col("version") == args.version)
     if rows.is_empty():
@@ -434,12 +438,13 @@ def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"reason: {row['verdict_reason'] or 'no verdict recorded'}")
     if row["valid_ndcg_20"] is not None:
         print(
-            f"validation NDCG@20: model {row['valid_ndcg_20']:.4f} vs baseline {row['baseline_valid_ndcg_20']:.4f}"
+            f"validation NDCG@20: model {gate_figure(row['valid_ndcg_20'])} vs baseline "
+            f"{gate_figure(row['baseline_valid_ndcg_20'])}"
         )
     if row["backtest_ndcg_20"] is not None:
         print(
-            f"latest folds, mean NDCG@20: this model {row['backtest_ndcg_20']:.4f} vs "
-            f"{row['compared_version']} {row['compared_backtest_ndcg_20']:.4f}"
+            f"latest folds, mean NDCG@20: this model {gate_figure(row['backtest_ndcg_20'])} vs "
+            f"{row['compared_version']} {gate_figure(row['compared_backtest_ndcg_20'])}"
         )
     if row["backtest_folds"]:
         print(markdown(pl.DataFrame(json.loads(row["backtest_folds"]))))

@@ -88,7 +88,13 @@ def model_card(
     }
 
 
-def _figure(value: Any) -> str:
+def gate_figure(value: Any) -> str:
+    """A validation-gate figure (a card's ``gate["model"]`` / ``gate["baseline"]``, a registry row's
+    NDCG) as shown to people: four decimals, or ``n/a`` when it is missing (None: no baseline to
+    compare with, or no validation split). The one formatting of these figures for log lines, CLI
+    printouts and refusal reasons, so a missing one never raises after the model was registered."""
+    if value is None:
+        return "n/a"
     return f"{value:.4f}" if isinstance(value, int | float) else str(value)
 
 
@@ -112,8 +118,8 @@ def promotion_refusal(gate: Mapping[str, Any] | None) -> str | None:
         return "validation gate: no baseline to compare with"
     if passed is False:
         return (
-            f"validation gate: {gate.get('metric')} {_figure(gate.get('model'))} <= baseline "
-            f"{_figure(gate.get('baseline'))}"
+            f"validation gate: {gate.get('metric')} {gate_figure(gate.get('model'))} <= baseline "
+            f"{gate_figure(gate.get('baseline'))}"
         )
     return f"validation gate: passed is {passed!r}, not true"  # not a gate this code wrote
 

@@ -65,9 +65,15 @@ def _seed(warehouse) -> pl.Series:
     return features["date"]
 
 
-def _run(warehouse, selection: list, partition_key: str | None = None, ranker: dict | None = None):
+def _run(
+    warehouse,
+    selection: list,
+    partition_key: str | None = None,
+    ranker: dict | None = None,
+    instance: dg.DagsterInstance | None = None,
+):
     # config only for the selected assets (Dagster rejects entries for ops outside the run);
-    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's
+    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's; ``instance``: to read the run's logs
     settings = get_settings()
     partitions = build_date_site_partitions(settings)
     ops = {**RUN_CONFIG["ops"]}
@@ -85,7 +91,7 @@ def _run(warehouse, selection: list, partition_key: str | None = None, ranker: d
         partition_key=partition_key,
         run_config=run_config,
         raise_on_error=False,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
     )
 
 
@@ -264,6 +270,42 @@ def test_judge_candidate_refuses_a_model_with_no_baseline_to_compare_with(env: P
     verdict = training.judge_candidate(warehouse, get_settings(), unvalidated_model())
     assert (verdict.accepted, verdict.reason) == (False, "validation gate: no baseline to compare with")
     assert verdict.current is None and verdict.folds is None
+
+
+def test_a_model_with_no_baseline_is_registered_rejected_and_reported_as_na(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit whose validation has no baseline to compare with (gate: model figure, baseline None,
+    passed None) is registered as rejected; the asset's log line and metadata then show the missing
+    figure as n/a / null instead of failing on formatting it after the registration."""
+    _seed(warehouse)
+    assert _run(warehouse, ["train_samples"]).success
+    real_build = training.build_ranker
+
+    def without_baseline(samples: pl.DataFrame, params, **kwargs):
+        kwargs.pop("compare", None)  # validation metrics of the model alone
+        return real_build(samples, params, **kwargs)
+
+    monkeypatch.setattr(training, "build_ranker", without_baseline)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(warehouse, ["ranker_model"], instance=instance)
+    failures = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    assert all(f is None or "TypeError" not in f.cls_name for f in failures), failures
+    [row] = _registry(warehouse)
+    assert (row["promoted"], row["verdict"]) == (False, "rejected")
+    assert row["verdict_reason"] == "validation gate: no baseline to compare with"
+    meta = result.asset_materializations_for_node("ranker_model")[0].metadata
+    assert meta["model_version"].value == row["version"]
+    assert meta["promotion_verdict"].value == "rejected"
+    assert isinstance(meta["valid_ndcg@20"].value, float)
+    assert meta["baseline_valid_ndcg@20"].value is None
+    [line] = [
+        e.user_message
+        for e in instance.all_logs(result.run_id)
+        if e.user_message.startswith(f"model {row['version']}:")
+    ]
+    assert f"valid NDCG@20 {meta['valid_ndcg@20'].value:.4f} vs baseline n/a; rejected: " in line
+    assert _check(result, "ranker_beats_baseline").passed is False
 
 
 def _registry(warehouse) -> list[dict]:
