@@ -16,7 +16,13 @@ from pathlib import Path
 
 import polars as pl
 
-from asin_platform.commands._args import check_order, check_sites, lever_flag_error, parse_date
+from asin_platform.commands._args import (
+    check_order,
+    check_sites,
+    lever_flag_error,
+    parse_date,
+    parse_params,
+)
 from asin_platform.errors import UserError
 from asin_platform.settings import LeverError, Settings
 
@@ -59,8 +65,6 @@ def _load(
 
 
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
     from asin_platform.assets.outcomes import backtest_options, backtest_plot, simulator_oracle_of
     from asin_platform.core.backtest import fold_table, folds, markdown, walk_forward
 
@@ -68,10 +72,10 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.start == args.end:
         raise UserError("--start equals --end: a fold evaluates the days after its cut-off; widen the range")
     sites = check_sites(args.sites, settings)
-    try:  # before the data is read: --rounds is checked against scale.ranker.rounds' bounds
+    try:  # before the data is read: --params parsed, --rounds checked against scale.ranker.rounds' bounds
         options = backtest_options(
             settings, sites, train_days=args.train_days, sample_every=args.sample_every,
-            params=json.loads(args.params) if args.params else {}, rounds=args.rounds,
+            params=parse_params(args.params), rounds=args.rounds,
         )  # fmt: skip
     except LeverError as exc:
         raise lever_flag_error(exc) from None
@@ -107,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-days", type=int, default=240, help="reference dates behind each cut-off")
     p.add_argument("--sample-every", type=int, default=1, help="keep every n-th training reference date")
     p.add_argument("--rounds", type=int, default=300, help="boosting rounds (early stopping on valid)")
-    p.add_argument("--params", help="LightGBM params as JSON, over the defaults")
+    p.add_argument("--params", help="LightGBM params as a JSON object or a JSON file, over the defaults")
     p.add_argument("--features", help="features_daily Parquet (file mode; default: the warehouse)")
     p.add_argument("--mart", help="mart_timeseries_daily Parquet (file mode)")
     p.add_argument("--no-oracle", action="store_true", help="skip the simulator oracle")

@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from asin_platform.commands._args import parse_params
 from asin_platform.errors import UserError
 from asin_platform.settings import Settings
 
@@ -195,24 +196,12 @@ def _export(saved: Any, output: str | Path) -> tuple[Path, Path]:
     return out, card_out
 
 
-def _parse_params(text: str | None) -> dict:
-    if not text:
-        return {}
-    path = Path(text)
-    raw = path.read_text() if path.exists() else text
-    try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--params is neither a JSON object nor a JSON file: {exc}") from None
-    if not isinstance(params, dict):
-        raise UserError("--params must be a JSON object (e.g. '{\"num_leaves\": 31}')")
-    return params
-
-
 def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
-    _levers(args, settings)  # a flag out of range fails before anything is read
+    # the user's mistakes in flags and --params fail before anything is read
+    _levers(args, settings)
+    params = parse_params(args.params)
     samples = _read_table(args.data)
-    return _train_and_save(samples, _parse_params(args.params), args, settings, extra={})
+    return _train_and_save(samples, params, args, settings, extra={})
 
 
 # -------------------------------------------------------------------------------------- tune-rank
@@ -243,7 +232,9 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
     from asin_platform.storage.tuning_db import shown_storage
 
-    levers = _levers(args, settings)  # a flag out of range fails before the study is opened
+    # the user's mistakes in flags and --params fail before the data is read or the study opened
+    levers = _levers(args, settings)
+    params = parse_params(args.params)
     samples = _with_baseline(_read_table(args.data), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     result = tune_ranker(
@@ -252,7 +243,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         study_path=study,
         study_name=args.study_name,
         seed=args.seed,
-        base_params=_parse_params(args.params),
+        base_params=params,
         num_boost_round=args.rounds,
         early_stopping_rounds=args.early_stopping,
         levers=levers,
