@@ -3,7 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from asin_platform.settings import LeverError, RankerLevers, Settings, SettingsError, load_settings
+from asin_platform.settings import (
+    BacktestWindow,
+    LeverError,
+    RankerLevers,
+    Settings,
+    SettingsError,
+    TuningRun,
+    load_settings,
+)
 
 
 def test_defaults_load_without_any_configuration(tmp_path: Path) -> None:
@@ -151,3 +159,21 @@ def test_overlaid_levers_reject_a_value_out_of_its_setting_s_range(
 def test_overlaid_levers_reject_a_name_that_is_not_a_lever() -> None:
     with pytest.raises(LeverError, match=r"^num_trees 5: not a ranker lever \(levers: learning_rate, "):
         RankerLevers.overlaid(RankerLevers(), {"num_trees": 5})
+
+
+@pytest.mark.parametrize("name", ["folds", "every_days", "train_days", "sample_every"])
+def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
+    """The run's own parameters are checked as the levers are (one ``overlaid``), at least 1 each."""
+    assert getattr(BacktestWindow.overlaid(BacktestWindow(), {name: 1}), name) == 1
+    for value in (0, -3):
+        with pytest.raises(LeverError) as excinfo:
+            BacktestWindow.overlaid(BacktestWindow(), {name: value})
+        assert str(excinfo.value) == f"{name} {value}: input should be greater than or equal to 1"
+    with pytest.raises(LeverError, match=r"^rounds 5: not a backtest setting \(settings: folds, "):
+        BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
+
+
+def test_tuning_trials_below_one_is_a_lever_error() -> None:
+    assert TuningRun.overlaid(TuningRun(), {"trials": 3}).trials == 3
+    with pytest.raises(LeverError, match=r"^trials 0: input should be greater than or equal to 1$"):
+        TuningRun.overlaid(TuningRun(), {"trials": 0})

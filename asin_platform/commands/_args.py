@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -81,11 +82,13 @@ def range_request(args: argparse.Namespace, settings: Settings) -> RangeRequest:
     return RangeRequest(sites, start, end)
 
 
-def lever_flag_error(exc: LeverError) -> UserError:
-    """A lever flag out of its setting's range (``RankerLevers.overlaid``) as the user's one line,
-    named by the flag they typed: ``--refit-factor -1.0: input should be greater than or equal to 0``.
-    The flags are the levers' names in kebab case (``--rounds``, ``--negative-fraction``, ...)."""
-    return UserError(f"--{exc.name.replace('_', '-')} {exc.value}: {exc.reason}")
+def lever_flag_error(exc: LeverError, flags: Mapping[str, str] | None = None) -> UserError:
+    """A flag out of its range (``overlaid`` of ``RankerLevers``, ``BacktestWindow``, ``TuningRun``)
+    as the user's one line, named by the flag they typed: ``--refit-factor -1.0: input should be
+    greater than or equal to 0``. A flag is the field's name in kebab case (``--rounds``,
+    ``--negative-fraction``, ...) unless ``flags`` names it otherwise (``{"every_days": "--every"}``)."""
+    flag = (flags or {}).get(exc.name) or f"--{exc.name.replace('_', '-')}"
+    return UserError(f"{flag} {exc.value}: {exc.reason}")
 
 
 def parse_params(text: str | None) -> dict[str, Any]:

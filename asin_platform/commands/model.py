@@ -20,9 +20,9 @@ from typing import Any
 
 import polars as pl
 
-from asin_platform.commands._args import parse_params
+from asin_platform.commands._args import lever_flag_error, parse_params
 from asin_platform.errors import UserError
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, RankerLevers, Settings, TuningRun
 
 
 def _read_table(path: str | Path) -> pl.DataFrame:
@@ -92,9 +92,7 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
     as the LightGBM params laid over them: what build_ranker trains with, as the asset does.
     The flags are checked by ``RankerLevers.overlaid``, against the bounds of the settings: one out
     of its range is a UserError naming the flag (``--refit-factor -1.0: input should be ...``)."""
-    from asin_platform.commands._args import lever_flag_error
     from asin_platform.core.ranker_levers import RankerParams
-    from asin_platform.settings import LeverError, RankerLevers
 
     flags = {
         "rounds": args.rounds,
@@ -234,6 +232,10 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
 
     # the user's mistakes in flags and --params fail before the data is read or the study opened
     levers = _levers(args, settings)
+    try:
+        TuningRun.overlaid(TuningRun(), {"trials": args.trials})
+    except LeverError as exc:
+        raise lever_flag_error(exc) from None
     params = parse_params(args.params)
     samples = _with_baseline(_read_table(args.data), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
@@ -528,7 +530,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tune-rank", help="Optuna search on validation NDCG@20 (resumable study)")
     training_args(p)
-    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
+    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold (>= 1)")
     p.add_argument(
         "--storage",
         help="database URL of the study, shared by workers (default: storage.optuna_url, else the "

@@ -134,6 +134,38 @@ def test_backtest_rounds_out_of_range_is_rejected_before_anything_is_read(
     assert not (project.root / "bt").exists()
 
 
+def test_backtest_window_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--train-days, --sample-every and --every are checked against settings.BacktestWindow's bounds
+    (at least 1, the asset's config has the same), one line each, before any data is read."""
+    before = project.fingerprint()
+    base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
+    for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
+        message = mistake(capsys, *argv, "--train-days", "0")
+        assert message == "--train-days 0: input should be greater than or equal to 1"
+        message = mistake(capsys, *argv, "--sample-every", "-2")
+        assert message == "--sample-every -2: input should be greater than or equal to 1"
+        message = mistake(capsys, *argv, "--every", "0d")
+        assert message == "--every 0: input should be greater than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
+
+
+def test_tune_rank_trials_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trials is checked against settings.TuningRun's bound before the samples are read or the
+    study is created."""
+    before = project.fingerprint()
+    samples = project.root / "samples.parquet"  # absent: --trials is checked first
+    for trials in ("0", "-5"):
+        message = mistake(capsys, "tune-rank", "--data", str(samples), "--trials", trials)
+        assert message == f"--trials {trials}: input should be greater than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "data" / "tuning").exists()
+
+
 def test_bad_params_are_one_line_in_every_command_that_takes_them(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
