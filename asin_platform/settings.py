@@ -15,10 +15,11 @@ resources (see ``config/secrets.example.env``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -33,6 +34,24 @@ KNOWN_SITES = ("US", "UK", "DE", "FR", "JP", "CA", "IT", "ES", "IN", "MX", "BR")
 
 class SettingsError(ValueError):
     """A settings value is invalid; the message names the key."""
+
+
+class LeverError(ValueError):
+    """An override (a CLI flag, a run config value) outside its range: a ranker lever's setting, or a
+    run's own parameter bounded the same way (the backtest's window, a study's trials).
+
+    ``str()`` is one line naming the setting, the value given and the bound, independent of where
+    the value came from: ``refit_factor -1.0: input should be greater than or equal to 0``. The
+    parts are kept (``name``, ``value``, ``reason``) so a caller can say where it came from instead,
+    e.g. ``--refit-factor -1.0: ...``."""
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        self.name, self.value, self.reason = name, value, reason
+        super().__init__(f"{name} {value}: {reason}")
+
+    def __reduce__(self) -> tuple[type[LeverError], tuple[str, object, str]]:
+        # the default would re-create it from ``args`` (the one message): keep the three parts
+        return type(self), (self.name, self.value, self.reason)
 
 
 class _Model(BaseModel):
@@ -138,11 +157,49 @@ class ScoreWeights(_Model):
 # ---- H-scale (issue 13): chunking and training levers -------------------------------------------
 
 
-class RankerLevers(_Model):
+class _Overridable(_Model):
+    """A model whose fields a run may override one by one (a CLI flag, a run config value):
+    ``overlaid`` is the one check of such an override, against the fields' own bounds."""
+
+    # what one field is called in the message for a name that is not one ("ranker lever")
+    _kind: ClassVar[str] = "setting"
+
+    @classmethod
+    def overlaid(cls, base: Self, given: Mapping[str, object]) -> Self:
+        """``base`` with the non-None values of ``given`` laid over it (None = not given: an unset
+        CLI flag or config field keeps ``base``'s value), validated against the fields' Field bounds
+        (for the ranker levers those of ``ASIN_PLATFORM__SCALE__RANKER__*``). The one check of
+        every override: the ``train-rank`` / ``tune-rank`` flags, the ``ranker_model`` run config,
+        the backtest's flags and config (levers and window), ``tune-rank --trials``.
+
+        Raises ``LeverError`` for the first value out of range, or a name that is not a field."""
+        overrides = {name: value for name, value in given.items() if value is not None}
+        unknown = [name for name in overrides if name not in cls.model_fields]
+        if unknown:
+            raise LeverError(
+                unknown[0],
+                overrides[unknown[0]],
+                f"not a {cls._kind} ({cls._kind.rsplit(' ', 1)[-1]}s: {', '.join(cls.model_fields)})",
+            )
+        try:
+            return cls.model_validate({**base.model_dump(), **overrides})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error["loc"])
+            message = error["msg"]
+            # pydantic's "Input should be ...", as the rest of the line: lower case
+            raise LeverError(
+                name, overrides.get(name, error.get("input")), message[:1].lower() + message[1:]
+            ) from None
+
+
+class RankerLevers(_Overridable):
     """LightGBM levers of the ranker (core.ranker_levers.RankerParams takes these fields one to one).
 
     Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
     scale*): the defaults keep test NDCG@20 within 1% of the previous full-resolution fit."""
+
+    _kind: ClassVar[str] = "ranker lever"
 
     learning_rate: float = Field(0.1, gt=0, le=1)
     num_leaves: int = Field(31, ge=2)
@@ -177,6 +234,34 @@ class RankerLevers(_Model):
         "off. 1.35 = (train + valid reference dates) / train dates: test NDCG@20 dense 0.653 -> 0.665, "
         "sparse 0.508 -> 0.546 (docs/model_quality.md, *The refit lever*)",
     )
+
+
+# a run's own parameters, not settings: bounded here all the same, and checked by ``overlaid``
+
+
+class BacktestWindow(_Overridable):
+    """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
+    ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
+    declared and bounded here, so a 0 or a negative value is a ``LeverError`` of ``overlaid`` before
+    any data is read; the defaults are the config's and the flags'."""
+
+    _kind: ClassVar[str] = "backtest setting"
+
+    folds: int = Field(
+        6, ge=1, description="cut-offs, every_days apart, ending where the newest labels are realised"
+    )
+    every_days: int = Field(28, ge=1, description="days between cut-offs")
+    train_days: int = Field(240, ge=1, description="reference dates behind each cut-off used for training")
+    sample_every: int = Field(1, ge=1, description="keep every n-th training reference date")
+
+
+class TuningRun(_Overridable):
+    """An Optuna search's size (``tune-rank --trials``): bounded here as the settings are and checked
+    by ``overlaid`` before the samples are read or the study is opened."""
+
+    _kind: ClassVar[str] = "tuning setting"
+
+    trials: int = Field(20, ge=1, description="completed trials the study should hold")
 
 
 class ScaleSettings(_Model):

@@ -3,7 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from asin_platform.settings import Settings, SettingsError, load_settings
+from asin_platform.settings import (
+    BacktestWindow,
+    LeverError,
+    RankerLevers,
+    Settings,
+    SettingsError,
+    TuningRun,
+    load_settings,
+)
 
 
 def test_defaults_load_without_any_configuration(tmp_path: Path) -> None:
@@ -101,3 +109,71 @@ def test_automation_and_alert_settings_from_env() -> None:
     )
     assert settings.automation.retrain_cron == "0 4 * * 0"
     assert settings.alerts.ui_base_url == "https://dagster.example"
+
+
+def test_overlaid_levers_apply_the_given_values_and_ignore_none() -> None:
+    base = RankerLevers(rounds=200, refit_factor=0.0)
+    levers = RankerLevers.overlaid(
+        base, {"rounds": 50, "negative_fraction": 1.0, "refit_factor": None, "early_stopping": None}
+    )
+    assert (levers.rounds, levers.negative_fraction) == (50, 1.0)
+    assert (levers.refit_factor, levers.early_stopping) == (0.0, base.early_stopping)  # None keeps base
+    assert RankerLevers.overlaid(base, {}) == base
+    assert base.rounds == 200  # the base is not changed
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("learning_rate", 0.0, "learning_rate 0.0: input should be greater than 0"),
+        ("learning_rate", 1.5, "learning_rate 1.5: input should be less than or equal to 1"),
+        ("num_leaves", 1, "num_leaves 1: input should be greater than or equal to 2"),
+        ("min_data_in_leaf", 0, "min_data_in_leaf 0: input should be greater than or equal to 1"),
+        ("max_bin", 3, "max_bin 3: input should be greater than or equal to 4"),
+        ("feature_fraction", 0.0, "feature_fraction 0.0: input should be greater than 0"),
+        ("bagging_fraction", 1.2, "bagging_fraction 1.2: input should be less than or equal to 1"),
+        ("negative_fraction", 1.5, "negative_fraction 1.5: input should be less than or equal to 1"),
+        (
+            "hard_negative_fraction",
+            -0.1,
+            "hard_negative_fraction -0.1: input should be greater than or equal to 0",
+        ),
+        ("min_query_rows", -1, "min_query_rows -1: input should be greater than or equal to 0"),
+        ("rounds", 0, "rounds 0: input should be greater than or equal to 1"),
+        ("early_stopping", 0, "early_stopping 0: input should be greater than or equal to 1"),
+        ("refit_factor", -1.0, "refit_factor -1.0: input should be greater than or equal to 0"),
+        ("refit_factor", 10.5, "refit_factor 10.5: input should be less than or equal to 10"),
+    ],
+)
+def test_overlaid_levers_reject_a_value_out_of_its_setting_s_range(
+    name: str, value: float, message: str
+) -> None:
+    with pytest.raises(LeverError) as excinfo:
+        # an unset value beside it changes nothing (the later key wins when ``name`` is that one)
+        RankerLevers.overlaid(RankerLevers(), {"early_stopping": None, name: value})
+    assert str(excinfo.value) == message
+    assert (excinfo.value.name, excinfo.value.value) == (name, value)
+    assert isinstance(excinfo.value, ValueError)
+
+
+def test_overlaid_levers_reject_a_name_that_is_not_a_lever() -> None:
+    with pytest.raises(LeverError, match=r"^num_trees 5: not a ranker lever \(levers: learning_rate, "):
+        RankerLevers.overlaid(RankerLevers(), {"num_trees": 5})
+
+
+@pytest.mark.parametrize("name", ["folds", "every_days", "train_days", "sample_every"])
+def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
+    """The run's own parameters are checked as the levers are (one ``overlaid``), at least 1 each."""
+    assert getattr(BacktestWindow.overlaid(BacktestWindow(), {name: 1}), name) == 1
+    for value in (0, -3):
+        with pytest.raises(LeverError) as excinfo:
+            BacktestWindow.overlaid(BacktestWindow(), {name: value})
+        assert str(excinfo.value) == f"{name} {value}: input should be greater than or equal to 1"
+    with pytest.raises(LeverError, match=r"^rounds 5: not a backtest setting \(settings: folds, "):
+        BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
+
+
+def test_tuning_trials_below_one_is_a_lever_error() -> None:
+    assert TuningRun.overlaid(TuningRun(), {"trials": 3}).trials == 3
+    with pytest.raises(LeverError, match=r"^trials 0: input should be greater than or equal to 1$"):
+        TuningRun.overlaid(TuningRun(), {"trials": 0})

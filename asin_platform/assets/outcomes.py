@@ -26,7 +26,7 @@ from asin_platform.core.ranker_levers import RankerParams
 from asin_platform.core.sales import default_calibration
 from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import Settings
+from asin_platform.settings import BacktestWindow, LeverError, RankerLevers, Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
 from asin_platform.storage import artifacts_store
 
@@ -182,26 +182,42 @@ def quality_plot(warehouse: Warehouse, site: str, day: date) -> dict[str, dg.Mar
 # ------------------------------------------------------------------------- walk-forward backtest
 
 
+# the window's defaults and bounds: settings.BacktestWindow (the CLI's flags share them)
+_WINDOW = BacktestWindow()
+
+
 class BacktestConfig(dg.Config):
-    folds: int = 6  # cut-offs, every_days apart, ending where the newest labels are realised
-    every_days: int = 28
-    train_days: int = 240  # reference dates behind each cut-off used for training
-    sample_every: int = 1
+    """Checked before anything is read: ``rounds`` against the bounds of ``scale.ranker.rounds``,
+    the window (``folds``, ``every_days``, ``train_days``, ``sample_every``) against
+    ``settings.BacktestWindow``'s (each at least 1). The bounds are not on these fields because
+    Dagster would then fail the step with pydantic's traceback instead of one line."""
+
+    folds: int = _WINDOW.folds  # cut-offs, every_days apart, ending where the newest labels are realised
+    every_days: int = _WINDOW.every_days
+    train_days: int = _WINDOW.train_days  # reference dates behind each cut-off used for training
+    sample_every: int = _WINDOW.sample_every
     rounds: int = 300
     params_json: str | None = None  # LightGBM params over the defaults, as JSON
     oracle: bool = True  # the simulator oracle (only when the data comes from it)
 
 
-def backtest_options(settings: Settings, sites: list[str], **levers: Any) -> BacktestOptions:
+def backtest_options(settings: Settings, sites: list[str], **overrides: Any) -> BacktestOptions:
     """The walk-forward options of ``settings`` (labels and ranker levers as in training) plus the
-    run's overrides."""
+    run's overrides. The overrides that are ranker levers (``rounds``, ``early_stopping``) are checked
+    against the settings' bounds by ``RankerLevers.overlaid``, those of the window (``train_days``,
+    ``sample_every``) against ``BacktestWindow``'s: ``LeverError`` names the first out of range, so a
+    caller builds the options before it reads any data."""
+    RankerLevers.overlaid(
+        settings.scale.ranker, {k: v for k, v in overrides.items() if k in RankerLevers.model_fields}
+    )
+    BacktestWindow.overlaid(_WINDOW, {k: v for k, v in overrides.items() if k in BacktestWindow.model_fields})
     return BacktestOptions(
         config=label_config(settings),
         calibration=default_calibration(sites, SALES_PRIOR),
         score_weights=settings.score_weights,
         min_category_size=settings.min_category_size,
         levers=RankerParams.of(settings.scale.ranker.model_dump()),
-        **levers,
+        **overrides,
     )
 
 
@@ -247,18 +263,25 @@ def walk_forward_backtest(
     `every_days` apart and ending where the newest labels are realised, retrain on the labels known
     on the cut-off and score the following window; NDCG@20 / P@20 per fold of model, baseline,
     random and (simulated data) the oracle, as a table and a plot; the folds' rows as
-    `backtest/backtest.csv` in the artifacts store."""
+    `backtest/backtest.csv` in the artifacts store. A ``rounds`` or a window value (``folds``,
+    ``every_days``, ``train_days``, ``sample_every``) out of range fails in one line before anything
+    is read."""
+    sites = list(settings.sites)
+    try:
+        # folds and every_days here; train_days and sample_every with rounds in backtest_options
+        BacktestWindow.overlaid(_WINDOW, {"folds": config.folds, "every_days": config.every_days})
+        options = backtest_options(
+            settings, sites, train_days=config.train_days, sample_every=config.sample_every,
+            params=json.loads(config.params_json) if config.params_json else {}, rounds=config.rounds,
+        )  # fmt: skip
+    except LeverError as exc:
+        raise dg.Failure(f"walk_forward_backtest config {exc}") from None
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
         raise dg.Failure("mart_timeseries_daily is empty: materialise the mart and features first")
     end = realised_through(newest, settings.windows.horizon)
     start = end - timedelta(days=config.folds * config.every_days)
-    sites = list(settings.sites)
     features, mart = backtest_frames(warehouse, settings, sites, start, end, config.train_days)
-    options = backtest_options(
-        settings, sites, train_days=config.train_days, sample_every=config.sample_every,
-        params=json.loads(config.params_json) if config.params_json else {}, rounds=config.rounds,
-    )  # fmt: skip
     oracle = simulator_oracle_of(settings) if config.oracle else None
     try:
         results = walk_forward(

@@ -41,6 +41,7 @@ from asin_platform.core.metrics import (
     oracle_scores,
     ratios,
 )
+from asin_platform.core.model_files import gate_figure, promotion_refusal
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.predict import add_model_scores
 from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_importance
@@ -48,7 +49,7 @@ from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_s
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, RankerLevers, Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
 from asin_platform.storage import (
     ArtifactStore,
@@ -176,7 +177,9 @@ def write_samples(samples: Samples, store: ArtifactStore) -> str:
 
 
 class RankerModelConfig(dg.Config):
-    """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's."""
+    """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's.
+    A lever given is checked against the same bounds as the setting (``config_levers``) before the
+    run reads anything."""
 
     tune: bool = False  # run (or resume) the Optuna search before training
     trials: int = 20  # completed trials the study should hold
@@ -186,6 +189,23 @@ class RankerModelConfig(dg.Config):
     negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
     hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
     refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
+
+
+def config_levers(config: RankerModelConfig, settings: Settings) -> RankerLevers:
+    """``settings.scale.ranker`` with the run config's levers laid over it (an unset one keeps the
+    setting), checked against the settings' bounds by ``RankerLevers.overlaid``: a value out of range
+    is a ``dg.Failure`` of one line naming the config field, the value and the bound."""
+    given = {
+        "rounds": config.rounds,
+        "early_stopping": config.early_stopping,
+        "negative_fraction": config.negative_fraction,
+        "hard_negative_fraction": config.hard_negative_fraction,
+        "refit_factor": config.refit_factor,
+    }
+    try:
+        return RankerLevers.overlaid(settings.scale.ranker, given)
+    except LeverError as exc:
+        raise dg.Failure(f"ranker_model config {exc}") from None
 
 
 def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
@@ -223,6 +243,7 @@ def ranker_model(
     same rows); a refused model stays registered as `rejected` with the reason and both figures,
     shown here as `promotion_verdict`, `promotion_reason` and `promotion_folds`. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
+    levers = RankerParams.of(config_levers(config, settings).model_dump())  # before any read
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
         raise dg.Failure("train_samples_rank is empty: materialise train_samples first")
@@ -230,14 +251,6 @@ def ranker_model(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
     params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
-    levers = RankerParams.of(
-        settings.scale.ranker.model_dump(),
-        rounds=config.rounds,
-        early_stopping=config.early_stopping,
-        negative_fraction=config.negative_fraction,
-        hard_negative_fraction=config.hard_negative_fraction,
-        refit_factor=config.refit_factor,
-    )
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
@@ -272,8 +285,9 @@ def ranker_model(
     )
     context.log.info(
         f"model {saved.version}: {trained.best_iteration} trees in {trained.training_seconds:.1f} s{refit_note}; "
-        f"valid NDCG@20 {gate['model']:.4f} vs baseline {gate['baseline']:.4f}; {verdict.status}: "
-        f"{verdict.reason}"
+        # a figure is None when there was no baseline to compare with (then the verdict is rejected)
+        f"valid NDCG@20 {gate_figure(gate['model'])} vs baseline {gate_figure(gate['baseline'])}; "
+        f"{verdict.status}: {verdict.reason}"
     )
     card_view = {k: v for k, v in saved.card.items() if k not in ("drift_profile", "feature_importance")}
     metadata: dict[str, Any] = {
@@ -310,16 +324,14 @@ def ranker_model(
 
 def judge_candidate(warehouse: Warehouse, settings: Settings, trained: TrainedRanker) -> PromotionVerdict:
     """Whether a newly trained model may replace the promoted one (also the CLI's train-rank):
-    refused when it loses to the baseline on validation; accepted with a note when nothing is
-    promoted yet; else both models score the same rows of the latest ``settings.promotion.folds``
-    walk-forward folds (the days after either learned from) and it is accepted only if its mean
-    NDCG@20 is not below the promoted model's minus ``settings.promotion.tolerance``."""
-    gate = trained.gate()
-    if gate["passed"] is False:
-        return PromotionVerdict(
-            False,
-            f"validation gate: {gate['metric']} {gate['model']:.4f} <= baseline {gate['baseline']:.4f}",
-        )
+    refused without a passing validation gate (``promotion_refusal``: it lost to the baseline, or
+    there was no baseline to compare with); accepted with a note when nothing is promoted yet; else
+    both models score the same rows of the latest ``settings.promotion.folds`` walk-forward folds
+    (the days after either learned from) and it is accepted only if its mean NDCG@20 is not below
+    the promoted model's minus ``settings.promotion.tolerance``."""
+    refusal = promotion_refusal(trained.gate())
+    if refusal is not None:
+        return PromotionVerdict(False, refusal)
     try:
         current = load_registered(warehouse, "promoted")
     except NoModelError:

@@ -2,7 +2,8 @@
 
 * ``ranker_beats_baseline`` (blocking): the newest model's validation NDCG@20 is above the
   baseline Explosive Score's. When it fails the run stops before ``predictions_rank_daily``, and
-  the model was not promoted to ``latest`` either (core.model_files.save_model applies the same gate),
+  the model was not promoted either (storage.register_model and core.model_files.save_model apply the
+  same gate, ``core.model_files.promotion_refusal``: a model with no baseline to compare with fails it too),
   so later runs keep predicting with the last model that passed.
 * ``predictions_coverage`` (blocking, per partition): every feature row got a prediction.
 * ``prediction_feature_drift`` (WARN, per partition): PSI of the partition's features against the

@@ -1,14 +1,19 @@
 """Argument helpers shared by the subcommand modules: dates, the (sites x date range) options and
-their validation against the settings (the partitions that exist)."""
+their validation against the settings (the partitions that exist), LightGBM ``--params`` and the
+wording of a lever flag out of range."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from asin_platform.errors import UserError
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, Settings
 
 
 def yesterday() -> date:
@@ -75,3 +80,37 @@ def range_request(args: argparse.Namespace, settings: Settings) -> RangeRequest:
     sites = check_sites(args.sites, settings)
     start, end = check_dates(args.start, args.end, settings)
     return RangeRequest(sites, start, end)
+
+
+def lever_flag_error(exc: LeverError, flags: Mapping[str, str] | None = None) -> UserError:
+    """A flag out of its range (``overlaid`` of ``RankerLevers``, ``BacktestWindow``, ``TuningRun``)
+    as the user's one line, named by the flag they typed: ``--refit-factor -1.0: input should be
+    greater than or equal to 0``. A flag is the field's name in kebab case (``--rounds``,
+    ``--negative-fraction``, ...) unless ``flags`` names it otherwise (``{"every_days": "--every"}``)."""
+    flag = (flags or {}).get(exc.name) or f"--{exc.name.replace('_', '-')}"
+    return UserError(f"{flag} {exc.value}: {exc.reason}")
+
+
+def parse_params(text: str | None) -> dict[str, Any]:
+    """``--params`` of train-rank, tune-rank and backtest: LightGBM params as a JSON object, inline
+    or in a JSON file. Empty or unset is ``{}``; anything else that is not a JSON object (bad JSON,
+    a file that is missing or unreadable, a JSON list) is a UserError of one line."""
+    if not text:
+        return {}
+    raw = text
+    # inline JSON is never looked up as a path: a long object is longer than a file name may be,
+    # and stat() on it fails with ENAMETOOLONG instead of returning "no such file"
+    if not text.lstrip().startswith("{"):
+        try:
+            raw = Path(text).read_text()
+        except FileNotFoundError:
+            pass  # neither a file nor JSON: json.loads below says why it is not JSON either
+        except OSError as exc:
+            raise UserError(f"--params {text}: cannot read the file: {exc.strerror or exc}") from None
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--params is neither a JSON object nor a JSON file: {exc}") from None
+    if not isinstance(params, dict):
+        raise UserError("--params must be a JSON object (e.g. '{\"num_leaves\": 31}')")
+    return params

@@ -16,17 +16,24 @@ from pathlib import Path
 
 import polars as pl
 
-from asin_platform.commands._args import check_order, check_sites, parse_date
+from asin_platform.commands._args import (
+    check_order,
+    check_sites,
+    lever_flag_error,
+    parse_date,
+    parse_params,
+)
 from asin_platform.errors import UserError
-from asin_platform.settings import Settings
+from asin_platform.settings import BacktestWindow, LeverError, Settings
 
 MART_COLUMNS = ["site", "date", "asin", "category_id", "bsr_root"]
 
 
 def parse_every(text: str) -> int:
-    """``28d`` or ``28`` -> 28 (days); ``4w`` -> 28."""
+    """``28d`` or ``28`` -> 28 (days); ``4w`` -> 28. Only the form is checked here: the range (at
+    least a day) is ``BacktestWindow.every_days``', checked with the other values in cmd_backtest."""
     match = re.fullmatch(r"(\d+)\s*([dw]?)", text.strip().lower())
-    if not match or int(match.group(1)) < 1:
+    if not match:
         raise argparse.ArgumentTypeError(f"not a period: {text!r} (write e.g. 28d or 4w)")
     return int(match.group(1)) * (7 if match.group(2) == "w" else 1)
 
@@ -59,8 +66,6 @@ def _load(
 
 
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
     from asin_platform.assets.outcomes import backtest_options, backtest_plot, simulator_oracle_of
     from asin_platform.core.backtest import fold_table, folds, markdown, walk_forward
 
@@ -68,11 +73,17 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.start == args.end:
         raise UserError("--start equals --end: a fold evaluates the days after its cut-off; widen the range")
     sites = check_sites(args.sites, settings)
+    # before the data is read: --params parsed, --rounds checked against scale.ranker.rounds' bounds,
+    # --every here and --train-days, --sample-every in backtest_options against BacktestWindow's
+    try:
+        BacktestWindow.overlaid(BacktestWindow(), {"every_days": args.every})
+        options = backtest_options(
+            settings, sites, train_days=args.train_days, sample_every=args.sample_every,
+            params=parse_params(args.params), rounds=args.rounds,
+        )  # fmt: skip
+    except LeverError as exc:
+        raise lever_flag_error(exc, flags={"every_days": "--every"}) from None
     features, mart = _load(args, settings, sites)
-    options = backtest_options(
-        settings, sites, train_days=args.train_days, sample_every=args.sample_every,
-        params=json.loads(args.params) if args.params else {}, rounds=args.rounds,
-    )  # fmt: skip
     oracle = None if args.no_oracle else simulator_oracle_of(settings)
     try:
         results = walk_forward(
@@ -93,18 +104,28 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    window = BacktestWindow()  # the defaults and bounds the walk_forward_backtest asset's config has
     p = sub.add_parser(
         "backtest",
         help="walk-forward: retrain as of each cut-off, evaluate NDCG@20 / P@20 on the following window",
     )
     p.add_argument("--start", type=parse_date, required=True, help="first cut-off")
     p.add_argument("--end", type=parse_date, required=True, help="last evaluated day")
-    p.add_argument("--every", type=parse_every, default=28, help="days between cut-offs, e.g. 28d (default)")
+    p.add_argument(
+        "--every", type=parse_every, default=window.every_days,
+        help=f"days between cut-offs, e.g. 28d or 4w (default {window.every_days}d)",
+    )  # fmt: skip
     p.add_argument("--sites", nargs="+", help="sites (default: all configured)")
-    p.add_argument("--train-days", type=int, default=240, help="reference dates behind each cut-off")
-    p.add_argument("--sample-every", type=int, default=1, help="keep every n-th training reference date")
+    p.add_argument(
+        "--train-days", type=int, default=window.train_days,
+        help=f"reference dates behind each cut-off, >= 1 (default {window.train_days})",
+    )  # fmt: skip
+    p.add_argument(
+        "--sample-every", type=int, default=window.sample_every,
+        help=f"keep every n-th training reference date, >= 1 (default {window.sample_every})",
+    )  # fmt: skip
     p.add_argument("--rounds", type=int, default=300, help="boosting rounds (early stopping on valid)")
-    p.add_argument("--params", help="LightGBM params as JSON, over the defaults")
+    p.add_argument("--params", help="LightGBM params as a JSON object or a JSON file, over the defaults")
     p.add_argument("--features", help="features_daily Parquet (file mode; default: the warehouse)")
     p.add_argument("--mart", help="mart_timeseries_daily Parquet (file mode)")
     p.add_argument("--no-oracle", action="store_true", help="skip the simulator oracle")

@@ -20,8 +20,9 @@ from typing import Any
 
 import polars as pl
 
+from asin_platform.commands._args import lever_flag_error, parse_params
 from asin_platform.errors import UserError
-from asin_platform.settings import Settings
+from asin_platform.settings import LeverError, RankerLevers, Settings, TuningRun
 
 
 def _read_table(path: str | Path) -> pl.DataFrame:
@@ -89,11 +90,9 @@ def _models_dir(args: argparse.Namespace, settings: Settings) -> Path:
 def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = None) -> Any:
     """settings.scale.ranker with the flags given (an unset flag keeps the setting) and ``params``
     as the LightGBM params laid over them: what build_ranker trains with, as the asset does.
-    The flags are validated as the settings are: one out of its range is a UserError."""
-    from pydantic import ValidationError
-
+    The flags are checked by ``RankerLevers.overlaid``, against the bounds of the settings: one out
+    of its range is a UserError naming the flag (``--refit-factor -1.0: input should be ...``)."""
     from asin_platform.core.ranker_levers import RankerParams
-    from asin_platform.settings import RankerLevers
 
     flags = {
         "rounds": args.rounds,
@@ -103,15 +102,10 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
         "min_query_rows": args.min_query_rows,
         "refit_factor": args.refit_factor,
     }
-    given = {name: value for name, value in flags.items() if value is not None}
     try:
-        levers = RankerLevers.model_validate({**settings.scale.ranker.model_dump(), **given})
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        name = str(error["loc"][0])
-        raise UserError(
-            f"--{name.replace('_', '-')} {given.get(name)}: {error['msg'][0].lower()}{error['msg'][1:]}"
-        ) from None
+        levers = RankerLevers.overlaid(settings.scale.ranker, flags)
+    except LeverError as exc:
+        raise lever_flag_error(exc) from None
     return RankerParams.of(levers.model_dump(), lightgbm=params)
 
 
@@ -119,6 +113,7 @@ def _train_and_save(
     samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
 ) -> int:
     from asin_platform.core.metrics import markdown_table
+    from asin_platform.core.model_files import gate_figure
     from asin_platform.core.predict import add_model_scores
     from asin_platform.core.ranker import feature_importance
     from asin_platform.core.ranker_levers import build_ranker, refit_summary
@@ -139,9 +134,11 @@ def _train_and_save(
     print("validation (model vs baseline):")
     print(markdown_table(trained.valid_metrics))
     gate, verdict = saved.card["gate"], saved.card["verdict"]
+    # passed None: no baseline to compare with, which is not a pass either (promotion_refusal)
+    outcome = {True: "passed", False: "FAILED"}.get(gate["passed"], "no baseline to compare with")
     print(
-        f"gate {gate['metric']} model {gate['model']:.4f} vs baseline {gate['baseline']:.4f}: "
-        f"{'passed' if gate['passed'] else 'FAILED'}"
+        f"gate {gate['metric']} model {gate_figure(gate['model'])} vs baseline "
+        f"{gate_figure(gate['baseline'])}: {outcome}"
     )
     print(f"{verdict['status']}: {verdict['reason']}; promoted: {saved.promoted}")
     print("top features by gain:")
@@ -197,24 +194,12 @@ def _export(saved: Any, output: str | Path) -> tuple[Path, Path]:
     return out, card_out
 
 
-def _parse_params(text: str | None) -> dict:
-    if not text:
-        return {}
-    path = Path(text)
-    raw = path.read_text() if path.exists() else text
-    try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--params is neither a JSON object nor a JSON file: {exc}") from None
-    if not isinstance(params, dict):
-        raise UserError("--params must be a JSON object (e.g. '{\"num_leaves\": 31}')")
-    return params
-
-
 def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
-    _levers(args, settings)  # a flag out of range fails before anything is read
+    # the user's mistakes in flags and --params fail before anything is read
+    _levers(args, settings)
+    params = parse_params(args.params)
     samples = _read_table(args.data)
-    return _train_and_save(samples, _parse_params(args.params), args, settings, extra={})
+    return _train_and_save(samples, params, args, settings, extra={})
 
 
 # -------------------------------------------------------------------------------------- tune-rank
@@ -245,7 +230,13 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.tuning import tune_ranker
     from asin_platform.storage.tuning_db import shown_storage
 
-    levers = _levers(args, settings)  # a flag out of range fails before the study is opened
+    # the user's mistakes in flags and --params fail before the data is read or the study opened
+    levers = _levers(args, settings)
+    try:
+        TuningRun.overlaid(TuningRun(), {"trials": args.trials})
+    except LeverError as exc:
+        raise lever_flag_error(exc) from None
+    params = parse_params(args.params)
     samples = _with_baseline(_read_table(args.data), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     result = tune_ranker(
@@ -254,7 +245,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         study_path=study,
         study_name=args.study_name,
         seed=args.seed,
-        base_params=_parse_params(args.params),
+        base_params=params,
         num_boost_round=args.rounds,
         early_stopping_rounds=args.early_stopping,
         levers=levers,
@@ -427,6 +418,7 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.backtest import markdown
+    from asin_platform.core.model_files import gate_figure
 
     rows = _registry_rows(settings).filter(pl.col("version") == args.version)
     if rows.is_empty():
@@ -439,12 +431,13 @@ def cmd_model_show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"reason: {row['verdict_reason'] or 'no verdict recorded'}")
     if row["valid_ndcg_20"] is not None:
         print(
-            f"validation NDCG@20: model {row['valid_ndcg_20']:.4f} vs baseline {row['baseline_valid_ndcg_20']:.4f}"
+            f"validation NDCG@20: model {gate_figure(row['valid_ndcg_20'])} vs baseline "
+            f"{gate_figure(row['baseline_valid_ndcg_20'])}"
         )
     if row["backtest_ndcg_20"] is not None:
         print(
-            f"latest folds, mean NDCG@20: this model {row['backtest_ndcg_20']:.4f} vs "
-            f"{row['compared_version']} {row['compared_backtest_ndcg_20']:.4f}"
+            f"latest folds, mean NDCG@20: this model {gate_figure(row['backtest_ndcg_20'])} vs "
+            f"{row['compared_version']} {gate_figure(row['compared_backtest_ndcg_20'])}"
         )
     if row["backtest_folds"]:
         print(markdown(pl.DataFrame(json.loads(row["backtest_folds"]))))
@@ -537,7 +530,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tune-rank", help="Optuna search on validation NDCG@20 (resumable study)")
     training_args(p)
-    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold")
+    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold (>= 1)")
     p.add_argument(
         "--storage",
         help="database URL of the study, shared by workers (default: storage.optuna_url, else the "

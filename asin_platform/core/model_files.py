@@ -3,8 +3,9 @@
 A saved model is a directory ``<models_dir>/<version>/`` with ``model.txt`` (LightGBM text format,
 readable by any LightGBM) and ``card.json`` (features, params, data window, metrics, training
 time, git commit, drift profile). ``version`` = UTC timestamp + 8 hex of the model text's hash.
-``<models_dir>/latest`` holds the version predictions use; a model that does not beat the
-baseline on validation is saved but not promoted. ``<models_dir>/last_trained`` always names the
+``<models_dir>/latest`` holds the version predictions use; a model without a passing validation
+gate (it lost to the baseline, or there was no baseline to compare with: ``promotion_refusal``) is
+saved but never promoted. ``<models_dir>/last_trained`` always names the
 newest model (what the promotion check and the evaluation look at). Training itself is
 ``core/ranker.py``; the warehouse registry over an artifact store is ``storage/registry.py``.
 """
@@ -87,6 +88,42 @@ def model_card(
     }
 
 
+def gate_figure(value: Any) -> str:
+    """A validation-gate figure (a card's ``gate["model"]`` / ``gate["baseline"]``, a registry row's
+    NDCG) as shown to people: four decimals, or ``n/a`` when it is missing (None: no baseline to
+    compare with, or no validation split). The one formatting of these figures for log lines, CLI
+    printouts and refusal reasons, so a missing one never raises after the model was registered."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, int | float) else str(value)
+
+
+def promotion_refusal(gate: Mapping[str, Any] | None) -> str | None:
+    """Why a model whose validation gate is ``gate`` (``TrainedRanker.gate()``, a card's ``"gate"``)
+    may not be promoted, or None when it may: only ``gate["passed"] is True`` (it beat the baseline)
+    passes. No gate, a gate with ``passed`` None (no baseline to compare with, e.g. a fit without a
+    validation split) and a lost gate each give their reason.
+
+    The rule every automatic promotion follows (``save_model``, ``storage.register_model``,
+    ``assets.training.judge_candidate``): a card without a passing gate is never promoted, and an
+    explicit ``promote=True`` for one is a ValueError with this reason. The one exception is a person:
+    ``asin-platform model promote VERSION --reason ...`` (``storage.promote_model``) promotes any
+    registered model, a deliberate override that records its reason."""
+    if not gate or "passed" not in gate:
+        return "validation gate: not recorded (the model was not compared with the baseline)"
+    passed = gate["passed"]
+    if passed is True:
+        return None
+    if passed is None:
+        return "validation gate: no baseline to compare with"
+    if passed is False:
+        return (
+            f"validation gate: {gate.get('metric')} {gate_figure(gate.get('model'))} <= baseline "
+            f"{gate_figure(gate.get('baseline'))}"
+        )
+    return f"validation gate: passed is {passed!r}, not true"  # not a gate this code wrote
+
+
 @dataclass(frozen=True)
 class SavedModel:
     version: str
@@ -110,14 +147,19 @@ def save_model(
     promote: bool | None = None,
 ) -> SavedModel:
     """Write ``<models_dir>/<version>/model.txt`` + ``card.json``; point ``latest`` at it when
-    ``promote`` (default: when the gate passed, or there was no baseline to compare with)."""
+    ``promote`` (default: when its validation gate passed, see ``promotion_refusal``).
+    ``promote=True`` for a model without a passing gate is a ValueError naming the reason, raised
+    before anything is written; ``promote=False`` saves a passing model without promoting it."""
     text = trained.booster.model_to_string(num_iteration=trained.best_iteration)
     version = new_version(text)
     directory = Path(models_dir) / version
-    directory.mkdir(parents=True, exist_ok=False)
     card = model_card(trained, version=version, extra=extra)
+    refusal = promotion_refusal(card["gate"])
+    if promote and refusal is not None:
+        raise ValueError(f"model {version} may not be promoted: {refusal}")
     if promote is None:
-        promote = card["gate"]["passed"] is not False
+        promote = refusal is None
+    directory.mkdir(parents=True, exist_ok=False)
     card["promoted"] = bool(promote)
     model_path, card_path = directory / "model.txt", directory / "card.json"
     model_path.write_text(text)

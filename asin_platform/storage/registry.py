@@ -19,7 +19,7 @@ local disk the folder stays exactly what ``core.model_files.save_model`` makes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ import lightgbm as lgb
 import polars as pl
 
 from asin_platform.core.backtest import PromotionVerdict
-from asin_platform.core.model_files import LoadedModel, model_card, new_version
+from asin_platform.core.model_files import LoadedModel, model_card, new_version, promotion_refusal
 from asin_platform.core.ranker import LAST_TRAINED, LATEST, TrainedRanker
 from asin_platform.resources.warehouse import Warehouse, WarehouseTx
 from asin_platform.schemas import MODEL_REGISTRY
@@ -113,15 +113,32 @@ def register_model(
 ) -> RegisteredModel:
     """Write the model and its card to ``store`` (under the key prefix ``models``) and register it;
     promote it when ``promote`` (default: as ``verdict`` says, without one when it beat the
-    baseline on validation or there was no baseline), in the same transaction as the registration.
-    The verdict (why it was promoted or refused, both models' figures) goes into the card and row."""
+    baseline on validation), in the same transaction as the registration. The verdict (why it was
+    promoted or refused, both models' figures) goes into the card and row.
+
+    A model without a passing validation gate (``core.model_files.promotion_refusal``: it lost to the
+    baseline, or there was no baseline to compare with) is never promoted: it is registered as
+    ``rejected`` with that reason (over an accepted ``verdict`` or none), and ``promote=True`` for it
+    is a ValueError naming the reason, raised before anything is written. ``promote_model`` (the
+    ``asin-platform model promote`` command) stays a person's deliberate override."""
     text = trained.booster.model_to_string(num_iteration=trained.best_iteration)
     version = new_version(text)
     card = model_card(trained, version=version, extra=extra)
+    refusal = promotion_refusal(card["gate"])
+    if refusal is not None:
+        if promote:
+            raise ValueError(f"model {version} may not be promoted: {refusal}")
+        if verdict is None or verdict.accepted:
+            # the folds' figures, if any, stay: the gate refuses it whatever they say
+            verdict = (
+                PromotionVerdict(False, refusal)
+                if verdict is None
+                else replace(verdict, accepted=False, reason=refusal)
+            )
     if verdict is not None:
         card["verdict"] = verdict_json(verdict)
     if promote is None:
-        promote = verdict.accepted if verdict is not None else card["gate"]["passed"] is not False
+        promote = verdict.accepted if verdict is not None else True  # no verdict, a passing gate
     card["promoted"] = bool(promote)
     directory = store.url(_key(models, version))
     # the files first: a registered row always names files that exist
@@ -171,7 +188,10 @@ def promote_model(
     warehouse: Warehouse, version: str, store: ArtifactStore | None = None, *, reason: str | None = None
 ) -> None:
     """Make ``version`` the one promoted model (one transaction); LookupError when it is unknown.
-    With ``reason`` (a promotion by hand) its verdict becomes 'accepted' for that reason."""
+    With ``reason`` (a promotion by hand) its verdict becomes 'accepted' for that reason.
+
+    Any registered model, whatever its gate or verdict: this is ``asin-platform model promote``, a
+    person's deliberate override of ``register_model``'s rule (``core.model_files.promotion_refusal``)."""
     with warehouse.transaction() as tx:
         known = tx.query(f'SELECT version FROM "{MODEL_REGISTRY.name}" WHERE version = ?', [version])
         if known.is_empty():

@@ -65,9 +65,15 @@ def _seed(warehouse) -> pl.Series:
     return features["date"]
 
 
-def _run(warehouse, selection: list, partition_key: str | None = None, ranker: dict | None = None):
+def _run(
+    warehouse,
+    selection: list,
+    partition_key: str | None = None,
+    ranker: dict | None = None,
+    instance: dg.DagsterInstance | None = None,
+):
     # config only for the selected assets (Dagster rejects entries for ops outside the run);
-    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's
+    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's; ``instance``: to read the run's logs
     settings = get_settings()
     partitions = build_date_site_partitions(settings)
     ops = {**RUN_CONFIG["ops"]}
@@ -85,7 +91,7 @@ def _run(warehouse, selection: list, partition_key: str | None = None, ranker: d
         partition_key=partition_key,
         run_config=run_config,
         raise_on_error=False,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
     )
 
 
@@ -200,6 +206,41 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
     assert eval_meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
 
 
+@pytest.mark.parametrize(
+    ("ranker", "description"),
+    [
+        (
+            {"refit_factor": -1.0},
+            "ranker_model config refit_factor -1.0: input should be greater than or equal to 0",
+        ),
+        ({"rounds": 0}, "ranker_model config rounds 0: input should be greater than or equal to 1"),
+        (
+            {"negative_fraction": 1.5},
+            "ranker_model config negative_fraction 1.5: input should be less than or equal to 1",
+        ),
+    ],
+)
+def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, ranker: dict, description: str
+) -> None:
+    """The run config's levers are checked against the settings' bounds (RankerLevers.overlaid), as
+    the CLI flags are: one line naming the field, the value and the bound, before any table is read."""
+    read: list[str] = []
+    real_read = type(warehouse).read
+
+    def spy(self, table: str, *args, **kwargs):  # noqa: ANN001, ANN202
+        read.append(table)
+        return real_read(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(type(warehouse), "read", spy)
+    result = _run(warehouse, ["ranker_model"], ranker=ranker)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == description
+    assert read == []  # train_samples_rank never read
+    assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
+
+
 def test_a_model_losing_to_the_baseline_blocks_predictions(
     env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,6 +260,52 @@ def test_a_model_losing_to_the_baseline_blocks_predictions(
     models = env / "artifacts" / "models"
     assert not (models / LATEST).exists() and (models / LAST_TRAINED).exists()
     assert warehouse.count("predictions_rank_daily") == 0
+
+
+def test_judge_candidate_refuses_a_model_with_no_baseline_to_compare_with(env: Path, warehouse) -> None:
+    """Even with nothing promoted yet (which used to mean "first promotion"): no passing gate, no
+    promotion (core.model_files.promotion_refusal)."""
+    from asin_platform_tests.core.test_ranker import unvalidated_model
+
+    verdict = training.judge_candidate(warehouse, get_settings(), unvalidated_model())
+    assert (verdict.accepted, verdict.reason) == (False, "validation gate: no baseline to compare with")
+    assert verdict.current is None and verdict.folds is None
+
+
+def test_a_model_with_no_baseline_is_registered_rejected_and_reported_as_na(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit whose validation has no baseline to compare with (gate: model figure, baseline None,
+    passed None) is registered as rejected; the asset's log line and metadata then show the missing
+    figure as n/a / null instead of failing on formatting it after the registration."""
+    _seed(warehouse)
+    assert _run(warehouse, ["train_samples"]).success
+    real_build = training.build_ranker
+
+    def without_baseline(samples: pl.DataFrame, params, **kwargs):
+        kwargs.pop("compare", None)  # validation metrics of the model alone
+        return real_build(samples, params, **kwargs)
+
+    monkeypatch.setattr(training, "build_ranker", without_baseline)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _run(warehouse, ["ranker_model"], instance=instance)
+    failures = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    assert all(f is None or "TypeError" not in f.cls_name for f in failures), failures
+    [row] = _registry(warehouse)
+    assert (row["promoted"], row["verdict"]) == (False, "rejected")
+    assert row["verdict_reason"] == "validation gate: no baseline to compare with"
+    meta = result.asset_materializations_for_node("ranker_model")[0].metadata
+    assert meta["model_version"].value == row["version"]
+    assert meta["promotion_verdict"].value == "rejected"
+    assert isinstance(meta["valid_ndcg@20"].value, float)
+    assert meta["baseline_valid_ndcg@20"].value is None
+    [line] = [
+        e.user_message
+        for e in instance.all_logs(result.run_id)
+        if e.user_message.startswith(f"model {row['version']}:")
+    ]
+    assert f"valid NDCG@20 {meta['valid_ndcg@20'].value:.4f} vs baseline n/a; rejected: " in line
+    assert _check(result, "ranker_beats_baseline").passed is False
 
 
 def _registry(warehouse) -> list[dict]:

@@ -193,3 +193,45 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
     assert meta["plot"].value.startswith("![")
     stored = pl.read_csv(env / "artifacts" / "backtest" / "backtest.csv")
     assert set(stored["ranker"]) == {"model", "baseline", "random", "oracle"}
+
+
+@pytest.mark.parametrize(
+    ("config", "description"),
+    [
+        ({"rounds": 0}, "rounds 0: input should be greater than or equal to 1"),
+        ({"folds": 0}, "folds 0: input should be greater than or equal to 1"),
+        ({"every_days": -7}, "every_days -7: input should be greater than or equal to 1"),
+        ({"train_days": 0}, "train_days 0: input should be greater than or equal to 1"),
+        ({"sample_every": 0}, "sample_every 0: input should be greater than or equal to 1"),
+    ],
+)
+def test_walk_forward_backtest_config_out_of_range_fails_before_reading(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, config: dict, description: str
+) -> None:
+    """The config's rounds is checked against scale.ranker.rounds' bounds (RankerLevers.overlaid), its
+    window against settings.BacktestWindow's, as the CLI's flags are: one line, before the mart or the
+    features are read."""
+    touched: list[str] = []
+    for name in ("query", "read"):
+        real = getattr(type(warehouse), name)
+
+        def spy(self, *args, _name=name, _real=real, **kwargs):  # noqa: ANN001, ANN202
+            touched.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(warehouse), name, spy)
+    settings = get_settings()
+    result = dg.materialize(
+        outcomes.build_assets(settings, build_date_site_partitions(settings)),
+        selection=["walk_forward_backtest"],
+        resources={"warehouse": warehouse, "settings": settings},
+        run_config={"ops": {"walk_forward_backtest": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == (
+        f"walk_forward_backtest config {description}"
+    )
+    assert touched == []

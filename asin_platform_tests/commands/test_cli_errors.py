@@ -114,8 +114,87 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         assert message == "--refit-factor -1.0: input should be greater than or equal to 0"
         message = mistake(capsys, *base, "--negative-fraction", "1.5")
         assert message == "--negative-fraction 1.5: input should be less than or equal to 1"
+        message = mistake(capsys, *base, "--rounds", "0")
+        assert message == "--rounds 0: input should be greater than or equal to 1"
     assert project.fingerprint() == before
     assert not (project.root / "out").exists() and not (project.root / "data" / "tuning").exists()
+
+
+def test_backtest_rounds_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rounds is checked against scale.ranker.rounds' bounds, as train-rank's flag is, before the
+    warehouse (or a --features / --mart file) is read."""
+    before = project.fingerprint()
+    base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
+    for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
+        message = mistake(capsys, *argv, "--rounds", "0")
+        assert message == "--rounds 0: input should be greater than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
+
+
+def test_backtest_window_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--train-days, --sample-every and --every are checked against settings.BacktestWindow's bounds
+    (at least 1, the asset's config has the same), one line each, before any data is read."""
+    before = project.fingerprint()
+    base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
+    for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
+        message = mistake(capsys, *argv, "--train-days", "0")
+        assert message == "--train-days 0: input should be greater than or equal to 1"
+        message = mistake(capsys, *argv, "--sample-every", "-2")
+        assert message == "--sample-every -2: input should be greater than or equal to 1"
+        message = mistake(capsys, *argv, "--every", "0d")
+        assert message == "--every 0: input should be greater than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
+
+
+def test_tune_rank_trials_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trials is checked against settings.TuningRun's bound before the samples are read or the
+    study is created."""
+    before = project.fingerprint()
+    samples = project.root / "samples.parquet"  # absent: --trials is checked first
+    for trials in ("0", "-5"):
+        message = mistake(capsys, "tune-rank", "--data", str(samples), "--trials", trials)
+        assert message == f"--trials {trials}: input should be greater than or equal to 1"
+    assert project.fingerprint() == before
+    assert not (project.root / "data" / "tuning").exists()
+
+
+def test_bad_params_are_one_line_in_every_command_that_takes_them(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """backtest, train-rank and tune-rank parse --params the same way (commands._args.parse_params):
+    bad JSON, a JSON list or an unreadable file is one line, before any data or study is touched.
+    A long inline object is JSON, never looked up as a file (its name would be too long for stat)."""
+    before = project.fingerprint()
+    samples = project.root / "samples.parquet"  # absent: --params is checked first
+    backtest = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
+    commands = (
+        backtest,
+        [*backtest, "--features", "absent.parquet", "--mart", "absent.parquet"],  # file mode
+        ["train-rank", "--data", str(samples), "--output", "out"],
+        ["tune-rank", "--trials", "2", "--data", str(samples), "--output", "out"],
+    )
+    (project.root / "params_dir").mkdir()
+    long_bad = '{"objective": "' + "x" * 300 + '", '
+    for argv in commands:
+        message = mistake(capsys, *argv, "--params", "{bad")
+        assert message.startswith("--params is neither a JSON object nor a JSON file: Expecting property")
+        message = mistake(capsys, *argv, "--params", long_bad)
+        assert message.startswith("--params is neither a JSON object nor a JSON file: ")
+        message = mistake(capsys, *argv, "--params", "[1, 2]")
+        assert message == "--params must be a JSON object (e.g. '{\"num_leaves\": 31}')"
+        message = mistake(capsys, *argv, "--params", "params_dir")
+        assert message == "--params params_dir: cannot read the file: Is a directory"
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists() and not (project.root / "out").exists()
+    assert not (project.root / "data" / "tuning").exists()
 
 
 def test_unknown_table_lists_tables_and_views(project: Project, capsys: pytest.CaptureFixture[str]) -> None:

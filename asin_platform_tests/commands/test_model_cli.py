@@ -164,3 +164,33 @@ def test_train_rank_registers_its_model_and_model_commands_show_verdicts(
     assert (files / "artifacts" / "models" / "latest").read_text().strip() == v2
     assert main(["model", "show", "nope"]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
+
+
+def test_train_rank_reports_a_model_with_no_baseline_as_na(
+    files: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fit whose validation has no baseline to compare with (gate: baseline None, passed None) is
+    registered as rejected; train-rank's printout and `model show` then say n/a for the missing figure
+    instead of failing on formatting it after the registration."""
+    import asin_platform.core.ranker_levers as ranker_levers
+
+    real_build = ranker_levers.build_ranker
+
+    def without_baseline(samples: pl.DataFrame, params, **kwargs):  # noqa: ANN001, ANN202
+        kwargs.pop("compare", None)  # validation metrics of the model alone
+        return real_build(samples, params, **kwargs)
+
+    monkeypatch.setattr(ranker_levers, "build_ranker", without_baseline)
+    main(["build-labels", "--mart", "mart.parquet", "--features", "features.parquet", "--sample-every", "3"])
+    capsys.readouterr()
+    train = ["train-rank", "--data", "artifacts/samples/train_samples_rank.parquet", "--rounds", "20",
+             "--params", FAST]  # fmt: skip
+    assert main(train) == 0
+    out = capsys.readouterr().out
+    card = json.loads((files / "artifacts" / "lgb_rank.card.json").read_text())
+    model = card["gate"]["model"]
+    assert card["gate"]["baseline"] is None and isinstance(model, float)
+    assert f"gate ndcg@20 model {model:.4f} vs baseline n/a: no baseline to compare with" in out
+    assert "rejected: validation gate: no baseline to compare with; promoted: False" in out
+    assert main(["model", "show", card["version"]]) == 0
+    assert f"validation NDCG@20: model {model:.4f} vs baseline n/a" in capsys.readouterr().out

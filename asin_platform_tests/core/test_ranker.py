@@ -16,7 +16,7 @@ import pytest
 from asin_platform.core import ranker as ranker_module
 from asin_platform.core.labels import build_samples
 from asin_platform.core.metrics import add_baseline_scores
-from asin_platform.core.model_files import export_model, load_model, save_model
+from asin_platform.core.model_files import export_model, load_model, promotion_refusal, save_model
 from asin_platform.core.predict import PREDICTIONS_RANK_DAILY, add_model_scores, predict_with, score_features
 from asin_platform.core.ranker import (
     LATEST,
@@ -118,6 +118,60 @@ def test_a_model_that_loses_to_the_baseline_is_not_promoted(tmp_path) -> None:
     second = save_model(model, tmp_path)
     assert second.promoted is False and second.card["promoted"] is False
     assert (tmp_path / LATEST).read_text().strip() == first.version
+    # asked to promote it anyway: refused with the gate's reason, before anything is written
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(
+        ValueError, match=r"may not be promoted: validation gate: ndcg@20 0\.\d{4} <= baseline 1\.0000$"
+    ):
+        save_model(model, tmp_path, promote=True)
+    assert sorted(tmp_path.iterdir()) == before
+    assert (tmp_path / LATEST).read_text().strip() == first.version
+
+
+def unvalidated_model():
+    """A fit without a validation split: its gate has no baseline to compare with (passed None)."""
+    return train_ranker(
+        rank_samples(), params=FAST, num_boost_round=7, train_split=("train", "valid"), valid_split=None
+    )
+
+
+def test_a_model_with_no_baseline_to_compare_with_is_never_promoted(tmp_path) -> None:
+    first = save_model(trained(), tmp_path)
+    unvalidated = unvalidated_model()
+    assert unvalidated.gate()["passed"] is None
+    saved = save_model(unvalidated, tmp_path)
+    assert saved.promoted is False and saved.card["promoted"] is False
+    assert (tmp_path / LATEST).read_text().strip() == first.version
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(
+        ValueError, match=r"may not be promoted: validation gate: no baseline to compare with$"
+    ):
+        save_model(unvalidated, tmp_path, promote=True)
+    assert sorted(tmp_path.iterdir()) == before
+    # a passing model may still be saved without promotion
+    assert save_model(trained(), tmp_path / "other", promote=False).promoted is False
+
+
+def test_promotion_refusal_names_the_reason_unless_the_gate_passed() -> None:
+    assert promotion_refusal(trained().gate()) is None
+    assert promotion_refusal({"metric": "ndcg@20", "model": 0.7, "baseline": 0.6, "passed": True}) is None
+    assert (
+        promotion_refusal({"metric": "ndcg@20", "model": 0.5, "baseline": 0.6, "passed": False})
+        == "validation gate: ndcg@20 0.5000 <= baseline 0.6000"
+    )
+    assert (
+        promotion_refusal({"metric": "ndcg@20", "model": None, "baseline": None, "passed": None})
+        == "validation gate: no baseline to compare with"
+    )
+    for missing in (None, {}, {"metric": "ndcg@20"}):
+        assert promotion_refusal(missing) == (
+            "validation gate: not recorded (the model was not compared with the baseline)"
+        )
+    # only True passes: a truthy stand-in is not a passing gate
+    assert (
+        promotion_refusal({"metric": "ndcg@20", "model": 0.7, "baseline": 0.6, "passed": 1})
+        == "validation gate: passed is 1, not true"
+    )
 
 
 def test_invalid_setups_are_refused() -> None:

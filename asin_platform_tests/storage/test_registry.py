@@ -82,6 +82,53 @@ def test_registering_the_same_model_again_keeps_its_promotion(warehouse: Warehou
     assert first.version in _promoted(warehouse) and len(_promoted(warehouse)) == 1
 
 
+def test_a_model_without_a_passing_gate_is_registered_rejected_and_never_promoted(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """No baseline to compare with (a fit without a validation split) or a lost gate: registered as
+    `rejected` with the gate's reason, even over an accepted verdict; promote=True is refused before
+    anything is written; only a person's `model promote` overrides it."""
+    from dataclasses import replace
+
+    from asin_platform.core.backtest import PromotionVerdict
+    from asin_platform_tests.core.test_ranker import unvalidated_model
+
+    store = ArtifactStore.at(tmp_path / "artifacts")
+    first = register_model(warehouse, store, trained())
+    assert first.promoted
+    unvalidated = unvalidated_model()
+    assert unvalidated.gate()["passed"] is None
+    accepted = PromotionVerdict(True, "first promotion: no promoted model to compare with")
+    for verdict in (None, accepted):
+        saved = register_model(warehouse, store, unvalidated, verdict=verdict)
+        assert not saved.promoted and saved.card["verdict"]["status"] == "rejected"
+        row = registry(warehouse).filter(pl.col("version") == saved.version).row(0, named=True)
+        assert (row["promoted"], row["verdict"], row["verdict_reason"], row["gate_passed"]) == (
+            False, "rejected", "validation gate: no baseline to compare with", None,
+        )  # fmt: skip
+    assert _promoted(warehouse) == [first.version]
+
+    samples = rank_samples().with_columns(cheat=pl.col("relevance").cast(pl.Float64))  # a perfect "baseline"
+    loser = train_ranker(samples, params=FAST, num_boost_round=20, compare={"baseline": "cheat"})
+    figures = replace(accepted, reason="folds say yes", candidate_ndcg=0.9, current_ndcg=0.1, current="v0")
+    lost = register_model(warehouse, store, loser, verdict=figures)
+    assert not lost.promoted
+    assert lost.card["verdict"]["reason"].startswith("validation gate: ndcg@20 ")
+    assert lost.card["verdict"]["candidate_ndcg_20"] == 0.9  # the folds' figures stay beside the refusal
+
+    rows, files = registry(warehouse).height, sorted((tmp_path / "artifacts" / "models").iterdir())
+    for model, reason in ((unvalidated, "no baseline to compare with"), (loser, "ndcg@20 ")):
+        with pytest.raises(ValueError, match=f"may not be promoted: validation gate: {reason}"):
+            register_model(warehouse, store, model, promote=True)
+    assert (
+        registry(warehouse).height == rows and sorted((tmp_path / "artifacts" / "models").iterdir()) == files
+    )
+    assert _promoted(warehouse) == [first.version]
+
+    promote_model(warehouse, lost.version, store, reason="checked by hand")  # a person may
+    assert _promoted(warehouse) == [lost.version]
+
+
 def test_postgres_refuses_a_second_promoted_row(warehouse: Warehouse, backend: str, tmp_path: Path) -> None:
     if backend != "postgres":
         pytest.skip("DuckDB has one writer process at a time: the partial unique index is PostgreSQL's")
