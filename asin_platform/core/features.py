@@ -11,10 +11,11 @@ The mart rows of [min(T) - lookback, max(T)] are laid on a dense grid: one block
 consecutive days per (site, asin), every day present (a missing day is a row of nulls), sorted by
 ``pos = block * span + day``. Within a block a fixed window of N rows *is* the N-calendar-day
 window and the cell N rows back *is* the value N days earlier, so every window statistic is an
-offset into a contiguous column: sums and lags are gathered at the output cells from one prefix
-sum per column (core/window_sum.py), medians sorted there (core/window_median.py), and the first
-value of a window is one global ``fill_null`` / ``shift``. Measured on 3M rows (2 cores), the
-grid beats
+offset into a contiguous column. When few cells are outputs (one target date: 1 in 31), sums and
+lags are gathered at the output cells from one prefix sum per column (core/window_sum.py);
+otherwise they are one global ``rolling_sum`` / ``shift`` each (``GATHER_SHARE``). Medians are
+always sorted at the output cells (core/window_median.py), and the first value of a window is one
+global ``fill_null`` / ``shift``. Measured on 3M rows (2 cores), the grid beats
 
 * ``rolling_*_by("date", ...).over(asin)``: ~4x slower per statistic (per-group kernels + scatter);
 * ``rolling_*_by`` on a sorted sparse index: ~2x slower, and each "N days earlier" lag is a join;
@@ -430,10 +431,11 @@ def _numeric_features(at_outputs: pl.LazyFrame, medians: pl.DataFrame) -> pl.Laz
 
 
 def _plain(frame: pl.DataFrame) -> pl.DataFrame:
-    """``frame`` without polars' sortedness flags (zero-copy through Arrow). Gathered columns of a
-    few-row ASIN block can come out flagged sorted, and polars 2.1 then divided by a constant
-    column as by a scalar (x * (1 / d): 1 ulp off x / d, seen in review_velocity_14d); plain
-    columns give every cut and both strategies the same bits (test_chunking, test_features)."""
+    """``frame`` rebuilt through Arrow (zero-copy), which drops polars' column flags (sortedness).
+    Without it, the gathered outputs of a few-row ASIN block gave review_velocity_14d 1 ulp off the
+    one-shot value (x * (1 / d) instead of x / d, a scalar division polars 2.1 picks by flags we do
+    not control; not isolated further); rebuilt, every cut and both strategies give the same bits
+    (test_chunking, test_features)."""
     plain = pl.from_arrow(frame.to_arrow())
     assert isinstance(plain, pl.DataFrame)
     return plain

@@ -81,6 +81,19 @@ def _run(warehouse, instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     )
 
 
+def _run_backtest(warehouse, config: dict) -> dg.ExecuteInJobResult:
+    """``walk_forward_backtest`` alone with ``config``, on an ephemeral instance."""
+    settings = get_settings()
+    return dg.materialize(
+        outcomes.build_assets(settings, build_date_site_partitions(settings)),
+        selection=["walk_forward_backtest"],
+        resources={"warehouse": warehouse, "settings": settings},
+        run_config={"ops": {"walk_forward_backtest": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
 def test_realised_outcomes_oracle_and_anti_oracle() -> None:
     """Core: only realised days get rows; a ranker ranking by the truth finds every positive it can."""
     truth = _truth()
@@ -175,15 +188,9 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
             tx.replace_slices(
                 table, frame, sites=["US", "DE"], start=frame["date"].min(), end=frame["date"].max()
             )
-    settings = get_settings()
     config = {"folds": 2, "every_days": 14, "rounds": 30, "params_json": '{"num_threads": 1}'}
-    result = dg.materialize(
-        outcomes.build_assets(settings, build_date_site_partitions(settings)),
-        selection=["walk_forward_backtest"],
-        resources={"warehouse": warehouse, "settings": settings},
-        run_config={"ops": {"walk_forward_backtest": {"config": config}}},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    result = _run_backtest(warehouse, config)
+    assert result.success
     meta = result.asset_materializations_for_node("walk_forward_backtest")[0].metadata
     rows = [r.data for r in meta["folds"].records]
     # cut-offs end where the newest labels are realised (2025-06-19 - 14 days), 14 days apart
@@ -220,15 +227,7 @@ def test_walk_forward_backtest_config_out_of_range_fails_before_reading(
             return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(type(warehouse), name, spy)
-    settings = get_settings()
-    result = dg.materialize(
-        outcomes.build_assets(settings, build_date_site_partitions(settings)),
-        selection=["walk_forward_backtest"],
-        resources={"warehouse": warehouse, "settings": settings},
-        run_config={"ops": {"walk_forward_backtest": {"config": config}}},
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    result = _run_backtest(warehouse, config)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert failure.step_failure_data.user_failure_data.description == (

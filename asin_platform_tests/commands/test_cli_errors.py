@@ -120,34 +120,25 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
     assert not (project.root / "out").exists() and not (project.root / "data" / "tuning").exists()
 
 
-def test_backtest_rounds_out_of_range_is_rejected_before_anything_is_read(
-    project: Project, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        # --rounds against scale.ranker.rounds' bounds, as train-rank's flag is
+        ("--rounds", "0", "--rounds 0: input should be greater than or equal to 1"),
+        # the window against settings.BacktestWindow's (the asset's config has the same)
+        ("--train-days", "0", "--train-days 0: input should be greater than or equal to 1"),
+        ("--sample-every", "-2", "--sample-every -2: input should be greater than or equal to 1"),
+        ("--every", "0d", "--every 0: input should be greater than or equal to 1"),
+    ],
+)
+def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], flag: str, value: str, expected: str
 ) -> None:
-    """--rounds is checked against scale.ranker.rounds' bounds, as train-rank's flag is, before the
-    warehouse (or a --features / --mart file) is read."""
+    """One line naming the flag, before the warehouse (or a --features / --mart file) is read."""
     before = project.fingerprint()
     base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
     for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
-        message = mistake(capsys, *argv, "--rounds", "0")
-        assert message == "--rounds 0: input should be greater than or equal to 1"
-    assert project.fingerprint() == before
-    assert not (project.root / "bt").exists()
-
-
-def test_backtest_window_out_of_range_is_rejected_before_anything_is_read(
-    project: Project, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--train-days, --sample-every and --every are checked against settings.BacktestWindow's bounds
-    (at least 1, the asset's config has the same), one line each, before any data is read."""
-    before = project.fingerprint()
-    base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
-    for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
-        message = mistake(capsys, *argv, "--train-days", "0")
-        assert message == "--train-days 0: input should be greater than or equal to 1"
-        message = mistake(capsys, *argv, "--sample-every", "-2")
-        assert message == "--sample-every -2: input should be greater than or equal to 1"
-        message = mistake(capsys, *argv, "--every", "0d")
-        assert message == "--every 0: input should be greater than or equal to 1"
+        assert mistake(capsys, *argv, flag, value) == expected
     assert project.fingerprint() == before
     assert not (project.root / "bt").exists()
 

@@ -8,6 +8,7 @@ import re
 from dataclasses import asdict
 from datetime import date
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -110,6 +111,14 @@ def test_card_contents_versioned_directory_and_latest(tmp_path) -> None:
     assert importance["gain"].sum() == pytest.approx(1.0) and importance.height == len(model.features)
 
 
+def assert_promotion_refused(model, models_dir: Path, reason: str) -> None:
+    """``save_model(promote=True)`` raises "may not be promoted: <reason>" before writing anything."""
+    before = sorted(models_dir.iterdir())
+    with pytest.raises(ValueError, match="may not be promoted: " + reason):
+        save_model(model, models_dir, promote=True)
+    assert sorted(models_dir.iterdir()) == before
+
+
 def test_a_model_that_loses_to_the_baseline_is_not_promoted(tmp_path) -> None:
     samples = rank_samples().with_columns(cheat=pl.col("relevance").cast(pl.Float64))  # a perfect "baseline"
     model = train_ranker(samples, params=FAST, num_boost_round=20, compare={"baseline": "cheat"})
@@ -118,13 +127,8 @@ def test_a_model_that_loses_to_the_baseline_is_not_promoted(tmp_path) -> None:
     second = save_model(model, tmp_path)
     assert second.promoted is False and second.card["promoted"] is False
     assert (tmp_path / LATEST).read_text().strip() == first.version
-    # asked to promote it anyway: refused with the gate's reason, before anything is written
-    before = sorted(tmp_path.iterdir())
-    with pytest.raises(
-        ValueError, match=r"may not be promoted: validation gate: ndcg@20 0\.\d{4} <= baseline 1\.0000$"
-    ):
-        save_model(model, tmp_path, promote=True)
-    assert sorted(tmp_path.iterdir()) == before
+    # asked to promote it anyway: refused with the gate's reason
+    assert_promotion_refused(model, tmp_path, r"validation gate: ndcg@20 0\.\d{4} <= baseline 1\.0000$")
     assert (tmp_path / LATEST).read_text().strip() == first.version
 
 
@@ -142,12 +146,7 @@ def test_a_model_with_no_baseline_to_compare_with_is_never_promoted(tmp_path) ->
     saved = save_model(unvalidated, tmp_path)
     assert saved.promoted is False and saved.card["promoted"] is False
     assert (tmp_path / LATEST).read_text().strip() == first.version
-    before = sorted(tmp_path.iterdir())
-    with pytest.raises(
-        ValueError, match=r"may not be promoted: validation gate: no baseline to compare with$"
-    ):
-        save_model(unvalidated, tmp_path, promote=True)
-    assert sorted(tmp_path.iterdir()) == before
+    assert_promotion_refused(unvalidated, tmp_path, r"validation gate: no baseline to compare with$")
     # a passing model may still be saved without promotion
     assert save_model(trained(), tmp_path / "other", promote=False).promoted is False
 
