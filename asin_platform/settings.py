@@ -15,14 +15,15 @@ resources (see ``config/secrets.example.env``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from asin_platform.levers import RankerLevers, StrictModel
 
 ENV_PREFIX = "ASIN_PLATFORM__"
 SETTINGS_FILE_ENV = "ASIN_PLATFORM_SETTINGS"
@@ -36,30 +37,7 @@ class SettingsError(ValueError):
     """A settings value is invalid; the message names the key."""
 
 
-class LeverError(ValueError):
-    """An override (a CLI flag, a run config value) outside its range: a ranker lever's setting, or a
-    run's own parameter bounded the same way (the backtest's window, a study's trials).
-
-    ``str()`` is one line naming the setting, the value given and the bound, independent of where
-    the value came from: ``refit_factor -1.0: input should be greater than or equal to 0``. The
-    parts are kept (``name``, ``value``, ``reason``) so a caller can say where it came from instead,
-    e.g. ``--refit-factor -1.0: ...``."""
-
-    def __init__(self, name: str, value: object, reason: str) -> None:
-        self.name, self.value, self.reason = name, value, reason
-        super().__init__(f"{name} {value}: {reason}")
-
-    def __reduce__(self) -> tuple[type[LeverError], tuple[str, object, str]]:
-        # the default would re-create it from ``args`` (the one message): keep the three parts
-        return type(self), (self.name, self.value, self.reason)
-
-
-class _Model(BaseModel):
-    # Unknown keys are errors: a typo in settings.yaml must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RateLimit(_Model):
+class RateLimit(StrictModel):
     """Quota of one upstream source, per API token."""
 
     qpm: int = Field(600, gt=0, description="requests per minute")
@@ -67,7 +45,7 @@ class RateLimit(_Model):
     timeout: float = Field(10.0, gt=0, description="seconds per request")
 
 
-class RetryPolicy(_Model):
+class RetryPolicy(StrictModel):
     max_attempts: int = Field(5, ge=1)
     base_delay: float = Field(0.5, ge=0, description="seconds; doubles each attempt")
     jitter: float = Field(0.25, ge=0, le=1, description="fraction of the delay added at random")
@@ -75,7 +53,7 @@ class RetryPolicy(_Model):
 
 
 # --- Dagster retry of the assets that call the upstream API (H-shell) ----------------------------
-class AssetRetry(_Model):
+class AssetRetry(StrictModel):
     """Dagster ``RetryPolicy`` of the assets that call the upstream API: a run whose fetch failed for
     good (the upstream was down longer than the per-request retries wait) is re-run after a pause, so
     a transient outage heals without a person. Requests already stored are fetched again: a partition
@@ -91,7 +69,7 @@ class AssetRetry(_Model):
     )
 
 
-class Windows(_Model):
+class Windows(StrictModel):
     lookback: int = Field(30, ge=7, description="days of history behind each feature row")
     horizon: int = Field(30, ge=1, description="label horizon H in days")
     observation: int = Field(28, ge=1, description="observation window W in days")
@@ -104,7 +82,7 @@ class Windows(_Model):
         return self
 
 
-class Thresholds(_Model):
+class Thresholds(StrictModel):
     coverage_min: float = Field(0.95, gt=0, le=1, description="mart rows / tracked ASINs")
     quarantine_rate_max: float = Field(0.02, ge=0, le=1)
     price_spike_ratio: float = Field(3.0, gt=1, description="price vs previous day, either way")
@@ -116,7 +94,7 @@ class Thresholds(_Model):
     alert_score_min: float = Field(2.0, description="tracking alert: new top candidate above this")
 
 
-class UpstreamSettings(_Model):
+class UpstreamSettings(StrictModel):
     """Where raw data comes from."""
 
     base_url: str = Field("http://127.0.0.1:8765", description="unified API base URL")
@@ -131,7 +109,7 @@ class UpstreamSettings(_Model):
         return self.source_by_site.get(site, "unified")
 
 
-class SimulatorSettings(_Model):
+class SimulatorSettings(StrictModel):
     """The bundled synthetic market (embedded default and tests)."""
 
     seed: int = 7
@@ -141,7 +119,7 @@ class SimulatorSettings(_Model):
     burst: int = Field(50, gt=0)
 
 
-class ScoreWeights(_Model):
+class ScoreWeights(StrictModel):
     """Explosive Score weights. Signs live in the feature definitions (docs/features.md):
     every component is oriented so that larger = more explosive, except price volatility,
     which enters with its own weight subtracted once."""
@@ -154,117 +132,10 @@ class ScoreWeights(_Model):
     price_volatility: float = 0.10
 
 
-# ---- H-scale (issue 13): chunking and training levers -------------------------------------------
+# ---- H-scale (issue 13): chunking and training levers (the levers themselves: levers.py) -----
 
 
-class _Overridable(_Model):
-    """A model whose fields a run may override one by one (a CLI flag, a run config value):
-    ``overlaid`` is the one check of such an override, against the fields' own bounds."""
-
-    # what one field is called in the message for a name that is not one ("ranker lever")
-    _kind: ClassVar[str] = "setting"
-
-    @classmethod
-    def overlaid(cls, base: Self, given: Mapping[str, object]) -> Self:
-        """``base`` with the non-None values of ``given`` laid over it (None = not given: an unset
-        CLI flag or config field keeps ``base``'s value), validated against the fields' Field bounds
-        (for the ranker levers those of ``ASIN_PLATFORM__SCALE__RANKER__*``). The one check of
-        every override: the ``train-rank`` / ``tune-rank`` flags, the ``ranker_model`` run config,
-        the backtest's flags and config (levers and window), ``tune-rank --trials``.
-
-        Raises ``LeverError`` for the first value out of range, or a name that is not a field."""
-        overrides = {name: value for name, value in given.items() if value is not None}
-        unknown = [name for name in overrides if name not in cls.model_fields]
-        if unknown:
-            raise LeverError(
-                unknown[0],
-                overrides[unknown[0]],
-                f"not a {cls._kind} ({cls._kind.rsplit(' ', 1)[-1]}s: {', '.join(cls.model_fields)})",
-            )
-        try:
-            return cls.model_validate({**base.model_dump(), **overrides})
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            name = ".".join(str(part) for part in error["loc"])
-            message = error["msg"]
-            # pydantic's "Input should be ...", as the rest of the line: lower case
-            raise LeverError(
-                name, overrides.get(name, error.get("input")), message[:1].lower() + message[1:]
-            ) from None
-
-
-class RankerLevers(_Overridable):
-    """LightGBM levers of the ranker (core.ranker_levers.RankerParams takes these fields one to one).
-
-    Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
-    scale*): the defaults keep test NDCG@20 within 1% of the previous full-resolution fit."""
-
-    _kind: ClassVar[str] = "ranker lever"
-
-    learning_rate: float = Field(0.1, gt=0, le=1)
-    num_leaves: int = Field(31, ge=2)
-    min_data_in_leaf: int = Field(200, ge=1)
-    max_bin: int = Field(63, ge=4, description="histogram bins per feature (fewer = faster)")
-    feature_fraction: float = Field(0.8, gt=0, le=1, description="features drawn per tree")
-    bagging_fraction: float = Field(0.7, gt=0, le=1, description="rows drawn per tree")
-    negative_fraction: float = Field(
-        0.2,
-        gt=0,
-        le=1,
-        description="share of the other grade-0 training rows kept at random (every relevant row stays)",
-    )
-    hard_negative_fraction: float = Field(
-        0.2, ge=0, le=1, description="share of each query's grade-0 rows kept as the baseline's top-scored"
-    )
-    min_query_rows: int = Field(
-        1000,
-        ge=0,
-        description="negative sampling applies only to training queries (site x date) of more rows than "
-        "this: smaller ones (demo-sized sites) keep every row",
-    )
-    rounds: int = Field(1000, ge=1, description="max boosting rounds")
-    early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
-    col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
-    refit_factor: float = Field(
-        1.35,
-        ge=0,
-        le=10,
-        description="> 0: refit on train + valid with round(early-stopped trees x this) trees and no "
-        "validation split (the gate and the card keep the early-stopped fit's validation metrics); 0 = "
-        "off. 1.35 = (train + valid reference dates) / train dates: test NDCG@20 dense 0.653 -> 0.665, "
-        "sparse 0.508 -> 0.546 (docs/model_quality.md, *The refit lever*)",
-    )
-
-
-# a run's own parameters, not settings: bounded here all the same, and checked by ``overlaid``
-
-
-class BacktestWindow(_Overridable):
-    """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
-    ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
-    declared and bounded here, so a 0 or a negative value is a ``LeverError`` of ``overlaid`` before
-    any data is read; the defaults are the config's and the flags'."""
-
-    _kind: ClassVar[str] = "backtest setting"
-
-    folds: int = Field(
-        6, ge=1, description="cut-offs, every_days apart, ending where the newest labels are realised"
-    )
-    every_days: int = Field(28, ge=1, description="days between cut-offs")
-    train_days: int = Field(240, ge=1, description="reference dates behind each cut-off used for training")
-    sample_every: int = Field(1, ge=1, description="keep every n-th training reference date")
-
-
-class TuningRun(_Overridable):
-    """An Optuna search's size (``tune-rank --trials``): bounded here as the settings are and checked
-    by ``overlaid`` before the samples are read or the study is opened."""
-
-    _kind: ClassVar[str] = "tuning setting"
-
-    trials: int = Field(20, ge=1, description="completed trials the study should hold")
-
-
-class ScaleSettings(_Model):
+class ScaleSettings(StrictModel):
     """Bounded memory for large sites and long ranges (docs/scaling.md)."""
 
     feature_chunk_cells: int | None = Field(
@@ -311,7 +182,7 @@ def _check_cron(value: str) -> str:
     return value
 
 
-class AutomationSettings(_Model):
+class AutomationSettings(StrictModel):
     """When things run (all UTC)."""
 
     default_status: Literal["running", "stopped"] = Field(
@@ -345,7 +216,7 @@ class AutomationSettings(_Model):
     _crons = field_validator("ingest_cron", "retrain_cron", "freshness_cron")(_check_cron)
 
 
-class AlertSettings(_Model):
+class AlertSettings(StrictModel):
     """Where alerts go and what they say."""
 
     ui_base_url: str = Field(
@@ -383,7 +254,7 @@ class AlertSettings(_Model):
 Bound = tuple[float, float]
 
 
-class PlausibilityBounds(_Model):
+class PlausibilityBounds(StrictModel):
     """Inclusive [low, high] of every value the mart keeps. A value outside is not data but an upstream
     fault (a BSR of 10**12, a price of 1e12): standardise quarantines the row (reason
     ``implausible_value``, with the payload id), nulls the value and sets the row's validity flag
@@ -424,7 +295,7 @@ class PlausibilityBounds(_Model):
 
 
 # --- H-upstream: per-request retry time budget (issue 11) -----------------------------------------
-class RetryBudget(_Model):
+class RetryBudget(StrictModel):
     """How long one upstream request may keep waiting out what the server asks for (429 with
     Retry-After, 5xx, timeouts, dropped connections) before it is recorded as failed for good."""
 
@@ -437,7 +308,7 @@ class RetryBudget(_Model):
 
 
 # --- H-artifacts: where runs keep what a later run needs (issue 15) --------------------------------
-class StorageSettings(_Model):
+class StorageSettings(StrictModel):
     """Artifact and export locations as URLs, so a run on another machine (a Kubernetes pod) finds
     what an earlier run wrote. Unset = the local ``artifacts_dir`` / ``exports_dir`` (``file://``),
     the embedded default. Credentials never live here: s3fs / gcsfs read them from the environment
@@ -458,7 +329,7 @@ class StorageSettings(_Model):
 
 
 # --- H-reliab: one fetch per partition at a time (issue 11) -----------------------------------------
-class IngestLeases(_Model):
+class IngestLeases(StrictModel):
     """The lease ``raw_payloads`` holds on each (site, date) it fetches (``ingest_leases`` table), so
     a second ingest of a partition being fetched fails at once, naming the holder, instead of
     spending the API quota again."""
@@ -472,7 +343,7 @@ class IngestLeases(_Model):
 
 # --- end H-reliab -----------------------------------------------------------------------------------
 # --- H-ranker: realised outcomes of the model's lists (issue 14) ----------------------------------
-class OutcomeSettings(_Model):
+class OutcomeSettings(StrictModel):
     """When the model's realised lists count as worse than the baseline's (check
     ``model_beats_baseline_realised`` on ``realised_outcomes``)."""
 
@@ -483,7 +354,7 @@ class OutcomeSettings(_Model):
 
 # --- end H-ranker -----------------------------------------------------------------------------------
 # --- H-retrain: the weekly retraining refuses a worse model (issue 14) ------------------------------
-class PromotionSettings(_Model):
+class PromotionSettings(StrictModel):
     """When ``ranker_model`` promotes a newly trained model: its mean NDCG@20 on the latest
     ``folds`` walk-forward folds (``every_days`` each, ending on the newest realised day) is at
     least the promoted model's minus ``tolerance``, both scored on the same rows."""
@@ -498,7 +369,7 @@ class PromotionSettings(_Model):
 # --- end H-retrain ----------------------------------------------------------------------------------
 
 
-class Settings(_Model):
+class Settings(StrictModel):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
     partitions_start: date = date(2025, 1, 1)

@@ -3,15 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from asin_platform.settings import (
-    BacktestWindow,
-    LeverError,
-    RankerLevers,
-    Settings,
-    SettingsError,
-    TuningRun,
-    load_settings,
-)
+from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, TuningRun
+from asin_platform.settings import Settings, SettingsError, load_settings
 
 
 def test_defaults_load_without_any_configuration(tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ from asin_platform.core.ranker import feature_matrix  # noqa: E402
 from asin_platform.core.ranker_features import set_columns  # noqa: E402
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_on_validation  # noqa: E402
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, default_calibration, estimate_sales  # noqa: E402
-from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
+from asin_platform.levers import RankerLevers  # noqa: E402
+from asin_platform.settings import ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 

@@ -49,8 +49,9 @@ from asin_platform.core.ranker import feature_importance  # noqa: E402
 from asin_platform.core.ranker_features import DEFAULT_SETS, set_columns  # noqa: E402
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary  # noqa: E402
 from asin_platform.core.sales import default_calibration  # noqa: E402
+from asin_platform.levers import RankerLevers  # noqa: E402
 from asin_platform.schemas import DIM_ASIN, FACT_KEYWORDS, MART_TIMESERIES_DAILY  # noqa: E402
-from asin_platform.settings import RankerLevers, ScoreWeights  # noqa: E402
+from asin_platform.settings import ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 

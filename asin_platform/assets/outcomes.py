@@ -24,9 +24,10 @@ from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.ranker_levers import RankerParams
 from asin_platform.core.sales import default_calibration
+from asin_platform.levers import BacktestWindow, LeverError, RankerLevers
 from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import BacktestWindow, LeverError, RankerLevers, Settings
+from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
 from asin_platform.storage import artifacts_store
 
@@ -182,14 +183,14 @@ def quality_plot(warehouse: Warehouse, site: str, day: date) -> dict[str, dg.Mar
 # ------------------------------------------------------------------------- walk-forward backtest
 
 
-# the window's defaults and bounds: settings.BacktestWindow (the CLI's flags share them)
+# the window's defaults and bounds: levers.BacktestWindow (the CLI's flags share them)
 _WINDOW = BacktestWindow()
 
 
 class BacktestConfig(dg.Config):
     """Checked before anything is read: ``rounds`` against the bounds of ``scale.ranker.rounds``,
     the window (``folds``, ``every_days``, ``train_days``, ``sample_every``) against
-    ``settings.BacktestWindow``'s (each at least 1). The bounds are not on these fields because
+    ``levers.BacktestWindow``'s (each at least 1). The bounds are not on these fields because
     Dagster would then fail the step with pydantic's traceback instead of one line."""
 
     folds: int = _WINDOW.folds  # cut-offs, every_days apart, ending where the newest labels are realised

@@ -48,8 +48,9 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_i
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
+from asin_platform.levers import LeverError, RankerLevers
 from asin_platform.resources.warehouse import Warehouse
-from asin_platform.settings import LeverError, RankerLevers, Settings
+from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
 from asin_platform.storage import (
     ArtifactStore,

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from asin_platform.errors import UserError
-from asin_platform.settings import LeverError, Settings
+from asin_platform.levers import LeverError
+from asin_platform.settings import Settings
 
 
 def yesterday() -> date:

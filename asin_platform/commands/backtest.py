@@ -24,7 +24,8 @@ from asin_platform.commands._args import (
     parse_params,
 )
 from asin_platform.errors import UserError
-from asin_platform.settings import BacktestWindow, LeverError, Settings
+from asin_platform.levers import BacktestWindow, LeverError
+from asin_platform.settings import Settings
 
 MART_COLUMNS = ["site", "date", "asin", "category_id", "bsr_root"]
 

@@ -22,7 +22,8 @@ import polars as pl
 
 from asin_platform.commands._args import lever_flag_error, parse_params
 from asin_platform.errors import UserError
-from asin_platform.settings import LeverError, RankerLevers, Settings, TuningRun
+from asin_platform.levers import LeverError, RankerLevers, TuningRun
+from asin_platform.settings import Settings
 
 
 def _read_table(path: str | Path) -> pl.DataFrame:

@@ -20,7 +20,7 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, merged_pa
 class RankerParams:
     """The training levers as plain values: what settings.scale.ranker, the CLI flags and the
     benchmarks map onto (core never reads settings). ``lightgbm`` holds extra LightGBM params laid
-    over the levers (a tuned set, ``--params``). Defaults = settings.RankerLevers' defaults.
+    over the levers (a tuned set, ``--params``). Defaults = levers.RankerLevers' defaults.
 
     Why these (docs/benchmarks.md, *Training at scale*): lambdarank's cost per round is mostly its
     pairs (every row of a query against the top 50), so it falls with the rows fitted. Each

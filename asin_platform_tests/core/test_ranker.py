@@ -31,7 +31,8 @@ from asin_platform.core.ranker import (
     train_ranker,
 )
 from asin_platform.core.ranker_levers import RankerParams, build_ranker
-from asin_platform.settings import RankerLevers, ScoreWeights
+from asin_platform.levers import RankerLevers
+from asin_platform.settings import ScoreWeights
 from asin_platform_tests.core.test_labels import sim_features, sim_mart
 
 FAST = {"num_threads": 1, "learning_rate": 0.1}

@@ -1,0 +1,147 @@
+"""Settings a run may override one by one, and the one check of such an override.
+
+The ranker's LightGBM levers (``scale.ranker`` in the settings) and a run's own bounded parameters
+(the walk-forward backtest's window, an Optuna study's trials) arrive as CLI flags and run config
+values as well as from the settings file; ``overlaid`` checks every override against the fields'
+own bounds, so each bound is declared once, here, and a value out of range is one ``LeverError``
+line wherever it came from. ``StrictModel`` is also the base of every model in settings.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class LeverError(ValueError):
+    """An override (a CLI flag, a run config value) outside its range: a ranker lever's setting, or a
+    run's own parameter bounded the same way (the backtest's window, a study's trials).
+
+    ``str()`` is one line naming the setting, the value given and the bound, independent of where
+    the value came from: ``refit_factor -1.0: input should be greater than or equal to 0``. The
+    parts are kept (``name``, ``value``, ``reason``) so a caller can say where it came from instead,
+    e.g. ``--refit-factor -1.0: ...``."""
+
+    def __init__(self, name: str, value: object, reason: str) -> None:
+        self.name, self.value, self.reason = name, value, reason
+        super().__init__(f"{name} {value}: {reason}")
+
+    def __reduce__(self) -> tuple[type[LeverError], tuple[str, object, str]]:
+        # the default would re-create it from ``args`` (the one message): keep the three parts
+        return type(self), (self.name, self.value, self.reason)
+
+
+class StrictModel(BaseModel):
+    """A settings model: an unknown key is an error (a typo in settings.yaml must not be silently
+    ignored), and values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Overridable(StrictModel):
+    """A model whose fields a run may override one by one (a CLI flag, a run config value):
+    ``overlaid`` is the one check of such an override, against the fields' own bounds."""
+
+    # what one field is called in the message for a name that is not one ("ranker lever")
+    _kind: ClassVar[str] = "setting"
+
+    @classmethod
+    def overlaid(cls, base: Self, given: Mapping[str, object]) -> Self:
+        """``base`` with the non-None values of ``given`` laid over it (None = not given: an unset
+        CLI flag or config field keeps ``base``'s value), validated against the fields' Field bounds
+        (for the ranker levers those of ``ASIN_PLATFORM__SCALE__RANKER__*``). The one check of
+        every override: the ``train-rank`` / ``tune-rank`` flags, the ``ranker_model`` run config,
+        the backtest's flags and config (levers and window), ``tune-rank --trials``.
+
+        Raises ``LeverError`` for the first value out of range, or a name that is not a field."""
+        overrides = {name: value for name, value in given.items() if value is not None}
+        unknown = [name for name in overrides if name not in cls.model_fields]
+        if unknown:
+            raise LeverError(
+                unknown[0],
+                overrides[unknown[0]],
+                f"not a {cls._kind} ({cls._kind.rsplit(' ', 1)[-1]}s: {', '.join(cls.model_fields)})",
+            )
+        try:
+            return cls.model_validate({**base.model_dump(), **overrides})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = ".".join(str(part) for part in error["loc"])
+            message = error["msg"]
+            # pydantic's "Input should be ...", as the rest of the line: lower case
+            raise LeverError(
+                name, overrides.get(name, error.get("input")), message[:1].lower() + message[1:]
+            ) from None
+
+
+class RankerLevers(_Overridable):
+    """LightGBM levers of the ranker (core.ranker_levers.RankerParams takes these fields one to one).
+
+    Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
+    scale*): the defaults keep test NDCG@20 within 1% of the previous full-resolution fit."""
+
+    _kind: ClassVar[str] = "ranker lever"
+
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_data_in_leaf: int = Field(200, ge=1)
+    max_bin: int = Field(63, ge=4, description="histogram bins per feature (fewer = faster)")
+    feature_fraction: float = Field(0.8, gt=0, le=1, description="features drawn per tree")
+    bagging_fraction: float = Field(0.7, gt=0, le=1, description="rows drawn per tree")
+    negative_fraction: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="share of the other grade-0 training rows kept at random (every relevant row stays)",
+    )
+    hard_negative_fraction: float = Field(
+        0.2, ge=0, le=1, description="share of each query's grade-0 rows kept as the baseline's top-scored"
+    )
+    min_query_rows: int = Field(
+        1000,
+        ge=0,
+        description="negative sampling applies only to training queries (site x date) of more rows than "
+        "this: smaller ones (demo-sized sites) keep every row",
+    )
+    rounds: int = Field(1000, ge=1, description="max boosting rounds")
+    early_stopping: int = Field(30, ge=1, description="rounds without a validation NDCG@20 gain")
+    col_wise: bool = Field(True, description="LightGBM force_col_wise (else force_row_wise)")
+    refit_factor: float = Field(
+        1.35,
+        ge=0,
+        le=10,
+        description="> 0: refit on train + valid with round(early-stopped trees x this) trees and no "
+        "validation split (the gate and the card keep the early-stopped fit's validation metrics); 0 = "
+        "off. 1.35 = (train + valid reference dates) / train dates: test NDCG@20 dense 0.653 -> 0.665, "
+        "sparse 0.508 -> 0.546 (docs/model_quality.md, *The refit lever*)",
+    )
+
+
+# a run's own parameters, not settings: bounded here all the same, and checked by ``overlaid``
+
+
+class BacktestWindow(_Overridable):
+    """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
+    ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
+    declared and bounded here, so a 0 or a negative value is a ``LeverError`` of ``overlaid`` before
+    any data is read; the defaults are the config's and the flags'."""
+
+    _kind: ClassVar[str] = "backtest setting"
+
+    folds: int = Field(
+        6, ge=1, description="cut-offs, every_days apart, ending where the newest labels are realised"
+    )
+    every_days: int = Field(28, ge=1, description="days between cut-offs")
+    train_days: int = Field(240, ge=1, description="reference dates behind each cut-off used for training")
+    sample_every: int = Field(1, ge=1, description="keep every n-th training reference date")
+
+
+class TuningRun(_Overridable):
+    """An Optuna search's size (``tune-rank --trials``): bounded here as the settings are and checked
+    by ``overlaid`` before the samples are read or the study is opened."""
+
+    _kind: ClassVar[str] = "tuning setting"
+
+    trials: int = Field(20, ge=1, description="completed trials the study should hold")
