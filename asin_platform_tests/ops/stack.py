@@ -146,6 +146,13 @@ class DagsterStack:
             "webserver",
             [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port), "-w", workspace],
         )
+        # Schedules fire on the wall clock (the ingest schedule at every :00 fetches yesterday's
+        # partitions from the simulator): a test that crosses the hour would see runs and requests it
+        # did not cause. They are stopped, as a user would in the UI, before the daemon first ticks;
+        # the sensors keep running. Schedules are tested by evaluating them (test_schedules.py).
+        self.wait_until_ready(timeout, daemons=False)
+        for name in self.schedule_names():
+            self.stop_schedule(name)
         self._spawn("daemon", [sys.executable, "-c", DAEMON_MAIN, "run", "-w", workspace])
         self.wait_until_ready(timeout)
         return self
@@ -161,8 +168,9 @@ class DagsterStack:
         path = self.workdir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-tail:]) if path.exists() else ""
 
-    def wait_until_ready(self, timeout: float) -> None:
-        """The code location is loaded in the webserver and every required daemon heartbeats."""
+    def wait_until_ready(self, timeout: float, daemons: bool = True) -> None:
+        """The code location is loaded in the webserver and (``daemons``) every required daemon
+        heartbeats."""
         deadline = time.monotonic() + timeout
         last_error = ""
         while time.monotonic() < deadline:
@@ -182,10 +190,10 @@ class DagsterStack:
                 errors = [e["locationOrLoadError"] for e in entries if e not in loaded]
                 if errors and errors[0].get("message"):
                     raise RuntimeError(f"code location failed to load: {errors[0]['message']}")
-                daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
-                if loaded and all(d["healthy"] for d in daemons if d["required"]):
+                statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+                if loaded and (not daemons or all(d["healthy"] for d in statuses if d["required"])):
                     return
-                last_error = f"loaded={bool(loaded)} daemons={daemons}"
+                last_error = f"loaded={bool(loaded)} daemons={statuses}"
             except (httpx.HTTPError, GraphQLError, KeyError, TypeError) as exc:
                 last_error = repr(exc)
             time.sleep(1.0)
@@ -297,6 +305,42 @@ class DagsterStack:
             ),
         )
 
+    REPOSITORY = {"repositoryLocationName": "asin_platform", "repositoryName": "__repository__"}
+
+    def schedule_names(self) -> list[str]:
+        data = self.gql(
+            """query($repo: RepositorySelector!) { schedulesOrError(repositorySelector: $repo) {
+                 __typename ... on Schedules { results { name } } ... on PythonError { message } } }""",
+            {"repo": self.REPOSITORY},
+        )["schedulesOrError"]
+        if data["__typename"] != "Schedules":
+            raise GraphQLError(f"schedules: {data}")
+        return [s["name"] for s in data["results"]]
+
+    def schedule_status(self, name: str) -> str:
+        data = self.gql(
+            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
+                 ... on Schedule { scheduleState { id status } } } }""",
+            {"s": {**self.REPOSITORY, "scheduleName": name}},
+        )
+        return data["scheduleOrError"]["scheduleState"]["status"]
+
+    def stop_schedule(self, name: str) -> None:
+        """The UI's schedule toggle, switched off."""
+        state = self.gql(
+            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
+                 ... on Schedule { scheduleState { id } } } }""",
+            {"s": {**self.REPOSITORY, "scheduleName": name}},
+        )["scheduleOrError"]["scheduleState"]
+        result = self.gql(
+            """mutation($id: String!) { stopRunningSchedule(id: $id) {
+                 __typename ... on ScheduleStateResult { scheduleState { status } }
+                 ... on PythonError { message } ... on UnauthorizedError { message } } }""",
+            {"id": state["id"]},
+        )["stopRunningSchedule"]
+        if result.get("scheduleState", {}).get("status") != "STOPPED":
+            raise GraphQLError(f"stopping schedule {name}: {result}")
+
     def launch_partition_run(self, job: str, partition: str, run_config: dict[str, Any] | None = None) -> str:
         """What the UI's "Materialize" of one partition of a job does: one run, partition tags."""
         day, site = partition.split("|")
@@ -311,11 +355,7 @@ class DagsterStack:
         asset_keys: list[str] | None = None,
     ) -> str:
         """One run of ``job`` (``__ASSET_JOB`` with ``asset_keys`` for an asset selection) with ``tags``."""
-        selector: dict[str, Any] = {
-            "repositoryLocationName": "asin_platform",
-            "repositoryName": "__repository__",
-            "jobName": job,
-        }
+        selector: dict[str, Any] = {**self.REPOSITORY, "jobName": job}
         if asset_keys is not None:
             selector["assetSelection"] = [{"path": [k]} for k in asset_keys]
         data = self.gql(

@@ -82,6 +82,14 @@ def test_backfill_materialises_every_partition_with_its_checks(dagster_stack, ba
             assert got == _tracked(site, day), (site, day)
 
 
+def test_stack_schedules_are_stopped(dagster_stack) -> None:
+    """Only the tests launch runs on the stack: the ingest schedule's hourly tick would fetch
+    yesterday's partitions from the simulator in the middle of a test that counts requests."""
+    names = dagster_stack.schedule_names()
+    assert "ingest_schedule" in names
+    assert {n: dagster_stack.schedule_status(n) for n in names} == dict.fromkeys(names, "STOPPED")
+
+
 def test_failed_partition_reexecuted_from_failure_without_duplicates(
     dagster_stack, backfilled, alert_receiver
 ) -> None:
