@@ -4,20 +4,24 @@ The ranker's LightGBM levers (``scale.ranker`` in the settings) and a run's own 
 (the walk-forward backtest's window, an Optuna study's trials) arrive as CLI flags and run config
 values as well as from the settings file; ``overlaid`` checks every override against the fields'
 own bounds, so each bound is declared once, here, and a value out of range is one ``LeverError``
-line wherever it came from. ``StrictModel`` is also the base of every model in settings.py.
+line wherever it came from. The LightGBM params laid over the levers as JSON text (``--params``,
+a run config's ``params_json``) are read by ``json_object``, with the same one-line error.
+``StrictModel`` is also the base of every model in settings.py.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class LeverError(ValueError):
     """An override (a CLI flag, a run config value) outside its range: a ranker lever's setting, or a
-    run's own parameter bounded the same way (the backtest's window, a study's trials).
+    run's own parameter bounded the same way (the backtest's window, a study's trials); or LightGBM
+    params given as text that is not a JSON object (``json_object``).
 
     ``str()`` is one line naming the setting, the value given and the bound, independent of where
     the value came from: ``refit_factor -1.0: input should be greater than or equal to 0``. The
@@ -145,3 +149,31 @@ class TuningRun(_Overridable):
     _kind: ClassVar[str] = "tuning setting"
 
     trials: int = Field(20, ge=1, description="completed trials the study should hold")
+
+
+# LightGBM params given as text: the CLI's --params, the ranker_model / walk_forward_backtest configs
+
+PARAMS_EXAMPLE = '{"num_leaves": 31}'
+
+
+def json_object(name: str, text: str | None) -> dict[str, Any]:
+    """``text`` (the value of ``name``) as a JSON object; empty or unset text is ``{}``.
+
+    Anything else is a ``LeverError`` of one line, whatever the text holds (newlines included):
+    ``params_json '{bad': not JSON (Expecting property name enclosed in double quotes: line 1
+    column 2 (char 1)); give a JSON object, e.g. {"num_leaves": 31}``, or ``... '[1, 2]': a JSON
+    array, not an object; give ...``. Its ``value`` is the text as a short Python literal (at most
+    40 characters of it), so a caller may name the text another way (the CLI names a file by its
+    path) and keep ``reason``."""
+    if not text:
+        return {}
+    shown = repr(text if len(text) <= 40 else text[:37] + "...")
+    advice = f"give a JSON object, e.g. {PARAMS_EXAMPLE}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LeverError(name, shown, f"not JSON ({exc}); {advice}") from None
+    if not isinstance(value, dict):
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+        raise LeverError(name, shown, f"a JSON {kind}, not an object; {advice}")
+    return value

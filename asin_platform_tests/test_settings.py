@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, TuningRun
+from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, TuningRun, json_object
 from asin_platform.settings import Settings, SettingsError, load_settings
 
 
@@ -164,6 +164,48 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         assert str(excinfo.value) == f"{name} {value}: input should be greater than or equal to 1"
     with pytest.raises(LeverError, match=r"^rounds 5: not a backtest setting \(settings: folds, "):
         BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
+
+
+ADVICE = 'give a JSON object, e.g. {"num_leaves": 31}'
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "reason"),
+    [
+        (
+            "{bad",
+            "'{bad'",
+            f"not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); {ADVICE}",
+        ),
+        ("[1, 2]", "'[1, 2]'", f"a JSON array, not an object; {ADVICE}"),
+        ("null", "'null'", f"a JSON null, not an object; {ADVICE}"),
+        ("31", "'31'", f"a JSON number, not an object; {ADVICE}"),
+        # newlines stay inside the literal, a long text is cut: the message is one line
+        ('{\n"a":\n', "'{\\n\"a\":\\n'", f"not JSON (Expecting value: line 3 column 1 (char 7)); {ADVICE}"),
+        (
+            '{"objective": "' + "x" * 300,
+            '\'{"objective": "' + "x" * 22 + "...'",
+            f"not JSON (Unterminated string starting at: line 1 column 15 (char 14)); {ADVICE}",
+        ),
+    ],
+)
+def test_json_object_says_in_one_line_why_a_text_is_not_a_json_object(
+    text: str, value: str, reason: str
+) -> None:
+    """The one reading of LightGBM params given as text (--params, a config's params_json)."""
+    with pytest.raises(LeverError) as excinfo:
+        json_object("params_json", text)
+    assert (excinfo.value.name, excinfo.value.value, excinfo.value.reason) == ("params_json", value, reason)
+    assert str(excinfo.value) == f"params_json {value}: {reason}"
+    assert "\n" not in str(excinfo.value)
+
+
+def test_json_object_reads_an_object_and_empty_text_as_no_params() -> None:
+    assert json_object("params_json", '{"num_leaves": 15, "lambda_l2": 0.5}') == {
+        "num_leaves": 15,
+        "lambda_l2": 0.5,
+    }
+    assert json_object("params_json", "") == {} and json_object("params_json", None) == {}
 
 
 def test_tuning_trials_below_one_is_a_lever_error() -> None:

@@ -48,7 +48,7 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_i
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
-from asin_platform.levers import LeverError, RankerLevers
+from asin_platform.levers import LeverError, RankerLevers, json_object
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
@@ -179,8 +179,10 @@ def write_samples(samples: Samples, store: ArtifactStore) -> str:
 
 class RankerModelConfig(dg.Config):
     """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's.
-    A lever given is checked against the same bounds as the setting (``config_levers``) before the
-    run reads anything."""
+    A lever given is checked against the same bounds as the setting, ``trials`` against
+    ``levers.TuningRun``'s and ``params_json`` read as a JSON object (``checked_config``), before the
+    run reads anything. The bounds are not on these fields because Dagster would then fail the step
+    with pydantic's traceback instead of one line."""
 
     tune: bool = False  # run (or resume) the Optuna search before training
     trials: int = 20  # completed trials the study should hold
@@ -192,10 +194,12 @@ class RankerModelConfig(dg.Config):
     refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
 
 
-def config_levers(config: RankerModelConfig, settings: Settings) -> RankerLevers:
-    """``settings.scale.ranker`` with the run config's levers laid over it (an unset one keeps the
-    setting), checked against the settings' bounds by ``RankerLevers.overlaid``: a value out of range
-    is a ``dg.Failure`` of one line naming the config field, the value and the bound."""
+def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[RankerLevers, dict[str, Any]]:
+    """The run config checked before the run reads anything: ``settings.scale.ranker`` with the
+    config's levers laid over it (an unset one keeps the setting; ``RankerLevers.overlaid``, the
+    settings' bounds), ``trials`` (``TuningRun.overlaid``) and the LightGBM params of ``params_json``
+    (``levers.json_object``, as the CLI's ``--params``). A mistake is a ``dg.Failure`` of one line
+    naming the config field, the value and what is wrong with it."""
     given = {
         "rounds": config.rounds,
         "early_stopping": config.early_stopping,
@@ -204,7 +208,8 @@ def config_levers(config: RankerModelConfig, settings: Settings) -> RankerLevers
         "refit_factor": config.refit_factor,
     }
     try:
-        return RankerLevers.overlaid(settings.scale.ranker, given)
+        levers = RankerLevers.overlaid(settings.scale.ranker, given)
+        return levers, json_object("params_json", config.params_json)
     except LeverError as exc:
         raise dg.Failure(f"ranker_model config {exc}") from None
 
@@ -244,14 +249,14 @@ def ranker_model(
     same rows); a refused model stays registered as `rejected` with the reason and both figures,
     shown here as `promotion_verdict`, `promotion_reason` and `promotion_folds`. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
-    levers = RankerParams.of(config_levers(config, settings).model_dump())  # before any read
+    checked, params = checked_config(config, settings)  # before any read
+    levers = RankerParams.of(checked.model_dump())
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
         raise dg.Failure("train_samples_rank is empty: materialise train_samples first")
     samples = add_baseline_scores(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
-    params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)

@@ -218,13 +218,25 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
             {"negative_fraction": 1.5},
             "ranker_model config negative_fraction 1.5: input should be less than or equal to 1",
         ),
+        # params_json is read by levers.json_object, as the CLI's --params is
+        (
+            {"params_json": "{bad"},
+            "ranker_model config params_json '{bad': not JSON (Expecting property name enclosed in double "
+            'quotes: line 1 column 2 (char 1)); give a JSON object, e.g. {"num_leaves": 31}',
+        ),
+        (
+            {"params_json": "[1, 2]"},
+            "ranker_model config params_json '[1, 2]': a JSON array, not an object; "
+            'give a JSON object, e.g. {"num_leaves": 31}',
+        ),
     ],
 )
 def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, ranker: dict, description: str
 ) -> None:
     """The run config's levers are checked against the settings' bounds (RankerLevers.overlaid), as
-    the CLI flags are: one line naming the field, the value and the bound, before any table is read."""
+    the CLI flags are, and params_json is read as a JSON object: one line naming the field, the value
+    and what is wrong, before any table is read."""
     read: list[str] = []
     real_read = type(warehouse).read
 

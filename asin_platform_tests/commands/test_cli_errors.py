@@ -160,8 +160,9 @@ def test_tune_rank_trials_out_of_range_is_rejected_before_anything_is_read(
 def test_bad_params_are_one_line_in_every_command_that_takes_them(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """backtest, train-rank and tune-rank parse --params the same way (commands._args.parse_params):
-    bad JSON, a JSON list or an unreadable file is one line, before any data or study is touched.
+    """backtest, train-rank and tune-rank parse --params the same way (commands._args.parse_params,
+    the JSON read by levers.json_object as the assets' params_json is): bad JSON, a JSON array, a
+    file holding no object or an unreadable file is one line, before any data or study is touched.
     A long inline object is JSON, never looked up as a file (its name would be too long for stat)."""
     before = project.fingerprint()
     samples = project.root / "samples.parquet"  # absent: --params is checked first
@@ -173,14 +174,31 @@ def test_bad_params_are_one_line_in_every_command_that_takes_them(
         ["tune-rank", "--trials", "2", "--data", str(samples), "--output", "out"],
     )
     (project.root / "params_dir").mkdir()
+    (project.root / "params.json").write_text("[1, 2]\n")
     long_bad = '{"objective": "' + "x" * 300 + '", '
+    advice = 'give a JSON object, e.g. {"num_leaves": 31}'
     for argv in commands:
         message = mistake(capsys, *argv, "--params", "{bad")
-        assert message.startswith("--params is neither a JSON object nor a JSON file: Expecting property")
+        assert message == (
+            "--params '{bad': not JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+            f"(char 1)); {advice}, or the path of a JSON file"
+        )
         message = mistake(capsys, *argv, "--params", long_bad)
-        assert message.startswith("--params is neither a JSON object nor a JSON file: ")
+        assert message == (
+            '--params \'{"objective": "' + "x" * 22 + "...': not JSON (Expecting property name enclosed in "
+            f"double quotes: line 1 column 319 (char 318)); {advice}, or the path of a JSON file"
+        )
         message = mistake(capsys, *argv, "--params", "[1, 2]")
-        assert message == "--params must be a JSON object (e.g. '{\"num_leaves\": 31}')"
+        assert (
+            message == f"--params '[1, 2]': a JSON array, not an object; {advice}, or the path of a JSON file"
+        )
+        message = mistake(capsys, *argv, "--params", "absent.json")  # neither a file nor JSON
+        assert message == (
+            "--params 'absent.json': not JSON (Expecting value: line 1 column 1 (char 0)); "
+            f"{advice}, or the path of a JSON file"
+        )
+        message = mistake(capsys, *argv, "--params", "params.json")
+        assert message == f"--params file params.json: a JSON array, not an object; {advice}"
         message = mistake(capsys, *argv, "--params", "params_dir")
         assert message == "--params params_dir: cannot read the file: Is a directory"
     assert project.fingerprint() == before
