@@ -143,12 +143,25 @@ class BacktestWindow(_Overridable):
 
 
 class TuningRun(_Overridable):
-    """An Optuna search's size (``tune-rank --trials``): bounded here as the settings are and checked
-    by ``overlaid`` before the samples are read or the study is opened."""
+    """An Optuna search's size and time (``tune-rank --trials`` / ``--timeout``, the ``ranker_model``
+    config's ``trials``): bounded here as the settings are and checked by ``overlaid`` before the
+    samples are read or the study is opened."""
 
     _kind: ClassVar[str] = "tuning setting"
 
-    trials: int = Field(20, ge=1, description="completed trials the study should hold")
+    trials: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="completed trials the study should hold (each a LightGBM fit: 10,000 is days of work)",
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        allow_inf_nan=False,
+        description="seconds this run may search, at most a week (unset: until the study holds its trials)",
+    )
 
 
 # LightGBM params given as text: the CLI's --params, the ranker_model / walk_forward_backtest configs

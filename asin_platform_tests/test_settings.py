@@ -208,7 +208,26 @@ def test_json_object_reads_an_object_and_empty_text_as_no_params() -> None:
     assert json_object("params_json", "") == {} and json_object("params_json", None) == {}
 
 
-def test_tuning_trials_below_one_is_a_lever_error() -> None:
-    assert TuningRun.overlaid(TuningRun(), {"trials": 3}).trials == 3
-    with pytest.raises(LeverError, match=r"^trials 0: input should be greater than or equal to 1$"):
-        TuningRun.overlaid(TuningRun(), {"trials": 0})
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("trials", 0, "trials 0: input should be greater than or equal to 1"),
+        ("trials", 10_001, "trials 10001: input should be less than or equal to 10000"),
+        ("timeout", 0.0, "timeout 0.0: input should be greater than 0"),
+        ("timeout", -60.0, "timeout -60.0: input should be greater than 0"),
+        ("timeout", float("inf"), "timeout inf: input should be a finite number"),
+        ("timeout", float("nan"), "timeout nan: input should be a finite number"),
+        ("timeout", 604_801.0, "timeout 604801.0: input should be less than or equal to 604800"),
+    ],
+)
+def test_a_tuning_run_out_of_range_is_a_lever_error(name: str, value: float, message: str) -> None:
+    with pytest.raises(LeverError) as excinfo:
+        TuningRun.overlaid(TuningRun(), {name: value})
+    assert str(excinfo.value) == message
+
+
+def test_a_tuning_run_in_range_is_overlaid() -> None:
+    run = TuningRun.overlaid(TuningRun(), {"trials": 3, "timeout": None})
+    assert (run.trials, run.timeout) == (3, None)  # no timeout: until the study holds its trials
+    run = TuningRun.overlaid(TuningRun(), {"trials": 10_000, "timeout": 604_800})
+    assert (run.trials, run.timeout) == (10_000, 604_800.0)

@@ -48,7 +48,7 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_i
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
-from asin_platform.levers import LeverError, RankerLevers, json_object
+from asin_platform.levers import LeverError, RankerLevers, TuningRun, json_object
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
@@ -177,6 +177,10 @@ def write_samples(samples: Samples, store: ArtifactStore) -> str:
 # ----------------------------------------------------------------------------------- ranker_model
 
 
+# the Optuna search's defaults and bounds: levers.TuningRun (tune-rank's flags share them)
+_TUNING = TuningRun()
+
+
 class RankerModelConfig(dg.Config):
     """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's.
     A lever given is checked against the same bounds as the setting, ``trials`` against
@@ -185,7 +189,7 @@ class RankerModelConfig(dg.Config):
     with pydantic's traceback instead of one line."""
 
     tune: bool = False  # run (or resume) the Optuna search before training
-    trials: int = 20  # completed trials the study should hold
+    trials: int = _TUNING.trials  # completed trials the study should hold (levers.TuningRun: 1..10,000)
     rounds: int | None = None  # max boosting rounds
     early_stopping: int | None = None  # rounds without a validation NDCG@20 gain
     params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
@@ -209,6 +213,7 @@ def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[Ranke
     }
     try:
         levers = RankerLevers.overlaid(settings.scale.ranker, given)
+        TuningRun.overlaid(_TUNING, {"trials": config.trials})
         return levers, json_object("params_json", config.params_json)
     except LeverError as exc:
         raise dg.Failure(f"ranker_model config {exc}") from None

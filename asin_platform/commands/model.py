@@ -234,7 +234,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     # the user's mistakes in flags and --params fail before the data is read or the study opened
     levers = _levers(args, settings)
     try:
-        TuningRun.overlaid(TuningRun(), {"trials": args.trials})
+        TuningRun.overlaid(TuningRun(), {"trials": args.trials, "timeout": args.timeout})
     except LeverError as exc:
         raise lever_flag_error(exc) from None
     params = parse_params(args.params)
@@ -531,7 +531,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tune-rank", help="Optuna search on validation NDCG@20 (resumable study)")
     training_args(p)
-    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold (>= 1)")
+    p.add_argument(
+        "--trials", type=int, required=True, help="completed trials the study should hold (1..10,000)"
+    )
     p.add_argument(
         "--storage",
         help="database URL of the study, shared by workers (default: storage.optuna_url, else the "
@@ -542,7 +544,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--study-name", default="lgb_rank")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, help="seconds for this run")
+    p.add_argument("--timeout", type=float, help="seconds for this run, > 0 and at most a week (604800)")
     p.add_argument("--output", help="train the best params and save the model here too")
     p.set_defaults(func=cmd_tune_rank, rounds=500, early_stopping=30)
 

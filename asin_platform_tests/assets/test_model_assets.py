@@ -218,6 +218,12 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
             {"negative_fraction": 1.5},
             "ranker_model config negative_fraction 1.5: input should be less than or equal to 1",
         ),
+        # trials against levers.TuningRun's bounds (tune-rank --trials' too), checked even untuned
+        ({"trials": 0}, "ranker_model config trials 0: input should be greater than or equal to 1"),
+        (
+            {"tune": True, "trials": 10**6},
+            "ranker_model config trials 1000000: input should be less than or equal to 10000",
+        ),
         # params_json is read by levers.json_object, as the CLI's --params is
         (
             {"params_json": "{bad"},
@@ -251,6 +257,7 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     assert failure.step_failure_data.user_failure_data.description == description
     assert read == []  # train_samples_rank never read
     assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
+    assert not (env / "artifacts").exists()  # no model, no tuning study
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(

@@ -143,18 +143,31 @@ def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
     assert not (project.root / "bt").exists()
 
 
-def test_tune_rank_trials_out_of_range_is_rejected_before_anything_is_read(
-    project: Project, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--trials", "0", "--trials 0: input should be greater than or equal to 1"),
+        ("--trials", "-5", "--trials -5: input should be greater than or equal to 1"),
+        ("--trials", "1000000", "--trials 1000000: input should be less than or equal to 10000"),
+        ("--timeout", "0", "--timeout 0.0: input should be greater than 0"),
+        ("--timeout", "-30", "--timeout -30.0: input should be greater than 0"),
+        ("--timeout", "inf", "--timeout inf: input should be a finite number"),
+        ("--timeout", "nan", "--timeout nan: input should be a finite number"),
+        ("--timeout", "1e9", "--timeout 1000000000.0: input should be less than or equal to 604800"),
+    ],
+)
+def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], flag: str, value: str, expected: str
 ) -> None:
-    """--trials is checked against settings.TuningRun's bound before the samples are read or the
-    study is created."""
+    """--trials and --timeout are checked against levers.TuningRun's bounds before the samples are
+    read or the study is created."""
     before = project.fingerprint()
-    samples = project.root / "samples.parquet"  # absent: --trials is checked first
-    for trials in ("0", "-5"):
-        message = mistake(capsys, "tune-rank", "--data", str(samples), "--trials", trials)
-        assert message == f"--trials {trials}: input should be greater than or equal to 1"
+    samples = project.root / "samples.parquet"  # absent: the flags are checked first
+    trials = [] if flag == "--trials" else ["--trials", "2"]
+    assert mistake(capsys, "tune-rank", "--data", str(samples), *trials, flag, value) == expected
     assert project.fingerprint() == before
-    assert not (project.root / "data" / "tuning").exists()
+    # the default study lives under <artifacts_dir>/tuning (the settings' artifacts/)
+    assert not (project.root / "artifacts").exists() and not (project.root / "data" / "tuning").exists()
 
 
 def test_bad_params_are_one_line_in_every_command_that_takes_them(
