@@ -3,7 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, TuningRun, json_object
+from asin_platform.levers import (
+    BacktestWindow,
+    LeverError,
+    RankerLevers,
+    SamplesWindow,
+    TuningRun,
+    json_object,
+)
 from asin_platform.settings import Settings, SettingsError, load_settings
 
 
@@ -164,6 +171,33 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         assert str(excinfo.value) == f"{name} {value}: input should be greater than or equal to 1"
     with pytest.raises(LeverError, match=r"^rounds 5: not a backtest setting \(settings: folds, "):
         BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "value", "message"),
+    [
+        (SamplesWindow, "sample_every", 0, "sample_every 0: input should be greater than or equal to 1"),
+        (SamplesWindow, "sample_every", -2, "sample_every -2: input should be greater than or equal to 1"),
+        (SamplesWindow, "sample_every", 366, "sample_every 366: input should be less than or equal to 365"),
+        (SamplesWindow, "days", 0, "days 0: input should be greater than or equal to 1"),
+        (SamplesWindow, "days", 10**9, "days 1000000000: input should be less than or equal to 3650"),
+        # the backtest's stride is the samples' (levers.SampleEvery): the same bounds
+        (BacktestWindow, "sample_every", 366, "sample_every 366: input should be less than or equal to 365"),
+    ],
+)
+def test_a_samples_window_out_of_range_is_a_lever_error(
+    model: type[SamplesWindow | BacktestWindow], name: str, value: int, message: str
+) -> None:
+    with pytest.raises(LeverError) as excinfo:
+        model.overlaid(model(), {name: value})
+    assert str(excinfo.value) == message
+
+
+def test_a_samples_window_in_range_is_overlaid() -> None:
+    assert SamplesWindow() == SamplesWindow(days=240, sample_every=1)  # the config's and the flag's defaults
+    window = SamplesWindow.overlaid(SamplesWindow(), {"days": 3650, "sample_every": 365})
+    assert (window.days, window.sample_every) == (3650, 365)
+    assert SamplesWindow.overlaid(SamplesWindow(), {"days": None, "sample_every": 3}).days == 240
 
 
 ADVICE = 'give a JSON object, e.g. {"num_leaves": 31}'

@@ -48,7 +48,7 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_i
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
-from asin_platform.levers import LeverError, RankerLevers, TuningRun, json_object
+from asin_platform.levers import LeverError, RankerLevers, SamplesWindow, TuningRun, json_object
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
@@ -78,10 +78,17 @@ def _png(fig: Any) -> str:
 # ---------------------------------------------------------------------------------- train_samples
 
 
+# the samples window's defaults and bounds: levers.SamplesWindow (build-labels --sample-every shares them)
+_SAMPLES = SamplesWindow()
+
+
 class TrainSamplesConfig(dg.Config):
+    """``days`` and ``sample_every`` are checked against ``levers.SamplesWindow``'s bounds before
+    anything is read (not on these fields: Dagster would fail the step with pydantic's traceback)."""
+
     end_date: str | None = None  # last mart day whose data labels may use (default: the newest)
-    days: int = 240  # reference dates in the window (train + valid + test + two embargo gaps)
-    sample_every: int = 1  # keep every n-th reference date (a long window at lower cost)
+    days: int = _SAMPLES.days  # reference dates in the window (train + valid + test + two embargo gaps)
+    sample_every: int = _SAMPLES.sample_every  # keep every n-th reference date (a long window at lower cost)
 
 
 def train_samples(
@@ -93,7 +100,12 @@ def train_samples(
     """Supervised samples (bin / rank / reg) over the configured window: features of each
     reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
     train / valid / test split with an embargo of >= H days between them. Written to the
-    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts>/samples` in the artifact store."""
+    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts>/samples` in the artifact store.
+    A ``days`` or ``sample_every`` out of range fails in one line before anything is read."""
+    try:
+        SamplesWindow.overlaid(_SAMPLES, {"days": config.days, "sample_every": config.sample_every})
+    except LeverError as exc:
+        raise dg.Failure(f"train_samples config {exc}") from None
     w, t = settings.windows, settings.thresholds
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:

@@ -71,14 +71,17 @@ def _run(
     partition_key: str | None = None,
     ranker: dict | None = None,
     instance: dg.DagsterInstance | None = None,
+    samples: dict | None = None,
 ):
     # config only for the selected assets (Dagster rejects entries for ops outside the run);
-    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's; ``instance``: to read the run's logs
+    # ``ranker`` / ``samples``: ranker_model / train_samples config entries laid over RUN_CONFIG's;
+    # ``instance``: to read the run's logs
     settings = get_settings()
     partitions = build_date_site_partitions(settings)
     ops = {**RUN_CONFIG["ops"]}
-    if ranker:
-        ops["ranker_model"] = {"config": {**ops["ranker_model"]["config"], **ranker}}
+    for op, given in (("ranker_model", ranker), ("train_samples", samples)):
+        if given:
+            ops[op] = {"config": {**ops[op]["config"], **given}}
     run_config = {"ops": {k: v for k, v in ops.items() if k in selection}}
     return dg.materialize(
         [
@@ -258,6 +261,50 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     assert read == []  # train_samples_rank never read
     assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
     assert not (env / "artifacts").exists()  # no model, no tuning study
+
+
+@pytest.mark.parametrize(
+    ("samples", "description"),
+    [
+        (
+            {"sample_every": 0},
+            "train_samples config sample_every 0: input should be greater than or equal to 1",
+        ),
+        (
+            {"sample_every": -2},
+            "train_samples config sample_every -2: input should be greater than or equal to 1",
+        ),
+        (
+            {"sample_every": 10**6},
+            "train_samples config sample_every 1000000: input should be less than or equal to 365",
+        ),
+        ({"days": 0}, "train_samples config days 0: input should be greater than or equal to 1"),
+        ({"days": 10**9}, "train_samples config days 1000000000: input should be less than or equal to 3650"),
+    ],
+)
+def test_a_samples_config_out_of_range_fails_before_anything_is_read(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, samples: dict, description: str
+) -> None:
+    """days and sample_every are checked against levers.SamplesWindow's bounds (build-labels
+    --sample-every's too): one line naming the field, before the mart is queried or a table is read,
+    and the sample tables and files stay as they were."""
+    _seed(warehouse)
+    touched: list[str] = []
+    for name in ("query", "read"):
+        real = getattr(type(warehouse), name)
+
+        def spy(self, *args, _name=name, _real=real, **kwargs):  # noqa: ANN001, ANN202
+            touched.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(warehouse), name, spy)
+    result = _run(warehouse, ["train_samples"], samples=samples)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == description
+    assert touched == []
+    assert warehouse.query("SELECT count(*) AS n FROM train_samples_rank")["n"][0] == 0
+    assert not (env / "artifacts").exists()
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(

@@ -210,6 +210,7 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
         ({"every_days": -7}, "every_days -7: input should be greater than or equal to 1"),
         ({"train_days": 0}, "train_days 0: input should be greater than or equal to 1"),
         ({"sample_every": 0}, "sample_every 0: input should be greater than or equal to 1"),
+        ({"sample_every": 400}, "sample_every 400: input should be less than or equal to 365"),
         (
             {"params_json": "{bad"},
             "params_json '{bad': not JSON (Expecting property name enclosed in double quotes: line 1 "

@@ -128,6 +128,8 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         # the window against settings.BacktestWindow's (the asset's config has the same)
         ("--train-days", "0", "--train-days 0: input should be greater than or equal to 1"),
         ("--sample-every", "-2", "--sample-every -2: input should be greater than or equal to 1"),
+        # the stride's bounds are the training samples' (levers.SampleEvery)
+        ("--sample-every", "400", "--sample-every 400: input should be less than or equal to 365"),
         ("--every", "0d", "--every 0: input should be greater than or equal to 1"),
     ],
 )
@@ -168,6 +170,24 @@ def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is
     assert project.fingerprint() == before
     # the default study lives under <artifacts_dir>/tuning (the settings' artifacts/)
     assert not (project.root / "artifacts").exists() and not (project.root / "data" / "tuning").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "--sample-every 0: input should be greater than or equal to 1"),
+        ("-3", "--sample-every -3: input should be greater than or equal to 1"),
+        ("100000", "--sample-every 100000: input should be less than or equal to 365"),
+    ],
+)
+def test_build_labels_sample_every_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], value: str, expected: str
+) -> None:
+    """--sample-every is checked against levers.SamplesWindow's bounds (the train_samples config's)
+    before the mart or the features file is read (both absent here) and nothing is written."""
+    argv = ["build-labels", "--mart", "absent.parquet", "--features", "absent.parquet", "--output-dir", "s"]
+    assert mistake(capsys, *argv, "--sample-every", value) == expected
+    assert not (project.root / "s").exists()
 
 
 def test_bad_params_are_one_line_in_every_command_that_takes_them(
