@@ -207,6 +207,7 @@ class RankerModelConfig(dg.Config):
     params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
     negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
     hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
+    min_query_rows: int | None = None  # only queries of more rows than this are sampled (>= 0)
     refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
 
 
@@ -221,6 +222,7 @@ def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[Ranke
         "early_stopping": config.early_stopping,
         "negative_fraction": config.negative_fraction,
         "hard_negative_fraction": config.hard_negative_fraction,
+        "min_query_rows": config.min_query_rows,
         "refit_factor": config.refit_factor,
     }
     try:

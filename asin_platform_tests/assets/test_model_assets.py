@@ -120,6 +120,8 @@ def test_train_evaluate_and_predict(env: Path, warehouse, monkeypatch: pytest.Mo
     # built from settings.scale.ranker with the run's config over it (build_ranker)
     assert card["levers"]["rounds"] == 40 and card["levers"]["early_stopping"] == 10
     assert card["levers"]["min_query_rows"] == 1000 and card["levers"]["max_bin"] == 63
+    # every query here is under min_query_rows: every training row is fitted (no negative sampling)
+    assert card["rows"]["train"] == card["rows"]["train_split"]
 
     meta = result.asset_materializations_for_node("ranker_model")[0].metadata
     assert meta["model_version"].value == version
@@ -209,6 +211,20 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
     assert eval_meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
 
 
+def test_min_query_rows_in_the_config_reaches_the_ranker(env: Path, warehouse) -> None:
+    """min_query_rows (config over settings.scale.ranker, as train-rank's --min-query-rows): 0 samples
+    the negatives of every training query, the small ones of this market too (111..150 rows, all kept
+    under the setting's 1,000, as test_train_evaluate_and_predict's model keeps them)."""
+    _seed(warehouse)
+    result = _run(warehouse, ["train_samples", "ranker_model"], ranker={"min_query_rows": 0})
+    [materialised] = result.asset_materializations_for_node("ranker_model")
+    models = env / "artifacts" / "models"
+    card = json.loads((models / (models / LAST_TRAINED).read_text().strip() / "card.json").read_text())
+    assert card["levers"]["min_query_rows"] == 0
+    assert 0 < card["rows"]["train"] < card["rows"]["train_split"]  # negatives sampled
+    assert materialised.metadata["train_rows"].value == card["rows"]["train"]
+
+
 @pytest.mark.parametrize(
     ("ranker", "description"),
     [
@@ -217,6 +233,10 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
             "ranker_model config refit_factor -1.0: input should be greater than or equal to 0",
         ),
         ({"rounds": 0}, "ranker_model config rounds 0: input should be greater than or equal to 1"),
+        (
+            {"min_query_rows": -1},
+            "ranker_model config min_query_rows -1: input should be greater than or equal to 0",
+        ),
         (
             {"negative_fraction": 1.5},
             "ranker_model config negative_fraction 1.5: input should be less than or equal to 1",
