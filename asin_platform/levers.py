@@ -1,23 +1,27 @@
 """Settings a run may override one by one, and the one check of such an override.
 
 The ranker's LightGBM levers (``scale.ranker`` in the settings) and a run's own bounded parameters
-(the walk-forward backtest's window, an Optuna study's trials) arrive as CLI flags and run config
-values as well as from the settings file; ``overlaid`` checks every override against the fields'
-own bounds, so each bound is declared once, here, and a value out of range is one ``LeverError``
-line wherever it came from. ``StrictModel`` is also the base of every model in settings.py.
+(the training samples' window, the walk-forward backtest's, an Optuna study's trials and time)
+arrive as CLI flags and run config values as well as from the settings file; ``overlaid`` checks
+every override against the fields' own bounds, so each bound is declared once, here, and a value
+out of range is one ``LeverError`` line wherever it came from. The LightGBM params laid over the
+levers as JSON text (``--params``, a run config's ``params_json``) are read by ``json_object``,
+with the same one-line error. ``StrictModel`` is also the base of every model in settings.py.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class LeverError(ValueError):
     """An override (a CLI flag, a run config value) outside its range: a ranker lever's setting, or a
-    run's own parameter bounded the same way (the backtest's window, a study's trials).
+    run's own parameter bounded the same way (the samples' or the backtest's window, a study's
+    trials); or LightGBM params given as text that is not a JSON object (``json_object``).
 
     ``str()`` is one line naming the setting, the value given and the bound, independent of where
     the value came from: ``refit_factor -1.0: input should be greater than or equal to 0``. The
@@ -121,12 +125,35 @@ class RankerLevers(_Overridable):
 
 # a run's own parameters, not settings: bounded here all the same, and checked by ``overlaid``
 
+# keep every n-th reference date: the training samples' stride and the backtest's, bounded once. A
+# stride of more than a year keeps at most one reference date a year, which is never a training set.
+SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th reference date (1..365)")]
+
+
+class SamplesWindow(_Overridable):
+    """The reference dates of the training samples: the ``train_samples`` config (``days``,
+    ``sample_every``) and ``build-labels --sample-every``. Not read from the settings file (each run
+    says its own), but declared and bounded here, so a value out of range is a ``LeverError`` of
+    ``overlaid`` before any data is read; the defaults are the config's and the flag's."""
+
+    _kind: ClassVar[str] = "samples setting"
+
+    days: int = Field(
+        240,
+        ge=1,
+        le=3650,
+        description="reference dates in the window (train + valid + test + two embargo gaps), at most "
+        "ten years",
+    )
+    sample_every: SampleEvery = 1
+
 
 class BacktestWindow(_Overridable):
     """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
     ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
-    declared and bounded here, so a 0 or a negative value is a ``LeverError`` of ``overlaid`` before
-    any data is read; the defaults are the config's and the flags'."""
+    declared and bounded here, so a value out of range (0, a negative, a stride of more than a year)
+    is a ``LeverError`` of ``overlaid`` before any data is read; the defaults are the config's and the
+    flags'."""
 
     _kind: ClassVar[str] = "backtest setting"
 
@@ -135,13 +162,54 @@ class BacktestWindow(_Overridable):
     )
     every_days: int = Field(28, ge=1, description="days between cut-offs")
     train_days: int = Field(240, ge=1, description="reference dates behind each cut-off used for training")
-    sample_every: int = Field(1, ge=1, description="keep every n-th training reference date")
+    sample_every: SampleEvery = 1  # of the training reference dates, as the samples' (1..365)
 
 
 class TuningRun(_Overridable):
-    """An Optuna search's size (``tune-rank --trials``): bounded here as the settings are and checked
-    by ``overlaid`` before the samples are read or the study is opened."""
+    """An Optuna search's size and time (``tune-rank --trials`` / ``--timeout``, the ``ranker_model``
+    config's ``trials``): bounded here as the settings are and checked by ``overlaid`` before the
+    samples are read or the study is opened."""
 
     _kind: ClassVar[str] = "tuning setting"
 
-    trials: int = Field(20, ge=1, description="completed trials the study should hold")
+    trials: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="completed trials the study should hold (each a LightGBM fit: 10,000 is days of work)",
+    )
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        le=7 * 24 * 3600,
+        allow_inf_nan=False,
+        description="seconds this run may search, at most a week (unset: until the study holds its trials)",
+    )
+
+
+# LightGBM params given as text: the CLI's --params, the ranker_model / walk_forward_backtest configs
+
+PARAMS_EXAMPLE = '{"num_leaves": 31}'
+
+
+def json_object(name: str, text: str | None) -> dict[str, Any]:
+    """``text`` (the value of ``name``) as a JSON object; empty or unset text is ``{}``.
+
+    Anything else is a ``LeverError`` of one line, whatever the text holds (newlines included):
+    ``params_json '{bad': not JSON (Expecting property name enclosed in double quotes: line 1
+    column 2 (char 1)); give a JSON object, e.g. {"num_leaves": 31}``, or ``... '[1, 2]': a JSON
+    array, not an object; give ...``. Its ``value`` is the text as a short Python literal (at most
+    40 characters of it), so a caller may name the text another way (the CLI names a file by its
+    path) and keep ``reason``."""
+    if not text:
+        return {}
+    shown = repr(text if len(text) <= 40 else text[:37] + "...")
+    advice = f"give a JSON object, e.g. {PARAMS_EXAMPLE}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LeverError(name, shown, f"not JSON ({exc}); {advice}") from None
+    if not isinstance(value, dict):
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+        raise LeverError(name, shown, f"a JSON {kind}, not an object; {advice}")
+    return value

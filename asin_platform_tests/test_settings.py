@@ -3,7 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, TuningRun
+from asin_platform.levers import (
+    BacktestWindow,
+    LeverError,
+    RankerLevers,
+    SamplesWindow,
+    TuningRun,
+    json_object,
+)
 from asin_platform.settings import Settings, SettingsError, load_settings
 
 
@@ -166,7 +173,95 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
 
 
-def test_tuning_trials_below_one_is_a_lever_error() -> None:
-    assert TuningRun.overlaid(TuningRun(), {"trials": 3}).trials == 3
-    with pytest.raises(LeverError, match=r"^trials 0: input should be greater than or equal to 1$"):
-        TuningRun.overlaid(TuningRun(), {"trials": 0})
+@pytest.mark.parametrize(
+    ("model", "name", "value", "message"),
+    [
+        (SamplesWindow, "sample_every", 0, "sample_every 0: input should be greater than or equal to 1"),
+        (SamplesWindow, "sample_every", -2, "sample_every -2: input should be greater than or equal to 1"),
+        (SamplesWindow, "sample_every", 366, "sample_every 366: input should be less than or equal to 365"),
+        (SamplesWindow, "days", 0, "days 0: input should be greater than or equal to 1"),
+        (SamplesWindow, "days", 10**9, "days 1000000000: input should be less than or equal to 3650"),
+        # the backtest's stride is the samples' (levers.SampleEvery): the same bounds
+        (BacktestWindow, "sample_every", 366, "sample_every 366: input should be less than or equal to 365"),
+    ],
+)
+def test_a_samples_window_out_of_range_is_a_lever_error(
+    model: type[SamplesWindow | BacktestWindow], name: str, value: int, message: str
+) -> None:
+    with pytest.raises(LeverError) as excinfo:
+        model.overlaid(model(), {name: value})
+    assert str(excinfo.value) == message
+
+
+def test_a_samples_window_in_range_is_overlaid() -> None:
+    assert SamplesWindow() == SamplesWindow(days=240, sample_every=1)  # the config's and the flag's defaults
+    window = SamplesWindow.overlaid(SamplesWindow(), {"days": 3650, "sample_every": 365})
+    assert (window.days, window.sample_every) == (3650, 365)
+    assert SamplesWindow.overlaid(SamplesWindow(), {"days": None, "sample_every": 3}).days == 240
+
+
+ADVICE = 'give a JSON object, e.g. {"num_leaves": 31}'
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "reason"),
+    [
+        (
+            "{bad",
+            "'{bad'",
+            f"not JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); {ADVICE}",
+        ),
+        ("[1, 2]", "'[1, 2]'", f"a JSON array, not an object; {ADVICE}"),
+        ("null", "'null'", f"a JSON null, not an object; {ADVICE}"),
+        ("31", "'31'", f"a JSON number, not an object; {ADVICE}"),
+        # newlines stay inside the literal, a long text is cut: the message is one line
+        ('{\n"a":\n', "'{\\n\"a\":\\n'", f"not JSON (Expecting value: line 3 column 1 (char 7)); {ADVICE}"),
+        (
+            '{"objective": "' + "x" * 300,
+            '\'{"objective": "' + "x" * 22 + "...'",
+            f"not JSON (Unterminated string starting at: line 1 column 15 (char 14)); {ADVICE}",
+        ),
+    ],
+)
+def test_json_object_says_in_one_line_why_a_text_is_not_a_json_object(
+    text: str, value: str, reason: str
+) -> None:
+    """The one reading of LightGBM params given as text (--params, a config's params_json)."""
+    with pytest.raises(LeverError) as excinfo:
+        json_object("params_json", text)
+    assert (excinfo.value.name, excinfo.value.value, excinfo.value.reason) == ("params_json", value, reason)
+    assert str(excinfo.value) == f"params_json {value}: {reason}"
+    assert "\n" not in str(excinfo.value)
+
+
+def test_json_object_reads_an_object_and_empty_text_as_no_params() -> None:
+    assert json_object("params_json", '{"num_leaves": 15, "lambda_l2": 0.5}') == {
+        "num_leaves": 15,
+        "lambda_l2": 0.5,
+    }
+    assert json_object("params_json", "") == {} and json_object("params_json", None) == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("trials", 0, "trials 0: input should be greater than or equal to 1"),
+        ("trials", 10_001, "trials 10001: input should be less than or equal to 10000"),
+        ("timeout", 0.0, "timeout 0.0: input should be greater than 0"),
+        ("timeout", -60.0, "timeout -60.0: input should be greater than 0"),
+        ("timeout", float("inf"), "timeout inf: input should be a finite number"),
+        ("timeout", float("nan"), "timeout nan: input should be a finite number"),
+        ("timeout", 604_801.0, "timeout 604801.0: input should be less than or equal to 604800"),
+    ],
+)
+def test_a_tuning_run_out_of_range_is_a_lever_error(name: str, value: float, message: str) -> None:
+    with pytest.raises(LeverError) as excinfo:
+        TuningRun.overlaid(TuningRun(), {name: value})
+    assert str(excinfo.value) == message
+
+
+def test_a_tuning_run_in_range_is_overlaid() -> None:
+    run = TuningRun.overlaid(TuningRun(), {"trials": 3, "timeout": None})
+    assert (run.trials, run.timeout) == (3, None)  # no timeout: until the study holds its trials
+    run = TuningRun.overlaid(TuningRun(), {"trials": 10_000, "timeout": 604_800})
+    assert (run.trials, run.timeout) == (10_000, 604_800.0)

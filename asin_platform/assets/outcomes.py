@@ -7,7 +7,6 @@ partition whose horizon has not passed yet (the mart does not reach T + H) write
 "pending" in its metadata; it is realised by a later materialisation (the daily chain re-runs it).
 """
 
-import json
 import warnings
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,7 +23,7 @@ from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
 from asin_platform.core.ranker_levers import RankerParams
 from asin_platform.core.sales import default_calibration
-from asin_platform.levers import BacktestWindow, LeverError, RankerLevers
+from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, json_object
 from asin_platform.partitions import DATE_DIM, SITE_DIM, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -190,8 +189,10 @@ _WINDOW = BacktestWindow()
 class BacktestConfig(dg.Config):
     """Checked before anything is read: ``rounds`` against the bounds of ``scale.ranker.rounds``,
     the window (``folds``, ``every_days``, ``train_days``, ``sample_every``) against
-    ``levers.BacktestWindow``'s (each at least 1). The bounds are not on these fields because
-    Dagster would then fail the step with pydantic's traceback instead of one line."""
+    ``levers.BacktestWindow``'s (each at least 1, ``sample_every`` at most 365), ``params_json``
+    read as a JSON object (``levers.json_object``, as the CLI's ``--params``). The bounds are not on
+    these fields because Dagster would then fail the step with pydantic's traceback instead of one
+    line."""
 
     folds: int = _WINDOW.folds  # cut-offs, every_days apart, ending where the newest labels are realised
     every_days: int = _WINDOW.every_days
@@ -265,15 +266,15 @@ def walk_forward_backtest(
     on the cut-off and score the following window; NDCG@20 / P@20 per fold of model, baseline,
     random and (simulated data) the oracle, as a table and a plot; the folds' rows as
     `backtest/backtest.csv` in the artifacts store. A ``rounds`` or a window value (``folds``,
-    ``every_days``, ``train_days``, ``sample_every``) out of range fails in one line before anything
-    is read."""
+    ``every_days``, ``train_days``, ``sample_every``) out of range, or a ``params_json`` that is not
+    a JSON object, fails in one line before anything is read."""
     sites = list(settings.sites)
     try:
         # folds and every_days here; train_days and sample_every with rounds in backtest_options
         BacktestWindow.overlaid(_WINDOW, {"folds": config.folds, "every_days": config.every_days})
         options = backtest_options(
             settings, sites, train_days=config.train_days, sample_every=config.sample_every,
-            params=json.loads(config.params_json) if config.params_json else {}, rounds=config.rounds,
+            params=json_object("params_json", config.params_json), rounds=config.rounds,
         )  # fmt: skip
     except LeverError as exc:
         raise dg.Failure(f"walk_forward_backtest config {exc}") from None

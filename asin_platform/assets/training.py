@@ -48,7 +48,7 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_i
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import tune_ranker
-from asin_platform.levers import LeverError, RankerLevers
+from asin_platform.levers import LeverError, RankerLevers, SamplesWindow, TuningRun, json_object
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.simulator.catalog import SALES_PRIOR
@@ -78,10 +78,17 @@ def _png(fig: Any) -> str:
 # ---------------------------------------------------------------------------------- train_samples
 
 
+# the samples window's defaults and bounds: levers.SamplesWindow (build-labels --sample-every shares them)
+_SAMPLES = SamplesWindow()
+
+
 class TrainSamplesConfig(dg.Config):
+    """``days`` and ``sample_every`` are checked against ``levers.SamplesWindow``'s bounds before
+    anything is read (not on these fields: Dagster would fail the step with pydantic's traceback)."""
+
     end_date: str | None = None  # last mart day whose data labels may use (default: the newest)
-    days: int = 240  # reference dates in the window (train + valid + test + two embargo gaps)
-    sample_every: int = 1  # keep every n-th reference date (a long window at lower cost)
+    days: int = _SAMPLES.days  # reference dates in the window (train + valid + test + two embargo gaps)
+    sample_every: int = _SAMPLES.sample_every  # keep every n-th reference date (a long window at lower cost)
 
 
 def train_samples(
@@ -93,7 +100,12 @@ def train_samples(
     """Supervised samples (bin / rank / reg) over the configured window: features of each
     reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
     train / valid / test split with an embargo of >= H days between them. Written to the
-    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts>/samples` in the artifact store."""
+    train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts>/samples` in the artifact store.
+    A ``days`` or ``sample_every`` out of range fails in one line before anything is read."""
+    try:
+        SamplesWindow.overlaid(_SAMPLES, {"days": config.days, "sample_every": config.sample_every})
+    except LeverError as exc:
+        raise dg.Failure(f"train_samples config {exc}") from None
     w, t = settings.windows, settings.thresholds
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
@@ -177,34 +189,46 @@ def write_samples(samples: Samples, store: ArtifactStore) -> str:
 # ----------------------------------------------------------------------------------- ranker_model
 
 
+# the Optuna search's defaults and bounds: levers.TuningRun (tune-rank's flags share them)
+_TUNING = TuningRun()
+
+
 class RankerModelConfig(dg.Config):
     """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's.
-    A lever given is checked against the same bounds as the setting (``config_levers``) before the
-    run reads anything."""
+    A lever given is checked against the same bounds as the setting, ``trials`` against
+    ``levers.TuningRun``'s and ``params_json`` read as a JSON object (``checked_config``), before the
+    run reads anything. The bounds are not on these fields because Dagster would then fail the step
+    with pydantic's traceback instead of one line."""
 
     tune: bool = False  # run (or resume) the Optuna search before training
-    trials: int = 20  # completed trials the study should hold
+    trials: int = _TUNING.trials  # completed trials the study should hold (levers.TuningRun: 1..10,000)
     rounds: int | None = None  # max boosting rounds
     early_stopping: int | None = None  # rounds without a validation NDCG@20 gain
     params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
     negative_fraction: float | None = None  # share of the other grade-0 rows kept in large queries
     hard_negative_fraction: float | None = None  # share of grade-0 rows kept as the baseline's top
+    min_query_rows: int | None = None  # only queries of more rows than this are sampled (>= 0)
     refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
 
 
-def config_levers(config: RankerModelConfig, settings: Settings) -> RankerLevers:
-    """``settings.scale.ranker`` with the run config's levers laid over it (an unset one keeps the
-    setting), checked against the settings' bounds by ``RankerLevers.overlaid``: a value out of range
-    is a ``dg.Failure`` of one line naming the config field, the value and the bound."""
+def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[RankerLevers, dict[str, Any]]:
+    """The run config checked before the run reads anything: ``settings.scale.ranker`` with the
+    config's levers laid over it (an unset one keeps the setting; ``RankerLevers.overlaid``, the
+    settings' bounds), ``trials`` (``TuningRun.overlaid``) and the LightGBM params of ``params_json``
+    (``levers.json_object``, as the CLI's ``--params``). A mistake is a ``dg.Failure`` of one line
+    naming the config field, the value and what is wrong with it."""
     given = {
         "rounds": config.rounds,
         "early_stopping": config.early_stopping,
         "negative_fraction": config.negative_fraction,
         "hard_negative_fraction": config.hard_negative_fraction,
+        "min_query_rows": config.min_query_rows,
         "refit_factor": config.refit_factor,
     }
     try:
-        return RankerLevers.overlaid(settings.scale.ranker, given)
+        levers = RankerLevers.overlaid(settings.scale.ranker, given)
+        TuningRun.overlaid(_TUNING, {"trials": config.trials})
+        return levers, json_object("params_json", config.params_json)
     except LeverError as exc:
         raise dg.Failure(f"ranker_model config {exc}") from None
 
@@ -244,14 +268,14 @@ def ranker_model(
     same rows); a refused model stays registered as `rejected` with the reason and both figures,
     shown here as `promotion_verdict`, `promotion_reason` and `promotion_folds`. Optional Optuna tuning on
     validation only, resumable (config `tune`, `trials`)."""
-    levers = RankerParams.of(config_levers(config, settings).model_dump())  # before any read
+    checked, params = checked_config(config, settings)  # before any read
+    levers = RankerParams.of(checked.model_dump())
     samples = warehouse.read("train_samples_rank")
     if samples.is_empty():
         raise dg.Failure("train_samples_rank is empty: materialise train_samples first")
     samples = add_baseline_scores(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
-    params: dict[str, Any] = json.loads(config.params_json) if config.params_json else {}
     extra: dict[str, Any] = {"run_id": context.run.run_id}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)

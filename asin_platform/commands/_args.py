@@ -5,7 +5,6 @@ wording of a lever flag out of range."""
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from asin_platform.errors import UserError
-from asin_platform.levers import LeverError
+from asin_platform.levers import LeverError, json_object
 from asin_platform.settings import Settings
 
 
@@ -95,23 +94,23 @@ def lever_flag_error(exc: LeverError, flags: Mapping[str, str] | None = None) ->
 def parse_params(text: str | None) -> dict[str, Any]:
     """``--params`` of train-rank, tune-rank and backtest: LightGBM params as a JSON object, inline
     or in a JSON file. Empty or unset is ``{}``; anything else that is not a JSON object (bad JSON,
-    a file that is missing or unreadable, a JSON list) is a UserError of one line."""
+    a file that is missing or unreadable, a JSON array) is a UserError of one line. The JSON is
+    read by ``levers.json_object``, as the assets' ``params_json`` is: the same reasons."""
     if not text:
         return {}
-    raw = text
+    raw, shown = text, None
     # inline JSON is never looked up as a path: a long object is longer than a file name may be,
     # and stat() on it fails with ENAMETOOLONG instead of returning "no such file"
     if not text.lstrip().startswith("{"):
         try:
-            raw = Path(text).read_text()
+            raw, shown = Path(text).read_text(), f"file {text}"
         except FileNotFoundError:
-            pass  # neither a file nor JSON: json.loads below says why it is not JSON either
+            pass  # neither a file nor JSON: json_object says why it is not JSON either
         except OSError as exc:
             raise UserError(f"--params {text}: cannot read the file: {exc.strerror or exc}") from None
     try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--params is neither a JSON object nor a JSON file: {exc}") from None
-    if not isinstance(params, dict):
-        raise UserError("--params must be a JSON object (e.g. '{\"num_leaves\": 31}')")
-    return params
+        return json_object("params", raw)
+    except LeverError as exc:
+        # inline text may also be the path of a JSON file: say so where the advice ends
+        also = "" if shown else ", or the path of a JSON file"
+        raise UserError(f"--params {shown or exc.value}: {exc.reason}{also}") from None

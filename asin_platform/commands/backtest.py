@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--sample-every", type=int, default=window.sample_every,
-        help=f"keep every n-th training reference date, >= 1 (default {window.sample_every})",
+        help=f"keep every n-th training reference date, 1..365 (default {window.sample_every})",
     )  # fmt: skip
     p.add_argument("--rounds", type=int, default=300, help="boosting rounds (early stopping on valid)")
     p.add_argument("--params", help="LightGBM params as a JSON object or a JSON file, over the defaults")

@@ -22,7 +22,7 @@ import polars as pl
 
 from asin_platform.commands._args import lever_flag_error, parse_params
 from asin_platform.errors import UserError
-from asin_platform.levers import LeverError, RankerLevers, TuningRun
+from asin_platform.levers import LeverError, RankerLevers, SamplesWindow, TuningRun
 from asin_platform.settings import Settings
 
 
@@ -56,6 +56,11 @@ def _print_frame(frame: pl.DataFrame) -> None:
 def cmd_build_labels(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.labels import build_samples
 
+    # before the files are read: --sample-every against levers.SamplesWindow's bounds
+    try:
+        SamplesWindow.overlaid(SamplesWindow(), {"sample_every": args.sample_every})
+    except LeverError as exc:
+        raise lever_flag_error(exc) from None
     w, t = settings.windows, settings.thresholds
     samples = build_samples(
         _read_table(args.features),
@@ -234,7 +239,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     # the user's mistakes in flags and --params fail before the data is read or the study opened
     levers = _levers(args, settings)
     try:
-        TuningRun.overlaid(TuningRun(), {"trials": args.trials})
+        TuningRun.overlaid(TuningRun(), {"trials": args.trials, "timeout": args.timeout})
     except LeverError as exc:
         raise lever_flag_error(exc) from None
     params = parse_params(args.params)
@@ -492,7 +497,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split-fractions", type=float, nargs=3, default=[0.6, 0.2, 0.2], metavar=("TRAIN", "VALID", "TEST")
     )
-    p.add_argument("--sample-every", type=int, default=1, help="keep every n-th reference date")
+    p.add_argument(
+        "--sample-every", type=int, default=SamplesWindow().sample_every,
+        help=f"keep every n-th reference date, 1..365 (default {SamplesWindow().sample_every})",
+    )  # fmt: skip
     p.set_defaults(func=cmd_build_labels)
 
     def training_args(p: argparse.ArgumentParser) -> None:
@@ -531,7 +539,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("tune-rank", help="Optuna search on validation NDCG@20 (resumable study)")
     training_args(p)
-    p.add_argument("--trials", type=int, required=True, help="completed trials the study should hold (>= 1)")
+    p.add_argument(
+        "--trials", type=int, required=True, help="completed trials the study should hold (1..10,000)"
+    )
     p.add_argument(
         "--storage",
         help="database URL of the study, shared by workers (default: storage.optuna_url, else the "
@@ -542,7 +552,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--study-name", default="lgb_rank")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, help="seconds for this run")
+    p.add_argument("--timeout", type=float, help="seconds for this run, > 0 and at most a week (604800)")
     p.add_argument("--output", help="train the best params and save the model here too")
     p.set_defaults(func=cmd_tune_rank, rounds=500, early_stopping=30)
 

@@ -71,14 +71,17 @@ def _run(
     partition_key: str | None = None,
     ranker: dict | None = None,
     instance: dg.DagsterInstance | None = None,
+    samples: dict | None = None,
 ):
     # config only for the selected assets (Dagster rejects entries for ops outside the run);
-    # ``ranker``: ranker_model config entries laid over RUN_CONFIG's; ``instance``: to read the run's logs
+    # ``ranker`` / ``samples``: ranker_model / train_samples config entries laid over RUN_CONFIG's;
+    # ``instance``: to read the run's logs
     settings = get_settings()
     partitions = build_date_site_partitions(settings)
     ops = {**RUN_CONFIG["ops"]}
-    if ranker:
-        ops["ranker_model"] = {"config": {**ops["ranker_model"]["config"], **ranker}}
+    for op, given in (("ranker_model", ranker), ("train_samples", samples)):
+        if given:
+            ops[op] = {"config": {**ops[op]["config"], **given}}
     run_config = {"ops": {k: v for k, v in ops.items() if k in selection}}
     return dg.materialize(
         [
@@ -117,6 +120,8 @@ def test_train_evaluate_and_predict(env: Path, warehouse, monkeypatch: pytest.Mo
     # built from settings.scale.ranker with the run's config over it (build_ranker)
     assert card["levers"]["rounds"] == 40 and card["levers"]["early_stopping"] == 10
     assert card["levers"]["min_query_rows"] == 1000 and card["levers"]["max_bin"] == 63
+    # every query here is under min_query_rows: every training row is fitted (no negative sampling)
+    assert card["rows"]["train"] == card["rows"]["train_split"]
 
     meta = result.asset_materializations_for_node("ranker_model")[0].metadata
     assert meta["model_version"].value == version
@@ -206,6 +211,20 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
     assert eval_meta["valid_ndcg@20"].value == pytest.approx(card["gate"]["model"])
 
 
+def test_min_query_rows_in_the_config_reaches_the_ranker(env: Path, warehouse) -> None:
+    """min_query_rows (config over settings.scale.ranker, as train-rank's --min-query-rows): 0 samples
+    the negatives of every training query, the small ones of this market too (111..150 rows, all kept
+    under the setting's 1,000, as test_train_evaluate_and_predict's model keeps them)."""
+    _seed(warehouse)
+    result = _run(warehouse, ["train_samples", "ranker_model"], ranker={"min_query_rows": 0})
+    [materialised] = result.asset_materializations_for_node("ranker_model")
+    models = env / "artifacts" / "models"
+    card = json.loads((models / (models / LAST_TRAINED).read_text().strip() / "card.json").read_text())
+    assert card["levers"]["min_query_rows"] == 0
+    assert 0 < card["rows"]["train"] < card["rows"]["train_split"]  # negatives sampled
+    assert materialised.metadata["train_rows"].value == card["rows"]["train"]
+
+
 @pytest.mark.parametrize(
     ("ranker", "description"),
     [
@@ -215,8 +234,29 @@ def test_a_refitted_model_says_so_and_shows_its_early_stopped_validation(env: Pa
         ),
         ({"rounds": 0}, "ranker_model config rounds 0: input should be greater than or equal to 1"),
         (
+            {"min_query_rows": -1},
+            "ranker_model config min_query_rows -1: input should be greater than or equal to 0",
+        ),
+        (
             {"negative_fraction": 1.5},
             "ranker_model config negative_fraction 1.5: input should be less than or equal to 1",
+        ),
+        # trials against levers.TuningRun's bounds (tune-rank --trials' too), checked even untuned
+        ({"trials": 0}, "ranker_model config trials 0: input should be greater than or equal to 1"),
+        (
+            {"tune": True, "trials": 10**6},
+            "ranker_model config trials 1000000: input should be less than or equal to 10000",
+        ),
+        # params_json is read by levers.json_object, as the CLI's --params is
+        (
+            {"params_json": "{bad"},
+            "ranker_model config params_json '{bad': not JSON (Expecting property name enclosed in double "
+            'quotes: line 1 column 2 (char 1)); give a JSON object, e.g. {"num_leaves": 31}',
+        ),
+        (
+            {"params_json": "[1, 2]"},
+            "ranker_model config params_json '[1, 2]': a JSON array, not an object; "
+            'give a JSON object, e.g. {"num_leaves": 31}',
         ),
     ],
 )
@@ -224,7 +264,8 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, ranker: dict, description: str
 ) -> None:
     """The run config's levers are checked against the settings' bounds (RankerLevers.overlaid), as
-    the CLI flags are: one line naming the field, the value and the bound, before any table is read."""
+    the CLI flags are, and params_json is read as a JSON object: one line naming the field, the value
+    and what is wrong, before any table is read."""
     read: list[str] = []
     real_read = type(warehouse).read
 
@@ -239,6 +280,51 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     assert failure.step_failure_data.user_failure_data.description == description
     assert read == []  # train_samples_rank never read
     assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
+    assert not (env / "artifacts").exists()  # no model, no tuning study
+
+
+@pytest.mark.parametrize(
+    ("samples", "description"),
+    [
+        (
+            {"sample_every": 0},
+            "train_samples config sample_every 0: input should be greater than or equal to 1",
+        ),
+        (
+            {"sample_every": -2},
+            "train_samples config sample_every -2: input should be greater than or equal to 1",
+        ),
+        (
+            {"sample_every": 10**6},
+            "train_samples config sample_every 1000000: input should be less than or equal to 365",
+        ),
+        ({"days": 0}, "train_samples config days 0: input should be greater than or equal to 1"),
+        ({"days": 10**9}, "train_samples config days 1000000000: input should be less than or equal to 3650"),
+    ],
+)
+def test_a_samples_config_out_of_range_fails_before_anything_is_read(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, samples: dict, description: str
+) -> None:
+    """days and sample_every are checked against levers.SamplesWindow's bounds (build-labels
+    --sample-every's too): one line naming the field, before the mart is queried or a table is read,
+    and the sample tables and files stay as they were."""
+    _seed(warehouse)
+    touched: list[str] = []
+    for name in ("query", "read"):
+        real = getattr(type(warehouse), name)
+
+        def spy(self, *args, _name=name, _real=real, **kwargs):  # noqa: ANN001, ANN202
+            touched.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(type(warehouse), name, spy)
+    result = _run(warehouse, ["train_samples"], samples=samples)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == description
+    assert touched == []
+    assert warehouse.query("SELECT count(*) AS n FROM train_samples_rank")["n"][0] == 0
+    assert not (env / "artifacts").exists()
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(

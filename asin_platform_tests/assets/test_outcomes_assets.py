@@ -210,14 +210,24 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
         ({"every_days": -7}, "every_days -7: input should be greater than or equal to 1"),
         ({"train_days": 0}, "train_days 0: input should be greater than or equal to 1"),
         ({"sample_every": 0}, "sample_every 0: input should be greater than or equal to 1"),
+        ({"sample_every": 400}, "sample_every 400: input should be less than or equal to 365"),
+        (
+            {"params_json": "{bad"},
+            "params_json '{bad': not JSON (Expecting property name enclosed in double quotes: line 1 "
+            'column 2 (char 1)); give a JSON object, e.g. {"num_leaves": 31}',
+        ),
+        (
+            {"params_json": '"num_leaves"'},
+            'params_json \'"num_leaves"\': a JSON string, not an object; give a JSON object, e.g. {"num_leaves": 31}',
+        ),
     ],
 )
 def test_walk_forward_backtest_config_out_of_range_fails_before_reading(
     env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, config: dict, description: str
 ) -> None:
     """The config's rounds is checked against scale.ranker.rounds' bounds (RankerLevers.overlaid), its
-    window against settings.BacktestWindow's, as the CLI's flags are: one line, before the mart or the
-    features are read."""
+    window against settings.BacktestWindow's and params_json read as a JSON object (levers.json_object),
+    as the CLI's flags are: one line, before the mart or the features are read."""
     touched: list[str] = []
     for name in ("query", "read"):
         real = getattr(type(warehouse), name)

@@ -128,6 +128,8 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         # the window against settings.BacktestWindow's (the asset's config has the same)
         ("--train-days", "0", "--train-days 0: input should be greater than or equal to 1"),
         ("--sample-every", "-2", "--sample-every -2: input should be greater than or equal to 1"),
+        # the stride's bounds are the training samples' (levers.SampleEvery)
+        ("--sample-every", "400", "--sample-every 400: input should be less than or equal to 365"),
         ("--every", "0d", "--every 0: input should be greater than or equal to 1"),
     ],
 )
@@ -143,25 +145,57 @@ def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
     assert not (project.root / "bt").exists()
 
 
-def test_tune_rank_trials_out_of_range_is_rejected_before_anything_is_read(
-    project: Project, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--trials", "0", "--trials 0: input should be greater than or equal to 1"),
+        ("--trials", "-5", "--trials -5: input should be greater than or equal to 1"),
+        ("--trials", "1000000", "--trials 1000000: input should be less than or equal to 10000"),
+        ("--timeout", "0", "--timeout 0.0: input should be greater than 0"),
+        ("--timeout", "-30", "--timeout -30.0: input should be greater than 0"),
+        ("--timeout", "inf", "--timeout inf: input should be a finite number"),
+        ("--timeout", "nan", "--timeout nan: input should be a finite number"),
+        ("--timeout", "1e9", "--timeout 1000000000.0: input should be less than or equal to 604800"),
+    ],
+)
+def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], flag: str, value: str, expected: str
 ) -> None:
-    """--trials is checked against settings.TuningRun's bound before the samples are read or the
-    study is created."""
+    """--trials and --timeout are checked against levers.TuningRun's bounds before the samples are
+    read or the study is created."""
     before = project.fingerprint()
-    samples = project.root / "samples.parquet"  # absent: --trials is checked first
-    for trials in ("0", "-5"):
-        message = mistake(capsys, "tune-rank", "--data", str(samples), "--trials", trials)
-        assert message == f"--trials {trials}: input should be greater than or equal to 1"
+    samples = project.root / "samples.parquet"  # absent: the flags are checked first
+    trials = [] if flag == "--trials" else ["--trials", "2"]
+    assert mistake(capsys, "tune-rank", "--data", str(samples), *trials, flag, value) == expected
     assert project.fingerprint() == before
-    assert not (project.root / "data" / "tuning").exists()
+    # the default study lives under <artifacts_dir>/tuning (the settings' artifacts/)
+    assert not (project.root / "artifacts").exists() and not (project.root / "data" / "tuning").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "--sample-every 0: input should be greater than or equal to 1"),
+        ("-3", "--sample-every -3: input should be greater than or equal to 1"),
+        ("100000", "--sample-every 100000: input should be less than or equal to 365"),
+    ],
+)
+def test_build_labels_sample_every_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], value: str, expected: str
+) -> None:
+    """--sample-every is checked against levers.SamplesWindow's bounds (the train_samples config's)
+    before the mart or the features file is read (both absent here) and nothing is written."""
+    argv = ["build-labels", "--mart", "absent.parquet", "--features", "absent.parquet", "--output-dir", "s"]
+    assert mistake(capsys, *argv, "--sample-every", value) == expected
+    assert not (project.root / "s").exists()
 
 
 def test_bad_params_are_one_line_in_every_command_that_takes_them(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """backtest, train-rank and tune-rank parse --params the same way (commands._args.parse_params):
-    bad JSON, a JSON list or an unreadable file is one line, before any data or study is touched.
+    """backtest, train-rank and tune-rank parse --params the same way (commands._args.parse_params,
+    the JSON read by levers.json_object as the assets' params_json is): bad JSON, a JSON array, a
+    file holding no object or an unreadable file is one line, before any data or study is touched.
     A long inline object is JSON, never looked up as a file (its name would be too long for stat)."""
     before = project.fingerprint()
     samples = project.root / "samples.parquet"  # absent: --params is checked first
@@ -173,14 +207,31 @@ def test_bad_params_are_one_line_in_every_command_that_takes_them(
         ["tune-rank", "--trials", "2", "--data", str(samples), "--output", "out"],
     )
     (project.root / "params_dir").mkdir()
+    (project.root / "params.json").write_text("[1, 2]\n")
     long_bad = '{"objective": "' + "x" * 300 + '", '
+    advice = 'give a JSON object, e.g. {"num_leaves": 31}'
     for argv in commands:
         message = mistake(capsys, *argv, "--params", "{bad")
-        assert message.startswith("--params is neither a JSON object nor a JSON file: Expecting property")
+        assert message == (
+            "--params '{bad': not JSON (Expecting property name enclosed in double quotes: line 1 column 2 "
+            f"(char 1)); {advice}, or the path of a JSON file"
+        )
         message = mistake(capsys, *argv, "--params", long_bad)
-        assert message.startswith("--params is neither a JSON object nor a JSON file: ")
+        assert message == (
+            '--params \'{"objective": "' + "x" * 22 + "...': not JSON (Expecting property name enclosed in "
+            f"double quotes: line 1 column 319 (char 318)); {advice}, or the path of a JSON file"
+        )
         message = mistake(capsys, *argv, "--params", "[1, 2]")
-        assert message == "--params must be a JSON object (e.g. '{\"num_leaves\": 31}')"
+        assert (
+            message == f"--params '[1, 2]': a JSON array, not an object; {advice}, or the path of a JSON file"
+        )
+        message = mistake(capsys, *argv, "--params", "absent.json")  # neither a file nor JSON
+        assert message == (
+            "--params 'absent.json': not JSON (Expecting value: line 1 column 1 (char 0)); "
+            f"{advice}, or the path of a JSON file"
+        )
+        message = mistake(capsys, *argv, "--params", "params.json")
+        assert message == f"--params file params.json: a JSON array, not an object; {advice}"
         message = mistake(capsys, *argv, "--params", "params_dir")
         assert message == "--params params_dir: cannot read the file: Is a directory"
     assert project.fingerprint() == before
