@@ -29,6 +29,7 @@ PROFILE = REPO / "deploy" / "dagster.postgres.yaml"
 SITES = ("US", "UK", "DE", "JP")
 ASINS_PER_SITE = 60
 TOKEN = "ops-test-token"
+REPOSITORY = {"repositoryLocationName": "asin_platform", "repositoryName": "__repository__"}
 BIN = Path(sys.executable).parent
 # `dagster-daemon` (its console-script entry point, dagster._daemon.cli:main) with one change: the
 # backfill daemon's 30 s loop interval, a module constant with no setting, is cut to 3 s. A backfill
@@ -305,13 +306,11 @@ class DagsterStack:
             ),
         )
 
-    REPOSITORY = {"repositoryLocationName": "asin_platform", "repositoryName": "__repository__"}
-
     def schedule_names(self) -> list[str]:
         data = self.gql(
             """query($repo: RepositorySelector!) { schedulesOrError(repositorySelector: $repo) {
                  __typename ... on Schedules { results { name } } ... on PythonError { message } } }""",
-            {"repo": self.REPOSITORY},
+            {"repo": REPOSITORY},
         )["schedulesOrError"]
         if data["__typename"] != "Schedules":
             raise GraphQLError(f"schedules: {data}")
@@ -321,7 +320,7 @@ class DagsterStack:
         data = self.gql(
             """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
                  ... on Schedule { scheduleState { id status } } } }""",
-            {"s": {**self.REPOSITORY, "scheduleName": name}},
+            {"s": {**REPOSITORY, "scheduleName": name}},
         )
         return data["scheduleOrError"]["scheduleState"]["status"]
 
@@ -330,7 +329,7 @@ class DagsterStack:
         state = self.gql(
             """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
                  ... on Schedule { scheduleState { id } } } }""",
-            {"s": {**self.REPOSITORY, "scheduleName": name}},
+            {"s": {**REPOSITORY, "scheduleName": name}},
         )["scheduleOrError"]["scheduleState"]
         result = self.gql(
             """mutation($id: String!) { stopRunningSchedule(id: $id) {
@@ -355,7 +354,7 @@ class DagsterStack:
         asset_keys: list[str] | None = None,
     ) -> str:
         """One run of ``job`` (``__ASSET_JOB`` with ``asset_keys`` for an asset selection) with ``tags``."""
-        selector: dict[str, Any] = {**self.REPOSITORY, "jobName": job}
+        selector: dict[str, Any] = {**REPOSITORY, "jobName": job}
         if asset_keys is not None:
             selector["assetSelection"] = [{"path": [k]} for k in asset_keys]
         data = self.gql(

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from asin_platform_tests.ops.stack import REPOSITORY as LOCATION
 from asin_platform_tests.ops.stack import GraphQLError
 from asin_platform_tests.ops.ui_harness import END, SITES, SecretDemo, Webserver, webserver
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-LOCATION = {"repositoryLocationName": "asin_platform", "repositoryName": "__repository__"}
 RUNS = "{ runsOrError { ... on Runs { results { runId status } } } }"
 MATERIALISED = """{ assetNodes { assetKey { path } assetMaterializations(limit: 50) { partition } } }"""
 
