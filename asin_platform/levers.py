@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import date
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 
 class LeverError(ValueError):
@@ -74,9 +76,11 @@ class _Overridable(StrictModel):
             error = exc.errors()[0]
             name = ".".join(str(part) for part in error["loc"])
             message = error["msg"]
-            # pydantic's "Input should be ...", as the rest of the line: lower case
+            value = overrides.get(name, error.get("input"))
+            # pydantic's "Input should be ...", as the rest of the line: lower case; text quoted, so
+            # an empty or blank value still shows
             raise LeverError(
-                name, overrides.get(name, error.get("input")), message[:1].lower() + message[1:]
+                name, repr(value) if isinstance(value, str) else value, message[:1].lower() + message[1:]
             ) from None
 
 
@@ -125,18 +129,38 @@ class RankerLevers(_Overridable):
 
 # a run's own parameters, not settings: bounded here all the same, and checked by ``overlaid``
 
+
+def _iso_date(value: object) -> object:
+    """Text as ``date.fromisoformat`` reads it (as the CLI's ``--start`` / ``--end``), not pydantic's
+    lax reading, which takes ``20250107`` for seconds since 1970."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("iso_date", "input should be a date as YYYY-MM-DD") from None
+
+
+# a day given as text (a run config's field): YYYY-MM-DD, a date object as it is, nothing else
+IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(strict=True)]
+
 # keep every n-th reference date: the training samples' stride and the backtest's, bounded once. A
 # stride of more than a year keeps at most one reference date a year, which is never a training set.
 SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th reference date (1..365)")]
 
 
 class SamplesWindow(_Overridable):
-    """The reference dates of the training samples: the ``train_samples`` config (``days``,
-    ``sample_every``) and ``build-labels --sample-every``. Not read from the settings file (each run
-    says its own), but declared and bounded here, so a value out of range is a ``LeverError`` of
-    ``overlaid`` before any data is read; the defaults are the config's and the flag's."""
+    """The reference dates of the training samples: the ``train_samples`` config (``end_date``,
+    ``days``, ``sample_every``) and ``build-labels --sample-every``. Not read from the settings file
+    (each run says its own), but declared and bounded here, so a value out of range (or an
+    ``end_date`` that is not a date) is a ``LeverError`` of ``overlaid`` before any data is read; the
+    defaults are the config's and the flag's."""
 
     _kind: ClassVar[str] = "samples setting"
+
+    end_date: IsoDate | None = Field(
+        None, description="last mart day whose data labels may use, YYYY-MM-DD (unset: the newest)"
+    )
 
     days: int = Field(
         240,
