@@ -147,6 +147,9 @@ IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(strict=True)]
 # keep every n-th reference date: the training samples' stride and the backtest's, bounded once. A
 # stride of more than a year keeps at most one reference date a year, which is never a training set.
 SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th reference date (1..365)")]
+# reference dates a training set spans: the samples' window and each backtest fold's, bounded once
+# (ten years; more overflows no date arithmetic, but it is never a training window either)
+ReferenceDays = Annotated[int, Field(ge=1, le=3650, description="reference dates (1..3,650: ten years)")]
 
 
 class SamplesWindow(_Overridable):
@@ -162,12 +165,8 @@ class SamplesWindow(_Overridable):
         None, description="last mart day whose data labels may use, YYYY-MM-DD (unset: the newest)"
     )
 
-    days: int = Field(
-        240,
-        ge=1,
-        le=3650,
-        description="reference dates in the window (train + valid + test + two embargo gaps), at most "
-        "ten years",
+    days: ReferenceDays = Field(
+        240, description="reference dates in the window (train + valid + test + two embargo gaps), 1..3,650"
     )
     sample_every: SampleEvery = 1
 
@@ -175,17 +174,23 @@ class SamplesWindow(_Overridable):
 class BacktestWindow(_Overridable):
     """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
     ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
-    declared and bounded here, so a value out of range (0, a negative, a stride of more than a year)
-    is a ``LeverError`` of ``overlaid`` before any data is read; the defaults are the config's and the
-    flags'."""
+    declared and bounded here, so a value out of range (0, a negative, more than 100 folds, more than
+    a year between cut-offs or as a stride, more than ten years of training dates) is a ``LeverError``
+    of ``overlaid`` before any data is read; the defaults are the config's and the flags'."""
 
     _kind: ClassVar[str] = "backtest setting"
 
     folds: int = Field(
-        6, ge=1, description="cut-offs, every_days apart, ending where the newest labels are realised"
+        6,
+        ge=1,
+        le=100,
+        description="cut-offs, every_days apart, ending where the newest labels are realised; each "
+        "trains a model, so at most 100",
     )
-    every_days: int = Field(28, ge=1, description="days between cut-offs")
-    train_days: int = Field(240, ge=1, description="reference dates behind each cut-off used for training")
+    every_days: int = Field(28, ge=1, le=365, description="days between cut-offs, at most a year")
+    train_days: ReferenceDays = Field(
+        240, description="reference dates behind each cut-off used for training, 1..3,650 as the samples'"
+    )
     sample_every: SampleEvery = 1  # of the training reference dates, as the samples' (1..365)
 
 

@@ -173,6 +173,11 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
 
 
+def test_a_backtest_window_at_its_upper_bounds_is_overlaid() -> None:
+    given = {"folds": 100, "every_days": 365, "train_days": 3650, "sample_every": 365}
+    assert BacktestWindow.overlaid(BacktestWindow(), given).model_dump() == given
+
+
 @pytest.mark.parametrize(
     ("model", "name", "value", "message"),
     [
@@ -183,6 +188,10 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         (SamplesWindow, "days", 10**9, "days 1000000000: input should be less than or equal to 3650"),
         # the backtest's stride is the samples' (levers.SampleEvery): the same bounds
         (BacktestWindow, "sample_every", 366, "sample_every 366: input should be less than or equal to 365"),
+        # and its training dates are the samples' days (levers.ReferenceDays)
+        (BacktestWindow, "train_days", 3651, "train_days 3651: input should be less than or equal to 3650"),
+        (BacktestWindow, "folds", 101, "folds 101: input should be less than or equal to 100"),
+        (BacktestWindow, "every_days", 366, "every_days 366: input should be less than or equal to 365"),
         # end_date as date.fromisoformat reads it: text is quoted, so a blank one shows
         (SamplesWindow, "end_date", "2025-2-3", "end_date '2025-2-3': input should be a date as YYYY-MM-DD"),
         (SamplesWindow, "end_date", "", "end_date '': input should be a date as YYYY-MM-DD"),

@@ -131,6 +131,9 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         # the stride's bounds are the training samples' (levers.SampleEvery)
         ("--sample-every", "400", "--sample-every 400: input should be less than or equal to 365"),
         ("--every", "0d", "--every 0: input should be greater than or equal to 1"),
+        # upper bounds: 10**9 training dates overflowed the date arithmetic of backtest_frames
+        ("--train-days", "1000000000", "--train-days 1000000000: input should be less than or equal to 3650"),
+        ("--every", "53w", "--every 371: input should be less than or equal to 365"),
     ],
 )
 def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
@@ -141,6 +144,26 @@ def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
     base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
     for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
         assert mistake(capsys, *argv, flag, value) == expected
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
+
+
+def test_backtest_with_more_cut_offs_than_the_folds_bound_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--start, --end and --every make the cut-offs, each a model to train: more than the asset's
+    folds may be (levers.BacktestWindow, 100) is one line naming the three flags, before any read."""
+    before = project.fingerprint()
+    base = ["backtest", "--start", "2025-01-01", "--every", "1d", "--output", "bt"]
+    for files in ([], ["--features", "absent.parquet", "--mart", "absent.parquet"]):
+        message = mistake(capsys, *base, "--end", "2025-04-12", *files)  # 101 days: 101 cut-offs
+        assert message == (
+            "--start 2025-01-01 --end 2025-04-12 --every 1 make 101 cut-offs, each a model to train "
+            "(folds: input should be less than or equal to 100): give a longer --every or a shorter range"
+        )
+    # 100 cut-offs pass the check: the warehouse is read next (empty here, so nothing to test on)
+    message = mistake(capsys, *base, "--end", "2025-04-11")
+    assert message.startswith("no features or mart rows around 2025-01-01..2025-04-11:")
     assert project.fingerprint() == before
     assert not (project.root / "bt").exists()
 
