@@ -6,7 +6,9 @@ arrive as CLI flags and run config values as well as from the settings file; ``o
 every override against the fields' own bounds, so each bound is declared once, here, and a value
 out of range is one ``LeverError`` line wherever it came from. The LightGBM params laid over the
 levers as JSON text (``--params``, a run config's ``params_json``) are read by ``json_object``,
-with the same one-line error. ``StrictModel`` is also the base of every model in settings.py.
+with the same one-line error. ``StrictModel`` is also the base of every model in settings.py, and
+``Overridable`` of the settings a command overrides by flag (the label windows and thresholds,
+``build-labels``).
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Overridable(StrictModel):
+class Overridable(StrictModel):
     """A model whose fields a run may override one by one (a CLI flag, a run config value):
-    ``overlaid`` is the one check of such an override, against the fields' own bounds."""
+    ``overlaid`` is the one check of such an override, against the fields' own bounds. The ranker
+    levers and a run's own parameters below; the label windows and thresholds of settings.py
+    (``build-labels`` overrides them by flag)."""
 
     # what one field is called in the message for a name that is not one ("ranker lever")
     _kind: ClassVar[str] = "setting"
@@ -74,17 +78,17 @@ class _Overridable(StrictModel):
             return cls.model_validate({**base.model_dump(), **overrides})
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = ".".join(str(part) for part in error["loc"])
-            message = error["msg"]
+            name, *item = [str(part) for part in error["loc"]] or [""]
             value = overrides.get(name, error.get("input"))
-            # pydantic's "Input should be ...", as the rest of the line: lower case; text quoted, so
-            # an empty or blank value still shows
-            raise LeverError(
-                name, repr(value) if isinstance(value, str) else value, message[:1].lower() + message[1:]
-            ) from None
+            # pydantic's "Input should be ...", as the rest of the line: lower case
+            reason = error["msg"][:1].lower() + error["msg"][1:]
+            if item:  # one item of a tuple (split_fractions): the value is the whole, so say which
+                reason += f" (item {int(item[0]) + 1})" if item[0].isdigit() else f" ({'.'.join(item)})"
+            # text quoted, so an empty or blank value still shows
+            raise LeverError(name, repr(value) if isinstance(value, str) else value, reason) from None
 
 
-class RankerLevers(_Overridable):
+class RankerLevers(Overridable):
     """LightGBM levers of the ranker (core.ranker_levers.RankerParams takes these fields one to one).
 
     Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
@@ -150,14 +154,19 @@ SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th re
 # reference dates a training set spans: the samples' window and each backtest fold's, bounded once
 # (ten years; more overflows no date arithmetic, but it is never a training window either)
 ReferenceDays = Annotated[int, Field(ge=1, le=3650, description="reference dates (1..3,650: ten years)")]
+# one split's share of the reference dates (train, valid or test): a fraction, never empty
+SplitShare = Annotated[
+    float, Field(gt=0, le=1, allow_inf_nan=False, description="share of the dates, (0, 1]")
+]
 
 
-class SamplesWindow(_Overridable):
-    """The reference dates of the training samples: the ``train_samples`` config (``end_date``,
-    ``days``, ``sample_every``) and ``build-labels --sample-every``. Not read from the settings file
-    (each run says its own), but declared and bounded here, so a value out of range (or an
-    ``end_date`` that is not a date) is a ``LeverError`` of ``overlaid`` before any data is read; the
-    defaults are the config's and the flag's."""
+class SamplesWindow(Overridable):
+    """The reference dates of the training samples and their split: the ``train_samples`` config
+    (``end_date``, ``days``, ``sample_every``), ``build-labels --sample-every`` and
+    ``--split-fractions``, and ``core.labels.LabelConfig`` (shares and stride). Not read from the
+    settings file (each run says its own), but declared and bounded here, so a value out of range (or
+    an ``end_date`` that is not a date) is a ``LeverError`` of ``overlaid`` before any data is read;
+    the defaults are the config's and the flags'."""
 
     _kind: ClassVar[str] = "samples setting"
 
@@ -169,9 +178,14 @@ class SamplesWindow(_Overridable):
         240, description="reference dates in the window (train + valid + test + two embargo gaps), 1..3,650"
     )
     sample_every: SampleEvery = 1
+    split_fractions: tuple[SplitShare, SplitShare, SplitShare] = Field(
+        (0.6, 0.2, 0.2),
+        description="shares of the reference dates left after the two embargo gaps that go to train, "
+        "valid and test, in date order (each of their sum)",
+    )
 
 
-class BacktestWindow(_Overridable):
+class BacktestWindow(Overridable):
     """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
     ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
     declared and bounded here, so a value out of range (0, a negative, more than 100 folds, more than
@@ -194,7 +208,7 @@ class BacktestWindow(_Overridable):
     sample_every: SampleEvery = 1  # of the training reference dates, as the samples' (1..365)
 
 
-class TuningRun(_Overridable):
+class TuningRun(Overridable):
     """An Optuna search's size and time (``tune-rank --trials`` / ``--timeout``, the ``ranker_model``
     config's ``trials``): bounded here as the settings are and checked by ``overlaid`` before the
     samples are read or the study is opened."""

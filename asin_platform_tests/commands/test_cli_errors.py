@@ -213,6 +213,60 @@ def test_build_labels_sample_every_out_of_range_is_rejected_before_anything_is_r
     assert not (project.root / "s").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # the windows against settings.Windows' bounds (an unset flag keeps the setting)
+        (["--observation", "0"], "--observation 0: input should be greater than or equal to 1"),
+        (["--observation", "400"], "--observation 400: input should be less than or equal to 365"),
+        (["--horizon", "-1"], "--horizon -1: input should be greater than or equal to 1"),
+        # 10**9 days overflowed the date arithmetic of build_samples (OverflowError)
+        (["--horizon", "1000000000"], "--horizon 1000000000: input should be less than or equal to 365"),
+        (["--embargo", "-1"], "--embargo -1: input should be greater than or equal to 0"),
+        (
+            ["--embargo", "10"],
+            "--embargo 10: input should be at least the horizon (30 days), so no training label reaches a "
+            "later split",
+        ),
+        (
+            ["--horizon", "40"],
+            "--embargo 30 (windows.embargo; no --embargo given): input should be at least the horizon "
+            "(40 days), so no training label reaches a later split",
+        ),
+        # the thresholds against settings.Thresholds' label_sales_ratio / label_bsr_pctl_gain
+        (["--sales-ratio", "1"], "--sales-ratio 1.0: input should be greater than 1"),
+        (["--sales-ratio", "inf"], "--sales-ratio inf: input should be a finite number"),
+        # r**2 of 1e300 overflowed (OverflowError) in compute_targets
+        (["--sales-ratio", "1e300"], "--sales-ratio 1e+300: input should be less than or equal to 100"),
+        (["--pctl-gain", "-0.1"], "--pctl-gain -0.1: input should be greater than or equal to 0"),
+        (["--pctl-gain", "nan"], "--pctl-gain nan: input should be a finite number"),
+        # the shares against levers.SamplesWindow's split_fractions
+        (
+            ["--split-fractions", "0.6", "0", "0.2"],
+            "--split-fractions 0.6 0.0 0.2: input should be greater than 0 (item 2)",
+        ),
+        (
+            ["--split-fractions", "0.6", "0.2", "nan"],
+            "--split-fractions 0.6 0.2 nan: input should be a finite number (item 3)",
+        ),
+        (
+            ["--split-fractions", "3", "1", "1"],
+            "--split-fractions 3.0 1.0 1.0: input should be less than or equal to 1 (item 1)",
+        ),
+    ],
+)
+def test_build_labels_label_flag_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    """The windows, thresholds and shares are checked against the bounds of what they override
+    (settings.Windows, settings.Thresholds, levers.SamplesWindow: the bounds core.labels.LabelConfig
+    is checked against too) before the mart or the features file is read (both absent here); nothing
+    is written. 0 is a mistake, not "unset": --observation 0 used to fall back to the setting."""
+    argv = ["build-labels", "--mart", "absent.parquet", "--features", "absent.parquet", "--output-dir", "s"]
+    assert mistake(capsys, *argv, *flags) == expected
+    assert not (project.root / "s").exists()
+
+
 def test_bad_params_are_one_line_in_every_command_that_takes_them(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
