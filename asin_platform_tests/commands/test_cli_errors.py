@@ -3,6 +3,7 @@ traceback, and nothing touched (the warehouse file byte for byte, no run recorde
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import subprocess
 import sys
@@ -56,6 +57,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     (tmp_path / "home").mkdir()
     yield Project(tmp_path, warehouse, tmp_path / "home")
     get_settings.cache_clear()  # settings read under this test's environment must not leak
+
+
+def training_outputs(project: Project) -> tuple[Path, Path]:
+    """Where train-rank and tune-rank write when no flag says otherwise, as the commands derive it
+    from the settings (commands.model._models_dir and _study_storage, not a copy of their paths): the
+    models directory and the default Optuna study's directory (on this DuckDB warehouse, SQLite
+    beside the models: <artifacts_dir>/tuning)."""
+    from asin_platform.commands import model
+
+    unset = argparse.Namespace(models_dir=None, storage=None, study_path=None)
+    settings = get_settings()
+    models = project.root / model._models_dir(unset, settings)
+    study = project.root / model._study_storage(unset, settings)
+    return models, study.parent
 
 
 def mistake(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -117,7 +132,8 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         message = mistake(capsys, *base, "--rounds", "0")
         assert message == "--rounds 0: input should be greater than or equal to 1"
     assert project.fingerprint() == before
-    assert not (project.root / "out").exists() and not (project.root / "data" / "tuning").exists()
+    assert not (project.root / "out").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
 @pytest.mark.parametrize(
@@ -191,8 +207,7 @@ def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is
     trials = [] if flag == "--trials" else ["--trials", "2"]
     assert mistake(capsys, "tune-rank", "--data", str(samples), *trials, flag, value) == expected
     assert project.fingerprint() == before
-    # the default study lives under <artifacts_dir>/tuning (the settings' artifacts/)
-    assert not (project.root / "artifacts").exists() and not (project.root / "data" / "tuning").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
 @pytest.mark.parametrize(
@@ -313,7 +328,7 @@ def test_bad_params_are_one_line_in_every_command_that_takes_them(
         assert message == "--params params_dir: cannot read the file: Is a directory"
     assert project.fingerprint() == before
     assert not (project.root / "bt").exists() and not (project.root / "out").exists()
-    assert not (project.root / "data" / "tuning").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
 def test_unknown_table_lists_tables_and_views(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
