@@ -6,16 +6,20 @@ arrive as CLI flags and run config values as well as from the settings file; ``o
 every override against the fields' own bounds, so each bound is declared once, here, and a value
 out of range is one ``LeverError`` line wherever it came from. The LightGBM params laid over the
 levers as JSON text (``--params``, a run config's ``params_json``) are read by ``json_object``,
-with the same one-line error. ``StrictModel`` is also the base of every model in settings.py.
+with the same one-line error. ``StrictModel`` is also the base of every model in settings.py, and
+``Overridable`` of the settings a command overrides by flag (the label windows and thresholds,
+``build-labels``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import date
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 
 class LeverError(ValueError):
@@ -44,9 +48,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Overridable(StrictModel):
+class Overridable(StrictModel):
     """A model whose fields a run may override one by one (a CLI flag, a run config value):
-    ``overlaid`` is the one check of such an override, against the fields' own bounds."""
+    ``overlaid`` is the one check of such an override, against the fields' own bounds. The ranker
+    levers and a run's own parameters below; the label windows and thresholds of settings.py
+    (``build-labels`` overrides them by flag)."""
 
     # what one field is called in the message for a name that is not one ("ranker lever")
     _kind: ClassVar[str] = "setting"
@@ -72,15 +78,17 @@ class _Overridable(StrictModel):
             return cls.model_validate({**base.model_dump(), **overrides})
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = ".".join(str(part) for part in error["loc"])
-            message = error["msg"]
+            name, *item = [str(part) for part in error["loc"]] or [""]
+            value = overrides.get(name, error.get("input"))
             # pydantic's "Input should be ...", as the rest of the line: lower case
-            raise LeverError(
-                name, overrides.get(name, error.get("input")), message[:1].lower() + message[1:]
-            ) from None
+            reason = error["msg"][:1].lower() + error["msg"][1:]
+            if item:  # one item of a tuple (split_fractions): the value is the whole, so say which
+                reason += f" (item {int(item[0]) + 1})" if item[0].isdigit() else f" ({'.'.join(item)})"
+            # text quoted, so an empty or blank value still shows
+            raise LeverError(name, repr(value) if isinstance(value, str) else value, reason) from None
 
 
-class RankerLevers(_Overridable):
+class RankerLevers(Overridable):
     """LightGBM levers of the ranker (core.ranker_levers.RankerParams takes these fields one to one).
 
     Chosen on benchmarks/model_quality.py and model_speed.py (docs/benchmarks.md, *Training at
@@ -125,47 +133,82 @@ class RankerLevers(_Overridable):
 
 # a run's own parameters, not settings: bounded here all the same, and checked by ``overlaid``
 
+
+def _iso_date(value: object) -> object:
+    """Text as ``date.fromisoformat`` reads it (as the CLI's ``--start`` / ``--end``), not pydantic's
+    lax reading, which takes ``20250107`` for seconds since 1970."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError("iso_date", "input should be a date as YYYY-MM-DD") from None
+
+
+# a day given as text (a run config's field): YYYY-MM-DD, a date object as it is, nothing else
+IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(strict=True)]
+
 # keep every n-th reference date: the training samples' stride and the backtest's, bounded once. A
 # stride of more than a year keeps at most one reference date a year, which is never a training set.
 SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th reference date (1..365)")]
+# reference dates a training set spans: the samples' window and each backtest fold's, bounded once
+# (ten years; more overflows no date arithmetic, but it is never a training window either)
+ReferenceDays = Annotated[int, Field(ge=1, le=3650, description="reference dates (1..3,650: ten years)")]
+# one split's share of the reference dates (train, valid or test): a fraction, never empty
+SplitShare = Annotated[
+    float, Field(gt=0, le=1, allow_inf_nan=False, description="share of the dates, (0, 1]")
+]
 
 
-class SamplesWindow(_Overridable):
-    """The reference dates of the training samples: the ``train_samples`` config (``days``,
-    ``sample_every``) and ``build-labels --sample-every``. Not read from the settings file (each run
-    says its own), but declared and bounded here, so a value out of range is a ``LeverError`` of
-    ``overlaid`` before any data is read; the defaults are the config's and the flag's."""
+class SamplesWindow(Overridable):
+    """The reference dates of the training samples and their split: the ``train_samples`` config
+    (``end_date``, ``days``, ``sample_every``), ``build-labels --sample-every`` and
+    ``--split-fractions``, and ``core.labels.LabelConfig`` (shares and stride). Not read from the
+    settings file (each run says its own), but declared and bounded here, so a value out of range (or
+    an ``end_date`` that is not a date) is a ``LeverError`` of ``overlaid`` before any data is read;
+    the defaults are the config's and the flags'."""
 
     _kind: ClassVar[str] = "samples setting"
 
-    days: int = Field(
-        240,
-        ge=1,
-        le=3650,
-        description="reference dates in the window (train + valid + test + two embargo gaps), at most "
-        "ten years",
+    end_date: IsoDate | None = Field(
+        None, description="last mart day whose data labels may use, YYYY-MM-DD (unset: the newest)"
+    )
+
+    days: ReferenceDays = Field(
+        240, description="reference dates in the window (train + valid + test + two embargo gaps), 1..3,650"
     )
     sample_every: SampleEvery = 1
+    split_fractions: tuple[SplitShare, SplitShare, SplitShare] = Field(
+        (0.6, 0.2, 0.2),
+        description="shares of the reference dates left after the two embargo gaps that go to train, "
+        "valid and test, in date order (each of their sum)",
+    )
 
 
-class BacktestWindow(_Overridable):
+class BacktestWindow(Overridable):
     """The shape of a walk-forward backtest: the ``walk_forward_backtest`` config and the
     ``asin-platform backtest`` flags. Not read from the settings file (each run says its own), but
-    declared and bounded here, so a value out of range (0, a negative, a stride of more than a year)
-    is a ``LeverError`` of ``overlaid`` before any data is read; the defaults are the config's and the
-    flags'."""
+    declared and bounded here, so a value out of range (0, a negative, more than 100 folds, more than
+    a year between cut-offs or as a stride, more than ten years of training dates) is a ``LeverError``
+    of ``overlaid`` before any data is read; the defaults are the config's and the flags'."""
 
     _kind: ClassVar[str] = "backtest setting"
 
     folds: int = Field(
-        6, ge=1, description="cut-offs, every_days apart, ending where the newest labels are realised"
+        6,
+        ge=1,
+        le=100,
+        description="cut-offs, every_days apart, ending where the newest labels are realised; each "
+        "trains a model, so at most 100",
     )
-    every_days: int = Field(28, ge=1, description="days between cut-offs")
-    train_days: int = Field(240, ge=1, description="reference dates behind each cut-off used for training")
+    every_days: int = Field(28, ge=1, le=365, description="days between cut-offs, at most a year")
+    train_days: ReferenceDays = Field(
+        240, description="reference dates behind each cut-off used for training, 1..3,650 as the samples'"
+    )
     sample_every: SampleEvery = 1  # of the training reference dates, as the samples' (1..365)
 
 
-class TuningRun(_Overridable):
+class TuningRun(Overridable):
     """An Optuna search's size and time (``tune-rank --trials`` / ``--timeout``, the ``ranker_model``
     config's ``trials``): bounded here as the settings are and checked by ``overlaid`` before the
     samples are read or the study is opened."""

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from asin_platform.levers import RankerLevers, StrictModel
+from asin_platform.levers import Overridable, RankerLevers, StrictModel
 
 ENV_PREFIX = "ASIN_PLATFORM__"
 SETTINGS_FILE_ENV = "ASIN_PLATFORM_SETTINGS"
@@ -69,28 +70,46 @@ class AssetRetry(StrictModel):
     )
 
 
-class Windows(StrictModel):
+class Windows(Overridable):
+    """The feature and label windows. The label windows' bounds are declared here once: the settings
+    file, ``build-labels --observation / --horizon / --embargo`` (``overlaid``) and
+    ``core.labels.LabelConfig`` are all checked against them."""
+
     lookback: int = Field(30, ge=7, description="days of history behind each feature row")
-    horizon: int = Field(30, ge=1, description="label horizon H in days")
-    observation: int = Field(28, ge=1, description="observation window W in days")
-    embargo: int = Field(30, ge=0, description="days between train/valid/test; >= horizon")
+    horizon: int = Field(30, ge=1, le=365, description="label horizon H in days, at most a year")
+    observation: int = Field(28, ge=1, le=365, description="observation window W in days, at most a year")
+    embargo: int = Field(
+        30, ge=0, le=365, description="days between train/valid/test; >= horizon, at most a year"
+    )
 
-    @model_validator(mode="after")
-    def _embargo_covers_horizon(self) -> Windows:
-        if self.embargo < self.horizon:
-            raise ValueError(f"embargo ({self.embargo}) must be >= horizon ({self.horizon})")
-        return self
+    @field_validator("embargo")
+    @classmethod
+    def _embargo_covers_horizon(cls, embargo: int, info: ValidationInfo) -> int:
+        horizon = info.data.get("horizon")  # absent when the horizon itself is out of range
+        if horizon is not None and embargo < horizon:
+            raise PydanticCustomError(
+                "embargo_below_horizon",
+                "input should be at least the horizon ({horizon} days), so no training label reaches a "
+                "later split",
+                {"horizon": horizon},
+            )
+        return embargo
 
 
-class Thresholds(StrictModel):
+class Thresholds(Overridable):
     coverage_min: float = Field(0.95, gt=0, le=1, description="mart rows / tracked ASINs")
     quarantine_rate_max: float = Field(0.02, ge=0, le=1)
     price_spike_ratio: float = Field(3.0, gt=1, description="price vs previous day, either way")
     feature_null_rate_max: float = Field(0.5, ge=0, le=1)
     rank_churn_warn: float = Field(0.7, ge=0, le=1, description="share of top-50 that changed")
     freshness_hours: float = Field(36.0, gt=0)
-    label_sales_ratio: float = Field(1.6, gt=1, description="r: future/past est. sales")
-    label_bsr_pctl_gain: float = Field(0.2, ge=0, le=1, description="p: BSR percentile gain")
+    # the labels' thresholds, also build-labels --sales-ratio / --pctl-gain and core.labels.LabelConfig's
+    label_sales_ratio: float = Field(
+        1.6, gt=1, le=100, allow_inf_nan=False, description="r: future/past est. sales, at most 100x"
+    )
+    label_bsr_pctl_gain: float = Field(
+        0.2, ge=0, le=1, allow_inf_nan=False, description="p: BSR percentile gain"
+    )
     alert_score_min: float = Field(2.0, description="tracking alert: new top candidate above this")
 
 

@@ -68,7 +68,9 @@ def test_settings_file_from_env_variable(tmp_path: Path) -> None:
         ({"ASIN_PLATFORM__SITES": "US,XX"}, "sites"),
         ({"ASIN_PLATFORM__THRESHOLDS__COVERAGE_MIN": "1.5"}, "thresholds.coverage_min"),
         ({"ASIN_PLATFORM__RATE_LIMITS__UNIFIED__QPM": "-1"}, "rate_limits.unified.qpm"),
-        ({"ASIN_PLATFORM__WINDOWS__EMBARGO": "5"}, "windows"),
+        ({"ASIN_PLATFORM__WINDOWS__EMBARGO": "5"}, "windows.embargo"),
+        ({"ASIN_PLATFORM__WINDOWS__HORIZON": "1000"}, "windows.horizon"),
+        ({"ASIN_PLATFORM__THRESHOLDS__LABEL_SALES_RATIO": ".inf"}, "thresholds.label_sales_ratio"),
         ({"ASIN_PLATFORM__NOT_A_KEY": "1"}, "not_a_key"),
         ({"ASIN_PLATFORM__AUTOMATION__INGEST_CRON": "every hour"}, "automation.ingest_cron"),
         ({"ASIN_PLATFORM__ALERTS__TOP_N": "0"}, "alerts.top_n"),
@@ -173,6 +175,11 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         BacktestWindow.overlaid(BacktestWindow(), {"rounds": 5})
 
 
+def test_a_backtest_window_at_its_upper_bounds_is_overlaid() -> None:
+    given = {"folds": 100, "every_days": 365, "train_days": 3650, "sample_every": 365}
+    assert BacktestWindow.overlaid(BacktestWindow(), given).model_dump() == given
+
+
 @pytest.mark.parametrize(
     ("model", "name", "value", "message"),
     [
@@ -183,10 +190,19 @@ def test_a_backtest_window_value_below_one_is_a_lever_error(name: str) -> None:
         (SamplesWindow, "days", 10**9, "days 1000000000: input should be less than or equal to 3650"),
         # the backtest's stride is the samples' (levers.SampleEvery): the same bounds
         (BacktestWindow, "sample_every", 366, "sample_every 366: input should be less than or equal to 365"),
+        # and its training dates are the samples' days (levers.ReferenceDays)
+        (BacktestWindow, "train_days", 3651, "train_days 3651: input should be less than or equal to 3650"),
+        (BacktestWindow, "folds", 101, "folds 101: input should be less than or equal to 100"),
+        (BacktestWindow, "every_days", 366, "every_days 366: input should be less than or equal to 365"),
+        # end_date as date.fromisoformat reads it: text is quoted, so a blank one shows
+        (SamplesWindow, "end_date", "2025-2-3", "end_date '2025-2-3': input should be a date as YYYY-MM-DD"),
+        (SamplesWindow, "end_date", "", "end_date '': input should be a date as YYYY-MM-DD"),
+        # not pydantic's lax reading (seconds since 1970)
+        (SamplesWindow, "end_date", 1735689600, "end_date 1735689600: input should be a valid date"),
     ],
 )
 def test_a_samples_window_out_of_range_is_a_lever_error(
-    model: type[SamplesWindow | BacktestWindow], name: str, value: int, message: str
+    model: type[SamplesWindow | BacktestWindow], name: str, value: object, message: str
 ) -> None:
     with pytest.raises(LeverError) as excinfo:
         model.overlaid(model(), {name: value})
@@ -198,6 +214,9 @@ def test_a_samples_window_in_range_is_overlaid() -> None:
     window = SamplesWindow.overlaid(SamplesWindow(), {"days": 3650, "sample_every": 365})
     assert (window.days, window.sample_every) == (3650, 365)
     assert SamplesWindow.overlaid(SamplesWindow(), {"days": None, "sample_every": 3}).days == 240
+    assert SamplesWindow().end_date is None  # the newest mart day
+    for text in ("2025-05-31", "20250531"):  # ISO 8601, as date.fromisoformat reads it
+        assert SamplesWindow.overlaid(SamplesWindow(), {"end_date": text}).end_date == date(2025, 5, 31)
 
 
 ADVICE = 'give a JSON object, e.g. {"num_leaves": 31}'

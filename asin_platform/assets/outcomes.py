@@ -189,10 +189,10 @@ _WINDOW = BacktestWindow()
 class BacktestConfig(dg.Config):
     """Checked before anything is read: ``rounds`` against the bounds of ``scale.ranker.rounds``,
     the window (``folds``, ``every_days``, ``train_days``, ``sample_every``) against
-    ``levers.BacktestWindow``'s (each at least 1, ``sample_every`` at most 365), ``params_json``
-    read as a JSON object (``levers.json_object``, as the CLI's ``--params``). The bounds are not on
-    these fields because Dagster would then fail the step with pydantic's traceback instead of one
-    line."""
+    ``levers.BacktestWindow``'s (each at least 1; at most 100 folds, 365 days between cut-offs or as
+    the stride, 3,650 training dates), ``params_json`` read as a JSON object (``levers.json_object``,
+    as the CLI's ``--params``). The bounds are not on these fields because Dagster would then fail the
+    step with pydantic's traceback instead of one line."""
 
     folds: int = _WINDOW.folds  # cut-offs, every_days apart, ending where the newest labels are realised
     every_days: int = _WINDOW.every_days

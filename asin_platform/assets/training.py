@@ -15,7 +15,7 @@ import base64
 import io
 import json
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -83,10 +83,11 @@ _SAMPLES = SamplesWindow()
 
 
 class TrainSamplesConfig(dg.Config):
-    """``days`` and ``sample_every`` are checked against ``levers.SamplesWindow``'s bounds before
-    anything is read (not on these fields: Dagster would fail the step with pydantic's traceback)."""
+    """``end_date``, ``days`` and ``sample_every`` are checked by ``levers.SamplesWindow`` (a date as
+    YYYY-MM-DD, the bounds) before anything is read, ``end_date`` also against the settings'
+    ``partitions_start`` (not on these fields: Dagster would fail the step with pydantic's traceback)."""
 
-    end_date: str | None = None  # last mart day whose data labels may use (default: the newest)
+    end_date: str | None = None  # last mart day whose data labels may use, YYYY-MM-DD (default: the newest)
     days: int = _SAMPLES.days  # reference dates in the window (train + valid + test + two embargo gaps)
     sample_every: int = _SAMPLES.sample_every  # keep every n-th reference date (a long window at lower cost)
 
@@ -101,18 +102,26 @@ def train_samples(
     reference date T with targets from the mart's (T, T+H] against (T-W, T]; a temporal
     train / valid / test split with an embargo of >= H days between them. Written to the
     train_samples_{bin,rank,reg} tables and as Parquet under `<artifacts>/samples` in the artifact store.
-    A ``days`` or ``sample_every`` out of range fails in one line before anything is read."""
+    An ``end_date`` that is not a date or precedes the partitions, or a ``days`` or ``sample_every``
+    out of range, fails in one line before anything is read."""
+    given = {"end_date": config.end_date or None, "days": config.days, "sample_every": config.sample_every}
     try:
-        SamplesWindow.overlaid(_SAMPLES, {"days": config.days, "sample_every": config.sample_every})
+        window = SamplesWindow.overlaid(_SAMPLES, given)
     except LeverError as exc:
         raise dg.Failure(f"train_samples config {exc}") from None
+    if window.end_date is not None and window.end_date < settings.partitions_start:
+        raise dg.Failure(
+            f"train_samples config end_date {window.end_date}: before the first partition, "
+            f"{settings.partitions_start} (partitions_start in the settings); give a later day or leave it "
+            "unset for the newest mart day"
+        )
     w, t = settings.windows, settings.thresholds
     newest = warehouse.query("SELECT max(date) AS d FROM mart_timeseries_daily")["d"][0]
     if newest is None:
         raise dg.Failure("mart_timeseries_daily is empty: materialise the mart and features first")
-    end = date.fromisoformat(config.end_date) if config.end_date else newest
+    end = window.end_date or newest
     ref_end = end - timedelta(days=w.horizon)
-    ref_start = ref_end - timedelta(days=config.days - 1)
+    ref_start = ref_end - timedelta(days=window.days - 1)
     features = warehouse.read("features_daily", start=ref_start, end=ref_end)
     mart = warehouse.read(
         "mart_timeseries_daily",
@@ -134,7 +143,7 @@ def train_samples(
             sales_ratio=t.label_sales_ratio,
             pctl_gain=t.label_bsr_pctl_gain,
             calibration=default_calibration(settings.sites, SALES_PRIOR),
-            sample_every=config.sample_every,
+            sample_every=window.sample_every,
         )
     except ValueError as exc:
         raise dg.Failure(f"cannot build samples over {ref_start}..{ref_end}: {exc}") from exc

@@ -88,7 +88,9 @@ def lever_flag_error(exc: LeverError, flags: Mapping[str, str] | None = None) ->
     greater than or equal to 0``. A flag is the field's name in kebab case (``--rounds``,
     ``--negative-fraction``, ...) unless ``flags`` names it otherwise (``{"every_days": "--every"}``)."""
     flag = (flags or {}).get(exc.name) or f"--{exc.name.replace('_', '-')}"
-    return UserError(f"{flag} {exc.value}: {exc.reason}")
+    # a flag of several values (--split-fractions) as it was typed
+    value = " ".join(map(str, exc.value)) if isinstance(exc.value, list | tuple) else exc.value
+    return UserError(f"{flag} {value}: {exc.reason}")
 
 
 def parse_params(text: str | None) -> dict[str, Any]:

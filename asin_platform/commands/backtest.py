@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -37,6 +38,20 @@ def parse_every(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"not a period: {text!r} (write e.g. 28d or 4w)")
     return int(match.group(1)) * (7 if match.group(2) == "w" else 1)
+
+
+def check_cutoffs(start: date, end: date, every: int) -> None:
+    """The cut-offs --start, --end and --every make (as many as core.backtest.folds makes, without
+    making them) against the bound of the asset's ``folds`` (``BacktestWindow``): each trains a
+    model. Too many is a UserError naming the three flags."""
+    cutoffs = -(-(end - start).days // every)  # start, start + every, ... before end
+    try:
+        BacktestWindow.overlaid(BacktestWindow(), {"folds": cutoffs})
+    except LeverError as exc:
+        raise UserError(
+            f"--start {start} --end {end} --every {every} make {cutoffs:,} cut-offs, each a model to train "
+            f"(folds: {exc.reason}): give a longer --every or a shorter range"
+        ) from None
 
 
 def _load(
@@ -84,6 +99,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         )  # fmt: skip
     except LeverError as exc:
         raise lever_flag_error(exc, flags={"every_days": "--every"}) from None
+    check_cutoffs(args.start, args.end, args.every)
     features, mart = _load(args, settings, sites)
     oracle = None if args.no_oracle else simulator_oracle_of(settings)
     try:
@@ -114,12 +130,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=parse_date, required=True, help="last evaluated day")
     p.add_argument(
         "--every", type=parse_every, default=window.every_days,
-        help=f"days between cut-offs, e.g. 28d or 4w (default {window.every_days}d)",
+        help=f"days between cut-offs, e.g. 28d or 4w, at most a year (default {window.every_days}d)",
     )  # fmt: skip
     p.add_argument("--sites", nargs="+", help="sites (default: all configured)")
     p.add_argument(
         "--train-days", type=int, default=window.train_days,
-        help=f"reference dates behind each cut-off, >= 1 (default {window.train_days})",
+        help=f"reference dates behind each cut-off, 1..3,650 (default {window.train_days})",
     )  # fmt: skip
     p.add_argument(
         "--sample-every", type=int, default=window.sample_every,

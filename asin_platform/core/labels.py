@@ -55,7 +55,9 @@ import polars as pl
 
 from asin_platform.core.features import bsr_percentile
 from asin_platform.core.sales import FALLBACK_A, FALLBACK_B, estimate_sales, validate_calibration
+from asin_platform.levers import SamplesWindow
 from asin_platform.schemas import FEATURES_DAILY, Table, register
+from asin_platform.settings import Thresholds, Windows
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 QUERY: tuple[str, ...] = ("site", "date")  # one lambdarank query per (site, reference date)
@@ -132,16 +134,20 @@ class LabelConfig:
     sample_every: int = 1  # keep every n-th reference date (days counted from the first)
 
     def __post_init__(self) -> None:
-        if self.observation < 1 or self.horizon < 1:
-            raise ValueError("observation and horizon must be at least one day")
-        if self.embargo < self.horizon:
-            raise ValueError(f"embargo ({self.embargo}) must be >= horizon ({self.horizon}): leakage")
-        if self.sales_ratio <= 1 or not 0 <= self.pctl_gain <= 1:
-            raise ValueError("sales_ratio must be > 1 and pctl_gain in [0, 1]")
-        if len(self.split_fractions) != 3 or min(self.split_fractions) <= 0:
-            raise ValueError("split_fractions needs three positive shares (train, valid, test)")
-        if self.sample_every < 1:
-            raise ValueError("sample_every must be >= 1")
+        """Checked against the bounds declared where the values are set, not a copy of them: the
+        windows and embargo >= horizon (leakage) of ``settings.Windows``, the thresholds of
+        ``settings.Thresholds``, the shares and the stride of ``levers.SamplesWindow``. A value out of
+        range is their ``LeverError`` (a ValueError) naming the setting: ``horizon 0: input should
+        be greater than or equal to 1``, ``label_sales_ratio 1.0: ...``."""
+        Windows.overlaid(
+            Windows(), {"observation": self.observation, "horizon": self.horizon, "embargo": self.embargo}
+        )
+        Thresholds.overlaid(
+            Thresholds(), {"label_sales_ratio": self.sales_ratio, "label_bsr_pctl_gain": self.pctl_gain}
+        )
+        SamplesWindow.overlaid(
+            SamplesWindow(), {"split_fractions": self.split_fractions, "sample_every": self.sample_every}
+        )
 
     @property
     def min_future_days(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -300,14 +301,39 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
         ),
         ({"days": 0}, "train_samples config days 0: input should be greater than or equal to 1"),
         ({"days": 10**9}, "train_samples config days 1000000000: input should be less than or equal to 3650"),
+        # end_date is read as date.fromisoformat reads it (levers.SamplesWindow), not after the query
+        (
+            {"end_date": "2025-02-30"},
+            "train_samples config end_date '2025-02-30': input should be a date as YYYY-MM-DD",
+        ),
+        (
+            {"end_date": "yesterday"},
+            "train_samples config end_date 'yesterday': input should be a date as YYYY-MM-DD",
+        ),
+        (
+            {"end_date": "2025-05-31 "},
+            "train_samples config end_date '2025-05-31 ': input should be a date as YYYY-MM-DD",
+        ),
+        # a day before the partitions holds no data (and 0001-01-01 - H overflowed date arithmetic)
+        (
+            {"end_date": "0001-01-01"},
+            "train_samples config end_date 0001-01-01: before the first partition, 2025-01-01 "
+            "(partitions_start in the settings); give a later day or leave it unset for the newest mart day",
+        ),
+        (
+            {"end_date": "2024-12-31"},
+            "train_samples config end_date 2024-12-31: before the first partition, 2025-01-01 "
+            "(partitions_start in the settings); give a later day or leave it unset for the newest mart day",
+        ),
     ],
 )
 def test_a_samples_config_out_of_range_fails_before_anything_is_read(
     env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, samples: dict, description: str
 ) -> None:
     """days and sample_every are checked against levers.SamplesWindow's bounds (build-labels
-    --sample-every's too): one line naming the field, before the mart is queried or a table is read,
-    and the sample tables and files stay as they were."""
+    --sample-every's too) and end_date read as a date no earlier than partitions_start: one line
+    naming the field, before the mart is queried or a table is read, and the sample tables and files
+    stay as they were."""
     _seed(warehouse)
     touched: list[str] = []
     for name in ("query", "read"):
@@ -325,6 +351,23 @@ def test_a_samples_config_out_of_range_fails_before_anything_is_read(
     assert touched == []
     assert warehouse.query("SELECT count(*) AS n FROM train_samples_rank")["n"][0] == 0
     assert not (env / "artifacts").exists()
+
+
+def test_end_date_in_the_samples_config_ends_the_labels_there(env: Path, warehouse) -> None:
+    """end_date is the last mart day the labels may use (default: the newest, 2025-06-19 here): the
+    newest reference date is a horizon (windows.horizon, 30 days) before it."""
+    _seed(warehouse)
+    newest = "SELECT max(date) AS d FROM train_samples_rank"
+    # (end_date, the test split's last day, the newest sample: every 2nd day from 2025-01-31)
+    for end_date, last_reference, last_sample in (
+        ("2025-05-31", date(2025, 5, 1), date(2025, 5, 1)),
+        (None, date(2025, 5, 20), date(2025, 5, 19)),
+    ):
+        result = _run(warehouse, ["train_samples"], samples={"end_date": end_date})
+        assert result.success
+        meta = result.asset_materializations_for_node("train_samples")[0].metadata
+        assert meta["windows"].value["test"][1] == last_reference.isoformat()
+        assert warehouse.query(newest)["d"][0] == last_sample
 
 
 def test_a_model_losing_to_the_baseline_blocks_predictions(

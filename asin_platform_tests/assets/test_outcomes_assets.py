@@ -211,6 +211,10 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
         ({"train_days": 0}, "train_days 0: input should be greater than or equal to 1"),
         ({"sample_every": 0}, "sample_every 0: input should be greater than or equal to 1"),
         ({"sample_every": 400}, "sample_every 400: input should be less than or equal to 365"),
+        # upper bounds: 10**9 training dates overflowed the date arithmetic of backtest_frames
+        ({"folds": 101}, "folds 101: input should be less than or equal to 100"),
+        ({"every_days": 366}, "every_days 366: input should be less than or equal to 365"),
+        ({"train_days": 10**9}, "train_days 1000000000: input should be less than or equal to 3650"),
         (
             {"params_json": "{bad"},
             "params_json '{bad': not JSON (Expecting property name enclosed in double quotes: line 1 "

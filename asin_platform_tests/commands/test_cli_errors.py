@@ -3,6 +3,7 @@ traceback, and nothing touched (the warehouse file byte for byte, no run recorde
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import subprocess
 import sys
@@ -56,6 +57,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project
     (tmp_path / "home").mkdir()
     yield Project(tmp_path, warehouse, tmp_path / "home")
     get_settings.cache_clear()  # settings read under this test's environment must not leak
+
+
+def training_outputs(project: Project) -> tuple[Path, Path]:
+    """Where train-rank and tune-rank write when no flag says otherwise, as the commands derive it
+    from the settings (commands.model._models_dir and _study_storage, not a copy of their paths): the
+    models directory and the default Optuna study's directory (on this DuckDB warehouse, SQLite
+    beside the models: <artifacts_dir>/tuning)."""
+    from asin_platform.commands import model
+
+    unset = argparse.Namespace(models_dir=None, storage=None, study_path=None)
+    settings = get_settings()
+    models = project.root / model._models_dir(unset, settings)
+    study = project.root / model._study_storage(unset, settings)
+    return models, study.parent
 
 
 def mistake(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -117,7 +132,8 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         message = mistake(capsys, *base, "--rounds", "0")
         assert message == "--rounds 0: input should be greater than or equal to 1"
     assert project.fingerprint() == before
-    assert not (project.root / "out").exists() and not (project.root / "data" / "tuning").exists()
+    assert not (project.root / "out").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
 @pytest.mark.parametrize(
@@ -131,6 +147,9 @@ def test_a_training_lever_out_of_range_is_rejected_before_anything_is_read(
         # the stride's bounds are the training samples' (levers.SampleEvery)
         ("--sample-every", "400", "--sample-every 400: input should be less than or equal to 365"),
         ("--every", "0d", "--every 0: input should be greater than or equal to 1"),
+        # upper bounds: 10**9 training dates overflowed the date arithmetic of backtest_frames
+        ("--train-days", "1000000000", "--train-days 1000000000: input should be less than or equal to 3650"),
+        ("--every", "53w", "--every 371: input should be less than or equal to 365"),
     ],
 )
 def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
@@ -141,6 +160,26 @@ def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
     base = ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"]
     for argv in (base, [*base, "--features", "absent.parquet", "--mart", "absent.parquet"]):
         assert mistake(capsys, *argv, flag, value) == expected
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
+
+
+def test_backtest_with_more_cut_offs_than_the_folds_bound_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--start, --end and --every make the cut-offs, each a model to train: more than the asset's
+    folds may be (levers.BacktestWindow, 100) is one line naming the three flags, before any read."""
+    before = project.fingerprint()
+    base = ["backtest", "--start", "2025-01-01", "--every", "1d", "--output", "bt"]
+    for files in ([], ["--features", "absent.parquet", "--mart", "absent.parquet"]):
+        message = mistake(capsys, *base, "--end", "2025-04-12", *files)  # 101 days: 101 cut-offs
+        assert message == (
+            "--start 2025-01-01 --end 2025-04-12 --every 1 make 101 cut-offs, each a model to train "
+            "(folds: input should be less than or equal to 100): give a longer --every or a shorter range"
+        )
+    # 100 cut-offs pass the check: the warehouse is read next (empty here, so nothing to test on)
+    message = mistake(capsys, *base, "--end", "2025-04-11")
+    assert message.startswith("no features or mart rows around 2025-01-01..2025-04-11:")
     assert project.fingerprint() == before
     assert not (project.root / "bt").exists()
 
@@ -168,8 +207,7 @@ def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is
     trials = [] if flag == "--trials" else ["--trials", "2"]
     assert mistake(capsys, "tune-rank", "--data", str(samples), *trials, flag, value) == expected
     assert project.fingerprint() == before
-    # the default study lives under <artifacts_dir>/tuning (the settings' artifacts/)
-    assert not (project.root / "artifacts").exists() and not (project.root / "data" / "tuning").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
 @pytest.mark.parametrize(
@@ -187,6 +225,60 @@ def test_build_labels_sample_every_out_of_range_is_rejected_before_anything_is_r
     before the mart or the features file is read (both absent here) and nothing is written."""
     argv = ["build-labels", "--mart", "absent.parquet", "--features", "absent.parquet", "--output-dir", "s"]
     assert mistake(capsys, *argv, "--sample-every", value) == expected
+    assert not (project.root / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        # the windows against settings.Windows' bounds (an unset flag keeps the setting)
+        (["--observation", "0"], "--observation 0: input should be greater than or equal to 1"),
+        (["--observation", "400"], "--observation 400: input should be less than or equal to 365"),
+        (["--horizon", "-1"], "--horizon -1: input should be greater than or equal to 1"),
+        # 10**9 days overflowed the date arithmetic of build_samples (OverflowError)
+        (["--horizon", "1000000000"], "--horizon 1000000000: input should be less than or equal to 365"),
+        (["--embargo", "-1"], "--embargo -1: input should be greater than or equal to 0"),
+        (
+            ["--embargo", "10"],
+            "--embargo 10: input should be at least the horizon (30 days), so no training label reaches a "
+            "later split",
+        ),
+        (
+            ["--horizon", "40"],
+            "--embargo 30 (windows.embargo; no --embargo given): input should be at least the horizon "
+            "(40 days), so no training label reaches a later split",
+        ),
+        # the thresholds against settings.Thresholds' label_sales_ratio / label_bsr_pctl_gain
+        (["--sales-ratio", "1"], "--sales-ratio 1.0: input should be greater than 1"),
+        (["--sales-ratio", "inf"], "--sales-ratio inf: input should be a finite number"),
+        # r**2 of 1e300 overflowed (OverflowError) in compute_targets
+        (["--sales-ratio", "1e300"], "--sales-ratio 1e+300: input should be less than or equal to 100"),
+        (["--pctl-gain", "-0.1"], "--pctl-gain -0.1: input should be greater than or equal to 0"),
+        (["--pctl-gain", "nan"], "--pctl-gain nan: input should be a finite number"),
+        # the shares against levers.SamplesWindow's split_fractions
+        (
+            ["--split-fractions", "0.6", "0", "0.2"],
+            "--split-fractions 0.6 0.0 0.2: input should be greater than 0 (item 2)",
+        ),
+        (
+            ["--split-fractions", "0.6", "0.2", "nan"],
+            "--split-fractions 0.6 0.2 nan: input should be a finite number (item 3)",
+        ),
+        (
+            ["--split-fractions", "3", "1", "1"],
+            "--split-fractions 3.0 1.0 1.0: input should be less than or equal to 1 (item 1)",
+        ),
+    ],
+)
+def test_build_labels_label_flag_out_of_range_is_rejected_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    """The windows, thresholds and shares are checked against the bounds of what they override
+    (settings.Windows, settings.Thresholds, levers.SamplesWindow: the bounds core.labels.LabelConfig
+    is checked against too) before the mart or the features file is read (both absent here); nothing
+    is written. 0 is a mistake, not "unset": --observation 0 used to fall back to the setting."""
+    argv = ["build-labels", "--mart", "absent.parquet", "--features", "absent.parquet", "--output-dir", "s"]
+    assert mistake(capsys, *argv, *flags) == expected
     assert not (project.root / "s").exists()
 
 
@@ -236,7 +328,7 @@ def test_bad_params_are_one_line_in_every_command_that_takes_them(
         assert message == "--params params_dir: cannot read the file: Is a directory"
     assert project.fingerprint() == before
     assert not (project.root / "bt").exists() and not (project.root / "out").exists()
-    assert not (project.root / "data" / "tuning").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
 def test_unknown_table_lists_tables_and_views(project: Project, capsys: pytest.CaptureFixture[str]) -> None:

@@ -81,6 +81,27 @@ def test_labels_train_eval_predict(files: Path, capsys: pytest.CaptureFixture[st
                  "--output", "exports/all.parquet"]) == 0  # fmt: skip
 
 
+def test_build_labels_flags_reach_the_samples(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each label flag given replaces its setting (checked against the setting's bounds first); an
+    unset one keeps it: the summary records what the samples were built with."""
+    argv = ["build-labels", "--mart", "mart.parquet", "--features", "features.parquet", "--sample-every", "3"]
+    given = ["--observation", "14", "--horizon", "14", "--embargo", "21", "--sales-ratio", "2",
+             "--split-fractions", "0.5", "0.25", "0.25"]  # fmt: skip
+    assert main([*argv, *given, "--output-dir", "given"]) == 0
+    summary = json.loads((files / "given" / "train_samples_summary.json").read_text())
+    assert summary["config"] == {
+        "observation": 14, "horizon": 14, "embargo": 21, "sales_ratio": 2.0,
+        "pctl_gain": 0.2,  # --pctl-gain unset: thresholds.label_bsr_pctl_gain
+        "split_fractions": [0.5, 0.25, 0.25], "sample_every": 3,
+    }  # fmt: skip
+    assert main([*argv, "--output-dir", "defaults"]) == 0  # the settings' windows and thresholds
+    summary = json.loads((files / "defaults" / "train_samples_summary.json").read_text())
+    assert summary["config"] == {
+        "observation": 28, "horizon": 30, "embargo": 30, "sales_ratio": 1.6, "pctl_gain": 0.2,
+        "split_fractions": [0.6, 0.2, 0.2], "sample_every": 3,
+    }  # fmt: skip
+
+
 def test_eval_metrics_on_a_hand_written_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "predictions.csv"
     path.write_text(

@@ -25,6 +25,7 @@ from asin_platform.core.labels import (
     feature_columns,
     split_windows,
 )
+from asin_platform.levers import LeverError
 from asin_platform.schemas import FACT_KEYWORDS, FEATURES_DAILY, MART_TIMESERIES_DAILY
 from asin_platform.simulator import Market, MarketConfig
 
@@ -226,6 +227,38 @@ def test_split_windows_keep_an_embargo_of_at_least_the_horizon() -> None:
         LabelConfig(horizon=30, embargo=20)
     with pytest.raises(ValueError, match="cannot hold"):
         split_windows(D0, D0 + timedelta(days=60), config)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # settings.Windows' bounds and its embargo >= horizon rule
+        ({"horizon": 30, "embargo": 20}, "embargo 20: input should be at least the horizon (30 days), so no "
+         "training label reaches a later split"),
+        ({"observation": 0}, "observation 0: input should be greater than or equal to 1"),
+        ({"horizon": 400, "embargo": 400}, "horizon 400: input should be less than or equal to 365"),
+        # settings.Thresholds' (named as the settings name them)
+        ({"sales_ratio": 1.0}, "label_sales_ratio 1.0: input should be greater than 1"),
+        ({"pctl_gain": math.nan}, "label_bsr_pctl_gain nan: input should be a finite number"),
+        # levers.SamplesWindow's
+        ({"split_fractions": (0.6, 0.0, 0.2)}, "split_fractions (0.6, 0.0, 0.2): input should be greater than 0 (item 2)"),
+        ({"sample_every": 0}, "sample_every 0: input should be greater than or equal to 1"),
+    ],
+)  # fmt: skip
+def test_label_config_is_checked_against_the_bounds_of_the_settings_and_the_samples(
+    config: dict, message: str
+) -> None:
+    """LabelConfig keeps no copy of the bounds: the settings' and levers.SamplesWindow's are checked,
+    so the core, the settings file and build-labels' flags accept the same values."""
+    with pytest.raises(LeverError) as excinfo:
+        LabelConfig(**config)
+    assert str(excinfo.value) == message
+
+
+def test_label_config_at_the_bounds_is_accepted() -> None:
+    # the backtest's shares (0.7, 0.25, 0.05) too
+    config = LabelConfig(365, 365, 365, 100.0, 1.0, (0.7, 0.25, 0.05), 365)
+    assert (config.horizon, config.sales_ratio, config.split_fractions) == (365, 100.0, (0.7, 0.25, 0.05))
 
 
 def test_no_training_horizon_reaches_a_later_split() -> None:
