@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from model_quality import _md, cached_tables  # noqa: E402
 
-from asin_platform.core.features import build_features  # noqa: E402
+from asin_platform.core.features import bsr_percentile, build_features  # noqa: E402
 from asin_platform.core.history_features import HISTORY_COLUMNS  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
 from asin_platform.core.metrics import add_baseline_scores, compare_rankers, oracle_scores  # noqa: E402
@@ -188,6 +188,19 @@ def _accel() -> list[pl.Expr]:
     return out
 
 
+def _pctl7() -> list[pl.Expr]:
+    """The BSR percentile's 7-day mean and its changes against the 7-day means a week and 30 days
+    earlier. ``features_daily``'s bsr_pctl_change_7d / _30d difference two single days, each with
+    its day's BSR noise: on seed 7's UK B0E7ULLNPK the 30-day change reads 0.30, 0.10, 0.33 on
+    three reference dates two days apart, and its SHAP contribution 1.56, -0.06, 1.32."""
+    mean7 = pl.col("bsr_pctl").rolling_mean(7, min_samples=4)
+    return [
+        mean7.alias("bsr_pctl_mean_7d"),
+        (mean7 - mean7.shift(7)).alias("bsr_pctl_mean_change_7d"),
+        (mean7 - mean7.shift(30)).alias("bsr_pctl_mean_change_30d"),
+    ]
+
+
 def _fade() -> list[pl.Expr]:
     """Whether precursor signals persist or fade: the days of the last week and of the week before
     with a new review, days since the last one, and the last 3 days' BSR ceiling against 3 days
@@ -266,6 +279,7 @@ EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
         "bsr3_improve_streak",
     ),
     "accel": ("sales_growth_3d", "sales_growth_7d", "sales_growth_14d", "sales_accel_7d"),
+    "pctl7": ("bsr_pctl_mean_7d", "bsr_pctl_mean_change_7d", "bsr_pctl_mean_change_30d"),
     "hist90": (
         "bsr_log_sd_90d",
         "bsr_log_daily_sd_90d",
@@ -363,6 +377,8 @@ def extra_frame(
         out = grid.with_columns(_newlow())
     elif group == "accel":
         out = _with_sales(grid).with_columns(_accel())
+    elif group == "pctl7":
+        out = grid.with_columns(bsr_percentile()).with_columns(_pctl7())
     elif group == "hist90":
         out = _with_sales(grid).with_columns(_hist90())
     else:
@@ -489,6 +505,13 @@ CANDIDATES: dict[str, Candidate] = {
         "refit_lever + label_gain 0, 1, 2, 3, 4", levers=PROD, lightgbm={"label_gain": [0, 1, 2, 3, 4]}
     ),
     "prod_every1": Candidate("refit_lever + every reference date", levers=PROD, sample_every=1),
+    "prod_pctl7": Candidate("refit_lever + pctl7", levers=PROD, extra=("pctl7",)),
+    "prod_pctl7_swap": Candidate(
+        "refit_lever + pctl7 instead of the single-day percentile changes",
+        levers=PROD,
+        extra=("pctl7",),
+        drop=("bsr_pctl_change_7d", "bsr_pctl_change_30d"),
+    ),
     "half_train": Candidate(
         "(data-size check) only the later half of the training reference dates", train_share=0.5
     ),
