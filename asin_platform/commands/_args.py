@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from asin_platform.errors import UserError
 from asin_platform.levers import LeverError, json_object
 from asin_platform.settings import Settings
@@ -116,3 +118,20 @@ def parse_params(text: str | None) -> dict[str, Any]:
         # inline text may also be the path of a JSON file: say so where the advice ends
         also = "" if shown else ", or the path of a JSON file"
         raise UserError(f"--params {shown or exc.value}: {exc.reason}{also}") from None
+
+
+def existing_file(path: str | Path, flag: str) -> Path:
+    """``path`` if it is a file; otherwise a UserError naming ``flag`` (read before anything else is)."""
+    p = Path(path)
+    if not p.is_file():
+        what = "is a directory" if p.is_dir() else "does not exist"
+        raise UserError(f"{flag} {p} {what}: give the path of an existing CSV or Parquet file")
+    return p
+
+
+def read_table(path: str | Path, flag: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """A CSV (by its suffix) or Parquet file given on the command line, ``columns`` only if given."""
+    p = existing_file(path, flag)
+    if p.suffix.lower() == ".csv":
+        return pl.read_csv(p, try_parse_dates=True, columns=columns)
+    return pl.read_parquet(p, columns=columns)

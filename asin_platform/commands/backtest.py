@@ -23,6 +23,7 @@ from asin_platform.commands._args import (
     lever_flag_error,
     parse_date,
     parse_params,
+    read_table,
 )
 from asin_platform.errors import UserError
 from asin_platform.levers import BacktestWindow, LeverError
@@ -61,8 +62,8 @@ def _load(
     if args.features or args.mart:
         if not (args.features and args.mart):
             raise UserError("file mode needs both --features and --mart (Parquet files)")
-        features = pl.read_parquet(args.features)
-        mart = pl.read_parquet(args.mart, columns=MART_COLUMNS)
+        features = read_table(args.features, "--features")
+        mart = read_table(args.mart, "--mart", columns=MART_COLUMNS)
         features, mart = (f.filter(pl.col("site").is_in(sites)) for f in (features, mart))
     else:
         from asin_platform.assets.outcomes import backtest_frames

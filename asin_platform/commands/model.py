@@ -20,19 +20,10 @@ from typing import Any
 
 import polars as pl
 
-from asin_platform.commands._args import lever_flag_error, parse_params
+from asin_platform.commands._args import existing_file, lever_flag_error, parse_params, read_table
 from asin_platform.errors import UserError
 from asin_platform.levers import LeverError, RankerLevers, SamplesWindow, TuningRun
 from asin_platform.settings import Settings, Thresholds, Windows
-
-
-def _read_table(path: str | Path) -> pl.DataFrame:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p} does not exist: give the path of an existing CSV or Parquet file")
-    if p.suffix.lower() == ".csv":
-        return pl.read_csv(p, try_parse_dates=True)
-    return pl.read_parquet(p)
 
 
 def _write_table(frame: pl.DataFrame, path: str | Path) -> Path:
@@ -79,8 +70,10 @@ def cmd_build_labels(args: argparse.Namespace, settings: Settings) -> int:
             exc = LeverError(exc.name, f"{exc.value} (windows.embargo; no --embargo given)", exc.reason)
         raise lever_flag_error(exc, flags=_LABEL_FLAGS) from None
     samples = build_samples(
-        _read_table(args.features),
-        pl.scan_parquet(args.mart) if not str(args.mart).endswith(".csv") else _read_table(args.mart),
+        read_table(args.features, "--features"),
+        pl.scan_parquet(existing_file(args.mart, "--mart"))
+        if not str(args.mart).endswith(".csv")
+        else read_table(args.mart, "--mart"),
         observation=w.observation,
         horizon=w.horizon,
         embargo=w.embargo,
@@ -220,7 +213,7 @@ def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
     # the user's mistakes in flags and --params fail before anything is read
     _levers(args, settings)
     params = parse_params(args.params)
-    samples = _read_table(args.data)
+    samples = read_table(args.data, "--data")
     return _train_and_save(samples, params, args, settings, extra={})
 
 
@@ -259,7 +252,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     except LeverError as exc:
         raise lever_flag_error(exc) from None
     params = parse_params(args.params)
-    samples = _with_baseline(_read_table(args.data), settings)  # hard negatives rank by its score
+    samples = _with_baseline(read_table(args.data, "--data"), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     result = tune_ranker(
         samples,
@@ -332,7 +325,7 @@ _RANKER_NAMES = {
 def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.metrics import compare_rankers, markdown_table
 
-    frame = _read_table(args.predictions)
+    frame = read_table(args.predictions, "--predictions")
     label = args.label or next((c for c in _LABEL_CANDIDATES if c in frame.columns), None)
     if label is None or label not in frame.columns:
         raise UserError(
@@ -390,7 +383,7 @@ def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
 
     model = _load_model(args.model, settings)
-    features = _read_table(args.features)
+    features = read_table(args.features, "--features")
     if args.date:
         features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
     predictions = predict_with(

@@ -164,6 +164,31 @@ def test_backtest_flag_out_of_range_is_rejected_before_anything_is_read(
     assert not (project.root / "bt").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # backtest read both files with pl.read_parquet: a missing one was a FileNotFoundError traceback
+        (
+            ["backtest", "--start", "2025-04-01", "--end", "2025-05-01", "--output", "bt"],
+            "--features absent.parquet does not exist",
+        ),
+        (["build-labels", "--output-dir", "bt"], "--features absent.parquet does not exist"),
+        (["build-labels", "--output-dir", "bt", "--features", "."], "--features . is a directory"),
+        (["eval-metrics", "--predictions", "absent.csv"], "--predictions absent.csv does not exist"),
+    ],
+)
+def test_a_missing_input_file_is_one_line_naming_its_flag(
+    project: Project, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    before = project.fingerprint()
+    files = [] if "eval-metrics" in argv else ["--features", "absent.parquet", "--mart", "absent.parquet"]
+    # a later --features wins over the default pair's, as argparse keeps the last value
+    message = mistake(capsys, *argv[:1], *files, *argv[1:])
+    assert message == f"{expected}: give the path of an existing CSV or Parquet file"
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists()
+
+
 def test_backtest_with_more_cut_offs_than_the_folds_bound_is_rejected_before_anything_is_read(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
