@@ -12,6 +12,10 @@
 ``warehouse_factory``
     Makes further fresh Warehouses of the same backend that are *not* set up yet (a new file, a new
     schema dropped at the end of the session): for tests of ``setup()`` and migrations themselves.
+
+``warehouse_reads``
+    Starts recording every ``Warehouse.read`` (its table) and ``Warehouse.query`` ("query") call and
+    returns the list it appends to: for tests that a mistake fails before anything is read.
 """
 
 from __future__ import annotations
@@ -107,6 +111,30 @@ def warehouse(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> W
         for table in tables:
             tx.execute(f'DELETE FROM "{table}"')
     return warehouse
+
+
+@pytest.fixture
+def warehouse_reads(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """Call it once the test's own setup has read what it needs; the returned list fills from then on."""
+    from asin_platform.resources.warehouse import Warehouse
+
+    def start() -> list[str]:
+        calls: list[str] = []
+        real_read, real_query = Warehouse.read, Warehouse.query
+
+        def read(self, table: str, *args, **kwargs):  # noqa: ANN001, ANN202
+            calls.append(table)
+            return real_read(self, table, *args, **kwargs)
+
+        def query(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            calls.append("query")
+            return real_query(self, *args, **kwargs)
+
+        monkeypatch.setattr(Warehouse, "read", read)
+        monkeypatch.setattr(Warehouse, "query", query)
+        return calls
+
+    return start
 
 
 @pytest.fixture

@@ -262,19 +262,12 @@ def test_min_query_rows_in_the_config_reaches_the_ranker(env: Path, warehouse) -
     ],
 )
 def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
-    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, ranker: dict, description: str
+    env: Path, warehouse, warehouse_reads, ranker: dict, description: str
 ) -> None:
     """The run config's levers are checked against the settings' bounds (RankerLevers.overlaid), as
     the CLI flags are, and params_json is read as a JSON object: one line naming the field, the value
     and what is wrong, before any table is read."""
-    read: list[str] = []
-    real_read = type(warehouse).read
-
-    def spy(self, table: str, *args, **kwargs):  # noqa: ANN001, ANN202
-        read.append(table)
-        return real_read(self, table, *args, **kwargs)
-
-    monkeypatch.setattr(type(warehouse), "read", spy)
+    read = warehouse_reads()
     result = _run(warehouse, ["ranker_model"], ranker=ranker)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
@@ -328,22 +321,14 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     ],
 )
 def test_a_samples_config_out_of_range_fails_before_anything_is_read(
-    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, samples: dict, description: str
+    env: Path, warehouse, warehouse_reads, samples: dict, description: str
 ) -> None:
     """days and sample_every are checked against levers.SamplesWindow's bounds (build-labels
     --sample-every's too) and end_date read as a date no earlier than partitions_start: one line
     naming the field, before the mart is queried or a table is read, and the sample tables and files
     stay as they were."""
     _seed(warehouse)
-    touched: list[str] = []
-    for name in ("query", "read"):
-        real = getattr(type(warehouse), name)
-
-        def spy(self, *args, _name=name, _real=real, **kwargs):  # noqa: ANN001, ANN202
-            touched.append(_name)
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(type(warehouse), name, spy)
+    touched = warehouse_reads()
     result = _run(warehouse, ["train_samples"], samples=samples)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]

@@ -227,20 +227,12 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
     ],
 )
 def test_walk_forward_backtest_config_out_of_range_fails_before_reading(
-    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, config: dict, description: str
+    env: Path, warehouse, warehouse_reads, config: dict, description: str
 ) -> None:
     """The config's rounds is checked against scale.ranker.rounds' bounds (RankerLevers.overlaid), its
     window against settings.BacktestWindow's and params_json read as a JSON object (levers.json_object),
     as the CLI's flags are: one line, before the mart or the features are read."""
-    touched: list[str] = []
-    for name in ("query", "read"):
-        real = getattr(type(warehouse), name)
-
-        def spy(self, *args, _name=name, _real=real, **kwargs):  # noqa: ANN001, ANN202
-            touched.append(_name)
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(type(warehouse), name, spy)
+    touched = warehouse_reads()
     result = _run_backtest(warehouse, config)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
