@@ -152,8 +152,8 @@ class DagsterStack:
         # did not cause. They are stopped, as a user would in the UI, before the daemon first ticks;
         # the sensors keep running. Schedules are tested by evaluating them (test_schedules.py).
         self.wait_until_ready(timeout, daemons=False)
-        for name in self.schedule_names():
-            self.stop_schedule(name)
+        for name, state in self.schedule_states().items():
+            self.stop_schedule(name, state["id"])
         self._spawn("daemon", [sys.executable, "-c", DAEMON_MAIN, "run", "-w", workspace])
         self.wait_until_ready(timeout)
         return self
@@ -306,36 +306,25 @@ class DagsterStack:
             ),
         )
 
-    def schedule_names(self) -> list[str]:
+    def schedule_states(self) -> dict[str, dict[str, str]]:
+        """Every schedule of the code location: name -> its state's ``id`` and ``status``."""
         data = self.gql(
             """query($repo: RepositorySelector!) { schedulesOrError(repositorySelector: $repo) {
-                 __typename ... on Schedules { results { name } } ... on PythonError { message } } }""",
+                 __typename ... on Schedules { results { name scheduleState { id status } } }
+                 ... on PythonError { message } } }""",
             {"repo": REPOSITORY},
         )["schedulesOrError"]
         if data["__typename"] != "Schedules":
             raise GraphQLError(f"schedules: {data}")
-        return [s["name"] for s in data["results"]]
+        return {s["name"]: s["scheduleState"] for s in data["results"]}
 
-    def schedule_status(self, name: str) -> str:
-        data = self.gql(
-            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
-                 ... on Schedule { scheduleState { id status } } } }""",
-            {"s": {**REPOSITORY, "scheduleName": name}},
-        )
-        return data["scheduleOrError"]["scheduleState"]["status"]
-
-    def stop_schedule(self, name: str) -> None:
+    def stop_schedule(self, name: str, state_id: str) -> None:
         """The UI's schedule toggle, switched off."""
-        state = self.gql(
-            """query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) {
-                 ... on Schedule { scheduleState { id } } } }""",
-            {"s": {**REPOSITORY, "scheduleName": name}},
-        )["scheduleOrError"]["scheduleState"]
         result = self.gql(
             """mutation($id: String!) { stopRunningSchedule(id: $id) {
                  __typename ... on ScheduleStateResult { scheduleState { status } }
                  ... on PythonError { message } ... on UnauthorizedError { message } } }""",
-            {"id": state["id"]},
+            {"id": state_id},
         )["stopRunningSchedule"]
         if result.get("scheduleState", {}).get("status") != "STOPPED":
             raise GraphQLError(f"stopping schedule {name}: {result}")

@@ -85,9 +85,9 @@ def test_backfill_materialises_every_partition_with_its_checks(dagster_stack, ba
 def test_stack_schedules_are_stopped(dagster_stack) -> None:
     """Only the tests launch runs on the stack: the ingest schedule's hourly tick would fetch
     yesterday's partitions from the simulator in the middle of a test that counts requests."""
-    names = dagster_stack.schedule_names()
-    assert "ingest_schedule" in names
-    assert {n: dagster_stack.schedule_status(n) for n in names} == dict.fromkeys(names, "STOPPED")
+    states = dagster_stack.schedule_states()
+    assert "ingest_schedule" in states
+    assert {n: s["status"] for n, s in states.items()} == dict.fromkeys(states, "STOPPED")
 
 
 def test_failed_partition_reexecuted_from_failure_without_duplicates(
