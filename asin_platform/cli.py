@@ -18,13 +18,23 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from asin_platform.commands import backtest, checks, demo, export, features, model, pipeline, simulator
+from asin_platform.commands import (
+    backtest,
+    checks,
+    demo,
+    export,
+    features,
+    labels,
+    model,
+    pipeline,
+    simulator,
+)
 from asin_platform.commands import settings as settings_command
 from asin_platform.errors import UserError
 from asin_platform.settings import Settings
 
 DEBUG_ENV = "ASIN_PLATFORM_DEBUG"
-GROUPS = (demo, simulator, pipeline, features, export, model, backtest, checks, settings_command)
+GROUPS = (demo, simulator, pipeline, features, export, labels, model, backtest, checks, settings_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

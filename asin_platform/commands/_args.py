@@ -1,6 +1,6 @@
 """Argument helpers shared by the subcommand modules: dates, the (sites x date range) options and
-their validation against the settings (the partitions that exist), LightGBM ``--params`` and the
-wording of a lever flag out of range."""
+their validation against the settings (the partitions that exist), LightGBM ``--params``, the
+wording of a lever flag out of range, and the tables a command reads, writes or prints."""
 
 from __future__ import annotations
 
@@ -129,9 +129,32 @@ def existing_file(path: str | Path, flag: str) -> Path:
     return p
 
 
-def read_table(path: str | Path, flag: str, columns: list[str] | None = None) -> pl.DataFrame:
-    """A CSV (by its suffix) or Parquet file given on the command line, ``columns`` only if given."""
+def scan_table(path: str | Path, flag: str) -> pl.LazyFrame:
+    """A CSV (by its suffix) or Parquet file given on the command line, as a lazy scan."""
     p = existing_file(path, flag)
     if p.suffix.lower() == ".csv":
-        return pl.read_csv(p, try_parse_dates=True, columns=columns)
-    return pl.read_parquet(p, columns=columns)
+        return pl.scan_csv(p, try_parse_dates=True)
+    return pl.scan_parquet(p)
+
+
+def read_table(path: str | Path, flag: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """``scan_table`` read, ``columns`` only if given."""
+    table = scan_table(path, flag)
+    return (table.select(columns) if columns else table).collect()
+
+
+def write_table(frame: pl.DataFrame, path: str | Path) -> Path:
+    """``frame`` as CSV (by the suffix) or Parquet at ``path``, its folder made."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix.lower() == ".csv":
+        frame.write_csv(p)
+    else:
+        frame.write_parquet(p)
+    return p
+
+
+def print_frame(frame: pl.DataFrame) -> None:
+    """A summary table on stdout, wide enough not to elide the columns a user asked for."""
+    with pl.Config(tbl_rows=50, tbl_cols=30, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        print(frame)

@@ -1,14 +1,13 @@
 """Model-layer subcommands: the seed's training/ and inference/ scripts over Parquet files.
 
-    build-labels   --mart X.parquet --features Y.parquet --output-dir artifacts/samples
     train-rank     --data artifacts/samples/train_samples_rank.parquet --output artifacts/lgb_rank.txt
     tune-rank      --data ... --trials N [--storage postgresql://... | --study-path artifacts/tuning/lgb_rank.db]
     eval-metrics   --predictions predictions.csv --k 10 20
     batch-predict  --model artifacts/lgb_rank.txt --features F.parquet --output exports/pred_rank_daily.parquet
     model list | show VERSION | promote VERSION --reason TEXT   (the warehouse's model registry)
 
-Each calls the same core functions as the Dagster assets (core.labels, core.ranker, core.tuning,
-core.metrics, core.predict); defaults for windows and thresholds come from the settings.
+Each calls the same core functions as the Dagster assets (core.ranker, core.tuning, core.metrics,
+core.predict); ``build-labels`` (core.labels) is in commands/labels.py.
 """
 
 from __future__ import annotations
@@ -20,74 +19,10 @@ from typing import Any
 
 import polars as pl
 
-from asin_platform.commands._args import existing_file, lever_flag_error, parse_params, read_table
+from asin_platform.commands._args import lever_flag_error, parse_params, print_frame, read_table, write_table
 from asin_platform.errors import UserError
-from asin_platform.levers import LeverError, RankerLevers, SamplesWindow, TuningRun
-from asin_platform.settings import Settings, Thresholds, Windows
-
-
-def _write_table(frame: pl.DataFrame, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if p.suffix.lower() == ".csv":
-        frame.write_csv(p)
-    else:
-        frame.write_parquet(p)
-    return p
-
-
-def _print_frame(frame: pl.DataFrame) -> None:
-    with pl.Config(tbl_rows=50, tbl_cols=30, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
-        print(frame)
-
-
-# ----------------------------------------------------------------------------------- build-labels
-
-
-# the label flags named by their settings (the rest are the fields' names in kebab case)
-_LABEL_FLAGS = {"label_sales_ratio": "--sales-ratio", "label_bsr_pctl_gain": "--pctl-gain"}
-
-
-def cmd_build_labels(args: argparse.Namespace, settings: Settings) -> int:
-    from asin_platform.core.labels import build_samples
-
-    # before the files are read, each flag against the bounds of what it overrides: the windows and
-    # thresholds of the settings (an unset flag keeps the setting), the samples' shares and stride
-    try:
-        w = Windows.overlaid(
-            settings.windows,
-            {"observation": args.observation, "horizon": args.horizon, "embargo": args.embargo},
-        )
-        t = Thresholds.overlaid(
-            settings.thresholds,
-            {"label_sales_ratio": args.sales_ratio, "label_bsr_pctl_gain": args.pctl_gain},
-        )
-        window = SamplesWindow.overlaid(
-            SamplesWindow(), {"split_fractions": args.split_fractions, "sample_every": args.sample_every}
-        )
-    except LeverError as exc:
-        if exc.name == "embargo" and args.embargo is None:  # the setting's, under the --horizon given
-            exc = LeverError(exc.name, f"{exc.value} (windows.embargo; no --embargo given)", exc.reason)
-        raise lever_flag_error(exc, flags=_LABEL_FLAGS) from None
-    samples = build_samples(
-        read_table(args.features, "--features"),
-        pl.scan_parquet(existing_file(args.mart, "--mart"))
-        if not str(args.mart).endswith(".csv")
-        else read_table(args.mart, "--mart"),
-        observation=w.observation,
-        horizon=w.horizon,
-        embargo=w.embargo,
-        sales_ratio=t.label_sales_ratio,
-        pctl_gain=t.label_bsr_pctl_gain,
-        split_fractions=window.split_fractions,
-        sample_every=window.sample_every,
-    )
-    paths = samples.write(args.output_dir)
-    _print_frame(samples.summary)
-    for kind, path in paths.items():
-        print(f"{kind:>8}: {path}")
-    return 0
-
+from asin_platform.levers import LeverError, RankerLevers, TuningRun
+from asin_platform.settings import Settings
 
 # ------------------------------------------------------------------------------------- train-rank
 
@@ -157,7 +92,7 @@ def _train_and_save(
     )
     print(f"{verdict['status']}: {verdict['reason']}; promoted: {saved.promoted}")
     print("top features by gain:")
-    _print_frame(feature_importance(trained.booster).head(10))
+    print_frame(feature_importance(trained.booster).head(10))
     print(
         f"model {saved.version}: {saved.shown_url} (registered in model_registry)\n  copy: {model_out} (card {card_out})"
     )
@@ -168,7 +103,7 @@ def _train_and_save(
             trained.features,
             num_iteration=trained.best_iteration,
         )
-        out = _write_table(
+        out = write_table(
             scored.select(
                 "split", "site", "date", "asin", "relevance", "explodes", "model_score", "explosive_score"
             ),
@@ -350,7 +285,7 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(markdown_table(table))
     if args.output:
-        out = _write_table(table, args.output) if not args.output.endswith(".md") else Path(args.output)
+        out = write_table(table, args.output) if not args.output.endswith(".md") else Path(args.output)
         if args.output.endswith(".md"):
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(markdown_table(table) + "\n")
@@ -392,11 +327,11 @@ def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
         reasons_per_query=settings.scale.reasons_per_query,
         reasons_rest=settings.scale.reasons_rest,
     )
-    out = _write_table(predictions, args.output)
+    out = write_table(predictions, args.output)
     if args.csv and out.suffix.lower() != ".csv":
-        _write_table(predictions, out.with_suffix(".csv"))
+        write_table(predictions, out.with_suffix(".csv"))
     print(f"{predictions.height:,} predictions (model {model.version}) -> {out}")
-    _print_frame(
+    print_frame(
         predictions.filter(pl.col("rank_in_site") <= 5).select(
             "site", "date", "rank_in_site", "asin", "category_id", "model_score"
         )
@@ -492,35 +427,6 @@ def _register_model_group(sub: argparse._SubParsersAction) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "build-labels", help="train_samples_{bin,rank,reg}.parquet from mart + features Parquet"
-    )
-    p.add_argument("--mart", required=True, help="mart_timeseries_daily Parquet")
-    p.add_argument("--features", required=True, help="features_daily Parquet")
-    p.add_argument("--output-dir", default="artifacts/samples")
-    # the label flags' bounds are the settings' (settings.Windows, Thresholds) and the samples'
-    p.add_argument(
-        "--observation", type=int, help="observation window W in days (default: windows.observation)"
-    )
-    p.add_argument("--horizon", type=int, help="label horizon H in days (default: windows.horizon)")
-    p.add_argument("--embargo", type=int, help="days between splits, >= H (default: windows.embargo)")
-    p.add_argument(
-        "--sales-ratio", type=float, help="r: future/past est. sales (default: thresholds.label_sales_ratio)"
-    )
-    p.add_argument(
-        "--pctl-gain", type=float, help="p: BSR percentile gain (default: thresholds.label_bsr_pctl_gain)"
-    )
-    shares = SamplesWindow().split_fractions
-    p.add_argument(
-        "--split-fractions", type=float, nargs=3, default=list(shares), metavar=("TRAIN", "VALID", "TEST"),
-        help=f"shares of the reference dates, each in (0, 1] (default {' '.join(map(str, shares))})",
-    )  # fmt: skip
-    p.add_argument(
-        "--sample-every", type=int, default=SamplesWindow().sample_every,
-        help=f"keep every n-th reference date, 1..365 (default {SamplesWindow().sample_every})",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_build_labels)
-
     def training_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", required=True, help="train_samples_rank Parquet")
         p.add_argument("--models-dir", help="versioned model directory (default: <artifacts_dir>/models)")
