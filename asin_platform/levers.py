@@ -148,6 +148,13 @@ def _iso_date(value: object) -> object:
 # a day given as text (a run config's field): YYYY-MM-DD, a date object as it is, nothing else
 IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(strict=True)]
 
+# the days a command's date flags (--start, --end) may name. A run reaches back from its days by its
+# windows (a backtest by train_days + horizon + 2 x observation: at most about 12 years) and forward
+# by the horizon; Python's dates end at years 1 and 9999, so 0001-01-05 or 9999-12-31 overflowed that
+# arithmetic. No market data predates 1970, and no run plans beyond 2999.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+
 # keep every n-th reference date: the training samples' stride and the backtest's, bounded once. A
 # stride of more than a year keeps at most one reference date a year, which is never a training set.
 SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th reference date (1..365)")]
