@@ -221,7 +221,7 @@ class BacktestWindow(Overridable):
 
 class TuningRun(Overridable):
     """An Optuna search's size and time (``tune-rank --trials`` / ``--timeout``, the ``ranker_model``
-    config's ``trials``): bounded here as the settings are and checked by ``overlaid`` before the
+    config's ``trials`` / ``timeout``): bounded here as the settings are and checked by ``overlaid`` before the
     samples are read or the study is opened."""
 
     _kind: ClassVar[str] = "tuning setting"
