@@ -148,12 +148,25 @@ def _iso_date(value: object) -> object:
 # a day given as text (a run config's field): YYYY-MM-DD, a date object as it is, nothing else
 IsoDate = Annotated[date, BeforeValidator(_iso_date), Field(strict=True)]
 
+# the days a command's date flags (--start, --end) may name. A run reaches back from its days by its
+# windows (a backtest by train_days + horizon + 2 x observation: at most about 12 years) and forward
+# by the horizon; Python's dates end at years 1 and 9999, so 0001-01-05 or 9999-12-31 overflowed that
+# arithmetic. No market data predates 1970, and no run plans beyond 2999.
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(2999, 12, 31)
+
 # keep every n-th reference date: the training samples' stride and the backtest's, bounded once. A
 # stride of more than a year keeps at most one reference date a year, which is never a training set.
 SampleEvery = Annotated[int, Field(ge=1, le=365, description="keep every n-th reference date (1..365)")]
 # reference dates a training set spans: the samples' window and each backtest fold's, bounded once
 # (ten years; more overflows no date arithmetic, but it is never a training window either)
 ReferenceDays = Annotated[int, Field(ge=1, le=3650, description="reference dates (1..3,650: ten years)")]
+# walk-forward folds, each a window of reference dates scored by a fixed or freshly trained model:
+# the backtest's (each fold trains a model) and the promotion's (settings.PromotionSettings), bounded
+# once. More than 100 folds or a year between cut-offs is never a backtest; promotion folds of 10**6
+# reached back past Python's first date (core.backtest.latest_folds: folds x every_days days).
+Folds = Annotated[int, Field(ge=1, le=100, description="walk-forward folds (1..100)")]
+FoldDays = Annotated[int, Field(ge=1, le=365, description="days between cut-offs (1..365: a year)")]
 # one split's share of the reference dates (train, valid or test): a fraction, never empty
 SplitShare = Annotated[
     float, Field(gt=0, le=1, allow_inf_nan=False, description="share of the dates, (0, 1]")
@@ -194,14 +207,12 @@ class BacktestWindow(Overridable):
 
     _kind: ClassVar[str] = "backtest setting"
 
-    folds: int = Field(
+    folds: Folds = Field(
         6,
-        ge=1,
-        le=100,
         description="cut-offs, every_days apart, ending where the newest labels are realised; each "
         "trains a model, so at most 100",
     )
-    every_days: int = Field(28, ge=1, le=365, description="days between cut-offs, at most a year")
+    every_days: FoldDays = Field(28, description="days between cut-offs, at most a year")
     train_days: ReferenceDays = Field(
         240, description="reference dates behind each cut-off used for training, 1..3,650 as the samples'"
     )
@@ -210,7 +221,7 @@ class BacktestWindow(Overridable):
 
 class TuningRun(Overridable):
     """An Optuna search's size and time (``tune-rank --trials`` / ``--timeout``, the ``ranker_model``
-    config's ``trials``): bounded here as the settings are and checked by ``overlaid`` before the
+    config's ``trials`` / ``timeout``): bounded here as the settings are and checked by ``overlaid`` before the
     samples are read or the study is opened."""
 
     _kind: ClassVar[str] = "tuning setting"

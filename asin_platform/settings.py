@@ -24,7 +24,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from asin_platform.levers import Overridable, RankerLevers, StrictModel
+from asin_platform.levers import FoldDays, Folds, Overridable, RankerLevers, StrictModel
 
 ENV_PREFIX = "ASIN_PLATFORM__"
 SETTINGS_FILE_ENV = "ASIN_PLATFORM_SETTINGS"
@@ -378,8 +378,9 @@ class PromotionSettings(StrictModel):
     ``folds`` walk-forward folds (``every_days`` each, ending on the newest realised day) is at
     least the promoted model's minus ``tolerance``, both scored on the same rows."""
 
-    folds: int = Field(2, ge=1, description="latest walk-forward folds both models are judged on")
-    every_days: int = Field(28, ge=1, description="days of reference dates per fold")
+    # bounded as the backtest's folds and every_days are (levers.BacktestWindow): 1..100, 1..365
+    folds: Folds = Field(2, description="latest walk-forward folds both models are judged on, 1..100")
+    every_days: FoldDays = Field(28, description="days of reference dates per fold, 1..365")
     tolerance: float = Field(
         0.02, ge=0, le=1, description="NDCG@20 the new model may lose and still be promoted"
     )

@@ -82,6 +82,31 @@ def test_bad_value_fails_at_load_naming_the_key(env: dict[str, str], key: str) -
     assert f"  {key}" in str(excinfo.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        # 10**6 folds reached back past year 1 in core.backtest.latest_folds (an OverflowError)
+        ("folds", 101, "Input should be less than or equal to 100"),
+        ("every_days", 366, "Input should be less than or equal to 365"),
+        ("folds", 0, "Input should be greater than or equal to 1"),
+    ],
+)
+def test_promotion_folds_are_bounded_as_the_backtests_are(
+    tmp_path: Path, key: str, value: int, reason: str
+) -> None:
+    """settings.promotion.folds / every_days take the bounds of levers.BacktestWindow's (1..100,
+    1..365): a settings file beyond them is refused at load, naming the key, the bound and the value."""
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"promotion: {{{key}: {value}}}\n")
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings(path, environ={})
+    assert str(excinfo.value) == f"invalid settings ({path}):\n  promotion.{key}: {reason} (got {value})"
+    # the bounds themselves load
+    path.write_text("promotion: {folds: 100, every_days: 365}\n")
+    promotion = load_settings(path, environ={}).promotion
+    assert (promotion.folds, promotion.every_days) == (100, 365)
+
+
 def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("sites: [US\n")

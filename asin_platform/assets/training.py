@@ -204,13 +204,16 @@ _TUNING = TuningRun()
 
 class RankerModelConfig(dg.Config):
     """Unset levers are the settings' (``scale.ranker``): the same as the CLI's and the backtest's.
-    A lever given is checked against the same bounds as the setting, ``trials`` against
-    ``levers.TuningRun``'s and ``params_json`` read as a JSON object (``checked_config``), before the
-    run reads anything. The bounds are not on these fields because Dagster would then fail the step
-    with pydantic's traceback instead of one line."""
+    A lever given is checked against the same bounds as the setting, ``trials`` and ``timeout``
+    against ``levers.TuningRun``'s and ``params_json`` read as a JSON object (``checked_config``),
+    before the run reads anything. The bounds are not on these fields because Dagster would then
+    fail the step with pydantic's traceback instead of one line."""
 
     tune: bool = False  # run (or resume) the Optuna search before training
     trials: int = _TUNING.trials  # completed trials the study should hold (levers.TuningRun: 1..10,000)
+    # seconds this run may search, > 0 and at most a week (levers.TuningRun, as tune-rank --timeout);
+    # unset: until the study holds its trials
+    timeout: float | None = _TUNING.timeout
     rounds: int | None = None  # max boosting rounds
     early_stopping: int | None = None  # rounds without a validation NDCG@20 gain
     params_json: str = ""  # LightGBM params laid over the levers, as a JSON object
@@ -223,9 +226,9 @@ class RankerModelConfig(dg.Config):
 def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[RankerLevers, dict[str, Any]]:
     """The run config checked before the run reads anything: ``settings.scale.ranker`` with the
     config's levers laid over it (an unset one keeps the setting; ``RankerLevers.overlaid``, the
-    settings' bounds), ``trials`` (``TuningRun.overlaid``) and the LightGBM params of ``params_json``
-    (``levers.json_object``, as the CLI's ``--params``). A mistake is a ``dg.Failure`` of one line
-    naming the config field, the value and what is wrong with it."""
+    settings' bounds), ``trials`` and ``timeout`` (``TuningRun.overlaid``) and the LightGBM params
+    of ``params_json`` (``levers.json_object``, as the CLI's ``--params``). A mistake is a
+    ``dg.Failure`` of one line naming the config field, the value and what is wrong with it."""
     given = {
         "rounds": config.rounds,
         "early_stopping": config.early_stopping,
@@ -236,7 +239,7 @@ def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[Ranke
     }
     try:
         levers = RankerLevers.overlaid(settings.scale.ranker, given)
-        TuningRun.overlaid(_TUNING, {"trials": config.trials})
+        TuningRun.overlaid(_TUNING, {"trials": config.trials, "timeout": config.timeout})
         return levers, json_object("params_json", config.params_json)
     except LeverError as exc:
         raise dg.Failure(f"ranker_model config {exc}") from None
@@ -276,7 +279,7 @@ def ranker_model(
     walk-forward folds (`settings.promotion`: mean NDCG@20 >= current - tolerance, both models on the
     same rows); a refused model stays registered as `rejected` with the reason and both figures,
     shown here as `promotion_verdict`, `promotion_reason` and `promotion_folds`. Optional Optuna tuning on
-    validation only, resumable (config `tune`, `trials`)."""
+    validation only, resumable (config `tune`, `trials`, `timeout`: seconds this run may search)."""
     checked, params = checked_config(config, settings)  # before any read
     levers = RankerParams.of(checked.model_dump())
     samples = warehouse.read("train_samples_rank")
@@ -295,6 +298,7 @@ def ranker_model(
             study_path=study,
             base_params=params,
             levers=levers,
+            timeout=config.timeout,
             on_trial=lambda _s, t: context.log.info(f"trial {t.number}: {t.state.name} {t.value}"),
         )
         params = result.best_params

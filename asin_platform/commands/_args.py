@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from asin_platform.errors import UserError
-from asin_platform.levers import LeverError, json_object
+from asin_platform.levers import FIRST_DAY, LAST_DAY, LeverError, json_object
 from asin_platform.settings import Settings
 
 
@@ -24,10 +24,20 @@ def yesterday() -> date:
 
 
 def parse_date(text: str) -> date:
+    """A date flag's value, YYYY-MM-DD. Only the form is checked here (argparse's own message): the
+    range, ``levers.FIRST_DAY`` .. ``LAST_DAY``, is ``check_day``'s, one line naming the flag."""
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def check_day(flag: str, day: date | None) -> None:
+    """``day`` (given by ``flag``; None = not given) within ``levers.FIRST_DAY`` .. ``LAST_DAY``, so
+    the windows a command reaches back and forward from it stay inside Python's dates; else a
+    UserError naming the flag and the range (0001-01-05 was an OverflowError traceback)."""
+    if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+        raise UserError(f"{flag} {day} is outside {FIRST_DAY}..{LAST_DAY}: give a date in that range")
 
 
 def add_range_args(
@@ -58,16 +68,21 @@ def check_sites(sites: list[str] | None, settings: Settings) -> list[str]:
     return list(dict.fromkeys(sites))
 
 
-def check_order(start: date | None, end: date | None) -> None:
+def check_start_end(start: date | None, end: date | None) -> None:
+    """``--start`` and ``--end`` (None = not given) each within ``check_day``'s range, in order: the
+    check of every command that takes them, before anything runs."""
+    check_day("--start", start)
+    check_day("--end", end)
     if start is not None and end is not None and start > end:
         raise UserError(f"--start {start} is after --end {end}: give a --start on or before --end")
 
 
 def check_dates(start: date | None, end: date | None, settings: Settings) -> tuple[date, date]:
     """[start, end] defaulting to yesterday; checked against the partitions before anything runs."""
+    check_start_end(start, end)  # as given: a default must not be named as the flag out of range
     end = end or yesterday()
     start = start or end
-    check_order(start, end)
+    check_start_end(start, end)
     first, last = settings.partitions_start, yesterday()
     if start < first or end > last:
         raise UserError(

@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 
 from asin_platform.commands._args import (
-    check_order,
     check_sites,
+    check_start_end,
     lever_flag_error,
     parse_date,
     parse_params,
@@ -86,7 +86,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.assets.outcomes import backtest_options, backtest_plot, simulator_oracle_of
     from asin_platform.core.backtest import fold_table, folds, markdown, walk_forward
 
-    check_order(args.start, args.end)
+    check_start_end(args.start, args.end)
     if args.start == args.end:
         raise UserError("--start equals --end: a fold evaluates the days after its cut-off; widen the range")
     sites = check_sites(args.sites, settings)

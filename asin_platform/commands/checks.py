@@ -16,7 +16,7 @@ from datetime import date
 
 import dagster as dg
 
-from asin_platform.commands._args import check_order, check_sites, parse_date
+from asin_platform.commands._args import check_sites, check_start_end, parse_date
 from asin_platform.partitions import date_range, to_partition_key
 from asin_platform.settings import Settings
 
@@ -141,7 +141,7 @@ def format_table(summaries: Sequence[CheckSummary]) -> str:
 def cmd_checks(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.definitions import build_definitions
 
-    check_order(args.start, args.end)
+    check_start_end(args.start, args.end)
     defs = build_definitions(settings)
     sites = check_sites(args.sites, settings)
     with dg.DagsterInstance.get() as instance:

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from asin_platform.commands._args import check_dates, parse_date, yesterday
+from asin_platform.commands._args import check_dates, check_day, parse_date, yesterday
 from asin_platform.commands._runtime import (
     DAGSTER_HOME_DIR,
     check_warehouse_available,
@@ -32,6 +32,7 @@ from asin_platform.commands._runtime import (
 from asin_platform.commands.checks import summary_line
 from asin_platform.commands.simulator import SimulatorProcess, free_port, point_upstream_at
 from asin_platform.errors import UserError
+from asin_platform.levers import FIRST_DAY
 from asin_platform.settings import ENV_PREFIX, SETTINGS_FILE_ENV, Settings
 
 DEMO_STATE_FILE = ".asin_platform_demo.json"
@@ -168,7 +169,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.days < 1:
         raise UserError(f"--days {args.days}: give at least 1 day")
+    check_day("--end", args.end)
     end = args.end or yesterday()
+    # --days reaches back from --end: no further than the first day a date flag may name (a
+    # --days of 10**9 overflowed the subtraction below)
+    most = (end - FIRST_DAY).days + 1
+    if args.days > most:
+        raise UserError(f"--days {args.days}: goes back before {FIRST_DAY} from {end}; give at most {most:,}")
     start, end = check_dates(end - timedelta(days=args.days - 1), end, settings)
     check_warehouse_available(settings)
     _save_demo_state(args, settings, start, end)

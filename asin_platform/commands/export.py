@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from asin_platform.commands._args import add_range_args, check_order, check_sites
+from asin_platform.commands._args import add_range_args, check_sites, check_start_end
 from asin_platform.commands._runtime import cli_warehouse, warehouse_errors
 from asin_platform.errors import UserError
 from asin_platform.settings import Settings
@@ -47,7 +47,7 @@ def cmd_export_table(args: argparse.Namespace, settings: Settings) -> int:
     known = [*sorted(TABLES), *VIEWS]
     if args.table not in known:
         raise UserError(f"unknown table {args.table!r}: the tables and views are {', '.join(known)}")
-    check_order(args.start, args.end)
+    check_start_end(args.start, args.end)
     sites = check_sites(args.sites, settings) if args.sites else None
     if args.table in TABLES:
         columns = TABLES[args.table].schema

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from asin_platform.commands._args import add_range_args, check_order
+from asin_platform.commands._args import add_range_args, check_start_end
 from asin_platform.commands._runtime import run_assets_over_range
 from asin_platform.settings import Settings
 
@@ -20,7 +20,7 @@ from asin_platform.settings import Settings
 def cmd_features_build(args: argparse.Namespace, settings: Settings) -> int:
     if args.mart is None:
         return run_assets_over_range(["features_daily"], args, settings)
-    check_order(args.start, args.end)
+    check_start_end(args.start, args.end)
     from asin_platform.core.features import build_features
     from asin_platform.core.sales import default_calibration
     from asin_platform.schemas import FACT_KEYWORDS

@@ -248,6 +248,16 @@ def test_min_query_rows_in_the_config_reaches_the_ranker(env: Path, warehouse) -
             {"tune": True, "trials": 10**6},
             "ranker_model config trials 1000000: input should be less than or equal to 10000",
         ),
+        # timeout too (tune-rank --timeout's): > 0, at most a week
+        ({"tune": True, "timeout": 0}, "ranker_model config timeout 0.0: input should be greater than 0"),
+        (
+            {"tune": True, "timeout": -30},
+            "ranker_model config timeout -30.0: input should be greater than 0",
+        ),
+        (
+            {"tune": True, "timeout": 1e9},
+            "ranker_model config timeout 1000000000.0: input should be less than or equal to 604800",
+        ),
         # params_json is read by levers.json_object, as the CLI's --params is
         (
             {"params_json": "{bad"},
@@ -275,6 +285,29 @@ def test_a_config_lever_out_of_range_fails_before_the_samples_are_read(
     assert read == []  # train_samples_rank never read
     assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
     assert not (env / "artifacts").exists()  # no model, no tuning study
+
+
+@pytest.mark.parametrize(("given", "expected"), [({"timeout": 90}, 90.0), ({}, None)])
+def test_the_config_timeout_reaches_the_tuning_call(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch, given: dict, expected: float | None
+) -> None:
+    """``timeout`` (seconds this run may search) is passed to core.tuning.tune_ranker as tune-rank's
+    --timeout is; unset, the search runs until the study holds its trials (None)."""
+    calls: list[dict] = []
+
+    def tune_ranker(samples: pl.DataFrame, **kwargs: object) -> None:
+        calls.append(kwargs)
+        raise dg.Failure("stopped by the test after the tuning call")
+
+    monkeypatch.setattr(training, "tune_ranker", tune_ranker)
+    _seed(warehouse)
+    result = _run(warehouse, ["train_samples", "ranker_model"], ranker={"tune": True, "trials": 3, **given})
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert (
+        failure.step_failure_data.user_failure_data.description == "stopped by the test after the tuning call"
+    )
+    [call] = calls
+    assert call["timeout"] == expected and call["trials"] == 3
 
 
 @pytest.mark.parametrize(

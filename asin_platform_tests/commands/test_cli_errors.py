@@ -209,6 +209,56 @@ def test_backtest_with_more_cut_offs_than_the_folds_bound_is_rejected_before_any
     assert not (project.root / "bt").exists()
 
 
+DATES = "1970-01-01..2999-12-31: give a date in that range"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # the lookback (train_days + H + 2 W) before --start, H after --end: OverflowError tracebacks
+        (["backtest", "--start", "0001-01-05", "--end", "2025-05-01"], f"--start 0001-01-05 is outside {DATES}"),
+        (["backtest", "--start", "9999-11-01", "--end", "9999-12-31"], f"--start 9999-11-01 is outside {DATES}"),
+        (["backtest", "--start", "2999-12-01", "--end", "3000-01-01"], f"--end 3000-01-01 is outside {DATES}"),
+        (["checks", "--start", "0001-01-01", "--end", "2025-05-01"], f"--start 0001-01-01 is outside {DATES}"),
+        (["export-table", "--table", "mart_timeseries_daily", "--output", "bt/x.parquet", "--start", "0001-01-01"],
+         f"--start 0001-01-01 is outside {DATES}"),
+        (["features-build", "--mart", "absent.parquet", "--output", "bt/x.parquet", "--end", "9999-12-31"],
+         f"--end 9999-12-31 is outside {DATES}"),
+        # a given --end is named, not the --start it defaults
+        (["ingest-raw", "--end", "0001-01-01"], f"--end 0001-01-01 is outside {DATES}"),
+        # the demo reaches back --days from --end: OverflowError tracebacks
+        (["demo", "--end", "0001-01-05", "--days", "3"], f"--end 0001-01-05 is outside {DATES}"),
+        (["demo", "--end", "2025-03-01", "--days", "1000000000"],
+         "--days 1000000000: goes back before 1970-01-01 from 2025-03-01; give at most 20,149"),
+    ],
+)  # fmt: skip
+def test_a_date_outside_the_date_range_is_one_line_naming_its_flag(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    argv: list[str], expected: str,
+) -> None:  # fmt: skip
+    """Every date flag is within levers.FIRST_DAY..LAST_DAY (checked in commands._args, before the
+    windows reach back and forward from it), so no date arithmetic overflows."""
+    from asin_platform.commands import demo
+
+    monkeypatch.setattr(demo, "prepare_demo", lambda args: None)  # it sets the demo's market variables
+    before = project.fingerprint()
+    assert mistake(capsys, *argv) == expected
+    if argv[0] == "backtest":  # file mode too, checked before the files are
+        assert mistake(capsys, *argv, "--features", "absent.parquet", "--mart", "absent.parquet") == expected
+    assert project.fingerprint() == before
+    assert not (project.root / "bt").exists() and not (project.root / "artifacts").exists()
+
+
+def test_backtest_takes_the_first_and_last_day_of_the_date_range(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bounds themselves pass, and the windows around them stay inside Python's dates: the
+    warehouse is read next (empty here)."""
+    for start, end in (("1970-01-01", "1970-02-01"), ("2999-11-30", "2999-12-31")):
+        message = mistake(capsys, "backtest", "--start", start, "--end", end, "--output", "bt")
+        assert message.startswith(f"no features or mart rows around {start}..{end}:")
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
