@@ -19,7 +19,15 @@ from typing import Any
 
 import polars as pl
 
-from asin_platform.commands._args import lever_flag_error, parse_params, print_frame, read_table, write_table
+from asin_platform.commands._args import (
+    check_day,
+    lever_flag_error,
+    parse_date,
+    parse_params,
+    print_frame,
+    read_table,
+    write_table,
+)
 from asin_platform.errors import UserError
 from asin_platform.levers import LeverError, RankerLevers, TuningRun
 from asin_platform.settings import Settings
@@ -317,10 +325,11 @@ def _load_model(spec: str, settings: Settings) -> Any:
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
 
+    check_day("--date", args.date)  # before the model or the features are read
     model = _load_model(args.model, settings)
     features = read_table(args.features, "--features")
-    if args.date:
-        features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
+    if args.date is not None:
+        features = features.filter(pl.col("date") == pl.lit(args.date))
     predictions = predict_with(
         model,
         features,
@@ -506,7 +515,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--features", required=True, help="features_daily Parquet/CSV")
     p.add_argument("--output", default="exports/pred_rank_daily.parquet")
-    p.add_argument("--date", help="only this date (YYYY-MM-DD)")
+    p.add_argument("--date", type=parse_date, help="only this date (YYYY-MM-DD)")
     p.add_argument("--csv", action="store_true", help="also write a CSV beside a Parquet output")
     p.set_defaults(func=cmd_batch_predict)
 
