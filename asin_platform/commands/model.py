@@ -185,7 +185,7 @@ def _study_storage(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
-    from asin_platform.core.tuning import tune_ranker
+    from asin_platform.core.tuning import FAIL_REASON, NoCompletedTrialError, tune_ranker
     from asin_platform.storage.tuning_db import shown_storage
 
     # the user's mistakes in flags and --params fail before the data is read or the study opened
@@ -197,23 +197,31 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     params = parse_params(args.params)
     samples = _with_baseline(read_table(args.data, "--data"), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
-    result = tune_ranker(
-        samples,
-        trials=args.trials,
-        study_path=study,
-        study_name=args.study_name,
-        seed=args.seed,
-        base_params=params,
-        num_boost_round=args.rounds,
-        early_stopping_rounds=args.early_stopping,
-        levers=levers,
-        timeout=args.timeout,
-        on_trial=lambda _study, t: print(
-            f"  trial {t.number}: {t.state.name.lower()}"
-            + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
-            + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
-        ),
-    )
+    try:
+        result = tune_ranker(
+            samples,
+            trials=args.trials,
+            study_path=study,
+            study_name=args.study_name,
+            seed=args.seed,
+            base_params=params,
+            num_boost_round=args.rounds,
+            early_stopping_rounds=args.early_stopping,
+            levers=levers,
+            timeout=args.timeout,
+            on_trial=lambda _study, t: print(
+                f"  trial {t.number}: {t.state.name.lower()}"
+                + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
+                + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
+                + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
+            ),
+        )
+    except NoCompletedTrialError as exc:
+        # every trial failed: LightGBM refused what the user gave (--params, the flags, the samples)
+        raise UserError(
+            f"{exc}; fix what LightGBM refused (--params, the training flags or the samples in --data) "
+            "and run tune-rank again"
+        ) from exc
     print(
         f"study {result.study_name} ({shown_storage(study)}): {result.completed_trials} completed trials "
         f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"

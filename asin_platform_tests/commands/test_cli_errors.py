@@ -363,6 +363,52 @@ def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is
     assert not any(path.exists() for path in training_outputs(project))  # no model, no study
 
 
+# a quick tune-rank of one trial; with REFUSED as --params every trial fails (an objective LightGBM refuses)
+TUNE_FAST = ["tune-rank", "--data", "samples.parquet", "--trials", "1", "--rounds", "15",
+             "--early-stopping", "5"]  # fmt: skip
+REFUSED = '{"objective": "nope", "num_threads": 1}'
+
+
+def test_tune_rank_whose_every_trial_fails_is_one_line_with_the_first_reason(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LightGBM refuses the params in every trial: the study ends with no completed trial
+    (core.tuning.NoCompletedTrialError) and tune-rank says so in one line, exit 2, with the failed
+    trials (2 x the missing one are attempted), the first one's reason and what to fix. Was: a
+    RuntimeError traceback after Optuna's warning and traceback of each trial."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    assert mistake(capsys, *TUNE_FAST, "--params", REFUSED, "--output", "bt/model.txt") == (
+        "study 'lgb_rank' has no completed trial: all 2 trials failed (the first: LightGBMError: Unknown "
+        "objective type name: nope); fix what LightGBM refused (--params, the training flags or the "
+        "samples in --data) and run tune-rank again"
+    )
+    models, study = training_outputs(project)
+    assert not models.exists() and not (project.root / "bt").exists()  # nothing trained
+    assert (study / "lgb_rank.db").exists() and not (study / "lgb_rank.best_params.json").exists()
+
+
+def test_tune_rank_prints_a_failed_trial_s_reason(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each trial's line gives a failed trial's reason; the failed trials stay in the study,
+    uncounted, and a later run with params LightGBM takes completes it."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    assert main([*TUNE_FAST, "--params", REFUSED]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(", {")[0] for line in lines] == [
+        "  trial 0: fail (LightGBMError: Unknown objective type name: nope)",
+        "  trial 1: fail (LightGBMError: Unknown objective type name: nope)",
+    ]
+    assert main([*TUNE_FAST, "--params", '{"num_threads": 1}']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("  trial 2: complete, valid NDCG@20 ")
+    assert "1 completed trials (1 in this run)" in out
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
