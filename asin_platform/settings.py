@@ -24,7 +24,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from asin_platform.levers import FoldDays, Folds, Overridable, RankerLevers, StrictModel
+from asin_platform.levers import FIRST_DAY, LAST_DAY, FoldDays, Folds, Overridable, RankerLevers, StrictModel
 
 ENV_PREFIX = "ASIN_PLATFORM__"
 SETTINGS_FILE_ENV = "ASIN_PLATFORM_SETTINGS"
@@ -392,7 +392,14 @@ class PromotionSettings(StrictModel):
 class Settings(StrictModel):
     environment: Literal["dev", "test", "prod"] = "dev"
     sites: tuple[str, ...] = ("US", "UK", "DE", "JP")
-    partitions_start: date = date(2025, 1, 1)
+    # the date flags' range (levers.FIRST_DAY..LAST_DAY): a train_samples end_date may be as early as
+    # this day, and its window reaches back from it (0001-01-01 overflowed that date arithmetic)
+    partitions_start: date = Field(
+        date(2025, 1, 1),
+        ge=FIRST_DAY,
+        le=LAST_DAY,
+        description="first daily partition, YYYY-MM-DD in 1970-01-01..2999-12-31",
+    )
     rate_limits: dict[str, RateLimit] = Field(
         default_factory=lambda: {
             "unified": RateLimit(qpm=6000, burst=50, timeout=10.0),
@@ -496,7 +503,9 @@ def _format_error(error: ValidationError, origin: str) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
         got = item.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        # a date read from YAML as itself (0001-01-01), not as its repr (datetime.date(1, 1, 1))
+        value = got.isoformat() if isinstance(got, date) else repr(got)
+        shown = "" if isinstance(got, dict) else f" (got {value})"
         lines.append(f"  {key}: {item['msg']}{shown}")
     return "\n".join(lines)
 

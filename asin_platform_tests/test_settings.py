@@ -107,6 +107,39 @@ def test_promotion_folds_are_bounded_as_the_backtests_are(
     assert (promotion.folds, promotion.every_days) == (100, 365)
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        # a train_samples end_date near year 1 then passed its ">= partitions_start" check and
+        # overflowed the window arithmetic (end - horizon - days) with an OverflowError traceback
+        ("0001-01-01", "Input should be greater than or equal to 1970-01-01"),
+        ("1969-12-31", "Input should be greater than or equal to 1970-01-01"),
+        ("3000-01-01", "Input should be less than or equal to 2999-12-31"),
+    ],
+)
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_partitions_start_is_bounded_as_the_date_flags_are(
+    tmp_path: Path, source: str, value: str, reason: str
+) -> None:
+    """settings.partitions_start is within levers.FIRST_DAY..LAST_DAY, the date flags' range: a
+    settings file or an ASIN_PLATFORM__PARTITIONS_START beyond it is refused at load in one message
+    naming the key, the bound and the day given."""
+    path = tmp_path / "settings.yaml"
+    path.write_text(f"partitions_start: {value}\n" if source == "file" else "sites: [US]\n")
+    env = {"ASIN_PLATFORM__PARTITIONS_START": value} if source == "env" else {}
+    origin = f"{path} + env ASIN_PLATFORM__*" if env else str(path)
+    with pytest.raises(SettingsError) as excinfo:
+        load_settings(path, environ=env)
+    assert str(excinfo.value) == f"invalid settings ({origin}):\n  partitions_start: {reason} (got {value})"
+
+
+def test_partitions_start_takes_the_first_and_last_day_of_the_date_range(tmp_path: Path) -> None:
+    for day in (date(1970, 1, 1), date(2999, 12, 31)):
+        assert (
+            load_settings(None, environ={"ASIN_PLATFORM__PARTITIONS_START": str(day)}).partitions_start == day
+        )
+
+
 def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("sites: [US\n")

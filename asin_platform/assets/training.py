@@ -47,7 +47,7 @@ from asin_platform.core.predict import add_model_scores
 from asin_platform.core.ranker import REFIT_VALID_NOTE, TrainedRanker, feature_importance
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
-from asin_platform.core.tuning import tune_ranker
+from asin_platform.core.tuning import FAIL_REASON, NoCompletedTrialError, tune_ranker
 from asin_platform.levers import LeverError, RankerLevers, SamplesWindow, TuningRun, json_object
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
@@ -292,15 +292,24 @@ def ranker_model(
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
         study = run_storage(settings, warehouse)
-        result = tune_ranker(
-            samples,
-            trials=config.trials,
-            study_path=study,
-            base_params=params,
-            levers=levers,
-            timeout=config.timeout,
-            on_trial=lambda _s, t: context.log.info(f"trial {t.number}: {t.state.name} {t.value}"),
-        )
+        try:
+            result = tune_ranker(
+                samples,
+                trials=config.trials,
+                study_path=study,
+                base_params=params,
+                levers=levers,
+                timeout=config.timeout,
+                on_trial=lambda _s, t: context.log.info(
+                    f"trial {t.number}: {t.state.name} {t.value}"
+                    + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
+                ),
+            )
+        except NoCompletedTrialError as exc:  # every trial failed: say why, not a traceback
+            raise dg.Failure(
+                f"ranker_model tuning: {exc}; fix what LightGBM refused (params_json, the config's "
+                "levers or scale.ranker in the settings) and materialise again"
+            ) from exc
         params = result.best_params
         extra["tuning"] = {
             "study": shown_storage(study),

@@ -19,7 +19,15 @@ from typing import Any
 
 import polars as pl
 
-from asin_platform.commands._args import lever_flag_error, parse_params, print_frame, read_table, write_table
+from asin_platform.commands._args import (
+    check_day,
+    lever_flag_error,
+    parse_date,
+    parse_params,
+    print_frame,
+    read_table,
+    write_table,
+)
 from asin_platform.errors import UserError
 from asin_platform.levers import LeverError, RankerLevers, TuningRun
 from asin_platform.settings import Settings
@@ -177,7 +185,7 @@ def _study_storage(args: argparse.Namespace, settings: Settings) -> str:
 
 
 def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
-    from asin_platform.core.tuning import tune_ranker
+    from asin_platform.core.tuning import FAIL_REASON, NoCompletedTrialError, tune_ranker
     from asin_platform.storage.tuning_db import shown_storage
 
     # the user's mistakes in flags and --params fail before the data is read or the study opened
@@ -189,23 +197,31 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     params = parse_params(args.params)
     samples = _with_baseline(read_table(args.data, "--data"), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
-    result = tune_ranker(
-        samples,
-        trials=args.trials,
-        study_path=study,
-        study_name=args.study_name,
-        seed=args.seed,
-        base_params=params,
-        num_boost_round=args.rounds,
-        early_stopping_rounds=args.early_stopping,
-        levers=levers,
-        timeout=args.timeout,
-        on_trial=lambda _study, t: print(
-            f"  trial {t.number}: {t.state.name.lower()}"
-            + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
-            + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
-        ),
-    )
+    try:
+        result = tune_ranker(
+            samples,
+            trials=args.trials,
+            study_path=study,
+            study_name=args.study_name,
+            seed=args.seed,
+            base_params=params,
+            num_boost_round=args.rounds,
+            early_stopping_rounds=args.early_stopping,
+            levers=levers,
+            timeout=args.timeout,
+            on_trial=lambda _study, t: print(
+                f"  trial {t.number}: {t.state.name.lower()}"
+                + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
+                + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
+                + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
+            ),
+        )
+    except NoCompletedTrialError as exc:
+        # every trial failed: LightGBM refused what the user gave (--params, the flags, the samples)
+        raise UserError(
+            f"{exc}; fix what LightGBM refused (--params, the training flags or the samples in --data) "
+            "and run tune-rank again"
+        ) from exc
     print(
         f"study {result.study_name} ({shown_storage(study)}): {result.completed_trials} completed trials "
         f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"
@@ -317,10 +333,11 @@ def _load_model(spec: str, settings: Settings) -> Any:
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
 
+    check_day("--date", args.date)  # before the model or the features are read
     model = _load_model(args.model, settings)
     features = read_table(args.features, "--features")
-    if args.date:
-        features = features.filter(pl.col("date") == pl.lit(args.date).str.to_date())
+    if args.date is not None:
+        features = features.filter(pl.col("date") == pl.lit(args.date))
     predictions = predict_with(
         model,
         features,
@@ -506,7 +523,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--features", required=True, help="features_daily Parquet/CSV")
     p.add_argument("--output", default="exports/pred_rank_daily.parquet")
-    p.add_argument("--date", help="only this date (YYYY-MM-DD)")
+    p.add_argument("--date", type=parse_date, help="only this date (YYYY-MM-DD)")
     p.add_argument("--csv", action="store_true", help="also write a CSV beside a Parquet output")
     p.set_defaults(func=cmd_batch_predict)
 

@@ -10,6 +10,12 @@ so a search interrupted after 3 of 5 runs the 2 missing ones when started again.
 Ctrl-C is recorded as failed and not counted; one whose process died without a word is failed by
 the storage's heartbeat once ``grace_period`` has passed, and retried once with the same params.
 
+A trial LightGBM refuses (impossible params, data it cannot fit) fails alone and the search goes
+on; its reason is kept with the trial (user attribute ``fail_reason``) and given to ``on_trial``, in
+place of Optuna's warning and traceback for it. A search that ends with no completed trial raises
+``NoCompletedTrialError`` (a ``RuntimeError``) naming how many failed and the first one's reason, for
+the shells to say in one line.
+
 The Datasets are built once for the whole search with ``feature_pre_filter=False``: the search
 varies ``min_data_in_leaf``, and with the pre-filter on LightGBM would have to rebuild them (or
 refuse the change) in every trial.
@@ -17,8 +23,10 @@ refuse the change) in every trial.
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +54,55 @@ HEARTBEAT_SECONDS = 30
 # Optuna logs every trial at INFO; callers report progress themselves (on_trial).
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 GRACE_SECONDS = 120
+# the user attribute a failed trial keeps its reason in (Optuna only logs it)
+FAIL_REASON = "fail_reason"
+# a failed trial's reason as kept and shown: one line, at most this long
+REASON_CHARS = 300
+
+
+class NoCompletedTrialError(RuntimeError):
+    """The search ended with no completed trial in the study: every trial failed (LightGBM refused
+    the params or the data in each). ``failed`` of its ``total`` trials failed; ``reason`` is the
+    first failed trial's (``type: message``), None when no failed trial recorded one (a trial of a
+    process that died). ``str()`` is one line saying so; a shell adds what to fix, in its own terms
+    (a flag, a config field)."""
+
+    def __init__(self, study_name: str, failed: int, total: int, reason: str | None) -> None:
+        self.study_name, self.failed, self.total, self.reason = study_name, failed, total, reason
+        if total == 0:
+            counted = "it holds no trial"
+        elif failed == total:
+            counted = "its only trial failed" if total == 1 else f"all {total} trials failed"
+        else:
+            counted = f"{failed} of its {total} trials failed"
+        first = f" (the first: {reason})" if reason else ""
+        super().__init__(f"study {study_name!r} has no completed trial: {counted}{first}")
+
+    def __reduce__(self) -> tuple[type[NoCompletedTrialError], tuple[str, int, int, str | None]]:
+        # the default would re-create it from ``args`` (the one message): keep the parts
+        return type(self), (self.study_name, self.failed, self.total, self.reason)
+
+
+def fail_reason(exc: BaseException) -> str:
+    """``exc`` as one line, ``LightGBMError: Unknown objective type name: nope``, at most
+    ``REASON_CHARS`` long."""
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+@contextmanager
+def _failed_trials_unlogged() -> Iterator[None]:
+    """Optuna's own report of a failed trial (a warning with its traceback, and a second line) held
+    back while ``tune_ranker`` searches: the trial keeps its reason (``FAIL_REASON``) and the caller
+    reports it (``on_trial``, ``NoCompletedTrialError``). Only that logger's records are held back:
+    it logs the outcome of each trial and nothing else."""
+    logger = logging.getLogger("optuna.study._optimize")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -94,6 +151,15 @@ def open_study(study_path: str | Path, *, study_name: str = STUDY_NAME, seed: in
 
 def completed(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def no_completed_trial(study: optuna.Study) -> NoCompletedTrialError:
+    """What to raise for ``study`` when it holds no completed trial: its failed trials and the first
+    reason one of them kept."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    reason = next((t.user_attrs[FAIL_REASON] for t in failed if FAIL_REASON in t.user_attrs), None)
+    return NoCompletedTrialError(study.study_name, len(failed), len(trials), reason)
 
 
 @dataclass
@@ -161,6 +227,13 @@ def tune_ranker(
     valid_matrix = feature_matrix(data.valid, data.features)
 
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return score(trial)
+        except Exception as exc:
+            trial.set_user_attr(FAIL_REASON, fail_reason(exc))  # Optuna keeps none
+            raise
+
+    def score(trial: optuna.Trial) -> float:
         params = merged_params({**base, **suggest_params(trial)})
         booster, _ = fit(
             data, params, num_boost_round=num_boost_round, early_stopping_rounds=early_stopping_rounds
@@ -182,12 +255,13 @@ def tune_ranker(
             callbacks.append(on_trial)
         # n_trials bounds this run; failed trials (e.g. a LightGBM error) do not count towards
         # ``trials`` but do stop an endless loop: at most twice the missing number are attempted.
-        study.optimize(
-            objective, n_trials=2 * remaining, timeout=timeout, callbacks=callbacks, catch=(lgb_error(),)
-        )
+        with _failed_trials_unlogged():
+            study.optimize(
+                objective, n_trials=2 * remaining, timeout=timeout, callbacks=callbacks, catch=(lgb_error(),)
+            )
     after = completed(study)
     if after == 0:
-        raise RuntimeError(f"study {study_name!r} has no completed trial")
+        raise no_completed_trial(study)
     best = study.best_trial
     return TuningResult(
         study_name=study_name,

@@ -310,6 +310,30 @@ def test_the_config_timeout_reaches_the_tuning_call(
     assert call["timeout"] == expected and call["trials"] == 3
 
 
+def test_a_search_whose_every_trial_fails_is_a_one_line_failure(env: Path, warehouse) -> None:
+    """LightGBM refuses params_json in every trial of ``tune: true``: the study ends with no completed
+    trial (core.tuning.NoCompletedTrialError) and the step fails in one line with the failed trials,
+    the first one's reason and what to fix; nothing is trained or registered. Was: a RuntimeError
+    traceback."""
+    _seed(warehouse)
+    refused = json.dumps({"num_threads": 1, "objective": "nope"})
+    result = _run(
+        warehouse,
+        ["train_samples", "ranker_model"],
+        ranker={"tune": True, "trials": 1, "rounds": 15, "early_stopping": 5, "params_json": refused},
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "ranker_model"
+    assert failure.step_failure_data.user_failure_data.description == (
+        "ranker_model tuning: study 'lgb_rank' has no completed trial: all 2 trials failed (the first: "
+        "LightGBMError: Unknown objective type name: nope); fix what LightGBM refused (params_json, the "
+        "config's levers or scale.ranker in the settings) and materialise again"
+    )
+    assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
+    assert not (env / "artifacts" / "models").exists()
+
+
 @pytest.mark.parametrize(
     ("samples", "description"),
     [

@@ -259,6 +259,84 @@ def test_backtest_takes_the_first_and_last_day_of_the_date_range(
         assert message.startswith(f"no features or mart rows around {start}..{end}:")
 
 
+def tiny_model_and_features(root: Path) -> tuple[Path, Path]:
+    """A 3-tree LightGBM model of one feature ``x`` and a features file of three rows on
+    2025-01-01 holding it: enough for batch-predict to score (a second of CPU at most)."""
+    from datetime import date
+
+    import lightgbm as lgb
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 1))
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(x, (x[:, 0] > 0).astype(int), feature_name=["x"]), 3)
+    model = root / "model.txt"
+    booster.save_model(str(model))
+    features = root / "features.parquet"
+    pl.DataFrame(
+        {"date": [date(2025, 1, 1)] * 3, "site": ["US"] * 3, "asin": ["A", "B", "C"],
+         "category_id": ["c"] * 3, "x": [0.1, 0.2, -1.0]}
+    ).write_parquet(features)  # fmt: skip
+    return model, features
+
+
+@pytest.mark.parametrize(
+    ("date", "expected"),
+    [
+        # polars read it as a date later: 0001-01-01 scored nothing and wrote an empty file, exit 0
+        ("0001-01-01", f"--date 0001-01-01 is outside {DATES}"),
+        ("3000-01-01", f"--date 3000-01-01 is outside {DATES}"),
+    ],
+)
+def test_batch_predict_date_outside_the_date_range_is_one_line_naming_it(
+    project: Project, capsys: pytest.CaptureFixture[str], date: str, expected: str
+) -> None:
+    """batch-predict --date is a date flag like the others (commands._args.parse_date and
+    check_day), checked before the model or the features are read."""
+    model, features = tiny_model_and_features(project.root)
+    argv = ["batch-predict", "--model", str(model), "--features", str(features), "--output", "bt/p.parquet"]
+    assert mistake(capsys, *argv, "--date", date) == expected
+    # before the model and the features: absent ones are not what is reported
+    assert (
+        mistake(capsys, *argv[:1], "--model", "absent.txt", "--features", "absent.parquet", "--date", date)
+        == expected
+    )
+    assert not (project.root / "bt").exists()
+    # the bounds themselves and a day in the file are taken (the first scores nothing, the last 3 rows)
+    for day, rows in (("1970-01-01", 0), ("2999-12-31", 0), ("2025-01-01", 3)):
+        assert main([*argv, "--date", day]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out.startswith(f"{rows:,} predictions (model model) -> bt/p.parquet")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["batch-predict", "--model", "model.txt", "--features", "features.parquet", "--date"],
+        ["backtest", "--end", "2025-05-01", "--start"],
+        ["export-table", "--table", "mart_timeseries_daily", "--output", "bt/x.parquet", "--end"],
+    ],
+)
+def test_a_date_flag_that_is_not_a_date_is_argparse_s_line_naming_it(
+    project: Project, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A date flag's form is argparse's to check (``type=parse_date``): the usage, then one error line
+    naming the flag and the text, exit 2, before anything is read. batch-predict's --date was read
+    by polars after the model and the features: `garbage` was a polars traceback."""
+    tiny_model_and_features(project.root)
+    with pytest.raises(SystemExit) as excinfo:
+        main([*argv, "garbage"])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    flag = argv[-1]
+    assert err.splitlines()[-1] == (
+        f"asin-platform {argv[0]}: error: argument {flag}: not a date (YYYY-MM-DD): 'garbage'"
+    )
+    assert not (project.root / "bt").exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "expected"),
     [
@@ -283,6 +361,52 @@ def test_tune_rank_trials_or_timeout_out_of_range_is_rejected_before_anything_is
     assert mistake(capsys, "tune-rank", "--data", str(samples), *trials, flag, value) == expected
     assert project.fingerprint() == before
     assert not any(path.exists() for path in training_outputs(project))  # no model, no study
+
+
+# a quick tune-rank of one trial; with REFUSED as --params every trial fails (an objective LightGBM refuses)
+TUNE_FAST = ["tune-rank", "--data", "samples.parquet", "--trials", "1", "--rounds", "15",
+             "--early-stopping", "5"]  # fmt: skip
+REFUSED = '{"objective": "nope", "num_threads": 1}'
+
+
+def test_tune_rank_whose_every_trial_fails_is_one_line_with_the_first_reason(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """LightGBM refuses the params in every trial: the study ends with no completed trial
+    (core.tuning.NoCompletedTrialError) and tune-rank says so in one line, exit 2, with the failed
+    trials (2 x the missing one are attempted), the first one's reason and what to fix. Was: a
+    RuntimeError traceback after Optuna's warning and traceback of each trial."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    assert mistake(capsys, *TUNE_FAST, "--params", REFUSED, "--output", "bt/model.txt") == (
+        "study 'lgb_rank' has no completed trial: all 2 trials failed (the first: LightGBMError: Unknown "
+        "objective type name: nope); fix what LightGBM refused (--params, the training flags or the "
+        "samples in --data) and run tune-rank again"
+    )
+    models, study = training_outputs(project)
+    assert not models.exists() and not (project.root / "bt").exists()  # nothing trained
+    assert (study / "lgb_rank.db").exists() and not (study / "lgb_rank.best_params.json").exists()
+
+
+def test_tune_rank_prints_a_failed_trial_s_reason(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each trial's line gives a failed trial's reason; the failed trials stay in the study,
+    uncounted, and a later run with params LightGBM takes completes it."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    assert main([*TUNE_FAST, "--params", REFUSED]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(", {")[0] for line in lines] == [
+        "  trial 0: fail (LightGBMError: Unknown objective type name: nope)",
+        "  trial 1: fail (LightGBMError: Unknown objective type name: nope)",
+    ]
+    assert main([*TUNE_FAST, "--params", '{"num_threads": 1}']) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("  trial 2: complete, valid NDCG@20 ")
+    assert "1 completed trials (1 in this run)" in out
 
 
 @pytest.mark.parametrize(

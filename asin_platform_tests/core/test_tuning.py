@@ -99,3 +99,66 @@ def test_tuning_starts_from_the_levers_and_fits_the_rows_they_keep(tmp_path, mon
     # the tuned params are the levers' LightGBM params with the trial's choices over them
     assert result.best_params["max_bin"] == 31 and result.best_params["force_col_wise"] is True
     assert result.best_params["num_threads"] == 1  # base_params on top of the levers
+
+
+BAD = {**FAST, "objective": "nope"}  # LightGBM refuses it in every trial, whatever the trial suggests
+ALL_FAILED = "study 'lgb_rank' has no completed trial: all 4 trials failed"
+NOPE = "LightGBMError: Unknown objective type name: nope"
+
+
+def test_a_study_whose_every_trial_fails_says_how_many_and_the_first_reason(tmp_path) -> None:
+    """Every trial fails (LightGBM refuses the params): NoCompletedTrialError, a RuntimeError whose
+    one line gives the failed trials (twice the 2 asked for are attempted) and the first one's
+    reason, kept with each trial as it is given to on_trial. Optuna's own warning and traceback of
+    each failed trial are not logged: the caller reports them."""
+    import logging
+    import pickle
+
+    path = tmp_path / "study.db"
+    seen: list[tuple[int, TrialState, str | None]] = []
+    logged: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = logged.append  # type: ignore[method-assign]
+    logging.getLogger("optuna").addHandler(handler)
+    try:
+        with pytest.raises(tuning.NoCompletedTrialError) as excinfo:
+            tune_ranker(
+                rank_samples(), trials=2, study_path=path, **{**KW, "base_params": BAD},
+                on_trial=lambda _s, t: seen.append((t.number, t.state, t.user_attrs.get(tuning.FAIL_REASON))),
+            )  # fmt: skip
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    error = excinfo.value
+    assert isinstance(error, RuntimeError)
+    assert str(error) == f"{ALL_FAILED} (the first: {NOPE})"
+    assert (error.study_name, error.failed, error.total, error.reason) == ("lgb_rank", 4, 4, NOPE)
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)  # the parts survive a process boundary
+    assert seen == [(n, TrialState.FAIL, NOPE) for n in range(4)]
+    assert [r.getMessage() for r in logged if r.levelno >= logging.WARNING] == []
+    # the failed trials stay in the study, uncounted: a search with params LightGBM takes completes it
+    result = tune_ranker(rank_samples(), trials=1, study_path=path, **KW)
+    assert (result.completed_trials, result.ran_now) == (1, 1)
+    assert _states(path) == [TrialState.FAIL] * 4 + [TrialState.COMPLETE]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell without optimize
+def test_a_failed_trial_without_a_recorded_reason_is_counted_without_one(tmp_path) -> None:
+    """A failed trial that kept no reason (its process died; a study of an older version) is counted,
+    and the message says no reason rather than a wrong one; trials of other states are counted."""
+    study = open_study(tmp_path / "study.db")
+    error = tuning.no_completed_trial(study)
+    assert str(error) == "study 'lgb_rank' has no completed trial: it holds no trial"
+    study.tell(study.ask(), state=TrialState.FAIL)
+    error = tuning.no_completed_trial(study)
+    assert str(error) == "study 'lgb_rank' has no completed trial: its only trial failed"
+    assert (error.failed, error.total, error.reason) == (1, 1, None)
+    study.ask()  # a trial still running (another worker's)
+    error = tuning.no_completed_trial(study)
+    assert str(error) == "study 'lgb_rank' has no completed trial: 1 of its 2 trials failed"
+
+
+def test_a_failed_trial_s_reason_is_one_line_of_bounded_length() -> None:
+    assert tuning.fail_reason(ValueError("bad\n  value\tthere")) == "ValueError: bad value there"
+    assert tuning.fail_reason(ValueError()) == "ValueError"
+    long = tuning.fail_reason(ValueError("x" * 1000))
+    assert len(long) == tuning.REASON_CHARS and long.endswith("...") and long.startswith("ValueError: xxx")
