@@ -31,6 +31,7 @@ from asin_platform.core.backtest import (
     promotion_verdict,
     seen_through,
 )
+from asin_platform.core.held_out import held_out_record
 from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, Samples, build_samples
 from asin_platform.core.metrics import (
     DEFAULT_KS,
@@ -288,7 +289,9 @@ def ranker_model(
     samples = add_baseline_scores(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
-    extra: dict[str, Any] = {"run_id": context.run.run_id}
+    # the held-out windows, so that model_evaluation scores the model on these rows, not on whatever
+    # train_samples holds when it runs (core.held_out)
+    extra: dict[str, Any] = {"run_id": context.run.run_id, "held_out": held_out_record(samples)}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
         study = run_storage(settings, warehouse)
