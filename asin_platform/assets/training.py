@@ -31,6 +31,7 @@ from asin_platform.core.backtest import (
     promotion_verdict,
     seen_through,
 )
+from asin_platform.core.held_out import HeldOutChanged, held_out_record, held_out_rows
 from asin_platform.core.labels import SAMPLE_TABLES, SPLITS, Samples, build_samples
 from asin_platform.core.metrics import (
     DEFAULT_KS,
@@ -288,7 +289,9 @@ def ranker_model(
     samples = add_baseline_scores(
         samples, settings.score_weights, min_category_size=settings.min_category_size
     )
-    extra: dict[str, Any] = {"run_id": context.run.run_id}
+    # the held-out windows, so that model_evaluation scores the model on these rows, not on whatever
+    # train_samples holds when it runs (core.held_out)
+    extra: dict[str, Any] = {"run_id": context.run.run_id, "held_out": held_out_record(samples)}
     if config.tune:
         # one study every worker shares: the PostgreSQL warehouse in production (storage/tuning_db.py)
         study = run_storage(settings, warehouse)
@@ -518,20 +521,42 @@ def model_evaluation(
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """NDCG / precision / recall @10/20/50 of the newest model beside the baseline Explosive
-    Score, a random ranking and the simulator oracle, on the validation and the test split, over
-    the queries (site x date) with at least one positive. Upserted into model_evaluation."""
+    Score, a random ranking and the simulator oracle, on the model's own validation and test
+    windows, over the queries (site x date) with at least one positive. Upserted into
+    model_evaluation.
+
+    The windows are the ones its card records (``core.held_out``: first and last reference date, rows
+    and fingerprint of each held-out split), taken from ``train_samples_rank`` whatever split those
+    rows are labelled now. When the samples were rebuilt and no longer hold those rows (other dates,
+    rows or labels), it fails in one line rather than show figures of other rows as the model's
+    validation and test quality: retrain ``ranker_model`` or rebuild the samples as the model had them.
+    A card recording no windows is evaluated on the current valid / test splits, marked unverified
+    (``held_out_verified`` false), unless those lie on dates the card says the model trained on."""
     try:
         model = load_registered(warehouse, "newest")
     except NoModelError as exc:
         raise dg.Failure(str(exc)) from exc
-    samples = warehouse.read("train_samples_rank").filter(pl.col("split").is_in(["valid", "test"]))
+    try:
+        held = held_out_rows(model.card, warehouse.read("train_samples_rank"), version=model.version)
+    except HeldOutChanged as exc:
+        raise dg.Failure(str(exc)) from None
+    if held.verified is None:
+        context.log.warning(held.note)
+    samples = held.rows
     oracle = simulator_oracle(samples, settings, settings.windows.horizon) if config.oracle else None
     table = evaluate_model(samples, model, settings, oracle=oracle)
     stored = MODEL_EVALUATION.conform(
         table.with_columns(model_version=pl.lit(model.version), evaluated_at=pl.lit(datetime.now(UTC)))
     )
     warehouse.upsert("model_evaluation", stored)
-    metadata: dict[str, Any] = {"model_version": model.version, "oracle": oracle is not None}
+    metadata: dict[str, Any] = {
+        "model_version": model.version,
+        "oracle": oracle is not None,
+        # which rows the figures describe: the card's held-out windows, or (unverified) today's splits
+        "held_out_windows": dg.MetadataValue.json(held.windows),
+        "held_out_check": held.note,
+        "held_out_verified": held.verified is not None,
+    }
     if model.card.get("refit"):
         metadata["valid_model_of"] = REFIT_VALID_NOTE  # the test split is the refitted model's own
     for split in SPLITS[1:]:

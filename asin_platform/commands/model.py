@@ -70,6 +70,7 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
 def _train_and_save(
     samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
 ) -> int:
+    from asin_platform.core.held_out import held_out_record
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.model_files import gate_figure
     from asin_platform.core.predict import add_model_scores
@@ -78,7 +79,9 @@ def _train_and_save(
 
     samples = _with_baseline(samples, settings)
     trained = build_ranker(samples, _levers(args, settings, params), compare={"baseline": "explosive_score"})
-    saved = _register(trained, args, settings, extra={"samples": str(args.data), **extra})
+    # held_out: the validation and test rows, so model_evaluation scores it on these (core.held_out)
+    record = {"samples": str(args.data), "held_out": held_out_record(samples), **extra}
+    saved = _register(trained, args, settings, extra=record)
     model_out, card_out = _export(saved, args.output)
     print(
         f"trained {trained.best_iteration} trees in {trained.training_seconds:.1f} s on "

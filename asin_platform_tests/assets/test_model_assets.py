@@ -15,11 +15,14 @@ import pytest
 import asin_platform.assets.training as training
 from asin_platform.assets import inference
 from asin_platform.checks import model as model_checks
+from asin_platform.core.held_out import fingerprint
+from asin_platform.core.metrics import MODEL_EVALUATION
 from asin_platform.core.ranker import LAST_TRAINED, LATEST, REFIT_VALID_NOTE
 from asin_platform.core.score import score_baseline
 from asin_platform.partitions import build_date_site_partitions
 from asin_platform.schemas import DIM_ASIN
 from asin_platform.settings import get_settings
+from asin_platform.storage import load_registered
 from asin_platform_tests.core.test_labels import sim_features, sim_market, sim_mart
 
 FAST = json.dumps({"num_threads": 1, "learning_rate": 0.1})
@@ -565,3 +568,161 @@ def test_retraining_refuses_a_worse_model_and_promotes_an_equal_one(
         and " >= current " in third["verdict_reason"]
     )
     assert [r["version"] for r in _registry(warehouse) if r["promoted"]] == [third["version"]]
+
+
+# --------------------------------------------------------- model_evaluation: the model's own windows
+
+
+def _figures(warehouse) -> pl.DataFrame:
+    """model_evaluation's figures, without when they were computed."""
+    return warehouse.read("model_evaluation").drop("evaluated_at").sort("split", "ranker", "k")
+
+
+def _set_card(warehouse, version: str, card: dict) -> None:
+    """The registry row's card replaced (what load_registered reads), as an older code version wrote it."""
+    with warehouse.transaction() as tx:
+        tx.execute("UPDATE model_registry SET card = ? WHERE version = ?", [json.dumps(card), version])
+
+
+def _failure(result) -> str:
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    return failure.step_failure_data.user_failure_data.description
+
+
+def test_model_evaluation_scores_the_windows_on_the_card_whatever_the_samples_call_them(
+    env: Path, warehouse
+) -> None:
+    """The card records the held-out windows (valid / test: dates, rows, fingerprint). Unchanged
+    samples give exactly the figures of the valid / test splits; the same samples rebuilt, the same;
+    rows of those windows relabelled (a rebuild with other split boundaries) are still evaluated as
+    the windows they were, and the metadata says the splits have changed."""
+    _seed(warehouse)
+    first = _run(warehouse, ["train_samples", "ranker_model", "model_evaluation"])
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    [row] = _registry(warehouse)
+    version, card = row["version"], json.loads(row["card"])
+    stored = warehouse.read("train_samples_rank")
+    windows = {
+        split: {
+            "first_date": "2025-04-01" if split == "valid" else "2025-05-11",
+            "last_date": "2025-04-09" if split == "valid" else "2025-05-19",
+            "rows": stored.filter(pl.col("split") == split).height,
+        }
+        for split in ("valid", "test")
+    }
+    assert card["held_out"] == {
+        "windows": {
+            s: {**w, "fingerprint": fingerprint(stored.filter(pl.col("split") == s))}
+            for s, w in windows.items()
+        },
+        "samples_window": ["2025-01-31", "2025-05-19"],
+        "fingerprint_of": ["site", "date", "asin", "relevance", "explodes"],
+    }
+    assert card["data_window"]["train"] == ["2025-01-31", "2025-04-09"]  # refitted through valid
+
+    # the figures of the valid / test splits, as model_evaluation computed them before it read the card
+    settings = get_settings()
+    model = load_registered(warehouse, "newest")
+    current = stored.filter(pl.col("split").is_in(["valid", "test"]))
+    oracle = training.simulator_oracle(current, settings, settings.windows.horizon)
+    expected = training.evaluate_model(current, model, settings, oracle=oracle)
+    before = _figures(warehouse)
+    assert before.drop("model_version").equals(
+        MODEL_EVALUATION.conform(expected.with_columns(model_version=pl.lit(version), evaluated_at=None))
+        .drop("evaluated_at", "model_version")
+        .sort("split", "ranker", "k")
+    )
+    meta = first.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert meta["held_out_windows"].value == windows
+    assert meta["held_out_verified"].value is True
+    assert meta["held_out_check"].value == (
+        "the model card's held-out windows (valid 2025-04-01..2025-04-09, test 2025-05-11..2025-05-19), "
+        "the same rows by fingerprint"
+    )
+
+    assert _run(warehouse, ["train_samples"]).success  # rebuilt as it was
+    again = _run(warehouse, ["model_evaluation"])
+    assert again.success
+    assert _figures(warehouse).equals(before)
+
+    with warehouse.transaction() as tx:  # valid rows now 'train', test rows 'valid'
+        tx.execute(
+            "UPDATE train_samples_rank SET split = CASE split WHEN 'valid' THEN 'train' "
+            "WHEN 'test' THEN 'valid' ELSE split END"
+        )
+    moved = _run(warehouse, ["model_evaluation"])
+    assert moved.success, _failure(moved)
+    assert _figures(warehouse).equals(before)
+    meta = moved.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert meta["held_out_windows"].value == windows
+    assert meta["held_out_check"].value == (
+        "the model card's held-out windows (valid 2025-04-01..2025-04-09, test 2025-05-11..2025-05-19), "
+        "the same rows by fingerprint; train_samples_rank's splits have changed since "
+        "(now valid 2025-05-11..2025-05-19)"
+    )
+
+
+def test_model_evaluation_refuses_samples_rebuilt_over_other_windows(env: Path, warehouse) -> None:
+    """train_samples rebuilt after the model was trained, ending 19 days earlier (end_date
+    2025-05-31): none of the model's held-out rows are left and the new valid split lies on dates the
+    model trained on. model_evaluation fails in one line saying so; nothing is stored."""
+    _seed(warehouse)
+    assert _run(warehouse, ["train_samples", "ranker_model"]).success
+    [row] = _registry(warehouse)
+    card = json.loads(row["card"])
+    assert _run(warehouse, ["train_samples"], samples={"end_date": "2025-05-31"}).success
+    result = _run(warehouse, ["model_evaluation"])
+    assert not result.success
+    rows = {s: card["held_out"]["windows"][s]["rows"] for s in ("valid", "test")}
+    assert _failure(result) == (
+        f"train_samples_rank no longer holds the held-out rows of model {row['version']}, trained on "
+        f"reference dates through 2025-04-09 (valid 2025-04-01..2025-04-09: 0 rows now, {rows['valid']:,} "
+        f"on the card; test 2025-05-11..2025-05-19: 0 rows now, {rows['test']:,} on the card); its splits "
+        "are now valid 2025-03-22..2025-03-26, test 2025-04-27..2025-05-01, so figures there would not be "
+        "the model's validation and test quality: retrain ranker_model on these samples, or rebuild "
+        "train_samples as the model had them (reference dates 2025-01-31..2025-05-19, the same label settings)"
+    )
+    assert warehouse.count("model_evaluation") == 0
+
+
+def test_model_evaluation_of_cards_written_before_the_held_out_record(env: Path, warehouse) -> None:
+    """A card without ``held_out`` is matched by its data_window and row counts; one without any
+    window is evaluated on today's splits, marked unverified, unless those lie on dates its
+    data_window says it trained on."""
+    _seed(warehouse)
+    assert _run(warehouse, ["train_samples", "ranker_model", "model_evaluation"]).success
+    figures = _figures(warehouse)
+    [row] = _registry(warehouse)
+    version, card = row["version"], json.loads(row["card"])
+
+    older = {k: v for k, v in card.items() if k != "held_out"}
+    _set_card(warehouse, version, older)
+    result = _run(warehouse, ["model_evaluation"])
+    assert result.success
+    assert _figures(warehouse).equals(figures)
+    meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert meta["held_out_verified"].value is True
+    assert meta["held_out_check"].value.endswith("the same rows by row counts")
+
+    bare = {k: v for k, v in older.items() if k not in ("data_window", "rows")}
+    _set_card(warehouse, version, bare)
+    result = _run(warehouse, ["model_evaluation"])
+    assert result.success
+    assert _figures(warehouse).equals(figures)
+    meta = result.asset_materializations_for_node("model_evaluation")[0].metadata
+    assert meta["held_out_verified"].value is False
+    assert meta["held_out_check"].value == (
+        f"UNVERIFIED: model {version}'s card records no held-out windows; evaluated on train_samples_rank's "
+        "current valid 2025-04-01..2025-04-09, test 2025-05-11..2025-05-19, which may not be the rows it "
+        "was validated and tested on (retrain ranker_model to record them)"
+    )
+
+    _set_card(warehouse, version, {**bare, "data_window": {"train": card["data_window"]["train"]}})
+    assert _run(warehouse, ["train_samples"], samples={"end_date": "2025-05-31"}).success
+    refused = _run(warehouse, ["model_evaluation"])
+    assert not refused.success
+    assert _failure(refused) == (
+        f"model {version}'s card records no held-out windows and train_samples_rank's valid "
+        "2025-03-22..2025-03-26, test 2025-04-27..2025-05-01 include reference dates it trained on (through "
+        "2025-04-09): those rows would not measure it; retrain ranker_model on these samples"
+    )

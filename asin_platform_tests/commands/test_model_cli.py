@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from asin_platform.cli import main
+from asin_platform.core.held_out import held_out_record
 from asin_platform_tests.core.test_labels import sim_features, sim_mart
 
 FAST = json.dumps({"num_threads": 1, "learning_rate": 0.1})
@@ -49,6 +50,9 @@ def test_labels_train_eval_predict(files: Path, capsys: pytest.CaptureFixture[st
     assert (files / "artifacts" / "lgb_rank.txt").exists()
     card = json.loads((files / "artifacts" / "lgb_rank.card.json").read_text())
     assert card["samples"].endswith("train_samples_rank.parquet")
+    # its validation and test rows, which model_evaluation finds again (core.held_out)
+    assert card["held_out"] == held_out_record(pl.read_parquet(samples / "train_samples_rank.parquet"))
+    assert set(card["held_out"]["windows"]) == {"valid", "test"}
     # the settings' levers with the flags given over them, as the ranker_model asset trains
     assert card["levers"]["rounds"] == 40 and card["levers"]["hard_negative_fraction"] == 0.2
     assert card["levers"]["lightgbm"] == json.loads(FAST)
