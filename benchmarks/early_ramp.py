@@ -201,6 +201,55 @@ def _pctl7() -> list[pl.Expr]:
     ]
 
 
+def _pctl7_21() -> list[pl.Expr]:
+    """``_pctl7`` with the longer change against the week ending 21 days earlier (T-27 .. T-21), so
+    that every day it reads lies within features_daily's 30-day reach (T-36 .. T-30 does not)."""
+    mean7 = pl.col("bsr_pctl").rolling_mean(7, min_samples=4)
+    return [
+        mean7.alias("bsr_pctl_mean_7d"),
+        (mean7 - mean7.shift(7)).alias("bsr_pctl_mean_change_7d"),
+        (mean7 - mean7.shift(21)).alias("bsr_pctl_mean_change_21d"),
+    ]
+
+
+BINS_PER_OCTAVE = 64  # the binned percentile's resolution: BSRs within 1.1% of each other tie
+
+
+def _binned_percentile() -> pl.Expr:
+    """``bsr_percentile`` of the BSR's bin (floor(log2 BSR * 64)) instead of the BSR: what a count per
+    (site, date, category, bin) gives without sorting (a histogram sums over ASIN blocks); products
+    whose BSRs share a bin tie, and share the better value."""
+    keys = ["site", "date", "category_id"]
+    ranked = (pl.col("bsr_root") > 0) & pl.col("category_id").is_not_null()
+    b = pl.when(ranked).then((pl.col("bsr_root").cast(pl.Float64).log(2) * BINS_PER_OCTAVE).floor())
+    n = b.count().over(keys).cast(pl.Float64)
+    return ((n - b.rank("min").over(keys).cast(pl.Float64) + 1.0) / n).alias("bsr_pctl")
+
+
+def _pctl_bins() -> list[pl.Expr]:
+    """Every percentile column from the binned daily percentile: bsr_pctl and its single-day changes
+    vs T-7 / T-30 (replacing features_daily's), and ``_pctl7_21``'s three weekly-mean columns."""
+    p = pl.col("bsr_pctl")
+    return [
+        p.alias("bsr_pctl_b"),
+        (p - p.shift(7)).alias("bsr_pctl_change_7d_b"),
+        (p - p.shift(30)).alias("bsr_pctl_change_30d_b"),
+        *_pctl7_21(),
+    ]
+
+
+def _logmean7() -> list[pl.Expr]:
+    """``_pctl7_21`` on ln BSR instead of the percentile: the product's own 7-day mean ln BSR and its
+    changes against the weeks ending 7 and 21 days earlier. No cross-section (window sums of the
+    grid, free in features_daily), so it tells whether the percentile's gain is the smoothing."""
+    mean7 = pl.col("y").rolling_mean(7, min_samples=4)
+    return [
+        mean7.alias("bsr_log_mean_7d"),
+        (mean7 - mean7.shift(7)).alias("bsr_log_mean_change_7d"),
+        (mean7 - mean7.shift(21)).alias("bsr_log_mean_change_21d"),
+    ]
+
+
 def _fade() -> list[pl.Expr]:
     """Whether precursor signals persist or fade: the days of the last week and of the week before
     with a new review, days since the last one, and the last 3 days' BSR ceiling against 3 days
@@ -280,6 +329,16 @@ EXTRA_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "accel": ("sales_growth_3d", "sales_growth_7d", "sales_growth_14d", "sales_accel_7d"),
     "pctl7": ("bsr_pctl_mean_7d", "bsr_pctl_mean_change_7d", "bsr_pctl_mean_change_30d"),
+    "pctl_bins": (
+        "bsr_pctl_b",
+        "bsr_pctl_change_7d_b",
+        "bsr_pctl_change_30d_b",
+        "bsr_pctl_mean_7d",
+        "bsr_pctl_mean_change_7d",
+        "bsr_pctl_mean_change_21d",
+    ),
+    "logmean7": ("bsr_log_mean_7d", "bsr_log_mean_change_7d", "bsr_log_mean_change_21d"),
+    "pctl7_21": ("bsr_pctl_mean_7d", "bsr_pctl_mean_change_7d", "bsr_pctl_mean_change_21d"),
     "hist90": (
         "bsr_log_sd_90d",
         "bsr_log_daily_sd_90d",
@@ -379,6 +438,12 @@ def extra_frame(
         out = _with_sales(grid).with_columns(_accel())
     elif group == "pctl7":
         out = grid.with_columns(bsr_percentile()).with_columns(_pctl7())
+    elif group == "pctl_bins":
+        out = grid.with_columns(_binned_percentile()).with_columns(_pctl_bins())
+    elif group == "logmean7":
+        out = grid.with_columns(_logmean7())
+    elif group == "pctl7_21":
+        out = grid.with_columns(bsr_percentile()).with_columns(_pctl7_21())
     elif group == "hist90":
         out = _with_sales(grid).with_columns(_hist90())
     else:
@@ -506,6 +571,22 @@ CANDIDATES: dict[str, Candidate] = {
     ),
     "prod_every1": Candidate("refit_lever + every reference date", levers=PROD, sample_every=1),
     "prod_pctl7": Candidate("refit_lever + pctl7", levers=PROD, extra=("pctl7",)),
+    "prod_pctl7_21": Candidate(
+        "refit_lever + pctl7 with the longer change vs 21 days (within features_daily's reach)",
+        levers=PROD,
+        extra=("pctl7_21",),
+    ),
+    "prod_pctl_bins": Candidate(
+        "prod_pctl7_21 with every percentile column from a percentile of 1/64-octave BSR bins",
+        levers=PROD,
+        extra=("pctl_bins",),
+        drop=("bsr_pctl", "bsr_pctl_change_7d", "bsr_pctl_change_30d"),
+    ),
+    "prod_logmean7": Candidate(
+        "refit_lever + 7-day mean ln BSR and its changes vs 7 and 21 days (no cross-section)",
+        levers=PROD,
+        extra=("logmean7",),
+    ),
     "prod_pctl7_swap": Candidate(
         "refit_lever + pctl7 instead of the single-day percentile changes",
         levers=PROD,
