@@ -482,11 +482,16 @@ def _early_stopped_valid(table: pl.DataFrame, card: dict[str, Any]) -> pl.DataFr
     return pl.concat([model_rows.select(table.columns), table.filter(pl.col("ranker") != "model")])
 
 
+class NothingToEvaluate(ValueError):
+    """Neither held-out split holds a positive: NDCG / precision / recall would be undefined."""
+
+
 def evaluate_model(
     samples: pl.DataFrame, model: Any, settings: Settings, *, oracle: pl.DataFrame | None
 ) -> pl.DataFrame:
     """compare_rankers per split (valid, test) with the model, baseline, random and the oracle; a
-    refitted model's validation rows are its early-stopped fit's (``_early_stopped_valid``)."""
+    refitted model's validation rows are its early-stopped fit's (``_early_stopped_valid``).
+    ``NothingToEvaluate`` when neither split holds a row or a positive."""
     scored = add_model_scores(samples, model.booster, model.features)
     scored = add_baseline_scores(scored, settings.score_weights, min_category_size=settings.min_category_size)
     scored = add_random_scores(scored)
@@ -510,7 +515,14 @@ def evaluate_model(
             )
         )
     if not parts:
-        raise ValueError("neither the valid nor the test split holds a positive")
+        counts = ", ".join(
+            f"{split} {scored.filter(pl.col('split') == split).height:,} rows" for split in ("valid", "test")
+        )
+        raise NothingToEvaluate(
+            f"neither held-out split holds a positive (explodes) row ({counts}): nothing to score the "
+            "rankers on; rebuild train_samples over more reference dates (config days) or check the "
+            "label settings, then retrain ranker_model"
+        )
     return pl.concat(parts)
 
 
@@ -544,7 +556,10 @@ def model_evaluation(
         context.log.warning(held.note)
     samples = held.rows
     oracle = simulator_oracle(samples, settings, settings.windows.horizon) if config.oracle else None
-    table = evaluate_model(samples, model, settings, oracle=oracle)
+    try:
+        table = evaluate_model(samples, model, settings, oracle=oracle)
+    except NothingToEvaluate as exc:
+        raise dg.Failure(f"model_evaluation of {model.version}: {exc}") from None
     stored = MODEL_EVALUATION.conform(
         table.with_columns(model_version=pl.lit(model.version), evaluated_at=pl.lit(datetime.now(UTC)))
     )

@@ -685,6 +685,32 @@ def test_model_evaluation_refuses_samples_rebuilt_over_other_windows(env: Path, 
     assert warehouse.count("model_evaluation") == 0
 
 
+def test_model_evaluation_without_a_held_out_positive_fails_in_one_line(env: Path, warehouse) -> None:
+    """No positive in either held-out split (here: the labels zeroed, the card's fingerprints dropped so
+    the rows still count as the model's): NDCG is undefined, so the asset fails saying so, not with a
+    ValueError traceback, and stores nothing."""
+    _seed(warehouse)
+    assert _run(warehouse, ["train_samples", "ranker_model"]).success
+    [row] = _registry(warehouse)
+    version, card = row["version"], json.loads(row["card"])
+    _set_card(
+        warehouse, version, {k: v for k, v in card.items() if k not in ("held_out", "data_window", "rows")}
+    )
+    with warehouse.transaction() as tx:
+        tx.execute("UPDATE train_samples_rank SET explodes = 0, relevance = 0 WHERE split <> 'train'")
+    held = warehouse.read("train_samples_rank").filter(pl.col("split") != "train")
+    result = _run(warehouse, ["model_evaluation"])
+    assert not result.success
+    rows = {s: held.filter(pl.col("split") == s).height for s in ("valid", "test")}
+    assert _failure(result) == (
+        f"model_evaluation of {version}: neither held-out split holds a positive (explodes) row "
+        f"(valid {rows['valid']:,} rows, test {rows['test']:,} rows): nothing to score the rankers on; "
+        "rebuild train_samples over more reference dates (config days) or check the label settings, "
+        "then retrain ranker_model"
+    )
+    assert warehouse.count("model_evaluation") == 0
+
+
 def test_model_evaluation_of_cards_written_before_the_held_out_record(env: Path, warehouse) -> None:
     """A card without ``held_out`` is matched by its data_window and row counts; one without any
     window is evaluated on today's splits, marked unverified, unless those lie on dates its
