@@ -240,7 +240,7 @@ def backtest_frames(
 
 def simulator_oracle_of(settings: Settings) -> Any:
     """The oracle callback of core.backtest: the simulator's hidden state, when it knows the ASINs."""
-    from asin_platform.assets.training import simulator_oracle
+    from asin_platform.assets.evaluation import simulator_oracle
 
     return lambda keys: simulator_oracle(keys, settings, settings.windows.horizon)
 

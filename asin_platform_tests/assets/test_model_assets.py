@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+import asin_platform.assets.evaluation as evaluation
 import asin_platform.assets.training as training
 from asin_platform.assets import inference
 from asin_platform.checks import model as model_checks
@@ -40,7 +41,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("ASIN_PLATFORM__EXPORTS_DIR", str(tmp_path / "exports"))
     get_settings.cache_clear()
     # the oracle reads the ground truth of the market the test data came from
-    monkeypatch.setattr(training, "oracle_market", lambda settings, sites: sim_market())
+    monkeypatch.setattr(evaluation, "oracle_market", lambda settings, sites: sim_market())
     yield tmp_path
     get_settings.cache_clear()
 
@@ -624,8 +625,8 @@ def test_model_evaluation_scores_the_windows_on_the_card_whatever_the_samples_ca
     settings = get_settings()
     model = load_registered(warehouse, "newest")
     current = stored.filter(pl.col("split").is_in(["valid", "test"]))
-    oracle = training.simulator_oracle(current, settings, settings.windows.horizon)
-    expected = training.evaluate_model(current, model, settings, oracle=oracle)
+    oracle = evaluation.simulator_oracle(current, settings, settings.windows.horizon)
+    expected = evaluation.evaluate_model(current, model, settings, oracle=oracle)
     before = _figures(warehouse)
     assert before.drop("model_version").equals(
         MODEL_EVALUATION.conform(expected.with_columns(model_version=pl.lit(version), evaluated_at=None))

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-import asin_platform.assets.training as training
+import asin_platform.assets.evaluation as evaluation
 from asin_platform.assets import outcomes
 from asin_platform.automation.config import WEBHOOK_URL_ENV
 from asin_platform.automation.sensors import build_check_failure_sensor
@@ -181,7 +181,7 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
     monkeypatch.setenv("ASIN_PLATFORM__SITES", "US,DE")
     monkeypatch.setenv("ASIN_PLATFORM__ARTIFACTS_DIR", str(env / "artifacts"))
     get_settings.cache_clear()
-    monkeypatch.setattr(training, "oracle_market", lambda settings, sites: sim_market())
+    monkeypatch.setattr(evaluation, "oracle_market", lambda settings, sites: sim_market())
     mart, features = sim_mart(), sim_features()
     with warehouse.transaction() as tx:
         for table, frame in (("mart_timeseries_daily", mart), ("features_daily", features)):

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import asin_platform.assets.training as training
+import asin_platform.assets.evaluation as evaluation
 import asin_platform.core.backtest as backtest
 from asin_platform.cli import main
 from asin_platform.core.backtest import BacktestOptions, Fold, fold_table, folds, walk_forward
@@ -72,7 +72,7 @@ def test_backtest_cli_writes_table_plot_and_oracle(
     for name, value in {"HORIZON": "14", "EMBARGO": "14", "OBSERVATION": "14"}.items():
         monkeypatch.setenv(f"ASIN_PLATFORM__WINDOWS__{name}", value)
     monkeypatch.setenv("ASIN_PLATFORM__SITES", "US,DE")
-    monkeypatch.setattr(training, "oracle_market", lambda settings, sites: sim_market())
+    monkeypatch.setattr(evaluation, "oracle_market", lambda settings, sites: sim_market())
     sim_mart().write_parquet("mart.parquet")
     sim_features().write_parquet("features.parquet")
     args = ["backtest", "--start", "2025-04-29", "--end", "2025-05-27", "--every", "2w",
