@@ -5,8 +5,6 @@ Files and plots go to the exports store (``storage.exports_url``: the local ``ex
 default, ``s3://`` / ``gs://`` in production), so they outlive the run's pod; each partition's
 metadata names its file (a local path, or the object's URL)."""
 
-import base64
-import io
 from datetime import date, timedelta
 from typing import Any
 
@@ -16,6 +14,7 @@ import polars as pl
 from dagster_pandas import PandasColumn, create_dagster_pandas_dataframe_type
 
 from asin_platform.assets._metadata import add_metadata_by_partition, metadata_table
+from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets._slices import ranged_asset
 from asin_platform.partitions import DateSite, partitions_of_context
 from asin_platform.resources.warehouse import Warehouse
@@ -74,26 +73,11 @@ def top_candidates_frame(warehouse: Warehouse, site: str, day: date, limit: int)
 
 def bsr_trajectory_png(history: pl.DataFrame, title: str) -> bytes:
     """Log-scale BSR over time, one line per ASIN (lower = better, so the axis is inverted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
-    for (asin,), series in history.sort("date").group_by("asin", maintain_order=True):
-        ax.plot(series["date"].to_list(), series["bsr_root"].to_list(), label=asin, linewidth=1.2)
-    ax.set_yscale("log")
-    ax.invert_yaxis()
-    ax.set_title(title, fontsize=9)
-    ax.set_ylabel("BSR (log, lower = better)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    series = {
+        asin: (rows["date"].to_list(), rows["bsr_root"].to_list())
+        for (asin,), rows in history.sort("date").group_by("asin", maintain_order=True)
+    }
+    return line_plot_png([("BSR (log, lower = better)", series)], title, log_invert=[True])
 
 
 def build_assets(settings: Settings, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -189,8 +173,7 @@ def _bsr_plot(warehouse: Warehouse, store: ArtifactStore, part: DateSite) -> dic
         return {}
     png = bsr_trajectory_png(history, f"BSR of the top 10, {part.site}, 30 days to {part.day}")
     plot = store.write_bytes(f"{part.site}/top_candidates_{part.day:%Y%m%d}_bsr.png", png)
-    encoded = base64.b64encode(png).decode()
     return {
-        "bsr_trajectories": dg.MetadataValue.md(f"![BSR trajectories](data:image/png;base64,{encoded})"),
+        "bsr_trajectories": png_markdown(png, "BSR trajectories"),
         "bsr_plot": shown(plot),
     }

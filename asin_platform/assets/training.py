@@ -12,8 +12,6 @@ baseline on validation and did no worse than its predecessor on the latest walk-
 ``judge_candidate``) is what ``predictions_rank_daily`` uses, on whichever machine it runs.
 """
 
-import base64
-import io
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -22,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from asin_platform.assets._metadata import metadata_table
+from asin_platform.assets._plots import line_plot_png, png_markdown
 from asin_platform.assets.evaluation import model_evaluation
 from asin_platform.assets.outcomes import backtest_frames, backtest_options
 from asin_platform.core.backtest import (
@@ -55,13 +54,6 @@ from asin_platform.storage import (
     register_model,
 )
 from asin_platform.storage.tuning_db import run_storage, shown_storage
-
-
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode()
-
 
 # ---------------------------------------------------------------------------------- train_samples
 
@@ -233,25 +225,13 @@ def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[Ranke
         raise dg.Failure(f"ranker_model config {exc}") from None
 
 
-def _learning_curve_png(history: dict[str, list[float]]) -> str | None:
+def _learning_curve(history: dict[str, list[float]]) -> dg.MarkdownMetadataValue | None:
+    """Validation NDCG per boosting round, one line per metric (None without a history)."""
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 2.8), dpi=80)
-    for name, values in history.items():
-        ax.plot(range(1, len(values) + 1), values, label=name, linewidth=1.2)
-    ax.set_xlabel("boosting round", fontsize=8)
-    ax.set_ylabel("validation NDCG", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    encoded = _png(fig)
-    plt.close(fig)
-    return encoded
+    series = {name: (range(1, len(values) + 1), values) for name, values in history.items()}
+    png = line_plot_png([("validation NDCG", series)], "validation NDCG per boosting round")
+    return png_markdown(png, "validation NDCG")
 
 
 def ranker_model(
@@ -350,9 +330,9 @@ def ranker_model(
         "feature_importance": metadata_table(feature_importance(trained.booster).head(25)),
         "card": dg.MetadataValue.json(card_view),
     }
-    curve = _learning_curve_png(trained.history)
+    curve = _learning_curve(trained.history)
     if curve:
-        metadata["learning_curve"] = dg.MetadataValue.md(f"![validation NDCG](data:image/png;base64,{curve})")
+        metadata["learning_curve"] = curve
     return dg.MaterializeResult(metadata=metadata)
 
 
