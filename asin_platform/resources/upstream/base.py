@@ -201,6 +201,85 @@ def _upstream_error(endpoint: str, status: int, attempts: int, site: str, detail
     return UpstreamError(endpoint, status, attempts, site=site, detail=detail)
 
 
+class UpstreamUnreachable(UpstreamError):
+    """The upstream could not be reached at all: ``requests`` requests in a row failed for good with
+    none of their attempts reaching it (refused, DNS, connect timeout), so the fetch stopped sending
+    (``http.Breaker``). ``base_url`` carries no credentials, ``last`` no secret."""
+
+    def __init__(
+        self,
+        base_url: str,
+        requests: int,
+        last: str,
+        *,
+        endpoint: str = "",
+        site: str = "",
+        attempts: int = 0,
+    ) -> None:
+        self.base_url = base_url
+        self.requests = requests
+        self.last = last
+        self.endpoint = endpoint
+        self.status = 0
+        self.attempts = attempts
+        self.site = site
+        self.detail = last
+        what = "a request" if requests == 1 else f"{requests} consecutive requests"
+        RuntimeError.__init__(
+            self,
+            f"upstream {base_url} unreachable: {what} failed after retries without reaching it "
+            f"(last: {last})",
+        )
+
+    def run_failure(
+        self, not_written: Iterable[tuple[str, date]], written: Iterable[tuple[str, date]] = ()
+    ) -> str:
+        """The one line a run that stopped on this says: what happened, which partitions it left as
+        they were (nothing written for them) and which it had already stored, and what to do."""
+        line = (
+            f"{self}; no further request was sent and nothing was written for {partition_list(not_written)}"
+        )
+        done = list(written)
+        if done:
+            line += f" (stored before it stopped: {partition_list(done)})"
+        return (
+            f"{line}; check that the upstream at {self.base_url} is up and reachable from this host "
+            "(settings upstream.base_url / upstream.keepa_base_url), then re-run"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _upstream_unreachable,
+            (self.base_url, self.requests, self.last, self.endpoint, self.site, self.attempts),
+        )
+
+
+def _upstream_unreachable(
+    base_url: str, requests: int, last: str, endpoint: str, site: str, attempts: int
+) -> UpstreamUnreachable:
+    return UpstreamUnreachable(base_url, requests, last, endpoint=endpoint, site=site, attempts=attempts)
+
+
+def partition_list(partitions: Iterable[tuple[str, date]]) -> str:
+    """``US 2025-03-01..2025-03-03, DE 2025-03-02``: (site, day) pairs by site, consecutive days
+    joined into one range."""
+    by_site: dict[str, list[date]] = {}
+    for site, day in partitions:
+        by_site.setdefault(site, []).append(day)
+    out = []
+    for site, days in by_site.items():
+        ordered = sorted(set(days))
+        start = prev = ordered[0]
+        for day in [*ordered[1:], None]:
+            if day is not None and (day - prev).days == 1:
+                prev = day
+                continue
+            out.append(f"{site} {start}" if start == prev else f"{site} {start}..{prev}")
+            if day is not None:
+                start = prev = day
+    return ", ".join(out) or "no partition"
+
+
 class MissingSecretError(ValueError):
     """A credential's environment variable is not set (the message names the variable, no value)."""
 

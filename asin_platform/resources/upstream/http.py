@@ -17,6 +17,14 @@ error body, which statuses mean "the credential is refused"), and ``HttpCore.req
   bodies. Without it (``None``), ``max_attempts`` bounds every retry.
 - **Failed for good**: a request that still fails becomes a ``RawResponse`` with ``error`` saying
   what the last attempt got, how many attempts and how long it took, and why it stopped.
+- **Unreachable upstream** (``Breaker``): a request whose last ``max_attempts`` attempts all failed
+  before reaching the server (connection refused, DNS, connect timeout) counts against the fetch's
+  breaker; after ``RetryPolicy.unreachable_after`` such requests in a row, with no attempt of any
+  request reaching the server in between, the fetch raises ``UpstreamUnreachable`` and makes no
+  further attempt (the universe, ``Request.essential``, opens it alone: nothing can be fetched
+  without it). Any answer (a 200, a 429, a 5xx, a 4xx) and any failure after the connection was made
+  (a drop, a read timeout) resets the count, so a flaky upstream never trips it; until it opens, every
+  request keeps retrying within its budget as before.
 - **Secrets**: every stored body, error text and log line is scrubbed of the credentials (``scrub``);
   URLs that carry a key in the query string are masked in httpx's log lines.
 - **Clock**: ``clock`` and ``sleep`` are injectable, so tests wait out minutes of Retry-After in no time.
@@ -28,15 +36,16 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import dagster as dg
 import httpx
@@ -48,6 +57,7 @@ from asin_platform.resources.upstream.base import (
     SourcedResponse,
     UpstreamClient,
     UpstreamError,
+    UpstreamUnreachable,
 )
 from asin_platform.resources.upstream.ratelimit import TokenBucket
 from asin_platform.retrying import backoff_delay, parse_retry_after
@@ -78,6 +88,8 @@ class HttpUpstreamClient(UpstreamClient):
     max_delay: float = 30.0
     # Per-request time budget for waits the server asks for (None: count-bounded, max_attempts).
     retry_budget_s: float | None = None
+    # Requests in a row failed for good without reaching the server before a fetch stops (Breaker).
+    unreachable_after: int = 3
 
     @staticmethod
     def retry_config(settings: Settings) -> dict[str, Any]:
@@ -89,6 +101,7 @@ class HttpUpstreamClient(UpstreamClient):
             jitter=retry.jitter,
             max_delay=retry.max_delay,
             retry_budget_s=settings.retry.budget_s,
+            unreachable_after=retry.unreachable_after,
         )
 
     @classmethod
@@ -99,7 +112,12 @@ class HttpUpstreamClient(UpstreamClient):
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
-            self.max_attempts, self.base_delay, self.jitter, self.max_delay, self.retry_budget_s
+            self.max_attempts,
+            self.base_delay,
+            self.jitter,
+            self.max_delay,
+            self.retry_budget_s,
+            self.unreachable_after,
         )
 
     def _validate_http(self) -> list[str]:
@@ -110,6 +128,8 @@ class HttpUpstreamClient(UpstreamClient):
             problems.append(f"qpm and burst must be >= 1, got {self.qpm}, {self.burst}")
         if self.retry_budget_s is not None and self.retry_budget_s <= 0:
             problems.append(f"retry_budget_s must be > 0, got {self.retry_budget_s}")
+        if self.unreachable_after < 1:
+            problems.append(f"unreachable_after must be >= 1, got {self.unreachable_after}")
         return problems
 
 
@@ -132,6 +152,8 @@ class RetryPolicy:
     jitter: float = 0.25
     max_delay: float = 30.0
     budget_s: float | None = None
+    # Breaker: requests in a row failed for good without reaching the server before the fetch stops.
+    unreachable_after: int = 3
 
 
 # ---------------------------------------------------------------------------------- request / answer
@@ -148,6 +170,9 @@ class Request:
     # stored with the params, never sent: what the client asked for in its own terms (e.g. the days a
     # Keepa range request covers, which Keepa's ``days`` only implies)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # The fetch cannot go on without it (the universe): failing for good without ever reaching the
+    # server trips the breaker at once.
+    essential: bool = False
 
 
 @dataclass
@@ -156,6 +181,9 @@ class Attempt:
     text: str
     headers: httpx.Headers | None
     failure: str | None  # "timeout" / "connection error" when there was no response
+    # False when the attempt never reached the server: connection refused, DNS, connect timeout.
+    reached: bool = True
+    cause: str = ""  # the exception of a failure, e.g. "ConnectError: [Errno 111] Connection refused"
 
     @cached_property
     def json(self) -> Any:
@@ -251,6 +279,67 @@ class _Verdict:
     server_asked: bool = True  # waited out by time (budget), not by count
 
 
+# ---------------------------------------------------------------------------------------- the breaker
+class Breaker:
+    """Stops a fetch whose upstream cannot be reached at all, instead of letting every one of its
+    requests spend the whole retry budget (``retry.budget_s``) on refused connections.
+
+    Shared by the ``HttpCore`` sessions of one fetch (every partition of a ranged run). A request
+    *gives up on reaching the server* when ``max_attempts`` attempts in a row never reached it
+    (``Attempt.reached`` false: connection refused, DNS, connect timeout); it counts once (``give_up``)
+    and goes on retrying within its budget as before. Any attempt of any request that reaches the
+    server, whatever the answer, resets the count (``reached``). When ``threshold`` requests in a row
+    have given up, the breaker opens: the request that opened it and every request about to make an
+    attempt raise ``UpstreamUnreachable``. An ``essential`` request (the universe: nothing can be
+    fetched without it) opens it on its own, and so does one that spent its whole time budget without
+    ever reaching the server (requests made one after another, as Keepa's batches, would otherwise
+    each spend it before the count is reached)."""
+
+    def __init__(self, threshold: int, base_url: str) -> None:
+        self.threshold = max(1, threshold)
+        self.base_url = public_url(base_url)
+        self.consecutive = 0  # requests in a row that gave up, since the last contact
+        self.epoch = 0  # bumped at every contact: a request counts at most once per epoch
+        self.last = ""  # the last request counted: where, what it got, its attempts
+        self.last_endpoint = ""
+        self.last_site = ""
+        self.last_attempts = 0
+        self.open = False
+
+    def reached(self) -> None:
+        """An attempt reached the server: the upstream is there, whatever it answered."""
+        if not self.open:
+            self.consecutive = 0
+            self.epoch += 1
+
+    def give_up(
+        self, req: Request, last: str, attempts: int, *, conclusive: bool = False, counted: bool = False
+    ) -> bool:
+        """Count a request whose last ``attempts`` never reached the server (unless ``counted``: it
+        already was, since the last contact); True once open. ``conclusive``: it spent its whole
+        retry budget without ever reaching the server, which is proof enough on its own."""
+        if self.open:
+            return True
+        if not counted:
+            self.consecutive += 1
+        self.last = f"{req.endpoint.format(site=req.site)}: {last}"
+        self.last_endpoint, self.last_site, self.last_attempts = req.endpoint, req.site, attempts
+        if self.consecutive >= self.threshold or req.essential or conclusive:
+            self.open = True
+            log.warning("upstream %s unreachable, stopping the fetch: %s", self.base_url, self.last)
+        return self.open
+
+    def error(self) -> UpstreamUnreachable:
+        return UpstreamUnreachable(
+            self.base_url,
+            self.consecutive,
+            self.last,
+            endpoint=self.last_endpoint,
+            site=self.last_site,
+            attempts=self.last_attempts,
+        )
+
+
 # ------------------------------------------------------------------------------------------ the core
 class HttpCore:
     """One fetch's HTTP machinery: client, bucket, concurrency, counters, retry policy, secrets.
@@ -272,6 +361,7 @@ class HttpCore:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         timeout: float = 10.0,
+        breaker: Breaker | None = None,
     ) -> None:
         self.http = http
         self.bucket = bucket
@@ -285,6 +375,8 @@ class HttpCore:
         self.sleep = sleep
         self.timeout = timeout
         self.base = str(http.base_url).rstrip("/")
+        # One per fetch when the client shares it across its sessions; else this session's own.
+        self.breaker = breaker or Breaker(policy.unreachable_after, self.base)
         self.counters = Counters()
         self.random = random.Random()
 
@@ -313,17 +405,44 @@ class HttpCore:
             # and the bucket's spacing is the spacing the server sees.
             await self.bucket.acquire()
             self.counters.http_calls += 1
+            phase = _Phase()
             try:
                 # asyncio.timeout as well as httpx's: transports without network timeouts
                 # (ASGI, mocks) must not hang a run either.
                 async with asyncio.timeout(self.timeout):
-                    response = await self.http.get(self._url(path, params))
-            except (httpx.TimeoutException, TimeoutError):
-                return Attempt(0, "", None, "timeout")
-            except httpx.TransportError:
-                return Attempt(0, "", None, "connection error")
-        self._observe_quota(response.headers)
-        return Attempt(response.status_code, response.text, response.headers, None)
+                    response = await self.http.get(self._url(path, params), extensions={"trace": phase})
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                reached = phase.reached(exc)
+                cause = self._cause(exc)
+                if not reached and cause == "TimeoutError":  # the guard's: say what timed out
+                    cause = f"TimeoutError: no connection within {self.timeout:g}s"
+                attempt = Attempt(0, "", None, "timeout", reached, cause)
+            except httpx.TransportError as exc:
+                attempt = Attempt(0, "", None, "connection error", phase.reached(exc), self._cause(exc))
+            else:
+                attempt = Attempt(response.status_code, response.text, response.headers, None)
+        if attempt.reached:
+            self.breaker.reached()
+        if attempt.headers is not None:
+            self._observe_quota(attempt.headers)
+        return attempt
+
+    def _cause(self, exc: BaseException) -> str:
+        """``ConnectError: All connection attempts failed (Connection refused)``: the exception's type
+        and text, scrubbed, with the system error underneath when the text does not say it."""
+        name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+        text = str(exc).strip()
+        inner: BaseException | None = exc
+        for _ in range(10):  # the chain httpx -> httpcore -> anyio -> the OSError
+            if inner is None or (isinstance(inner, OSError) and inner.errno):
+                break
+            inner = inner.__cause__ or inner.__context__
+        if isinstance(inner, OSError) and inner.errno:
+            reason = os.strerror(inner.errno)
+            if reason not in text:
+                text = f"{text} ({reason})" if text else reason
+        text = self.scrub(text)[:200]
+        return f"{name}: {text}" if text else name
 
     def _url(self, path: str, params: Mapping[str, str]) -> httpx.URL:
         """The absolute URL, parsed once. Handing httpx a relative path plus ``params`` makes it
@@ -392,7 +511,12 @@ class HttpCore:
         started = self.clock()
         paused = 0.0  # waits of the source's own (Keepa's token waits) do not spend the retry budget
         attempt = 0
+        unreached = 0  # attempts in a row that never reached the server
+        counted = -1  # the breaker epoch this request last counted in
         while True:
+            if self.breaker.open:
+                # Another request proved the upstream unreachable: make no further attempt.
+                raise self.breaker.error()
             before = self.clock()
             stopped = await exchange.before_attempt()
             paused += self.clock() - before
@@ -400,6 +524,7 @@ class HttpCore:
                 return Outcome(None, stopped=stopped)
             attempt += 1
             result = await self.send(path, sent)
+            unreached = 0 if result.reached else unreached + 1
             fetched_at = exchange.fetched_at(result, datetime.now(UTC))
             verdict = self._judge(result, exchange, attempt, req)
             body: Any = None
@@ -414,7 +539,19 @@ class HttpCore:
             elapsed = self.clock() - started - paused
             retry, why_not = self._may_retry(verdict, attempt, elapsed)
             blocker = exchange.retry_blocker() if verdict.retryable and retry else ""
-            if verdict.retryable and retry and not blocker:
+            going_on = verdict.retryable and retry and not blocker
+            if unreached and (unreached >= self.policy.max_attempts or not going_on):
+                # Out of attempts to reach the server (the policy's count): one more request saying
+                # the upstream is not there. One that spent its whole time budget without ever
+                # reaching it says so alone (requests made one after another, Keepa's batches).
+                whole_budget = not going_on and unreached == attempt and self.policy.budget_s is not None
+                again = counted == self.breaker.epoch
+                if not again or whole_budget:
+                    counted = self.breaker.epoch
+                    last = self._unreached_error(result.cause, unreached, elapsed)
+                    if self.breaker.give_up(req, last, attempt, conclusive=whole_budget, counted=again):
+                        raise self.breaker.error()
+            if going_on:
                 self.counters.retries += 1
                 log.debug(
                     "upstream %s: %s, retry %d in %.2fs",
@@ -437,6 +574,11 @@ class HttpCore:
             self.bucket.penalize(verdict.delay)
         elif verdict.delay > 0:
             await self.sleep(verdict.delay)
+
+    def _unreached_error(self, cause: str, attempts: int, elapsed: float) -> str:
+        """``ConnectError: ... (Connection refused) after 5 attempts in 7.6s``: why the breaker counted."""
+        error = f"{cause or 'no connection'} after {attempts} attempt{'' if attempts == 1 else 's'}"
+        return f"{error} in {elapsed:.1f}s" if self.policy.budget_s is not None else error
 
     def _failed_error(self, what: str, attempt: int, elapsed: float, why: str) -> str:
         plural = "" if attempt == 1 else "s"
@@ -466,14 +608,7 @@ class HttpCore:
         for _ in range(MAX_PAGES):
             page = req
             if page_token is not None:
-                page = Request(
-                    req.endpoint,
-                    req.site,
-                    {**req.params, "page_token": page_token},
-                    req.asins,
-                    req.secret_params,
-                    req.source,
-                )
+                page = replace(req, params={**req.params, "page_token": page_token})
             outcome = await self.request(page, exchange)
             raw, body = outcome.raw, outcome.body
             assert raw is not None  # pages never stop unsent
@@ -493,6 +628,43 @@ class HttpCore:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+class _Phase:
+    """httpcore's ``trace`` extension for one attempt: did it get as far as sending the request?
+
+    Tells a timeout before the connection was made (a black-holed host: unreachable) from one
+    after it (a slow server: reached). Transports without connections (ASGI, mocks) never call it;
+    their failures count as reached unless the exception itself says the connection failed."""
+
+    def __init__(self) -> None:
+        self.connecting = False
+        self.sent = False
+
+    async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.endswith(".started"):
+            if ".connect_" in name or ".start_tls" in name:
+                self.connecting = True
+            elif ".send_request_headers" in name:
+                self.sent = True
+
+    def reached(self, exc: BaseException) -> bool:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return False  # refused, DNS, TLS or TCP connect timeout
+        return not (self.connecting and not self.sent)
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: what an error may name."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    try:
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    except ValueError:  # a port that is not a number: name the host only
+        netloc = host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
 def retry_after(headers: httpx.Headers | None) -> float | None:
     """Seconds from ``Retry-After``: a (possibly fractional) number, or an HTTP date."""
     return parse_retry_after(headers.get("Retry-After") if headers is not None else None)
