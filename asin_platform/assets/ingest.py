@@ -16,7 +16,13 @@ from asin_platform.assets._metadata import add_partition_metadata
 from asin_platform.core import ranges
 from asin_platform.core.raw import payload_frame
 from asin_platform.partitions import DateSite, partitions_of_context
-from asin_platform.resources.upstream import DayFetch, KeepaClient, UpstreamClient, fetch_partitions
+from asin_platform.resources.upstream import (
+    DayFetch,
+    KeepaClient,
+    UpstreamClient,
+    UpstreamUnreachable,
+    fetch_partitions,
+)
 from asin_platform.resources.warehouse import LeaseGrant, Warehouse
 from asin_platform.settings import Settings
 
@@ -79,14 +85,37 @@ def raw_payloads(
     ):
         context.log.info(f"raw_payloads: holding {len(got.acquired)} partition lease(s) for {ttl_s:g}s")
         carried = _carried_range_payloads(context, warehouse)
-        for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
-            frame = _payload_rows(fetched, part, context.run.run_id, carried.get(part))
-            written = warehouse.replace_slices(
-                "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
-            )
-            quota.add(context, part, fetched, frame, written)
+        try:
+            for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
+                frame = _payload_rows(fetched, part, context.run.run_id, carried.get(part))
+                written = warehouse.replace_slices(
+                    "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
+                )
+                quota.add(context, part, fetched, frame, written)
+        except UpstreamUnreachable as exc:
+            raise _unreachable_failure(exc, partitions_of_context(context), quota) from None
     quota.report(context)
     return dg.MaterializeResult(metadata={"warehouse": warehouse.describe()})
+
+
+def _unreachable_failure(exc: UpstreamUnreachable, partitions: list[DateSite], quota: "_Quota") -> dg.Failure:
+    """The run's one error for an upstream nothing reached (``http.Breaker``): not retried by the
+    asset's retry policy, since requests in a row have already spent their whole retry budget on it
+    (the ingest schedule's next tick, or a person, re-runs it). Partitions stored before it stopped
+    keep their slices; the others are left as they were."""
+    written = [(p.site, p.day) for p in partitions if p in quota.figures]
+    not_written = [(p.site, p.day) for p in partitions if p not in quota.figures]
+    return dg.Failure(
+        description=exc.run_failure(not_written, written),
+        metadata={
+            "upstream": exc.base_url,
+            "consecutive_unreached_requests": exc.requests,
+            "last_failure": exc.last,
+            "partitions_not_written": len(not_written),
+            "partitions_written": len(written),
+        },
+        allow_retries=False,
+    )
 
 
 class _Quota:
