@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -101,39 +102,47 @@ def test_an_upstream_gone_mid_fetch_stops_it_after_n_requests_gave_up(token: str
     api = FakeApi(asins(N_ASINS), token, fault=_batches_refused)
     # a 60 s budget of 1-10 ms waits: without the breaker, thousands of attempts per request
     client = make(api, concurrency=4, max_attempts=3, unreachable_after=3, retry_budget_s=60.0)
-    with pytest.raises(up.UpstreamUnreachable) as info:
-        client.fetch_day("US", DAY)
-    assert info.value.requests == 3 and info.value.attempts == 3
-    assert str(info.value).startswith(
+    got = client.fetch_day("US", DAY)
+    assert got.unreachable is not None and got.unreachable.requests == 3
+    assert str(got.unreachable).startswith(
         "upstream http://upstream.test unreachable: 3 consecutive requests failed after retries "
-        "without reaching it (last: /v1/sites/"
+        "without reaching it (last: /v1/sites/US/"
     )
     per_request = _attempts_per_request(api)
-    # every request was sent at once (they run side by side); none made more than max_attempts
+    # the 12 requests run side by side; none made more than max_attempts = 3
     assert len(per_request) <= BATCH_REQUESTS and max(per_request.values()) == 3
-    assert sum(per_request.values()) <= BATCH_REQUESTS * 3
     assert sum(n == 3 for n in per_request.values()) >= 3
+    # every one of them is in the fetch, failed for good, as a request that ran out of retries is
+    failed = [r for r in got.responses if r.error is not None]
+    assert len(failed) == BATCH_REQUESTS and got.report.failed_requests == BATCH_REQUESTS
+    stop = "(upstream http://upstream.test unreachable, the fetch stopped)"
+    assert all(r.error.endswith(stop) for r in failed)
+    assert {r.attempts for r in failed} <= {0, 1, 2, 3} and got.report.http_calls == 1 + sum(
+        per_request.values()
+    )
+    assert got.report.missing_asins["products"] == asins(N_ASINS)
 
 
 @pytest.mark.parametrize("threshold", [1, 5])
 def test_the_threshold_is_the_setting(token: str, threshold: int) -> None:
     api = FakeApi(asins(N_ASINS), token, fault=_batches_refused)
     client = make(api, max_attempts=2, unreachable_after=threshold, retry_budget_s=60.0)
-    with pytest.raises(up.UpstreamUnreachable) as info:
-        client.fetch_day("US", DAY)
-    assert info.value.requests == threshold and max(_attempts_per_request(api).values()) == 2
+    got = client.fetch_day("US", DAY)
+    assert got.unreachable is not None and got.unreachable.requests == threshold
+    assert max(_attempts_per_request(api).values()) == 2
 
 
 def test_the_breaker_is_shared_by_the_partitions_of_a_ranged_fetch(token: str) -> None:
     api = FakeApi(asins(N_ASINS), token, fault=_batches_refused)
     client = make(api, max_attempts=2, unreachable_after=3, retry_budget_s=60.0)
     days = [DAY + timedelta(days=i) for i in range(5)]
-    with pytest.raises(up.UpstreamUnreachable) as info:
-        client.fetch_range("US", days)
+    fetched = client.fetch_range("US", days)
     # 5 days x 3 batches x 2 snapshot kinds + 3 batches x 2 history kinds = 36 requests, each of
-    # them stopped by the one breaker of the fetch after at most 2 attempts
+    # them stopped by the one breaker of the fetch after at most 2 attempts; every day says so
     per_request = _attempts_per_request(api)
-    assert info.value.requests == 3 and len(per_request) <= 36 and max(per_request.values()) == 2
+    assert len(per_request) <= 36 and max(per_request.values()) == 2
+    assert [f.unreachable is not None and f.unreachable.requests == 3 for f in fetched] == [True] * 5
+    assert sum(f.report.failed_requests for f in fetched) == 36
 
 
 def test_fetch_days_stops_every_partition_in_flight(token: str) -> None:
@@ -169,52 +178,52 @@ def _product(i: int) -> Request:
 
 
 def test_requests_side_by_side_stop_when_n_gave_up_with_the_default_policy() -> None:
-    """10 requests in flight (a partition's batches): each gives up on the server after its 5th
-    refused attempt (7.5 s of backoff each), where without the breaker each would retry for 180 s;
-    the 3rd to give up opens the breaker and the others are cancelled before their 5th attempt."""
+    """10 requests in flight (a partition's batches) on the production policy: each gives up on the
+    server after its 5th refused attempt (7.5 s of backoff each), where without the breaker each
+    would retry for 180 s; the 3rd to give up opens the breaker and the other 7 stop at once, their
+    5th attempt not made, every one of them failed for good."""
     clock = FakeClock()
-    made: list[str] = []
 
-    async def go() -> None:
+    async def go() -> tuple[list[Any], list[str]]:
         core, calls, http = _refusing_core(clock)
         async with http:
-            try:
-                await gather_or_cancel([core.request(_product(i), _Products()) for i in range(10)])
-            finally:
-                made.extend(calls)
+            outcomes = await gather_or_cancel([core.request(_product(i), _Products()) for i in range(10)])
+        assert core.breaker.open and core.breaker.consecutive == 3
+        return outcomes, calls
 
-    with pytest.raises(up.UpstreamUnreachable) as info:
-        asyncio.run(go())
-    assert info.value.requests == 3 and info.value.attempts == 5
-    assert info.value.last.startswith(
-        "/v1/sites/US/products: ConnectError: All connection attempts failed after 5 attempts in "
-    )
-    per_request = {url: made.count(url) for url in made}
-    # every request was sent; 3 made their 5 attempts, the rest were stopped after 4 (43 calls)
+    outcomes, calls = asyncio.run(go())
+    per_request = {url: calls.count(url) for url in calls}
     assert len(per_request) == 10 and sorted(per_request.values()) == [4] * 7 + [5] * 3
+    raws = [o.raw for o in outcomes]
+    stop = "(upstream http://api.test unreachable, the fetch stopped)"
+    assert all(r.error.startswith("connection error after ") and r.error.endswith(stop) for r in raws)
+    assert sorted(r.attempts for r in raws) == [4] * 7 + [5] * 3
+    assert clock.slept[:10] == [0.5] * 10  # the first backoff of each, side by side
 
 
 def test_requests_one_after_another_stop_after_one_whole_budget_unreached() -> None:
     """Requests made one after another (Keepa's product batches): the first gives up after 5 refused
     attempts but rides out its 180 s budget as before (the upstream may be restarting); a whole
-    budget without reaching the server is proof enough, so the 9 requests after it are never sent."""
+    budget without reaching the server is proof enough, so the 9 after it are recorded, not sent."""
     clock = FakeClock()
-    started: list[int] = []
 
-    async def go() -> None:
+    async def go() -> tuple[list[Any], list[str]]:
         core, calls, http = _refusing_core(clock)
         async with http:
-            for i in range(10):
-                started.append(i)
-                await core.request(_product(i), _Products())
+            outcomes = [await core.request(_product(i), _Products()) for i in range(10)]
+        assert core.counters.not_sent == 9
+        return outcomes, calls
 
-    with pytest.raises(up.UpstreamUnreachable) as info:
-        asyncio.run(go())
-    assert started == [0] and info.value.requests == 1 and info.value.attempts == 11
+    outcomes, calls = asyncio.run(go())
+    assert len(calls) == 11 and set(calls) == {"http://api.test/v1/sites/US/products?i=0"}
     assert clock.slept == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0, 30.0]  # 151.5 s
-    assert info.value.last == (
-        "/v1/sites/US/products: ConnectError: All connection attempts failed after 11 attempts in 151.5s"
+    first, *rest = [o.raw for o in outcomes]
+    assert first.error == (
+        "connection error after 11 attempts in 151.5s (upstream http://api.test unreachable, the fetch stopped)"
     )
+    assert {(r.error, r.attempts, r.status) for r in rest} == {
+        ("not sent (upstream http://api.test unreachable, the fetch stopped)", 0, 0)
+    }
 
 
 # ------------------------------------------------------------------------ what must not trip it
@@ -309,6 +318,9 @@ def test_the_breaker_counts_requests_in_a_row_and_any_contact_resets_it() -> Non
     universe = Request("/v1/sites/{site}/asins", "US", {}, essential=True)
     assert Breaker(3, "http://api.test").give_up(universe, "x", 5)  # nothing to fetch without it
     assert Breaker(3, "http://api.test").give_up(req, "x", 11, conclusive=True)  # a whole budget
+    counted = Breaker(3, "http://api.test")
+    counted.give_up(req, "x", 5)
+    assert counted.give_up(req, "x", 11, conclusive=True, counted=True) and counted.consecutive == 1
 
 
 def test_a_timeout_counts_as_unreached_only_when_the_connection_was_never_made() -> None:
@@ -383,12 +395,22 @@ def test_public_url_and_partition_list() -> None:
 
 def test_run_failure_names_what_was_and_was_not_written() -> None:
     exc = up.UpstreamUnreachable("http://api.test", 3, "/v1/sites/US/products: ConnectError: refused")
-    assert exc.run_failure([("US", date(2025, 3, 2))], [("US", date(2025, 3, 1))]) == (
+    head = (
         "upstream http://api.test unreachable: 3 consecutive requests failed after retries without "
-        "reaching it (last: /v1/sites/US/products: ConnectError: refused); no further request was "
-        "sent and nothing was written for US 2025-03-02 (stored before it stopped: US 2025-03-01); "
-        "check that the upstream at http://api.test is up and reachable from this host (settings "
+        "reaching it (last: /v1/sites/US/products: ConnectError: refused); no further request was sent"
+    )
+    tail = (
+        "; check that the upstream at http://api.test is up and reachable from this host (settings "
         "upstream.base_url / upstream.keepa_base_url), then re-run"
+    )
+    d1, d2, d3 = (("US", date(2025, 3, d)) for d in (1, 2, 3))
+    assert exc.run_failure([d3]) == head + " and nothing was written for US 2025-03-03" + tail
+    assert exc.run_failure([d3], [d2], [d1]) == (
+        head + " and nothing was written for US 2025-03-03; stored incomplete, the requests it stopped "
+        "marked failed: US 2025-03-02; stored complete before it stopped: US 2025-03-01" + tail
+    )
+    assert exc.run_failure([], [d2]) == (
+        head + "; stored incomplete, the requests it stopped marked failed: US 2025-03-02" + tail
     )
 
 

@@ -75,7 +75,7 @@ class FetchReport:
     """What one ``fetch_day`` got and what it cost; ``as_metadata`` flattens it for Dagster.
 
     ``requests`` counts logical requests (one per ``RawResponse``); the HTTP calls made are
-    ``requests + retries``. ``failed_requests`` counts those that ended with an error; ``failures``
+    ``requests - not_sent + retries``. ``failed_requests`` counts those that ended with an error; ``failures``
     lists them.
     """
 
@@ -92,6 +92,7 @@ class FetchReport:
     timeouts: int = 0
     connection_errors: int = 0
     malformed: int = 0  # 200s whose body was not the JSON the contract promises
+    not_sent: int = 0  # requests an unreachable upstream stopped before any attempt (http.Breaker)
     failed_requests: int = 0
     retry_wait_s: float = 0.0  # time spent waiting before retries (Retry-After, backoff)
     elapsed_s: float = 0.0
@@ -99,7 +100,7 @@ class FetchReport:
 
     @property
     def http_calls(self) -> int:
-        return self.requests + self.retries
+        return self.requests - self.not_sent + self.retries
 
     def record_failures(self, responses: Iterable[RawResponse]) -> None:
         """Set ``failures`` / ``failed_requests`` from the responses that ended with an error."""
@@ -141,6 +142,7 @@ class FetchReport:
             timeouts=self.timeouts,
             connection_errors=self.connection_errors,
             malformed=self.malformed,
+            not_sent=self.not_sent,
             failed_requests=self.failed_requests,
             retry_wait_s=round(self.retry_wait_s, 3),
             elapsed_s=round(self.elapsed_s, 3),
@@ -161,6 +163,9 @@ class DayFetch:
     universe: list[str]
     responses: list[RawResponse]
     report: FetchReport
+    # Set when the fetch stopped on an upstream nothing reached (http.Breaker): its requests from then
+    # on are failed for good; the router stores the partitions of the call, then raises it.
+    unreachable: UpstreamUnreachable | None = None
 
     def __repr__(self) -> str:
         return (
@@ -232,20 +237,29 @@ class UpstreamUnreachable(UpstreamError):
         )
 
     def run_failure(
-        self, not_written: Iterable[tuple[str, date]], written: Iterable[tuple[str, date]] = ()
+        self,
+        not_written: Iterable[tuple[str, date]],
+        incomplete: Iterable[tuple[str, date]] = (),
+        complete: Iterable[tuple[str, date]] = (),
     ) -> str:
-        """The one line a run that stopped on this says: what happened, which partitions it left as
-        they were (nothing written for them) and which it had already stored, and what to do."""
-        line = (
-            f"{self}; no further request was sent and nothing was written for {partition_list(not_written)}"
-        )
-        done = list(written)
-        if done:
-            line += f" (stored before it stopped: {partition_list(done)})"
-        return (
-            f"{line}; check that the upstream at {self.base_url} is up and reachable from this host "
+        """The one line of a run that stopped on this: what happened; the partitions stored with the
+        requests it stopped marked failed (``incomplete``), those left as they were (nothing
+        written), those stored whole before it; and what to do."""
+        incomplete, not_written, complete = list(incomplete), list(not_written), list(complete)
+        parts = [f"{self}; no further request was sent"]
+        if not_written or not incomplete:
+            parts[0] += f" and nothing was written for {partition_list(not_written)}"
+        if incomplete:
+            parts.append(
+                f"stored incomplete, the requests it stopped marked failed: {partition_list(incomplete)}"
+            )
+        if complete:
+            parts.append(f"stored complete before it stopped: {partition_list(complete)}")
+        parts.append(
+            f"check that the upstream at {self.base_url} is up and reachable from this host "
             "(settings upstream.base_url / upstream.keepa_base_url), then re-run"
         )
+        return "; ".join(parts)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (

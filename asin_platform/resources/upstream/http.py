@@ -20,9 +20,10 @@ error body, which statuses mean "the credential is refused"), and ``HttpCore.req
 - **Unreachable upstream** (``Breaker``): a request whose last ``max_attempts`` attempts all failed
   before reaching the server (connection refused, DNS, connect timeout) counts against the fetch's
   breaker; after ``RetryPolicy.unreachable_after`` such requests in a row, with no attempt of any
-  request reaching the server in between, the fetch raises ``UpstreamUnreachable`` and makes no
-  further attempt (the universe, ``Request.essential``, opens it alone: nothing can be fetched
-  without it). Any answer (a 200, a 429, a 5xx, a 4xx) and any failure after the connection was made
+  request reaching the server in between, the fetch makes no further attempt: its requests are
+  failed for good (``not sent`` if they never made one) and the ``DayFetch`` says ``unreachable``
+  (the universe, ``Request.essential``, opens it alone and raises ``UpstreamUnreachable``: nothing
+  can be fetched without it). Any answer (a 200, a 429, a 5xx, a 4xx) and any failure after the connection was made
   (a drop, a read timeout) resets the count, so a flaky upstream never trips it; until it opens, every
   request keeps retrying within its budget as before.
 - **Secrets**: every stored body, error text and log line is scrubbed of the credentials (``scrub``);
@@ -255,6 +256,7 @@ class Counters:
     timeouts: int = 0
     connection_errors: int = 0
     malformed: int = 0
+    not_sent: int = 0  # requests the open breaker stopped before their first attempt
     retry_wait_s: float = 0.0
 
     def fill(self, report: FetchReport, responses: Sequence[RawResponse]) -> None:
@@ -266,6 +268,7 @@ class Counters:
         report.timeouts = self.timeouts
         report.connection_errors = self.connection_errors
         report.malformed = self.malformed
+        report.not_sent = self.not_sent
         report.retry_wait_s = self.retry_wait_s
         report.record_failures(responses)
 
@@ -289,11 +292,14 @@ class Breaker:
     (``Attempt.reached`` false: connection refused, DNS, connect timeout); it counts once (``give_up``)
     and goes on retrying within its budget as before. Any attempt of any request that reaches the
     server, whatever the answer, resets the count (``reached``). When ``threshold`` requests in a row
-    have given up, the breaker opens: the request that opened it and every request about to make an
-    attempt raise ``UpstreamUnreachable``. An ``essential`` request (the universe: nothing can be
-    fetched without it) opens it on its own, and so does one that spent its whole time budget without
-    ever reaching the server (requests made one after another, as Keepa's batches, would otherwise
-    each spend it before the count is reached)."""
+    have given up, the breaker opens: the request that opened it is failed for good, and every other
+    request of the fetch stops before its next attempt (a backoff is cut short), failed for good too
+    (``not sent`` if it had made none), so the partition records what it lacks and the client marks
+    its ``DayFetch.unreachable``. An ``essential`` request (the universe: nothing can be fetched, or
+    stored, without it) raises ``UpstreamUnreachable`` instead, and opens the breaker on its own; so
+    does a request that spent its whole time budget without ever reaching the server (requests made
+    one after another, as Keepa's batches, would otherwise each spend it before the count is
+    reached)."""
 
     def __init__(self, threshold: int, base_url: str) -> None:
         self.threshold = max(1, threshold)
@@ -305,6 +311,7 @@ class Breaker:
         self.last_site = ""
         self.last_attempts = 0
         self.open = False
+        self.opened = asyncio.Event()  # set when it opens: wakes the requests waiting out a backoff
 
     def reached(self) -> None:
         """An attempt reached the server: the upstream is there, whatever it answered."""
@@ -326,6 +333,7 @@ class Breaker:
         self.last_endpoint, self.last_site, self.last_attempts = req.endpoint, req.site, attempts
         if self.consecutive >= self.threshold or req.essential or conclusive:
             self.open = True
+            self.opened.set()
             log.warning("upstream %s unreachable, stopping the fetch: %s", self.base_url, self.last)
         return self.open
 
@@ -513,10 +521,12 @@ class HttpCore:
         attempt = 0
         unreached = 0  # attempts in a row that never reached the server
         counted = -1  # the breaker epoch this request last counted in
+        result: Attempt | None = None
+        what = ""  # what the last attempt got
         while True:
             if self.breaker.open:
-                # Another request proved the upstream unreachable: make no further attempt.
-                raise self.breaker.error()
+                # The fetch proved the upstream unreachable: make no further attempt.
+                return self._stopped(req, result, attempt, what, self.clock() - started - paused)
             before = self.clock()
             stopped = await exchange.before_attempt()
             paused += self.clock() - before
@@ -527,6 +537,7 @@ class HttpCore:
             unreached = 0 if result.reached else unreached + 1
             fetched_at = exchange.fetched_at(result, datetime.now(UTC))
             verdict = self._judge(result, exchange, attempt, req)
+            what = verdict.what
             body: Any = None
             if result.status == 200 and result.failure is None:
                 body, problem = exchange.parse(result)
@@ -550,7 +561,9 @@ class HttpCore:
                     counted = self.breaker.epoch
                     last = self._unreached_error(result.cause, unreached, elapsed)
                     if self.breaker.give_up(req, last, attempt, conclusive=whole_budget, counted=again):
-                        raise self.breaker.error()
+                        if req.essential:
+                            raise self.breaker.error()
+                        going_on, why_not, blocker = False, self._stop_reason(), ""
             if going_on:
                 self.counters.retries += 1
                 log.debug(
@@ -566,14 +579,42 @@ class HttpCore:
             log.warning("upstream %s failed for good: %s", req.endpoint.format(site=req.site), error)
             return Outcome(self._raw(req, result, attempt, fetched_at, error))
 
+    def _stop_reason(self) -> str:
+        return f"upstream {self.breaker.base_url} unreachable, the fetch stopped"
+
+    def _stopped(
+        self, req: Request, result: Attempt | None, attempt: int, what: str, elapsed: float
+    ) -> Outcome:
+        """A request the open breaker stops before its next attempt: recorded as failed for good
+        (``not sent`` when it never made one), so the partition says what it lacks. Without the
+        universe (``essential``) nothing can be stored: that raises ``UpstreamUnreachable``."""
+        if req.essential:
+            raise self.breaker.error()
+        if result is None:
+            self.counters.not_sent += 1
+            result = Attempt(0, "", None, "not sent", reached=False)
+            error = f"not sent ({self._stop_reason()})"
+        else:
+            self.counters.retries -= 1  # the retry it was waiting for is not made
+            error = self._failed_error(what, attempt, elapsed, self._stop_reason())
+        return Outcome(self._raw(req, result, attempt, datetime.now(UTC), error))
+
     async def _wait(self, verdict: _Verdict) -> None:
         self.counters.retry_wait_s += verdict.delay
         if verdict.throttled:
             # The quota is the credential's: block every request of it, not just this one. The
             # retry then waits in bucket.acquire, so there is no separate sleep.
             self.bucket.penalize(verdict.delay)
-        elif verdict.delay > 0:
-            await self.sleep(verdict.delay)
+        elif verdict.delay > 0 and not self.breaker.open:
+            # A backoff ends early when the breaker opens: the request then stops at once.
+            sleeper = asyncio.ensure_future(self.sleep(verdict.delay))
+            opened = asyncio.ensure_future(self.breaker.opened.wait())
+            try:
+                await asyncio.wait({sleeper, opened}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sleeper, opened):
+                    task.cancel()
+                await asyncio.gather(sleeper, opened, return_exceptions=True)
 
     def _unreached_error(self, cause: str, attempts: int, elapsed: float) -> str:
         """``ConnectError: ... (Connection refused) after 5 attempts in 7.6s``: why the breaker counted."""

@@ -152,5 +152,8 @@ async def fetch_range(
         core.counters.fill(report, responses)
         report.elapsed_s = (time.perf_counter() - started) if i == 0 else 0.0
         out.append(DayFetch(site=site, day=day, universe=universe, responses=responses, report=report))
+    if breaker.open:  # every day of the range stopped with it
+        for fetch in out:
+            fetch.unreachable = breaker.error()
     tracker.finished(out[0].report)
     return out

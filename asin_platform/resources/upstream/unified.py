@@ -384,7 +384,10 @@ class UnifiedApiClient(HttpUpstreamClient):
         session.counters.fill(report, responses)
         report.elapsed_s = time.perf_counter() - started
         tracker.finished(report)
-        return DayFetch(site=site, day=day, universe=universe, responses=responses, report=report)
+        unreachable = session.breaker.error() if session.breaker.open else None
+        return DayFetch(
+            site=site, day=day, universe=universe, responses=responses, report=report, unreachable=unreachable
+        )
 
     async def _fetch_batch(
         self,
