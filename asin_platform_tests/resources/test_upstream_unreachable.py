@@ -189,6 +189,8 @@ def test_requests_side_by_side_stop_when_n_gave_up_with_the_default_policy() -> 
         async with http:
             outcomes = await gather_or_cancel([core.request(_product(i), _Products()) for i in range(10)])
         assert core.breaker.open and core.breaker.consecutive == 3
+        # 43 calls for 10 requests: 33 retries, none counted for the attempts never made
+        assert (core.counters.http_calls, core.counters.retries, core.counters.not_sent) == (43, 33, 0)
         return outcomes, calls
 
     outcomes, calls = asyncio.run(go())

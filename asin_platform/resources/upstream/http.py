@@ -23,9 +23,9 @@ error body, which statuses mean "the credential is refused"), and ``HttpCore.req
   request reaching the server in between, the fetch makes no further attempt: its requests are
   failed for good (``not sent`` if they never made one) and the ``DayFetch`` says ``unreachable``
   (the universe, ``Request.essential``, opens it alone and raises ``UpstreamUnreachable``: nothing
-  can be fetched without it). Any answer (a 200, a 429, a 5xx, a 4xx) and any failure after the connection was made
-  (a drop, a read timeout) resets the count, so a flaky upstream never trips it; until it opens, every
-  request keeps retrying within its budget as before.
+  can be fetched without it). Any answer (a 200, a 429, a 5xx, a 4xx) and any failure after the
+  connection was made (a drop, a read timeout) resets the count, so a flaky upstream never trips it;
+  until it opens, every request keeps retrying within its budget as before.
 - **Secrets**: every stored body, error text and log line is scrubbed of the credentials (``scrub``);
   URLs that carry a key in the query string are masked in httpx's log lines.
 - **Clock**: ``clock`` and ``sleep`` are injectable, so tests wait out minutes of Retry-After in no time.
@@ -89,7 +89,7 @@ class HttpUpstreamClient(UpstreamClient):
     max_delay: float = 30.0
     # Per-request time budget for waits the server asks for (None: count-bounded, max_attempts).
     retry_budget_s: float | None = None
-    # Requests in a row failed for good without reaching the server before a fetch stops (Breaker).
+    # Requests in a row that gave up on reaching the server before a fetch stops (Breaker).
     unreachable_after: int = 3
 
     @staticmethod
@@ -153,7 +153,7 @@ class RetryPolicy:
     jitter: float = 0.25
     max_delay: float = 30.0
     budget_s: float | None = None
-    # Breaker: requests in a row failed for good without reaching the server before the fetch stops.
+    # Breaker: requests in a row that gave up on reaching the server before the fetch stops.
     unreachable_after: int = 3
 
 
@@ -171,8 +171,8 @@ class Request:
     # stored with the params, never sent: what the client asked for in its own terms (e.g. the days a
     # Keepa range request covers, which Keepa's ``days`` only implies)
     annotations: Mapping[str, str] = field(default_factory=dict)
-    # The fetch cannot go on without it (the universe): failing for good without ever reaching the
-    # server trips the breaker at once.
+    # The fetch cannot go on without it (the universe): giving up on reaching the server opens the
+    # breaker at once and raises UpstreamUnreachable (nothing could be stored).
     essential: bool = False
 
 
@@ -184,7 +184,7 @@ class Attempt:
     failure: str | None  # "timeout" / "connection error" when there was no response
     # False when the attempt never reached the server: connection refused, DNS, connect timeout.
     reached: bool = True
-    cause: str = ""  # the exception of a failure, e.g. "ConnectError: [Errno 111] Connection refused"
+    cause: str = ""  # a failure's exception, e.g. "ConnectError: All connection attempts failed (...)"
 
     @cached_property
     def json(self) -> Any:
@@ -607,6 +607,7 @@ class HttpCore:
             self.bucket.penalize(verdict.delay)
         elif verdict.delay > 0 and not self.breaker.open:
             # A backoff ends early when the breaker opens: the request then stops at once.
+            started = self.clock()
             sleeper = asyncio.ensure_future(self.sleep(verdict.delay))
             opened = asyncio.ensure_future(self.breaker.opened.wait())
             try:
@@ -615,6 +616,8 @@ class HttpCore:
                 for task in (sleeper, opened):
                     task.cancel()
                 await asyncio.gather(sleeper, opened, return_exceptions=True)
+            if sleeper.cancelled():  # cut short by the breaker: count only what was waited
+                self.counters.retry_wait_s -= max(0.0, verdict.delay - (self.clock() - started))
 
     def _unreached_error(self, cause: str, attempts: int, elapsed: float) -> str:
         """``ConnectError: ... (Connection refused) after 5 attempts in 7.6s``: why the breaker counted."""
