@@ -51,6 +51,15 @@ class RetryPolicy(StrictModel):
     base_delay: float = Field(0.5, ge=0, description="seconds; doubles each attempt")
     jitter: float = Field(0.25, ge=0, le=1, description="fraction of the delay added at random")
     max_delay: float = Field(30.0, gt=0)
+    # The run's circuit breaker for an upstream that cannot be reached at all (nothing listening, a
+    # wrong host, a black-holed address): docs/upstream_api.md, "Unreachable upstream".
+    unreachable_after: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="requests in a row failed for good without reaching the upstream (refused, DNS, "
+        "connect timeout) after which a fetch sends no more and fails its run",
+    )
 
 
 # --- Dagster retry of the assets that call the upstream API (H-shell) ----------------------------

@@ -16,7 +16,13 @@ from asin_platform.assets._metadata import add_partition_metadata
 from asin_platform.core import ranges
 from asin_platform.core.raw import payload_frame
 from asin_platform.partitions import DateSite, partitions_of_context
-from asin_platform.resources.upstream import DayFetch, KeepaClient, UpstreamClient, fetch_partitions
+from asin_platform.resources.upstream import (
+    DayFetch,
+    KeepaClient,
+    UpstreamClient,
+    UpstreamUnreachable,
+    fetch_partitions,
+)
 from asin_platform.resources.warehouse import LeaseGrant, Warehouse
 from asin_platform.settings import Settings
 
@@ -79,14 +85,45 @@ def raw_payloads(
     ):
         context.log.info(f"raw_payloads: holding {len(got.acquired)} partition lease(s) for {ttl_s:g}s")
         carried = _carried_range_payloads(context, warehouse)
-        for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
-            frame = _payload_rows(fetched, part, context.run.run_id, carried.get(part))
-            written = warehouse.replace_slices(
-                "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
-            )
-            quota.add(context, part, fetched, frame, written)
+        cut: list[DateSite] = []  # stored with the requests an unreachable upstream stopped
+        try:
+            for part, fetched in _fetch_partitions(context, upstream, keepa, warehouse, settings):
+                frame = _payload_rows(fetched, part, context.run.run_id, carried.get(part))
+                written = warehouse.replace_slices(
+                    "raw_payloads", frame, sites=[part.site], start=part.day, end=part.day
+                )
+                quota.add(context, part, fetched, frame, written)
+                if fetched.unreachable is not None:
+                    cut.append(part)
+        except UpstreamUnreachable as exc:
+            raise _unreachable_failure(exc, partitions_of_context(context), quota, cut) from None
     quota.report(context)
     return dg.MaterializeResult(metadata={"warehouse": warehouse.describe()})
+
+
+def _unreachable_failure(
+    exc: UpstreamUnreachable, partitions: list[DateSite], quota: "_Quota", cut: list[DateSite]
+) -> dg.Failure:
+    """The run's one error for an upstream nothing reached (``http.Breaker``). Not retried by the
+    asset's retry policy: its requests already gave up on the host, and a re-run would wait 60 s +
+    120 s for the same answer (the ingest schedule's next tick, or a person, re-runs it). What was
+    stored stays stored (``cut``: with the requests it lacks marked failed, so its checks and the
+    CLI name them); the partitions never fetched keep whatever they held."""
+    incomplete = [(p.site, p.day) for p in cut]
+    complete = [(p.site, p.day) for p in partitions if p in quota.figures and p not in cut]
+    not_written = [(p.site, p.day) for p in partitions if p not in quota.figures]
+    return dg.Failure(
+        description=exc.run_failure(not_written, incomplete, complete),
+        metadata={
+            "upstream": exc.base_url,
+            "consecutive_unreached_requests": exc.requests,
+            "last_failure": exc.last,
+            "partitions_not_written": len(not_written),
+            "partitions_stored_incomplete": len(incomplete),
+            "partitions_stored_complete": len(complete),
+        },
+        allow_retries=False,
+    )
 
 
 class _Quota:

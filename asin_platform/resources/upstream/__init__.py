@@ -22,6 +22,7 @@ from asin_platform.resources.upstream.base import (
     SourcedResponse,
     UpstreamClient,
     UpstreamError,
+    UpstreamUnreachable,
 )
 from asin_platform.resources.upstream.http import RetryPolicy, backoff_delay
 from asin_platform.resources.upstream.keepa import (
@@ -66,6 +67,7 @@ __all__ = [
     "UnifiedApiClient",
     "UpstreamClient",
     "UpstreamError",
+    "UpstreamUnreachable",
     "backoff_delay",
     "build_upstream_resources",
     "fetch_partitions",

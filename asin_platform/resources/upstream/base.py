@@ -75,7 +75,7 @@ class FetchReport:
     """What one ``fetch_day`` got and what it cost; ``as_metadata`` flattens it for Dagster.
 
     ``requests`` counts logical requests (one per ``RawResponse``); the HTTP calls made are
-    ``requests + retries``. ``failed_requests`` counts those that ended with an error; ``failures``
+    ``requests - not_sent + retries``. ``failed_requests`` counts those that ended with an error; ``failures``
     lists them.
     """
 
@@ -92,6 +92,7 @@ class FetchReport:
     timeouts: int = 0
     connection_errors: int = 0
     malformed: int = 0  # 200s whose body was not the JSON the contract promises
+    not_sent: int = 0  # requests an unreachable upstream stopped before any attempt (http.Breaker)
     failed_requests: int = 0
     retry_wait_s: float = 0.0  # time spent waiting before retries (Retry-After, backoff)
     elapsed_s: float = 0.0
@@ -99,7 +100,7 @@ class FetchReport:
 
     @property
     def http_calls(self) -> int:
-        return self.requests + self.retries
+        return self.requests - self.not_sent + self.retries
 
     def record_failures(self, responses: Iterable[RawResponse]) -> None:
         """Set ``failures`` / ``failed_requests`` from the responses that ended with an error."""
@@ -141,6 +142,7 @@ class FetchReport:
             timeouts=self.timeouts,
             connection_errors=self.connection_errors,
             malformed=self.malformed,
+            not_sent=self.not_sent,
             failed_requests=self.failed_requests,
             retry_wait_s=round(self.retry_wait_s, 3),
             elapsed_s=round(self.elapsed_s, 3),
@@ -161,6 +163,9 @@ class DayFetch:
     universe: list[str]
     responses: list[RawResponse]
     report: FetchReport
+    # Set when the fetch stopped on an upstream nothing reached (http.Breaker): its requests from then
+    # on are failed for good; the router stores the partitions of the call, then raises it.
+    unreachable: UpstreamUnreachable | None = None
 
     def __repr__(self) -> str:
         return (
@@ -199,6 +204,94 @@ class UpstreamError(RuntimeError):
 
 def _upstream_error(endpoint: str, status: int, attempts: int, site: str, detail: str) -> UpstreamError:
     return UpstreamError(endpoint, status, attempts, site=site, detail=detail)
+
+
+class UpstreamUnreachable(UpstreamError):
+    """The upstream could not be reached at all: ``requests`` requests in a row failed for good with
+    none of their attempts reaching it (refused, DNS, connect timeout), so the fetch stopped sending
+    (``http.Breaker``). ``base_url`` carries no credentials, ``last`` no secret."""
+
+    def __init__(
+        self,
+        base_url: str,
+        requests: int,
+        last: str,
+        *,
+        endpoint: str = "",
+        site: str = "",
+        attempts: int = 0,
+    ) -> None:
+        self.base_url = base_url
+        self.requests = requests
+        self.last = last
+        self.endpoint = endpoint
+        self.status = 0
+        self.attempts = attempts
+        self.site = site
+        self.detail = last
+        what = "a request" if requests == 1 else f"{requests} consecutive requests"
+        RuntimeError.__init__(
+            self,
+            f"upstream {base_url} unreachable: {what} failed after retries without reaching it "
+            f"(last: {last})",
+        )
+
+    def run_failure(
+        self,
+        not_written: Iterable[tuple[str, date]],
+        incomplete: Iterable[tuple[str, date]] = (),
+        complete: Iterable[tuple[str, date]] = (),
+    ) -> str:
+        """The one line of a run that stopped on this: what happened; the partitions stored with the
+        requests it stopped marked failed (``incomplete``), those left as they were (nothing
+        written), those stored whole before it; and what to do."""
+        incomplete, not_written, complete = list(incomplete), list(not_written), list(complete)
+        parts = [f"{self}; no further request was sent"]
+        if not_written or not incomplete:
+            parts[0] += f" and nothing was written for {partition_list(not_written)}"
+        if incomplete:
+            parts.append(
+                f"stored incomplete, the requests it stopped marked failed: {partition_list(incomplete)}"
+            )
+        if complete:
+            parts.append(f"stored complete before it stopped: {partition_list(complete)}")
+        parts.append(
+            f"check that the upstream at {self.base_url} is up and reachable from this host "
+            "(settings upstream.base_url / upstream.keepa_base_url), then re-run"
+        )
+        return "; ".join(parts)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _upstream_unreachable,
+            (self.base_url, self.requests, self.last, self.endpoint, self.site, self.attempts),
+        )
+
+
+def _upstream_unreachable(
+    base_url: str, requests: int, last: str, endpoint: str, site: str, attempts: int
+) -> UpstreamUnreachable:
+    return UpstreamUnreachable(base_url, requests, last, endpoint=endpoint, site=site, attempts=attempts)
+
+
+def partition_list(partitions: Iterable[tuple[str, date]]) -> str:
+    """``US 2025-03-01..2025-03-03, DE 2025-03-02``: (site, day) pairs by site, consecutive days
+    joined into one range."""
+    by_site: dict[str, list[date]] = {}
+    for site, day in partitions:
+        by_site.setdefault(site, []).append(day)
+    out = []
+    for site, days in by_site.items():
+        ordered = sorted(set(days))
+        start = prev = ordered[0]
+        for day in [*ordered[1:], None]:
+            if day is not None and (day - prev).days == 1:
+                prev = day
+                continue
+            out.append(f"{site} {start}" if start == prev else f"{site} {start}..{prev}")
+            if day is not None:
+                start = prev = day
+    return ", ".join(out) or "no partition"
 
 
 class MissingSecretError(ValueError):

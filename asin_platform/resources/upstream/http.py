@@ -17,6 +17,15 @@ error body, which statuses mean "the credential is refused"), and ``HttpCore.req
   bodies. Without it (``None``), ``max_attempts`` bounds every retry.
 - **Failed for good**: a request that still fails becomes a ``RawResponse`` with ``error`` saying
   what the last attempt got, how many attempts and how long it took, and why it stopped.
+- **Unreachable upstream** (``Breaker``): a request whose last ``max_attempts`` attempts all failed
+  before reaching the server (connection refused, DNS, connect timeout) counts against the fetch's
+  breaker; after ``RetryPolicy.unreachable_after`` such requests in a row, with no attempt of any
+  request reaching the server in between, the fetch makes no further attempt: its requests are
+  failed for good (``not sent`` if they never made one) and the ``DayFetch`` says ``unreachable``
+  (the universe, ``Request.essential``, opens it alone and raises ``UpstreamUnreachable``: nothing
+  can be fetched without it). Any answer (a 200, a 429, a 5xx, a 4xx) and any failure after the
+  connection was made (a drop, a read timeout) resets the count, so a flaky upstream never trips it;
+  until it opens, every request keeps retrying within its budget as before.
 - **Secrets**: every stored body, error text and log line is scrubbed of the credentials (``scrub``);
   URLs that carry a key in the query string are masked in httpx's log lines.
 - **Clock**: ``clock`` and ``sleep`` are injectable, so tests wait out minutes of Retry-After in no time.
@@ -28,15 +37,16 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import dagster as dg
 import httpx
@@ -48,6 +58,7 @@ from asin_platform.resources.upstream.base import (
     SourcedResponse,
     UpstreamClient,
     UpstreamError,
+    UpstreamUnreachable,
 )
 from asin_platform.resources.upstream.ratelimit import TokenBucket
 from asin_platform.retrying import backoff_delay, parse_retry_after
@@ -78,6 +89,8 @@ class HttpUpstreamClient(UpstreamClient):
     max_delay: float = 30.0
     # Per-request time budget for waits the server asks for (None: count-bounded, max_attempts).
     retry_budget_s: float | None = None
+    # Requests in a row that gave up on reaching the server before a fetch stops (Breaker).
+    unreachable_after: int = 3
 
     @staticmethod
     def retry_config(settings: Settings) -> dict[str, Any]:
@@ -89,6 +102,7 @@ class HttpUpstreamClient(UpstreamClient):
             jitter=retry.jitter,
             max_delay=retry.max_delay,
             retry_budget_s=settings.retry.budget_s,
+            unreachable_after=retry.unreachable_after,
         )
 
     @classmethod
@@ -99,7 +113,12 @@ class HttpUpstreamClient(UpstreamClient):
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
-            self.max_attempts, self.base_delay, self.jitter, self.max_delay, self.retry_budget_s
+            self.max_attempts,
+            self.base_delay,
+            self.jitter,
+            self.max_delay,
+            self.retry_budget_s,
+            self.unreachable_after,
         )
 
     def _validate_http(self) -> list[str]:
@@ -110,6 +129,8 @@ class HttpUpstreamClient(UpstreamClient):
             problems.append(f"qpm and burst must be >= 1, got {self.qpm}, {self.burst}")
         if self.retry_budget_s is not None and self.retry_budget_s <= 0:
             problems.append(f"retry_budget_s must be > 0, got {self.retry_budget_s}")
+        if self.unreachable_after < 1:
+            problems.append(f"unreachable_after must be >= 1, got {self.unreachable_after}")
         return problems
 
 
@@ -132,6 +153,8 @@ class RetryPolicy:
     jitter: float = 0.25
     max_delay: float = 30.0
     budget_s: float | None = None
+    # Breaker: requests in a row that gave up on reaching the server before the fetch stops.
+    unreachable_after: int = 3
 
 
 # ---------------------------------------------------------------------------------- request / answer
@@ -148,6 +171,9 @@ class Request:
     # stored with the params, never sent: what the client asked for in its own terms (e.g. the days a
     # Keepa range request covers, which Keepa's ``days`` only implies)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    # The fetch cannot go on without it (the universe): giving up on reaching the server opens the
+    # breaker at once and raises UpstreamUnreachable (nothing could be stored).
+    essential: bool = False
 
 
 @dataclass
@@ -156,6 +182,9 @@ class Attempt:
     text: str
     headers: httpx.Headers | None
     failure: str | None  # "timeout" / "connection error" when there was no response
+    # False when the attempt never reached the server: connection refused, DNS, connect timeout.
+    reached: bool = True
+    cause: str = ""  # a failure's exception, e.g. "ConnectError: All connection attempts failed (...)"
 
     @cached_property
     def json(self) -> Any:
@@ -227,6 +256,7 @@ class Counters:
     timeouts: int = 0
     connection_errors: int = 0
     malformed: int = 0
+    not_sent: int = 0  # requests the open breaker stopped before their first attempt
     retry_wait_s: float = 0.0
 
     def fill(self, report: FetchReport, responses: Sequence[RawResponse]) -> None:
@@ -238,6 +268,7 @@ class Counters:
         report.timeouts = self.timeouts
         report.connection_errors = self.connection_errors
         report.malformed = self.malformed
+        report.not_sent = self.not_sent
         report.retry_wait_s = self.retry_wait_s
         report.record_failures(responses)
 
@@ -249,6 +280,72 @@ class _Verdict:
     delay: float = 0.0
     throttled: bool = False  # a 429: wait in the bucket, for everyone
     server_asked: bool = True  # waited out by time (budget), not by count
+
+
+# ---------------------------------------------------------------------------------------- the breaker
+class Breaker:
+    """Stops a fetch whose upstream cannot be reached at all, instead of letting every one of its
+    requests spend the whole retry budget (``retry.budget_s``) on refused connections.
+
+    Shared by the ``HttpCore`` sessions of one fetch (every partition of a ranged run). A request
+    *gives up on reaching the server* when ``max_attempts`` attempts in a row never reached it
+    (``Attempt.reached`` false: connection refused, DNS, connect timeout); it counts once (``give_up``)
+    and goes on retrying within its budget as before. Any attempt of any request that reaches the
+    server, whatever the answer, resets the count (``reached``). When ``threshold`` requests in a row
+    have given up, the breaker opens: the request that opened it is failed for good, and every other
+    request of the fetch stops before its next attempt (a backoff is cut short), failed for good too
+    (``not sent`` if it had made none), so the partition records what it lacks and the client marks
+    its ``DayFetch.unreachable``. An ``essential`` request (the universe: nothing can be fetched, or
+    stored, without it) raises ``UpstreamUnreachable`` instead, and opens the breaker on its own; so
+    does a request that spent its whole time budget without ever reaching the server (requests made
+    one after another, as Keepa's batches, would otherwise each spend it before the count is
+    reached)."""
+
+    def __init__(self, threshold: int, base_url: str) -> None:
+        self.threshold = max(1, threshold)
+        self.base_url = public_url(base_url)
+        self.consecutive = 0  # requests in a row that gave up, since the last contact
+        self.epoch = 0  # bumped at every contact: a request counts at most once per epoch
+        self.last = ""  # the last request counted: where, what it got, its attempts
+        self.last_endpoint = ""
+        self.last_site = ""
+        self.last_attempts = 0
+        self.open = False
+        self.opened = asyncio.Event()  # set when it opens: wakes the requests waiting out a backoff
+
+    def reached(self) -> None:
+        """An attempt reached the server: the upstream is there, whatever it answered."""
+        if not self.open:
+            self.consecutive = 0
+            self.epoch += 1
+
+    def give_up(
+        self, req: Request, last: str, attempts: int, *, conclusive: bool = False, counted: bool = False
+    ) -> bool:
+        """Count a request whose last ``attempts`` never reached the server (unless ``counted``: it
+        already was, since the last contact); True once open. ``conclusive``: it spent its whole
+        retry budget without ever reaching the server, which is proof enough on its own."""
+        if self.open:
+            return True
+        if not counted:
+            self.consecutive += 1
+        self.last = f"{req.endpoint.format(site=req.site)}: {last}"
+        self.last_endpoint, self.last_site, self.last_attempts = req.endpoint, req.site, attempts
+        if self.consecutive >= self.threshold or req.essential or conclusive:
+            self.open = True
+            self.opened.set()
+            log.warning("upstream %s unreachable, stopping the fetch: %s", self.base_url, self.last)
+        return self.open
+
+    def error(self) -> UpstreamUnreachable:
+        return UpstreamUnreachable(
+            self.base_url,
+            self.consecutive,
+            self.last,
+            endpoint=self.last_endpoint,
+            site=self.last_site,
+            attempts=self.last_attempts,
+        )
 
 
 # ------------------------------------------------------------------------------------------ the core
@@ -272,6 +369,7 @@ class HttpCore:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         timeout: float = 10.0,
+        breaker: Breaker | None = None,
     ) -> None:
         self.http = http
         self.bucket = bucket
@@ -285,6 +383,8 @@ class HttpCore:
         self.sleep = sleep
         self.timeout = timeout
         self.base = str(http.base_url).rstrip("/")
+        # One per fetch when the client shares it across its sessions; else this session's own.
+        self.breaker = breaker or Breaker(policy.unreachable_after, self.base)
         self.counters = Counters()
         self.random = random.Random()
 
@@ -313,17 +413,44 @@ class HttpCore:
             # and the bucket's spacing is the spacing the server sees.
             await self.bucket.acquire()
             self.counters.http_calls += 1
+            phase = _Phase()
             try:
                 # asyncio.timeout as well as httpx's: transports without network timeouts
                 # (ASGI, mocks) must not hang a run either.
                 async with asyncio.timeout(self.timeout):
-                    response = await self.http.get(self._url(path, params))
-            except (httpx.TimeoutException, TimeoutError):
-                return Attempt(0, "", None, "timeout")
-            except httpx.TransportError:
-                return Attempt(0, "", None, "connection error")
-        self._observe_quota(response.headers)
-        return Attempt(response.status_code, response.text, response.headers, None)
+                    response = await self.http.get(self._url(path, params), extensions={"trace": phase})
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                reached = phase.reached(exc)
+                cause = self._cause(exc)
+                if not reached and cause == "TimeoutError":  # the guard's: say what timed out
+                    cause = f"TimeoutError: no connection within {self.timeout:g}s"
+                attempt = Attempt(0, "", None, "timeout", reached, cause)
+            except httpx.TransportError as exc:
+                attempt = Attempt(0, "", None, "connection error", phase.reached(exc), self._cause(exc))
+            else:
+                attempt = Attempt(response.status_code, response.text, response.headers, None)
+        if attempt.reached:
+            self.breaker.reached()
+        if attempt.headers is not None:
+            self._observe_quota(attempt.headers)
+        return attempt
+
+    def _cause(self, exc: BaseException) -> str:
+        """``ConnectError: All connection attempts failed (Connection refused)``: the exception's type
+        and text, scrubbed, with the system error underneath when the text does not say it."""
+        name = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+        text = str(exc).strip()
+        inner: BaseException | None = exc
+        for _ in range(10):  # the chain httpx -> httpcore -> anyio -> the OSError
+            if inner is None or (isinstance(inner, OSError) and inner.errno):
+                break
+            inner = inner.__cause__ or inner.__context__
+        if isinstance(inner, OSError) and inner.errno:
+            reason = os.strerror(inner.errno)
+            if reason not in text:
+                text = f"{text} ({reason})" if text else reason
+        text = self.scrub(text)[:200]
+        return f"{name}: {text}" if text else name
 
     def _url(self, path: str, params: Mapping[str, str]) -> httpx.URL:
         """The absolute URL, parsed once. Handing httpx a relative path plus ``params`` makes it
@@ -392,7 +519,14 @@ class HttpCore:
         started = self.clock()
         paused = 0.0  # waits of the source's own (Keepa's token waits) do not spend the retry budget
         attempt = 0
+        unreached = 0  # attempts in a row that never reached the server
+        counted = -1  # the breaker epoch this request last counted in
+        result: Attempt | None = None
+        what = ""  # what the last attempt got
         while True:
+            if self.breaker.open:
+                # The fetch proved the upstream unreachable: make no further attempt.
+                return self._stopped(req, result, attempt, what, self.clock() - started - paused)
             before = self.clock()
             stopped = await exchange.before_attempt()
             paused += self.clock() - before
@@ -400,8 +534,10 @@ class HttpCore:
                 return Outcome(None, stopped=stopped)
             attempt += 1
             result = await self.send(path, sent)
+            unreached = 0 if result.reached else unreached + 1
             fetched_at = exchange.fetched_at(result, datetime.now(UTC))
             verdict = self._judge(result, exchange, attempt, req)
+            what = verdict.what
             body: Any = None
             if result.status == 200 and result.failure is None:
                 body, problem = exchange.parse(result)
@@ -414,7 +550,21 @@ class HttpCore:
             elapsed = self.clock() - started - paused
             retry, why_not = self._may_retry(verdict, attempt, elapsed)
             blocker = exchange.retry_blocker() if verdict.retryable and retry else ""
-            if verdict.retryable and retry and not blocker:
+            going_on = verdict.retryable and retry and not blocker
+            if unreached and (unreached >= self.policy.max_attempts or not going_on):
+                # Out of attempts to reach the server (the policy's count): one more request saying
+                # the upstream is not there. One that spent its whole time budget without ever
+                # reaching it says so alone (requests made one after another, Keepa's batches).
+                whole_budget = not going_on and unreached == attempt and self.policy.budget_s is not None
+                again = counted == self.breaker.epoch
+                if not again or whole_budget:
+                    counted = self.breaker.epoch
+                    last = self._unreached_error(result.cause, unreached, elapsed)
+                    if self.breaker.give_up(req, last, attempt, conclusive=whole_budget, counted=again):
+                        if req.essential:
+                            raise self.breaker.error()
+                        going_on, why_not, blocker = False, self._stop_reason(), ""
+            if going_on:
                 self.counters.retries += 1
                 log.debug(
                     "upstream %s: %s, retry %d in %.2fs",
@@ -429,14 +579,50 @@ class HttpCore:
             log.warning("upstream %s failed for good: %s", req.endpoint.format(site=req.site), error)
             return Outcome(self._raw(req, result, attempt, fetched_at, error))
 
+    def _stop_reason(self) -> str:
+        return f"upstream {self.breaker.base_url} unreachable, the fetch stopped"
+
+    def _stopped(
+        self, req: Request, result: Attempt | None, attempt: int, what: str, elapsed: float
+    ) -> Outcome:
+        """A request the open breaker stops before its next attempt: recorded as failed for good
+        (``not sent`` when it never made one), so the partition says what it lacks. Without the
+        universe (``essential``) nothing can be stored: that raises ``UpstreamUnreachable``."""
+        if req.essential:
+            raise self.breaker.error()
+        if result is None:
+            self.counters.not_sent += 1
+            result = Attempt(0, "", None, "not sent", reached=False)
+            error = f"not sent ({self._stop_reason()})"
+        else:
+            self.counters.retries -= 1  # the retry it was waiting for is not made
+            error = self._failed_error(what, attempt, elapsed, self._stop_reason())
+        return Outcome(self._raw(req, result, attempt, datetime.now(UTC), error))
+
     async def _wait(self, verdict: _Verdict) -> None:
         self.counters.retry_wait_s += verdict.delay
         if verdict.throttled:
             # The quota is the credential's: block every request of it, not just this one. The
             # retry then waits in bucket.acquire, so there is no separate sleep.
             self.bucket.penalize(verdict.delay)
-        elif verdict.delay > 0:
-            await self.sleep(verdict.delay)
+        elif verdict.delay > 0 and not self.breaker.open:
+            # A backoff ends early when the breaker opens: the request then stops at once.
+            started = self.clock()
+            sleeper = asyncio.ensure_future(self.sleep(verdict.delay))
+            opened = asyncio.ensure_future(self.breaker.opened.wait())
+            try:
+                await asyncio.wait({sleeper, opened}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sleeper, opened):
+                    task.cancel()
+                await asyncio.gather(sleeper, opened, return_exceptions=True)
+            if sleeper.cancelled():  # cut short by the breaker: count only what was waited
+                self.counters.retry_wait_s -= max(0.0, verdict.delay - (self.clock() - started))
+
+    def _unreached_error(self, cause: str, attempts: int, elapsed: float) -> str:
+        """``ConnectError: ... (Connection refused) after 5 attempts in 7.6s``: why the breaker counted."""
+        error = f"{cause or 'no connection'} after {attempts} attempt{'' if attempts == 1 else 's'}"
+        return f"{error} in {elapsed:.1f}s" if self.policy.budget_s is not None else error
 
     def _failed_error(self, what: str, attempt: int, elapsed: float, why: str) -> str:
         plural = "" if attempt == 1 else "s"
@@ -466,14 +652,7 @@ class HttpCore:
         for _ in range(MAX_PAGES):
             page = req
             if page_token is not None:
-                page = Request(
-                    req.endpoint,
-                    req.site,
-                    {**req.params, "page_token": page_token},
-                    req.asins,
-                    req.secret_params,
-                    req.source,
-                )
+                page = replace(req, params={**req.params, "page_token": page_token})
             outcome = await self.request(page, exchange)
             raw, body = outcome.raw, outcome.body
             assert raw is not None  # pages never stop unsent
@@ -493,6 +672,43 @@ class HttpCore:
 
 
 # ------------------------------------------------------------------------------------------- helpers
+class _Phase:
+    """httpcore's ``trace`` extension for one attempt: did it get as far as sending the request?
+
+    Tells a timeout before the connection was made (a black-holed host: unreachable) from one
+    after it (a slow server: reached). Transports without connections (ASGI, mocks) never call it;
+    their failures count as reached unless the exception itself says the connection failed."""
+
+    def __init__(self) -> None:
+        self.connecting = False
+        self.sent = False
+
+    async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.endswith(".started"):
+            if ".connect_" in name or ".start_tls" in name:
+                self.connecting = True
+            elif ".send_request_headers" in name:
+                self.sent = True
+
+    def reached(self, exc: BaseException) -> bool:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return False  # refused, DNS, TLS or TCP connect timeout
+        return not (self.connecting and not self.sent)
+
+
+def public_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: what an error may name."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    try:
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    except ValueError:  # a port that is not a number: name the host only
+        netloc = host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
 def retry_after(headers: httpx.Headers | None) -> float | None:
     """Seconds from ``Retry-After``: a (possibly fractional) number, or an HTTP date."""
     return parse_retry_after(headers.get("Retry-After") if headers is not None else None)

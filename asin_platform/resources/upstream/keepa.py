@@ -309,7 +309,16 @@ class KeepaClient(HttpUpstreamClient):
                 report.missing_asins["products"] = [a for a in tracked if a in lost]
                 report.requests = len(responses)
                 report.record_failures(responses)
-                out.append(DayFetch(site=site, day=day, universe=tracked, responses=responses, report=report))
+                out.append(
+                    DayFetch(
+                        site=site,
+                        day=day,
+                        universe=tracked,
+                        responses=responses,
+                        report=report,
+                        unreachable=head.unreachable,
+                    )
+                )
             return out
 
         return run_sync(run)
@@ -364,13 +373,17 @@ class KeepaClient(HttpUpstreamClient):
         last = await tokens.status(fetch=False)
         report.tokens_left = last.tokens_left if last is not None else None
         report.elapsed_s = time.perf_counter() - started
+        breaker = tokens.core.breaker
         if progress is not None:
             progress(
                 f"keepa {site} {day} done: {len(received)}/{len(universe)} products, "
                 f"{report.tokens_consumed} tokens, {report.http_calls} calls, {report.failed_requests} failed"
                 + (f"; stopped: {report.stop_reason}" if report.stop_reason else "")
             )
-        return DayFetch(site=site, day=day, universe=universe, responses=responses, report=report)
+        unreachable = breaker.error() if breaker.open else None
+        return DayFetch(
+            site=site, day=day, universe=universe, responses=responses, report=report, unreachable=unreachable
+        )
 
     async def _products(
         self,

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from asin_platform.resources.upstream.http import Breaker
     from asin_platform.resources.upstream.unified import UnifiedApiClient
 
 # The contract's longest timeseries range (docs/upstream_api.md, "Daily timeseries").
@@ -83,12 +84,15 @@ async def fetch_range(
     site: str,
     days: list[date],
     progress: Callable[[str], None] | None,
+    breaker: Breaker | None = None,
 ) -> list[DayFetch]:
-    """One ``DayFetch`` per day of ``days`` (consecutive, <= 400), history kinds fetched as a range."""
+    """One ``DayFetch`` per day of ``days`` (consecutive, <= 400), history kinds fetched as a range;
+    the days' sessions share ``breaker`` (one of their own when None)."""
     from asin_platform.resources.upstream.unified import _Progress, fetch_universe
 
     started = time.perf_counter()
-    cores = [client._core(http, token, semaphore, progress) for _ in days]
+    breaker = breaker or client.breaker()
+    cores = [client._core(http, token, semaphore, progress, breaker) for _ in days]
     fetched = await gather_or_cancel(
         [fetch_universe(core, site, day, client.page_size) for core, day in zip(cores, days, strict=True)]
     )
@@ -148,5 +152,8 @@ async def fetch_range(
         core.counters.fill(report, responses)
         report.elapsed_s = (time.perf_counter() - started) if i == 0 else 0.0
         out.append(DayFetch(site=site, day=day, universe=universe, responses=responses, report=report))
+    if breaker.open:  # every day of the range stopped with it
+        for fetch in out:
+            fetch.unreachable = breaker.error()
     tracker.finished(out[0].report)
     return out

@@ -64,7 +64,7 @@ def fetch_partitions(
             track = known_asins is not None and keepa.track_known_asins
             extra = {day: known_asins(by_day[day]) if track else [] for day in run}  # type: ignore[misc]
             fetches = keepa.fetch_range(site, run, progress=progress, extra_asins=extra)
-            yield from zip([by_day[day] for day in run], fetches, strict=True)
+            yield from _stop_if_unreachable(zip([by_day[day] for day in run], fetches, strict=True))
     unified = [p for p in parts if settings.upstream.source_for(p.site) != "keepa"]
     single: list[_P] = []
     fetch_range = getattr(upstream, "fetch_range", None)
@@ -76,6 +76,31 @@ def fetch_partitions(
                 continue
             if info is not None:
                 info(f"fetching {site} {run[0]}..{run[-1]} (history as one range) ...")
-            yield from zip([by_day[day] for day in run], fetch_range(site, run, progress), strict=True)
-    fetches = upstream.fetch_days(((p.site, p.day) for p in single), progress=progress)
-    yield from zip(single, fetches, strict=True)
+            fetched = fetch_range(site, run, progress)
+            yield from _stop_if_unreachable(zip([by_day[day] for day in run], fetched, strict=True))
+    days = upstream.fetch_days(((p.site, p.day) for p in single), progress=progress)
+    try:
+        # one partition at a time: the ones still in flight are dropped (closing ``days`` cancels them)
+        yield from _stop_if_unreachable(zip(single, days, strict=True), whole_call=False)
+    finally:
+        close = getattr(days, "close", None)
+        if close is not None:
+            close()
+
+
+def _stop_if_unreachable(
+    pairs: Iterable[tuple[_P, DayFetch]], *, whole_call: bool = True
+) -> Iterator[tuple[_P, DayFetch]]:
+    """``pairs`` until a fetch says its upstream was unreachable (``DayFetch.unreachable``): the
+    partitions of that call (``whole_call``: a range, fetched together) or that one partition are
+    still handed over, to be stored with the requests they lack marked failed; then the error is
+    raised, so no further fetch starts against a host nothing reaches."""
+    stopped = None
+    for part, fetch in pairs:
+        yield part, fetch
+        if fetch.unreachable is not None:
+            stopped = fetch.unreachable
+            if not whole_call:
+                break
+    if stopped is not None:
+        raise stopped

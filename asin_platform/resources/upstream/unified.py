@@ -41,6 +41,7 @@ from asin_platform.resources.upstream.base import (
 )
 from asin_platform.resources.upstream.http import (
     MASK,
+    Breaker,
     Exchange,
     HttpCore,
     HttpUpstreamClient,
@@ -90,7 +91,8 @@ async def fetch_universe(
     """The unified API's universe of (site, day), every page, first occurrence of each ASIN kept in
     order (a page boundary moving under us can repeat one). Raises ``UpstreamError`` when a page
     fails for good: without the universe there is nothing to fetch."""
-    req = Request(UNIVERSE, site, {"date": day.isoformat(), "page_size": str(page_size)}, source=source)
+    params = {"date": day.isoformat(), "page_size": str(page_size)}
+    req = Request(UNIVERSE, site, params, source=source, essential=True)
     responses: list[RawResponse] = []
     asins: list[str] = []
     async for raw, body in core.pages(req, _EXCHANGES[UNIVERSE]):
@@ -238,7 +240,8 @@ class UnifiedApiClient(HttpUpstreamClient):
             token = self._token_value()
             async with self._http(token) as http:
                 semaphore = asyncio.Semaphore(self.concurrency)
-                return await fetch_range(self, http, semaphore, token, site, days, progress)
+                breaker = self.breaker()
+                return await fetch_range(self, http, semaphore, token, site, days, progress, breaker)
 
         return run_sync(run)
 
@@ -246,12 +249,17 @@ class UnifiedApiClient(HttpUpstreamClient):
         """The one HTTP client of a call (connection pool sized to ``concurrency``)."""
         return bearer_client(self.base_url, token, self.timeout, self.concurrency, self._transport())
 
+    def breaker(self) -> Breaker:
+        """The breaker of one fetch: shared by all its sessions (every partition of a ranged run)."""
+        return Breaker(self.unreachable_after, self.base_url)
+
     def _core(
         self,
         http: httpx.AsyncClient,
         token: str,
         semaphore: asyncio.Semaphore,
         progress: Callable[[str], None] | None,
+        breaker: Breaker | None = None,
     ) -> HttpCore:
         return HttpCore(
             http,
@@ -262,6 +270,7 @@ class UnifiedApiClient(HttpUpstreamClient):
             headroom=self.headroom,
             progress=progress,
             timeout=self.timeout,
+            breaker=breaker,
         )
 
     async def _fetch_day_async(
@@ -270,7 +279,7 @@ class UnifiedApiClient(HttpUpstreamClient):
         token = self._token_value()
         async with self._http(token) as http:
             return await self._fetch_one(
-                http, asyncio.Semaphore(self.concurrency), token, site, day, progress
+                http, asyncio.Semaphore(self.concurrency), token, site, day, progress, self.breaker()
             )
 
     async def _produce(
@@ -302,8 +311,9 @@ class UnifiedApiClient(HttpUpstreamClient):
             token = self._token_value()
             async with self._http(token) as http:
                 semaphore = asyncio.Semaphore(self.concurrency)  # shared: the limit is per client
+                breaker = self.breaker()  # shared: an unreachable upstream stops every partition
                 for site, day in partitions:
-                    coro = self._fetch_one(http, semaphore, token, site, day, labelled(site, day))
+                    coro = self._fetch_one(http, semaphore, token, site, day, labelled(site, day), breaker)
                     pending.append(asyncio.ensure_future(coro))
                     while len(pending) >= self.overlap:
                         if not await self._deliver(pending.popleft(), hand_over):
@@ -339,9 +349,10 @@ class UnifiedApiClient(HttpUpstreamClient):
         site: str,
         day: date,
         progress: Callable[[str], None] | None,
+        breaker: Breaker | None = None,
     ) -> DayFetch:
         started = time.perf_counter()
-        session = self._core(http, token, semaphore, progress)
+        session = self._core(http, token, semaphore, progress, breaker)
         universe, responses = await fetch_universe(session, site, day, self.page_size)
         batches = [tuple(universe[i : i + self.batch_size]) for i in range(0, len(universe), self.batch_size)]
         tracker = _Progress(progress, {kind: len(batches) for kind in BATCH_ENDPOINTS}, session, started)
@@ -373,7 +384,10 @@ class UnifiedApiClient(HttpUpstreamClient):
         session.counters.fill(report, responses)
         report.elapsed_s = time.perf_counter() - started
         tracker.finished(report)
-        return DayFetch(site=site, day=day, universe=universe, responses=responses, report=report)
+        unreachable = session.breaker.error() if session.breaker.open else None
+        return DayFetch(
+            site=site, day=day, universe=universe, responses=responses, report=report, unreachable=unreachable
+        )
 
     async def _fetch_batch(
         self,
