@@ -104,7 +104,7 @@ def raw_payloads(
 def _unreachable_failure(
     exc: UpstreamUnreachable, partitions: list[DateSite], quota: "_Quota", cut: list[DateSite]
 ) -> dg.Failure:
-    """The run's one error for an upstream nothing reached (``http.Breaker``). Not retried by the
+    """The run's one error for an upstream nothing reached (``reachability.Breaker``). Not retried by the
     asset's retry policy: its requests already gave up on the host, and a re-run would wait 60 s +
     120 s for the same answer (the ingest schedule's next tick, or a person, re-runs it). What was
     stored stays stored (``cut``: with the requests it lacks marked failed, so its checks and the

@@ -1,4 +1,4 @@
-"""The breaker for an unreachable upstream (``http.Breaker``): a dead upstream stops a fetch after
+"""The breaker for an unreachable upstream (``reachability.Breaker``): a dead upstream stops a fetch after
 ``unreachable_after`` requests in a row that never reached it; answers of any kind, and failures after
 the connection was made, never trip it. Counts are asserted, not wall time."""
 
@@ -18,16 +18,9 @@ import pytest
 
 from asin_platform.resources import upstream as up
 from asin_platform.resources.upstream.base import partition_list
-from asin_platform.resources.upstream.http import (
-    Breaker,
-    HttpCore,
-    Request,
-    RetryPolicy,
-    _Phase,
-    gather_or_cancel,
-    public_url,
-)
+from asin_platform.resources.upstream.http import HttpCore, Request, RetryPolicy, gather_or_cancel
 from asin_platform.resources.upstream.ratelimit import TokenBucket, reset_buckets
+from asin_platform.resources.upstream.reachability import Breaker, ConnectPhase, public_url
 from asin_platform.settings import SettingsError, load_settings
 from asin_platform_tests.resources.test_upstream import DAY, FAKES, FakeApi, asins, error, make
 from asin_platform_tests.resources.test_upstream_http import FakeClock, _Products
@@ -326,23 +319,23 @@ def test_the_breaker_counts_requests_in_a_row_and_any_contact_resets_it() -> Non
 
 
 def test_a_timeout_counts_as_unreached_only_when_the_connection_was_never_made() -> None:
-    async def trace(phase: _Phase, *names: str) -> _Phase:
+    async def trace(phase: ConnectPhase, *names: str) -> ConnectPhase:
         for name in names:
             await phase("connection.connect_tcp.started" if name == "connect" else name, {})
         return phase
 
-    def phase_of(*names: str) -> _Phase:
-        return asyncio.run(trace(_Phase(), *names))
+    def phase_of(*names: str) -> ConnectPhase:
+        return asyncio.run(trace(ConnectPhase(), *names))
 
     request = httpx.Request("GET", "http://api.test/")
-    assert not _Phase().reached(httpx.ConnectError("refused", request=request))
-    assert not _Phase().reached(httpx.ConnectTimeout("connect timed out", request=request))
+    assert not ConnectPhase().reached(httpx.ConnectError("refused", request=request))
+    assert not ConnectPhase().reached(httpx.ConnectTimeout("connect timed out", request=request))
     # a black-holed host: the guard's timeout fired while connecting
     assert not phase_of("connect").reached(TimeoutError())
     # the request was sent: a slow server, reached
     assert phase_of("connect", "http11.send_request_headers.started").reached(TimeoutError())
     # no connection phase at all (ASGI, mocks; a pooled connection): reached
-    assert _Phase().reached(TimeoutError()) and _Phase().reached(httpx.ReadError("reset"))
+    assert ConnectPhase().reached(TimeoutError()) and ConnectPhase().reached(httpx.ReadError("reset"))
 
 
 @contextmanager

@@ -92,7 +92,7 @@ class FetchReport:
     timeouts: int = 0
     connection_errors: int = 0
     malformed: int = 0  # 200s whose body was not the JSON the contract promises
-    not_sent: int = 0  # requests an unreachable upstream stopped before any attempt (http.Breaker)
+    not_sent: int = 0  # requests an unreachable upstream stopped before any attempt (reachability.Breaker)
     failed_requests: int = 0
     retry_wait_s: float = 0.0  # time spent waiting before retries (Retry-After, backoff)
     elapsed_s: float = 0.0
@@ -163,7 +163,7 @@ class DayFetch:
     universe: list[str]
     responses: list[RawResponse]
     report: FetchReport
-    # Set when the fetch stopped on an upstream nothing reached (http.Breaker): its requests from then
+    # Set when the fetch stopped on an upstream nothing reached (reachability.Breaker): its requests from then
     # on are failed for good; the router stores the partitions of the call, then raises it.
     unreachable: UpstreamUnreachable | None = None
 
@@ -209,7 +209,7 @@ def _upstream_error(endpoint: str, status: int, attempts: int, site: str, detail
 class UpstreamUnreachable(UpstreamError):
     """The upstream could not be reached at all: ``requests`` requests in a row failed for good with
     none of their attempts reaching it (refused, DNS, connect timeout), so the fetch stopped sending
-    (``http.Breaker``). ``base_url`` carries no credentials, ``last`` no secret."""
+    (``reachability.Breaker``). ``base_url`` carries no credentials, ``last`` no secret."""
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ error body, which statuses mean "the credential is refused"), and ``HttpCore.req
   bodies. Without it (``None``), ``max_attempts`` bounds every retry.
 - **Failed for good**: a request that still fails becomes a ``RawResponse`` with ``error`` saying
   what the last attempt got, how many attempts and how long it took, and why it stopped.
-- **Unreachable upstream** (``Breaker``): a request whose last ``max_attempts`` attempts all failed
+- **Unreachable upstream** (``reachability.Breaker``): a request whose last ``max_attempts`` attempts all failed
   before reaching the server (connection refused, DNS, connect timeout) counts against the fetch's
   breaker; after ``RetryPolicy.unreachable_after`` such requests in a row, with no attempt of any
   request reaching the server in between, the fetch makes no further attempt: its requests are
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import dagster as dg
 import httpx
@@ -58,9 +58,9 @@ from asin_platform.resources.upstream.base import (
     SourcedResponse,
     UpstreamClient,
     UpstreamError,
-    UpstreamUnreachable,
 )
 from asin_platform.resources.upstream.ratelimit import TokenBucket
+from asin_platform.resources.upstream.reachability import Breaker, ConnectPhase
 from asin_platform.retrying import backoff_delay, parse_retry_after
 
 if TYPE_CHECKING:
@@ -282,72 +282,6 @@ class _Verdict:
     server_asked: bool = True  # waited out by time (budget), not by count
 
 
-# ---------------------------------------------------------------------------------------- the breaker
-class Breaker:
-    """Stops a fetch whose upstream cannot be reached at all, instead of letting every one of its
-    requests spend the whole retry budget (``retry.budget_s``) on refused connections.
-
-    Shared by the ``HttpCore`` sessions of one fetch (every partition of a ranged run). A request
-    *gives up on reaching the server* when ``max_attempts`` attempts in a row never reached it
-    (``Attempt.reached`` false: connection refused, DNS, connect timeout); it counts once (``give_up``)
-    and goes on retrying within its budget as before. Any attempt of any request that reaches the
-    server, whatever the answer, resets the count (``reached``). When ``threshold`` requests in a row
-    have given up, the breaker opens: the request that opened it is failed for good, and every other
-    request of the fetch stops before its next attempt (a backoff is cut short), failed for good too
-    (``not sent`` if it had made none), so the partition records what it lacks and the client marks
-    its ``DayFetch.unreachable``. An ``essential`` request (the universe: nothing can be fetched, or
-    stored, without it) raises ``UpstreamUnreachable`` instead, and opens the breaker on its own; so
-    does a request that spent its whole time budget without ever reaching the server (requests made
-    one after another, as Keepa's batches, would otherwise each spend it before the count is
-    reached)."""
-
-    def __init__(self, threshold: int, base_url: str) -> None:
-        self.threshold = max(1, threshold)
-        self.base_url = public_url(base_url)
-        self.consecutive = 0  # requests in a row that gave up, since the last contact
-        self.epoch = 0  # bumped at every contact: a request counts at most once per epoch
-        self.last = ""  # the last request counted: where, what it got, its attempts
-        self.last_endpoint = ""
-        self.last_site = ""
-        self.last_attempts = 0
-        self.open = False
-        self.opened = asyncio.Event()  # set when it opens: wakes the requests waiting out a backoff
-
-    def reached(self) -> None:
-        """An attempt reached the server: the upstream is there, whatever it answered."""
-        if not self.open:
-            self.consecutive = 0
-            self.epoch += 1
-
-    def give_up(
-        self, req: Request, last: str, attempts: int, *, conclusive: bool = False, counted: bool = False
-    ) -> bool:
-        """Count a request whose last ``attempts`` never reached the server (unless ``counted``: it
-        already was, since the last contact); True once open. ``conclusive``: it spent its whole
-        retry budget without ever reaching the server, which is proof enough on its own."""
-        if self.open:
-            return True
-        if not counted:
-            self.consecutive += 1
-        self.last = f"{req.endpoint.format(site=req.site)}: {last}"
-        self.last_endpoint, self.last_site, self.last_attempts = req.endpoint, req.site, attempts
-        if self.consecutive >= self.threshold or req.essential or conclusive:
-            self.open = True
-            self.opened.set()
-            log.warning("upstream %s unreachable, stopping the fetch: %s", self.base_url, self.last)
-        return self.open
-
-    def error(self) -> UpstreamUnreachable:
-        return UpstreamUnreachable(
-            self.base_url,
-            self.consecutive,
-            self.last,
-            endpoint=self.last_endpoint,
-            site=self.last_site,
-            attempts=self.last_attempts,
-        )
-
-
 # ------------------------------------------------------------------------------------------ the core
 class HttpCore:
     """One fetch's HTTP machinery: client, bucket, concurrency, counters, retry policy, secrets.
@@ -413,7 +347,7 @@ class HttpCore:
             # and the bucket's spacing is the spacing the server sees.
             await self.bucket.acquire()
             self.counters.http_calls += 1
-            phase = _Phase()
+            phase = ConnectPhase()
             try:
                 # asyncio.timeout as well as httpx's: transports without network timeouts
                 # (ASGI, mocks) must not hang a run either.
@@ -672,43 +606,6 @@ class HttpCore:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-class _Phase:
-    """httpcore's ``trace`` extension for one attempt: did it get as far as sending the request?
-
-    Tells a timeout before the connection was made (a black-holed host: unreachable) from one
-    after it (a slow server: reached). Transports without connections (ASGI, mocks) never call it;
-    their failures count as reached unless the exception itself says the connection failed."""
-
-    def __init__(self) -> None:
-        self.connecting = False
-        self.sent = False
-
-    async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
-        if name.endswith(".started"):
-            if ".connect_" in name or ".start_tls" in name:
-                self.connecting = True
-            elif ".send_request_headers" in name:
-                self.sent = True
-
-    def reached(self, exc: BaseException) -> bool:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return False  # refused, DNS, TLS or TCP connect timeout
-        return not (self.connecting and not self.sent)
-
-
-def public_url(url: str) -> str:
-    """``url`` without credentials, query or fragment: what an error may name."""
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6
-        host = f"[{host}]"
-    try:
-        netloc = f"{host}:{parts.port}" if parts.port is not None else host
-    except ValueError:  # a port that is not a number: name the host only
-        netloc = host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
 def retry_after(headers: httpx.Headers | None) -> float | None:
     """Seconds from ``Retry-After``: a (possibly fractional) number, or an HTTP date."""
     return parse_retry_after(headers.get("Retry-After") if headers is not None else None)

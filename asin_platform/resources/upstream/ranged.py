@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from asin_platform.resources.upstream.http import Breaker
+    from asin_platform.resources.upstream.reachability import Breaker
     from asin_platform.resources.upstream.unified import UnifiedApiClient
 
 # The contract's longest timeseries range (docs/upstream_api.md, "Daily timeseries").

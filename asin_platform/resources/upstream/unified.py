@@ -41,7 +41,6 @@ from asin_platform.resources.upstream.base import (
 )
 from asin_platform.resources.upstream.http import (
     MASK,
-    Breaker,
     Exchange,
     HttpCore,
     HttpUpstreamClient,
@@ -51,6 +50,7 @@ from asin_platform.resources.upstream.http import (
     run_sync,
 )
 from asin_platform.resources.upstream.ratelimit import TokenBucket, bucket_params, shared_bucket
+from asin_platform.resources.upstream.reachability import Breaker
 
 if TYPE_CHECKING:
     from asin_platform.settings import Settings
