@@ -67,17 +67,43 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
     return RankerParams.of(levers.model_dump(), lightgbm=params)
 
 
+# what LightGBM refuses in train-rank and tune-rank is the user's: say what to fix, in these terms
+REFUSED_FIX = "fix what LightGBM refused (--params, the training flags or the samples in --data)"
+
+
+def _checked_params(args: argparse.Namespace, settings: Settings) -> tuple[Any, dict]:
+    """The levers of the flags and the LightGBM params of ``--params``, checked before anything is
+    read: a flag out of its range, ``--params`` that is not a JSON object, or params the ranker
+    refuses before LightGBM sees them (``core.ranker.merged_params``: a
+    ``lambdarank_truncation_level`` below the largest k) is a UserError naming the flag."""
+    levers = _levers(args, settings)
+    params = parse_params(args.params)
+    try:
+        _levers(args, settings, params).lightgbm_params()
+    except (ValueError, TypeError) as exc:  # e.g. {"lambdarank_truncation_level": [1]}
+        raise UserError(f"--params: {exc}") from None
+    return levers, params
+
+
 def _train_and_save(
     samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
 ) -> int:
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.model_files import gate_figure
     from asin_platform.core.predict import add_model_scores
-    from asin_platform.core.ranker import feature_importance
+    from asin_platform.core.ranker import LightGBMError, feature_importance, lightgbm_refusal
     from asin_platform.core.ranker_levers import build_ranker, refit_summary
 
     samples = _with_baseline(samples, settings)
-    trained = build_ranker(samples, _levers(args, settings, params), compare={"baseline": "explosive_score"})
+    try:
+        trained = build_ranker(
+            samples, _levers(args, settings, params), compare={"baseline": "explosive_score"}
+        )
+    except LightGBMError as exc:  # nothing trained or registered: the params, flags or samples
+        raise UserError(
+            f"LightGBM refused to train the ranker ({lightgbm_refusal(exc)}); {REFUSED_FIX} "
+            f"and run {args.command} again"
+        ) from exc
     saved = _register(trained, args, settings, extra={"samples": str(args.data), **extra})
     model_out, card_out = _export(saved, args.output)
     print(
@@ -153,9 +179,7 @@ def _export(saved: Any, output: str | Path) -> tuple[Path, Path]:
 
 
 def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
-    # the user's mistakes in flags and --params fail before anything is read
-    _levers(args, settings)
-    params = parse_params(args.params)
+    _, params = _checked_params(args, settings)  # the user's mistakes in them before anything is read
     samples = read_table(args.data, "--data")
     return _train_and_save(samples, params, args, settings, extra={})
 
@@ -189,12 +213,11 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.storage.tuning_db import shown_storage
 
     # the user's mistakes in flags and --params fail before the data is read or the study opened
-    levers = _levers(args, settings)
+    levers, params = _checked_params(args, settings)
     try:
         TuningRun.overlaid(TuningRun(), {"trials": args.trials, "timeout": args.timeout})
     except LeverError as exc:
         raise lever_flag_error(exc) from None
-    params = parse_params(args.params)
     samples = _with_baseline(read_table(args.data, "--data"), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     try:
@@ -218,10 +241,7 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
         )
     except NoCompletedTrialError as exc:
         # every trial failed: LightGBM refused what the user gave (--params, the flags, the samples)
-        raise UserError(
-            f"{exc}; fix what LightGBM refused (--params, the training flags or the samples in --data) "
-            "and run tune-rank again"
-        ) from exc
+        raise UserError(f"{exc}; {REFUSED_FIX} and run tune-rank again") from exc
     print(
         f"study {result.study_name} ({shown_storage(study)}): {result.completed_trials} completed trials "
         f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"

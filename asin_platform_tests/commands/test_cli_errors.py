@@ -409,6 +409,86 @@ def test_tune_rank_prints_a_failed_trial_s_reason(
     assert "1 completed trials (1 in this run)" in out
 
 
+# train-rank's refusal: LightGBM's first line, then what to fix in the CLI's terms
+TRAIN_FIX = "fix what LightGBM refused (--params, the training flags or the samples in --data) and run"
+
+
+@pytest.mark.parametrize(
+    ("params", "refusal"),
+    [
+        ('{"objective": "nope"}', "Unknown objective type name: nope"),
+        # a failed check: its first line, without where in LightGBM's C++ source it failed
+        ('{"num_leaves": -1}', "Check failed: (num_leaves) > (1)"),
+        ('{"max_bin": "x"}', 'Parameter max_bin should be of type int, got "x"'),
+        # LightGBM's Python layer refuses it (a ValueError of its early stopping): the same one line
+        (
+            '{"metric": "nope"}',
+            "For early stopping, at least one dataset and eval metric is required for evaluation",
+        ),
+    ],
+)
+def test_train_rank_params_lightgbm_refuses_are_one_line(
+    project: Project, capsys: pytest.CaptureFixture[str], params: str, refusal: str
+) -> None:
+    """Params LightGBM refuses (it says so only when training starts) are one line naming --params
+    and the flags, with LightGBM's message (core.ranker.lightgbm_refusal, as tune-rank's failed
+    trials give it), exit 2; nothing is trained, registered or copied. Was: a LightGBMError
+    traceback, exit 1."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    before = project.fingerprint()
+    argv = ["train-rank", "--data", "samples.parquet", "--rounds", "15", "--early-stopping", "5",
+            "--output", "bt/model.txt"]  # fmt: skip
+    params = params[:-1] + ', "num_threads": 1}'
+    assert mistake(capsys, *argv, "--params", params) == (
+        f"LightGBM refused to train the ranker (LightGBMError: {refusal}); {TRAIN_FIX} train-rank again"
+    )
+    assert project.fingerprint() == before  # nothing registered
+    assert not (project.root / "bt").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
+
+
+def test_params_the_ranker_refuses_are_one_line_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncation level below the largest k the ranker reports (core.ranker.merged_params) is
+    refused before the samples are read, by train-rank and tune-rank alike. Was: a ValueError
+    traceback once training started (tune-rank: from its first trial)."""
+    before = project.fingerprint()
+    samples = project.root / "samples.parquet"  # absent: --params is checked first
+    for command in (["train-rank"], ["tune-rank", "--trials", "2"]):
+        argv = [*command, "--data", str(samples), "--output", "out"]
+        message = mistake(capsys, *argv, "--params", '{"lambdarank_truncation_level": 10}')
+        assert message == "--params: lambdarank_truncation_level must be >= 50 (the largest k)"
+    assert project.fingerprint() == before
+    assert not (project.root / "out").exists()
+    assert not any(path.exists() for path in training_outputs(project))
+
+
+def test_backtest_params_lightgbm_refuses_are_one_line(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backtest trains a ranker per fold with --params: LightGBM refusing them is the same one line,
+    exit 2, and nothing is written. Was: a LightGBMError traceback."""
+    from asin_platform_tests.core.test_labels import sim_features, sim_mart
+
+    for name, value in {"HORIZON": "14", "EMBARGO": "14", "OBSERVATION": "14"}.items():
+        monkeypatch.setenv(f"ASIN_PLATFORM__WINDOWS__{name}", value)
+    monkeypatch.setenv("ASIN_PLATFORM__SITES", "US,DE")
+    sim_mart().write_parquet(project.root / "mart.parquet")
+    sim_features().write_parquet(project.root / "features.parquet")
+    argv = ["backtest", "--start", "2025-04-29", "--end", "2025-05-27", "--every", "2w", "--no-oracle",
+            "--features", "features.parquet", "--mart", "mart.parquet", "--rounds", "30", "--output", "bt",
+            "--params", '{"num_threads": 1, "objective": "nope"}']  # fmt: skip
+    assert mistake(capsys, *argv) == (
+        "backtest 2025-04-29..2025-05-27: LightGBM refused to train a fold's ranker (LightGBMError: "
+        "Unknown objective type name: nope); fix what LightGBM refused (--params, --rounds or "
+        "scale.ranker in the settings) and run backtest again"
+    )
+    assert not (project.root / "bt").exists()
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
