@@ -25,6 +25,7 @@ from asin_platform.commands._args import (
     parse_params,
     read_table,
 )
+from asin_platform.commands._lightgbm import fatal_lines_held_back
 from asin_platform.errors import UserError
 from asin_platform.levers import BacktestWindow, LeverError
 from asin_platform.settings import Settings
@@ -105,9 +106,10 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     features, mart = _load(args, settings, sites)
     oracle = None if args.no_oracle else simulator_oracle_of(settings)
     try:
-        results = walk_forward(
-            features, mart, folds(args.start, args.end, args.every), options, oracle=oracle, log=print
-        )
+        with fatal_lines_held_back():  # LightGBM's own stderr line of a refusal: the line below says it
+            results = walk_forward(
+                features, mart, folds(args.start, args.end, args.every), options, oracle=oracle, log=print
+            )
     except LightGBMError as exc:  # --params (or the settings' levers): nothing written
         raise UserError(
             f"backtest {args.start}..{args.end}: LightGBM refused to train a fold's ranker "

@@ -28,6 +28,7 @@ from asin_platform.commands._args import (
     read_table,
     write_table,
 )
+from asin_platform.commands._lightgbm import fatal_lines_held_back
 from asin_platform.errors import UserError
 from asin_platform.levers import LeverError, RankerLevers, TuningRun
 from asin_platform.settings import Settings
@@ -96,9 +97,10 @@ def _train_and_save(
 
     samples = _with_baseline(samples, settings)
     try:
-        trained = build_ranker(
-            samples, _levers(args, settings, params), compare={"baseline": "explosive_score"}
-        )
+        with fatal_lines_held_back():  # LightGBM's own stderr line of a refusal: the line below says it
+            trained = build_ranker(
+                samples, _levers(args, settings, params), compare={"baseline": "explosive_score"}
+            )
     except LightGBMError as exc:  # nothing trained or registered: the params, flags or samples
         raise UserError(
             f"LightGBM refused to train the ranker ({lightgbm_refusal(exc)}); {REFUSED_FIX} "
@@ -221,24 +223,25 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     samples = _with_baseline(read_table(args.data, "--data"), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     try:
-        result = tune_ranker(
-            samples,
-            trials=args.trials,
-            study_path=study,
-            study_name=args.study_name,
-            seed=args.seed,
-            base_params=params,
-            num_boost_round=args.rounds,
-            early_stopping_rounds=args.early_stopping,
-            levers=levers,
-            timeout=args.timeout,
-            on_trial=lambda _study, t: print(
-                f"  trial {t.number}: {t.state.name.lower()}"
-                + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
-                + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
-                + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
-            ),
-        )
+        with fatal_lines_held_back():  # each failed trial's line gives LightGBM's refusal instead
+            result = tune_ranker(
+                samples,
+                trials=args.trials,
+                study_path=study,
+                study_name=args.study_name,
+                seed=args.seed,
+                base_params=params,
+                num_boost_round=args.rounds,
+                early_stopping_rounds=args.early_stopping,
+                levers=levers,
+                timeout=args.timeout,
+                on_trial=lambda _study, t: print(
+                    f"  trial {t.number}: {t.state.name.lower()}"
+                    + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
+                    + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
+                    + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
+                ),
+            )
     except NoCompletedTrialError as exc:
         # every trial failed: LightGBM refused what the user gave (--params, the flags, the samples)
         raise UserError(f"{exc}; {REFUSED_FIX} and run tune-rank again") from exc

@@ -674,6 +674,64 @@ def test_console_script_exits_2_with_one_line(project: Project) -> None:
     ]
 
 
+def console(project: Project, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script run in the project: what a user's terminal shows, including what
+    libraries write to the process's stderr themselves (not captured by capsys)."""
+    script = Path(sys.executable).parent / "asin-platform"
+    return subprocess.run(
+        [str(script), *argv], capture_output=True, text=True, cwd=project.root, timeout=300
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["train-rank", "--output", "bt/model.txt"],
+            "LightGBM refused to train the ranker (LightGBMError: Unknown objective type name: nope); "
+            f"{TRAIN_FIX} train-rank again",
+        ),
+        (
+            ["tune-rank", "--trials", "1"],
+            "study 'lgb_rank' has no completed trial: all 2 trials failed (the first: LightGBMError: "
+            f"Unknown objective type name: nope); {TRAIN_FIX} tune-rank again",
+        ),
+    ],
+)
+def test_a_lightgbm_refusal_is_the_only_line_on_the_process_s_stderr(
+    project: Project, argv: list[str], expected: str
+) -> None:
+    """LightGBM's C library writes its own `[LightGBM] [Fatal] <message>` on the process's stderr
+    before it raises: the console script holds it back (commands._lightgbm), so the CLI's line is the
+    only one. Was: the [Fatal] line first (once per failed trial in tune-rank), then the CLI's."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    fast = ["--data", "samples.parquet", "--rounds", "15", "--early-stopping", "5", "--params", REFUSED]
+    result = console(project, *argv, *fast)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [PREFIX + expected]
+
+
+def test_held_back_stderr_drops_lightgbm_s_fatal_lines_only(capfd: pytest.CaptureFixture[str]) -> None:
+    """Inside commands._lightgbm.fatal_lines_held_back, LightGBM's [Fatal] lines (and the empty line
+    a message ending in a newline leaves) are dropped and every other line of the process's stderr
+    passes, in order; stderr is the same descriptor after."""
+    import os
+
+    from asin_platform.commands._lightgbm import fatal_lines_held_back
+
+    print("before", file=sys.stderr)
+    with fatal_lines_held_back():
+        os.write(2, b"[LightGBM] [Fatal] Check failed: (num_leaves) > (1) at x.cpp, line 1 .\n\n")
+        os.write(2, b"[LightGBM] [Warning] kept\n")
+        os.write(2, b"\nkept after an empty line\n")
+    print("after", file=sys.stderr)
+    assert capfd.readouterr().err.splitlines() == [
+        "before", "[LightGBM] [Warning] kept", "", "kept after an empty line", "after"
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_upstream_gone_mid_run_one_line_cause_nonzero_exit(
     project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
