@@ -337,20 +337,33 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
 
 def _load_model(spec: str, settings: Settings) -> Any:
     """A model file or directory, a store URL (s3://.../models/<version>), or the model registry's
-    ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name)."""
-    from asin_platform.core.model_files import load_model
+    ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name).
+    None there is a UserError; so is a file that is not a model LightGBM can load (a text file, a
+    truncated copy: ``core.model_files.ModelFileError``) or cannot be read, naming --model."""
+    from asin_platform.core.model_files import ModelFileError, load_model
     from asin_platform.storage.registry import NoModelError, load_registered, load_url
 
     try:
-        if spec in ("promoted", "newest"):
-            from asin_platform.commands._runtime import cli_warehouse
+        with fatal_lines_held_back():  # LightGBM's own stderr line of a refusal: the line below says it
+            if spec in ("promoted", "newest"):
+                from asin_platform.commands._runtime import cli_warehouse
 
-            return load_registered(cli_warehouse(settings), spec)
-        if "://" in spec and not spec.startswith("file://"):
-            return load_url(spec)
-        return load_model(spec.removeprefix("file://"))
+                return load_registered(cli_warehouse(settings), spec)
+            if "://" in spec and not spec.startswith("file://"):
+                return load_url(spec)
+            return load_model(spec.removeprefix("file://"))
     except (NoModelError, FileNotFoundError) as exc:
         raise UserError(f"no model at {spec}: {exc}") from None
+    except ModelFileError as exc:
+        raise UserError(f"--model {spec}: {exc}; {_MODEL_ADVICE}") from None
+    except OSError as exc:  # a file it may not read, a directory where a file should be
+        raise UserError(f"--model {spec}: cannot read it ({exc.strerror or exc}); {_MODEL_ADVICE}") from None
+
+
+_MODEL_ADVICE = (
+    "give a model train-rank or ranker_model saved (its model file, version directory or models "
+    "directory), a store URL, or promoted / newest"
+)
 
 
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:

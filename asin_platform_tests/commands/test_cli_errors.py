@@ -310,6 +310,79 @@ def test_batch_predict_date_outside_the_date_range_is_one_line_naming_it(
         assert capsys.readouterr().out.startswith(f"{rows:,} predictions (model model) -> bt/p.parquet")
 
 
+MODEL_ADVICE = (
+    "give a model train-rank or ranker_model saved (its model file, version directory or models "
+    "directory), a store URL, or promoted / newest"
+)
+
+
+def _not_a_model(model: Path, kind: str) -> bytes:
+    """``model``'s bytes made into what batch-predict may be handed by mistake."""
+    text = model.read_bytes()
+    tree_1 = text.index(b"Tree=1")
+    return {
+        "text": b"hello, not a model\n",
+        "empty": b"",
+        "parquet": (model.parent / "features.parquet").read_bytes(),
+        "no classes": b"tree\nversion=v4\nend of trees\n",  # LightGBM's own refusal
+        "cut in a tree": text[: tree_1 + 40],
+        "cut in the parameters": text[: text.index(b"[objective") + 4],
+        "a line gone": text[:tree_1] + text[text.index(b"\n", tree_1 + 8) + 1 :],  # tree_sizes off
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("text", "not a LightGBM model (its first line is not LightGBM's `tree`)"),
+        ("empty", "an empty file"),
+        ("parquet", "not a LightGBM model (its first line is not LightGBM's `tree`)"),
+        (
+            "no classes",
+            "LightGBM cannot load it (LightGBMError: Model file doesn't specify the number of classes)",
+        ),
+        # LightGBM read past the end of these: the process aborted or segfaulted (exit -6 / -11)
+        ("cut in a tree", "a LightGBM model cut short (no `end of trees` line: an incomplete copy)"),
+        (
+            "cut in the parameters",
+            "a LightGBM model cut short (no `end of parameters` line: an incomplete copy)",
+        ),
+        ("a line gone", "a damaged LightGBM model (a tree is not where its `tree_sizes` line puts it)"),
+    ],
+)
+def test_batch_predict_model_that_is_not_a_model_is_one_line_naming_it(
+    project: Project, kind: str, expected: str
+) -> None:
+    """A --model file LightGBM cannot load is one line naming --model and what is wrong with it, exit
+    2, no predictions written; checked before LightGBM reads it (core.model_files.model_text_problem),
+    as LightGBM reads past the end of a truncated one. Run as the console script: a crash would fail
+    this test, not the test session, and stderr is all of the process's. Was: a LightGBMError
+    traceback (text, empty, parquet) or a crash (a truncated model)."""
+    model, _ = tiny_model_and_features(project.root)
+    (project.root / "bad.txt").write_bytes(_not_a_model(model, kind))
+    result = console(project, "batch-predict", "--model", "bad.txt", "--features", "features.parquet",
+                     "--output", "bt/p.parquet")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"{PREFIX}--model bad.txt: {expected}; {MODEL_ADVICE}"]
+    assert not (project.root / "bt").exists()
+
+
+def test_batch_predict_model_whose_card_is_not_json_is_one_line_naming_it(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The card beside the model is read with it: not JSON is the same kind of line. Was: a
+    JSONDecodeError traceback."""
+    model, features = tiny_model_and_features(project.root)
+    (project.root / "card.json").write_text("{bad")  # a version directory's model.txt has card.json
+    message = mistake(capsys, "batch-predict", "--model", str(model), "--features", str(features),
+                      "--output", "bt/p.parquet")  # fmt: skip
+    assert message == (
+        f"--model {model}: its card {project.root / 'card.json'} is not JSON (Expecting property name "
+        f"enclosed in double quotes: line 1 column 2 (char 1)); {MODEL_ADVICE}"
+    )
+    assert not (project.root / "bt").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
