@@ -366,14 +366,34 @@ _MODEL_ADVICE = (
 )
 
 
+def _features_to_score(args: argparse.Namespace) -> pl.DataFrame:
+    """The rows of --features to score: those of --date when given. No row to score is a UserError
+    (predictions of nothing are no prediction): an empty file, or a --date the file holds no row of,
+    named with the first and last dates it does hold."""
+    features = read_table(args.features, "--features")
+    if features.is_empty():
+        raise UserError(
+            f"--features {args.features} holds no rows: nothing to predict; give a features file "
+            "with rows (features-build writes one)"
+        )
+    if args.date is None:
+        return features
+    day = features.filter(pl.col("date") == pl.lit(args.date))
+    if day.is_empty():
+        dates = features["date"]
+        raise UserError(
+            f"--date {args.date}: --features {args.features} holds no rows of that day (its rows run "
+            f"from {dates.min()} to {dates.max()}); give a --date it holds"
+        )
+    return day
+
+
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.core.predict import predict_with
 
     check_day("--date", args.date)  # before the model or the features are read
     model = _load_model(args.model, settings)
-    features = read_table(args.features, "--features")
-    if args.date is not None:
-        features = features.filter(pl.col("date") == pl.lit(args.date))
+    features = _features_to_score(args)
     predictions = predict_with(
         model,
         features,

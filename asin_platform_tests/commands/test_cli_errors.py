@@ -304,10 +304,44 @@ def test_batch_predict_date_outside_the_date_range_is_one_line_naming_it(
         == expected
     )
     assert not (project.root / "bt").exists()
-    # the bounds themselves and a day in the file are taken (the first scores nothing, the last 3 rows)
-    for day, rows in (("1970-01-01", 0), ("2999-12-31", 0), ("2025-01-01", 3)):
-        assert main([*argv, "--date", day]) == 0, capsys.readouterr().err
-        assert capsys.readouterr().out.startswith(f"{rows:,} predictions (model model) -> bt/p.parquet")
+    # the bounds themselves are taken as dates (the file holds no row of them: that is what is said)
+    for day in ("1970-01-01", "2999-12-31"):
+        assert mistake(capsys, *argv, "--date", day).startswith(f"--date {day}: --features ")
+    assert main([*argv, "--date", "2025-01-01"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("3 predictions (model model) -> bt/p.parquet")
+
+
+def test_batch_predict_with_no_feature_row_to_score_is_one_line_and_writes_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --date the features hold no row of is no prediction: one line naming the day and the first
+    and last dates the file holds, exit 2, no file written (nor the CSV beside it). A features file
+    without rows is the same, with or without --date. Was: an empty predictions file and
+    "0 predictions", exit 0."""
+    import polars as pl
+
+    model, features = tiny_model_and_features(project.root)
+    rows = pl.read_parquet(features)
+    second = rows.with_columns(date=pl.col("date") + pl.duration(days=2))
+    pl.concat([rows, second]).write_parquet(features)  # 2025-01-01 and 2025-01-03
+    argv = ["batch-predict", "--model", str(model), "--features", str(features), "--output", "bt/p.parquet",
+            "--csv"]  # fmt: skip
+    assert mistake(capsys, *argv, "--date", "2025-01-02") == (
+        f"--date 2025-01-02: --features {features} holds no rows of that day (its rows run from "
+        "2025-01-01 to 2025-01-03); give a --date it holds"
+    )
+    assert not (project.root / "bt").exists()
+    rows.head(0).write_parquet(project.root / "empty.parquet")
+    for date in ([], ["--date", "2025-01-01"]):
+        message = mistake(capsys, *argv[:3], "--features", "empty.parquet", *argv[5:], *date)
+        assert message == (
+            "--features empty.parquet holds no rows: nothing to predict; give a features file with rows "
+            "(features-build writes one)"
+        )
+    assert not (project.root / "bt").exists()
+    assert main([*argv, "--date", "2025-01-03"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("3 predictions (model model) -> bt/p.parquet")
+    assert (project.root / "bt" / "p.csv").exists()
 
 
 MODEL_ADVICE = (
