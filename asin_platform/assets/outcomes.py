@@ -21,6 +21,7 @@ from asin_platform.core.backtest import BacktestOptions, fold_table, folds, walk
 from asin_platform.core.labels import LabelConfig
 from asin_platform.core.outcomes import realised_outcomes as compute_outcomes
 from asin_platform.core.outcomes import realised_through
+from asin_platform.core.ranker import LightGBMError, lightgbm_refusal
 from asin_platform.core.ranker_levers import RankerParams
 from asin_platform.core.sales import default_calibration
 from asin_platform.levers import BacktestWindow, LeverError, RankerLevers, json_object
@@ -289,6 +290,12 @@ def walk_forward_backtest(
         results = walk_forward(
             features, mart, folds(start, end, config.every_days), options, oracle=oracle, log=context.log.info
         )
+    except LightGBMError as exc:  # params_json or the settings' levers: no fold trained
+        raise dg.Failure(
+            f"walk-forward over {start}..{end}: LightGBM refused to train a fold's ranker "
+            f"({lightgbm_refusal(exc)}); fix what LightGBM refused (params_json, rounds or scale.ranker "
+            "in the settings) and materialise again"
+        ) from exc
     except ValueError as exc:
         raise dg.Failure(f"walk-forward over {start}..{end}: {exc}") from exc
     # the artifacts store (a local folder by default, object storage in production): a later run's pod finds it

@@ -38,7 +38,12 @@ from asin_platform.core.metrics import (
 )
 from asin_platform.core.model_files import gate_figure, promotion_refusal
 from asin_platform.core.outcomes import realised_through
-from asin_platform.core.ranker import TrainedRanker, feature_importance
+from asin_platform.core.ranker import (
+    LightGBMError,
+    TrainedRanker,
+    feature_importance,
+    lightgbm_refusal,
+)
 from asin_platform.core.ranker_levers import RankerParams, build_ranker, refit_summary
 from asin_platform.core.sales import default_calibration
 from asin_platform.core.tuning import FAIL_REASON, NoCompletedTrialError, tune_ranker
@@ -203,12 +208,20 @@ class RankerModelConfig(dg.Config):
     refit_factor: float | None = None  # > 0: refit on train + valid with this x the early-stopped trees
 
 
+# what LightGBM refuses in ranker_model (tuning or training) is the run's: say what to fix, in its terms
+REFUSED_FIX = (
+    "fix what LightGBM refused (params_json, the config's levers or scale.ranker in the settings) "
+    "and materialise again"
+)
+
+
 def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[RankerLevers, dict[str, Any]]:
     """The run config checked before the run reads anything: ``settings.scale.ranker`` with the
     config's levers laid over it (an unset one keeps the setting; ``RankerLevers.overlaid``, the
     settings' bounds), ``trials`` and ``timeout`` (``TuningRun.overlaid``) and the LightGBM params
-    of ``params_json`` (``levers.json_object``, as the CLI's ``--params``). A mistake is a
-    ``dg.Failure`` of one line naming the config field, the value and what is wrong with it."""
+    of ``params_json`` (``levers.json_object``, as the CLI's ``--params``; then what the ranker refuses
+    of them before LightGBM sees them, ``core.ranker.merged_params``). A mistake is a ``dg.Failure``
+    of one line naming the config field, the value and what is wrong with it."""
     given = {
         "rounds": config.rounds,
         "early_stopping": config.early_stopping,
@@ -220,9 +233,14 @@ def checked_config(config: RankerModelConfig, settings: Settings) -> tuple[Ranke
     try:
         levers = RankerLevers.overlaid(settings.scale.ranker, given)
         TuningRun.overlaid(_TUNING, {"trials": config.trials, "timeout": config.timeout})
-        return levers, json_object("params_json", config.params_json)
+        params = json_object("params_json", config.params_json)
     except LeverError as exc:
         raise dg.Failure(f"ranker_model config {exc}") from None
+    try:  # params the ranker refuses before LightGBM sees them (core.ranker.merged_params)
+        RankerParams.of(levers.model_dump(), lightgbm=params).lightgbm_params()
+    except (ValueError, TypeError) as exc:
+        raise dg.Failure(f"ranker_model config params_json: {exc}") from None
+    return levers, params
 
 
 def _learning_curve(history: dict[str, list[float]]) -> dg.MarkdownMetadataValue | None:
@@ -276,10 +294,7 @@ def ranker_model(
                 ),
             )
         except NoCompletedTrialError as exc:  # every trial failed: say why, not a traceback
-            raise dg.Failure(
-                f"ranker_model tuning: {exc}; fix what LightGBM refused (params_json, the config's "
-                "levers or scale.ranker in the settings) and materialise again"
-            ) from exc
+            raise dg.Failure(f"ranker_model tuning: {exc}; {REFUSED_FIX}") from exc
         params = result.best_params
         extra["tuning"] = {
             "study": shown_storage(study),
@@ -291,6 +306,11 @@ def ranker_model(
         trained = build_ranker(
             samples, replace(levers, lightgbm=params), compare={"baseline": "explosive_score"}
         )
+    except LightGBMError as exc:  # the params, levers or samples: nothing trained or registered
+        raise dg.Failure(
+            f"ranker_model training: LightGBM refused to train the ranker ({lightgbm_refusal(exc)}); "
+            f"{REFUSED_FIX}"
+        ) from exc
     except ValueError as exc:  # e.g. a window too short to hold a positive in every split
         raise dg.Failure(f"cannot train the ranker: {exc}") from exc
     verdict = judge_candidate(warehouse, settings, trained)

@@ -25,6 +25,7 @@ from asin_platform.commands._args import (
     parse_params,
     read_table,
 )
+from asin_platform.commands._lightgbm import fatal_lines_held_back
 from asin_platform.errors import UserError
 from asin_platform.levers import BacktestWindow, LeverError
 from asin_platform.settings import Settings
@@ -85,6 +86,7 @@ def _load(
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.assets.outcomes import backtest_options, backtest_plot, simulator_oracle_of
     from asin_platform.core.backtest import fold_table, folds, markdown, walk_forward
+    from asin_platform.core.ranker import LightGBMError, lightgbm_refusal
 
     check_start_end(args.start, args.end)
     if args.start == args.end:
@@ -104,9 +106,16 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     features, mart = _load(args, settings, sites)
     oracle = None if args.no_oracle else simulator_oracle_of(settings)
     try:
-        results = walk_forward(
-            features, mart, folds(args.start, args.end, args.every), options, oracle=oracle, log=print
-        )
+        with fatal_lines_held_back():  # LightGBM's own stderr line of a refusal: the line below says it
+            results = walk_forward(
+                features, mart, folds(args.start, args.end, args.every), options, oracle=oracle, log=print
+            )
+    except LightGBMError as exc:  # --params (or the settings' levers): nothing written
+        raise UserError(
+            f"backtest {args.start}..{args.end}: LightGBM refused to train a fold's ranker "
+            f"({lightgbm_refusal(exc)}); fix what LightGBM refused (--params, --rounds or scale.ranker "
+            "in the settings) and run backtest again"
+        ) from exc
     except ValueError as exc:
         raise UserError(f"backtest {args.start}..{args.end}: {exc}") from exc
     out = Path(args.output)

@@ -28,6 +28,7 @@ from asin_platform.commands._args import (
     read_table,
     write_table,
 )
+from asin_platform.commands._lightgbm import fatal_lines_held_back
 from asin_platform.errors import UserError
 from asin_platform.levers import LeverError, RankerLevers, TuningRun
 from asin_platform.settings import Settings
@@ -67,6 +68,24 @@ def _levers(args: argparse.Namespace, settings: Settings, params: dict | None = 
     return RankerParams.of(levers.model_dump(), lightgbm=params)
 
 
+# what LightGBM refuses in train-rank and tune-rank is the user's: say what to fix, in these terms
+REFUSED_FIX = "fix what LightGBM refused (--params, the training flags or the samples in --data)"
+
+
+def _checked_params(args: argparse.Namespace, settings: Settings) -> tuple[Any, dict]:
+    """The levers of the flags and the LightGBM params of ``--params``, checked before anything is
+    read: a flag out of its range, ``--params`` that is not a JSON object, or params the ranker
+    refuses before LightGBM sees them (``core.ranker.merged_params``: a
+    ``lambdarank_truncation_level`` below the largest k) is a UserError naming the flag."""
+    levers = _levers(args, settings)
+    params = parse_params(args.params)
+    try:
+        _levers(args, settings, params).lightgbm_params()
+    except (ValueError, TypeError) as exc:  # e.g. {"lambdarank_truncation_level": [1]}
+        raise UserError(f"--params: {exc}") from None
+    return levers, params
+
+
 def _train_and_save(
     samples: pl.DataFrame, params: dict, args: argparse.Namespace, settings: Settings, extra: dict
 ) -> int:
@@ -74,11 +93,20 @@ def _train_and_save(
     from asin_platform.core.metrics import markdown_table
     from asin_platform.core.model_files import gate_figure
     from asin_platform.core.predict import add_model_scores
-    from asin_platform.core.ranker import feature_importance
+    from asin_platform.core.ranker import LightGBMError, feature_importance, lightgbm_refusal
     from asin_platform.core.ranker_levers import build_ranker, refit_summary
 
     samples = _with_baseline(samples, settings)
-    trained = build_ranker(samples, _levers(args, settings, params), compare={"baseline": "explosive_score"})
+    try:
+        with fatal_lines_held_back():  # LightGBM's own stderr line of a refusal: the line below says it
+            trained = build_ranker(
+                samples, _levers(args, settings, params), compare={"baseline": "explosive_score"}
+            )
+    except LightGBMError as exc:  # nothing trained or registered: the params, flags or samples
+        raise UserError(
+            f"LightGBM refused to train the ranker ({lightgbm_refusal(exc)}); {REFUSED_FIX} "
+            f"and run {args.command} again"
+        ) from exc
     # held_out: the validation and test rows, so model_evaluation scores it on these (core.held_out)
     record = {"samples": str(args.data), "held_out": held_out_record(samples), **extra}
     saved = _register(trained, args, settings, extra=record)
@@ -156,9 +184,7 @@ def _export(saved: Any, output: str | Path) -> tuple[Path, Path]:
 
 
 def cmd_train_rank(args: argparse.Namespace, settings: Settings) -> int:
-    # the user's mistakes in flags and --params fail before anything is read
-    _levers(args, settings)
-    params = parse_params(args.params)
+    _, params = _checked_params(args, settings)  # the user's mistakes in them before anything is read
     samples = read_table(args.data, "--data")
     return _train_and_save(samples, params, args, settings, extra={})
 
@@ -192,39 +218,36 @@ def cmd_tune_rank(args: argparse.Namespace, settings: Settings) -> int:
     from asin_platform.storage.tuning_db import shown_storage
 
     # the user's mistakes in flags and --params fail before the data is read or the study opened
-    levers = _levers(args, settings)
+    levers, params = _checked_params(args, settings)
     try:
         TuningRun.overlaid(TuningRun(), {"trials": args.trials, "timeout": args.timeout})
     except LeverError as exc:
         raise lever_flag_error(exc) from None
-    params = parse_params(args.params)
     samples = _with_baseline(read_table(args.data, "--data"), settings)  # hard negatives rank by its score
     study = _study_storage(args, settings)
     try:
-        result = tune_ranker(
-            samples,
-            trials=args.trials,
-            study_path=study,
-            study_name=args.study_name,
-            seed=args.seed,
-            base_params=params,
-            num_boost_round=args.rounds,
-            early_stopping_rounds=args.early_stopping,
-            levers=levers,
-            timeout=args.timeout,
-            on_trial=lambda _study, t: print(
-                f"  trial {t.number}: {t.state.name.lower()}"
-                + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
-                + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
-                + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
-            ),
-        )
+        with fatal_lines_held_back():  # each failed trial's line gives LightGBM's refusal instead
+            result = tune_ranker(
+                samples,
+                trials=args.trials,
+                study_path=study,
+                study_name=args.study_name,
+                seed=args.seed,
+                base_params=params,
+                num_boost_round=args.rounds,
+                early_stopping_rounds=args.early_stopping,
+                levers=levers,
+                timeout=args.timeout,
+                on_trial=lambda _study, t: print(
+                    f"  trial {t.number}: {t.state.name.lower()}"
+                    + (f", valid NDCG@20 {t.value:.4f}" if t.value is not None else "")
+                    + (f" ({t.user_attrs[FAIL_REASON]})" if FAIL_REASON in t.user_attrs else "")
+                    + f", {json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in t.params.items()})}"
+                ),
+            )
     except NoCompletedTrialError as exc:
         # every trial failed: LightGBM refused what the user gave (--params, the flags, the samples)
-        raise UserError(
-            f"{exc}; fix what LightGBM refused (--params, the training flags or the samples in --data) "
-            "and run tune-rank again"
-        ) from exc
+        raise UserError(f"{exc}; {REFUSED_FIX} and run tune-rank again") from exc
     print(
         f"study {result.study_name} ({shown_storage(study)}): {result.completed_trials} completed trials "
         f"({result.ran_now} in this run); best validation NDCG@20 {result.best_value:.4f}"
@@ -317,20 +340,55 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
 
 def _load_model(spec: str, settings: Settings) -> Any:
     """A model file or directory, a store URL (s3://.../models/<version>), or the model registry's
-    ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name)."""
-    from asin_platform.core.model_files import load_model
+    ``promoted`` / ``newest`` model (the warehouse the settings or ASIN_PLATFORM_WAREHOUSE_URL name).
+    None there is a UserError; so is a file that is not a model LightGBM can load (a text file, a
+    truncated copy: ``core.model_files.ModelFileError``) or cannot be read, naming --model."""
+    from asin_platform.core.model_files import ModelFileError, load_model
     from asin_platform.storage.registry import NoModelError, load_registered, load_url
 
     try:
-        if spec in ("promoted", "newest"):
-            from asin_platform.commands._runtime import cli_warehouse
+        with fatal_lines_held_back():  # LightGBM's own stderr line of a refusal: the line below says it
+            if spec in ("promoted", "newest"):
+                from asin_platform.commands._runtime import cli_warehouse
 
-            return load_registered(cli_warehouse(settings), spec)
-        if "://" in spec and not spec.startswith("file://"):
-            return load_url(spec)
-        return load_model(spec.removeprefix("file://"))
+                return load_registered(cli_warehouse(settings), spec)
+            if "://" in spec and not spec.startswith("file://"):
+                return load_url(spec)
+            return load_model(spec.removeprefix("file://"))
     except (NoModelError, FileNotFoundError) as exc:
         raise UserError(f"no model at {spec}: {exc}") from None
+    except ModelFileError as exc:
+        raise UserError(f"--model {spec}: {exc}; {_MODEL_ADVICE}") from None
+    except OSError as exc:  # a file it may not read, a directory where a file should be
+        raise UserError(f"--model {spec}: cannot read it ({exc.strerror or exc}); {_MODEL_ADVICE}") from None
+
+
+_MODEL_ADVICE = (
+    "give a model train-rank or ranker_model saved (its model file, version directory or models "
+    "directory), a store URL, or promoted / newest"
+)
+
+
+def _features_to_score(args: argparse.Namespace) -> pl.DataFrame:
+    """The rows of --features to score: those of --date when given. No row to score is a UserError
+    (predictions of nothing are no prediction): an empty file, or a --date the file holds no row of,
+    named with the first and last dates it does hold."""
+    features = read_table(args.features, "--features")
+    if features.is_empty():
+        raise UserError(
+            f"--features {args.features} holds no rows: nothing to predict; give a features file "
+            "with rows (features-build writes one)"
+        )
+    if args.date is None:
+        return features
+    day = features.filter(pl.col("date") == pl.lit(args.date))
+    if day.is_empty():
+        dates = features["date"]
+        raise UserError(
+            f"--date {args.date}: --features {args.features} holds no rows of that day (its rows run "
+            f"from {dates.min()} to {dates.max()}); give a --date it holds"
+        )
+    return day
 
 
 def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
@@ -338,9 +396,7 @@ def cmd_batch_predict(args: argparse.Namespace, settings: Settings) -> int:
 
     check_day("--date", args.date)  # before the model or the features are read
     model = _load_model(args.model, settings)
-    features = read_table(args.features, "--features")
-    if args.date is not None:
-        features = features.filter(pl.col("date") == pl.lit(args.date))
+    features = _features_to_score(args)
     predictions = predict_with(
         model,
         features,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -26,7 +27,15 @@ from typing import Any
 import polars as pl
 
 # lightgbm through core.ranker, which sets OMP_WAIT_POLICY before the library loads
-from asin_platform.core.ranker import LAST_TRAINED, LATEST, TrainedRanker, feature_importance, lgb
+from asin_platform.core.ranker import (
+    LAST_TRAINED,
+    LATEST,
+    LightGBMError,
+    TrainedRanker,
+    feature_importance,
+    lgb,
+    lightgbm_refusal,
+)
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -220,16 +229,107 @@ def resolve_model_path(path: str | Path, pointer_name: str = LATEST) -> Path:
     return p
 
 
+class ModelFileError(ValueError):
+    """A file that is not a model LightGBM can load (not its text format, cut short, damaged), or
+    whose card is not JSON. ``str()`` says what is wrong, in one line."""
+
+
+_CUT_SHORT = "a LightGBM model cut short ({}: an incomplete copy)"
+
+
+def _line(data: bytes, text: bytes, *, prefix: bool = False) -> re.Match[bytes] | None:
+    """The first line of ``data`` that is ``text`` (starts with it, ``prefix``)."""
+    return re.search(rb"^" + re.escape(text) + (rb"[^\r\n]*" if prefix else rb"") + rb"\r?$", data, re.M)
+
+
+def model_text_problem(data: bytes) -> str | None:
+    """What keeps ``data`` from being a LightGBM model LightGBM can load safely, or None.
+
+    LightGBM's loader trusts the file: cut short inside a tree or a parameter line it reads past the
+    end of the text (the process aborts or segfaults, measured with LightGBM 4.7), and it finds its
+    trees where the ``tree_sizes`` header says they are. So before LightGBM sees it: the ``tree``
+    line LightGBM writes first, the ``end of trees`` line, every tree where ``tree_sizes`` puts it,
+    ``end of parameters`` after ``parameters:`` and the last line's ``pandas_categorical`` JSON
+    (what LightGBM's Python package writes last)."""
+    if not data.strip():
+        return "an empty file"
+    if data.split(b"\n", 1)[0].rstrip(b"\r") != b"tree":
+        return "not a LightGBM model (its first line is not LightGBM's `tree`)"
+    end_of_trees = _line(data, b"end of trees")
+    if end_of_trees is None:
+        return _CUT_SHORT.format("no `end of trees` line")
+    sizes = _line(data, b"tree_sizes=", prefix=True)
+    first_tree = _line(data, b"Tree=", prefix=True)
+    if sizes is not None and first_tree is not None:
+        try:
+            lengths = [int(n) for n in sizes.group().split(b"=", 1)[1].split()]
+        except ValueError:
+            return "a damaged LightGBM model (its `tree_sizes` line is not a list of sizes)"
+        at = first_tree.start()
+        for length in lengths:
+            if not data.startswith(b"Tree=", at):
+                return "a damaged LightGBM model (a tree is not where its `tree_sizes` line puts it)"
+            at += length
+        if not data[at:].lstrip(b"\r\n").startswith(b"end of trees"):
+            return "a damaged LightGBM model (its trees do not end where its `tree_sizes` line says)"
+    parameters = _line(data, b"parameters:")
+    if parameters is not None:
+        end = _line(data, b"end of parameters")
+        if end is None:
+            return _CUT_SHORT.format("no `end of parameters` line")
+        # LightGBM parses each as ``[name: value]``: a broken one is read past its end
+        for line in data[parameters.end() : end.start()].splitlines():
+            if line.strip() and not re.fullmatch(rb"\[[^:\[\]]+: [^\r\n]*\]\s*", line):
+                return "a damaged LightGBM model (a line of its parameters is not `[name: value]`)"
+    last = data.rstrip().rsplit(b"\n", 1)[-1].strip()
+    if last.startswith(b"pandas_categorical:"):
+        try:
+            json.loads(last.split(b":", 1)[1])
+        except ValueError:
+            return _CUT_SHORT.format("its last line, `pandas_categorical`, is not JSON")
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return "not a LightGBM model (not UTF-8 text)"
+    return None
+
+
+def booster_of(data: bytes) -> lgb.Booster:
+    """The booster of a model file's bytes (``model.txt``, a store object). A file that is not a
+    model LightGBM can load is a ``ModelFileError`` saying why (``model_text_problem``, or LightGBM's
+    refusal as ``core.ranker.lightgbm_refusal`` reads it): never handed to LightGBM when it would
+    read past its end."""
+    problem = model_text_problem(data)
+    if problem is not None:
+        raise ModelFileError(problem)
+    try:
+        return lgb.Booster(model_str=data.decode())
+    except LightGBMError as exc:
+        raise ModelFileError(f"LightGBM cannot load it ({lightgbm_refusal(exc)})") from exc
+
+
+def card_of(data: bytes, where: str) -> dict[str, Any]:
+    """A model card's JSON object; anything else is a ``ModelFileError`` naming ``where``."""
+    try:
+        card = json.loads(data)
+    except ValueError as exc:
+        raise ModelFileError(f"its card {where} is not JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelFileError(f"its card {where} is not a JSON object")
+    return card
+
+
 def load_model(path: str | Path, pointer_name: str = LATEST) -> LoadedModel:
-    """The booster and its card (``card.json`` beside ``model.txt``, or ``<stem>.card.json``)."""
+    """The booster and its card (``card.json`` beside ``model.txt``, or ``<stem>.card.json``).
+    A model file LightGBM cannot load, or a card that is not JSON, is a ``ModelFileError``."""
     model_path = resolve_model_path(path, pointer_name)
-    booster = lgb.Booster(model_file=str(model_path))
+    booster = booster_of(model_path.read_bytes())
     card: dict[str, Any] = {}
     # a version directory's model.txt has card.json; an exported lgb_rank.txt has lgb_rank.card.json
     candidate = model_path.with_name(
         "card.json" if model_path.name == "model.txt" else model_path.stem + ".card.json"
     )
     if candidate.exists():
-        card = json.loads(candidate.read_text())
+        card = card_of(candidate.read_bytes(), str(candidate))
     version = str(card.get("version") or model_path.stem)
     return LoadedModel(booster, card, version, model_path)

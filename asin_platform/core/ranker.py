@@ -19,8 +19,10 @@ Building a model from its levers (``RankerParams``, ``build_ranker``, the refit)
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,43 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 DEFAULT_ROUNDS = 1000
 DEFAULT_EARLY_STOPPING = 30
+
+# LightGBM refusing what it was given: params it does not take, data it cannot fit, a model file it
+# cannot read. Its message is the refusal; ``lightgbm_refusal`` is the one line the shells show of it.
+LightGBMError = lgb.basic.LightGBMError
+# where in LightGBM's C++ source a failed check is: ``Check failed: (num_leaves) > (1) at
+# /__w/LightGBM/.../config_auto.cpp, line 352 .``; nothing the user can act on
+_CHECK_SOURCE = re.compile(r"\s+at \S+, line \d+\s*\.?\s*$")
+
+
+def lightgbm_refusal(exc: BaseException) -> str | None:
+    """``exc`` in one line when it is LightGBM refusing what it was given (a ``LightGBMError``):
+    ``LightGBMError: Unknown objective type name: nope``, the first line of LightGBM's message without
+    the C++ source location of a failed check (``LightGBMError: Check failed: (num_leaves) > (1)``);
+    None for any other exception. The one reading of LightGBM's refusals: tune-rank's failed trials
+    (``core.tuning.fail_reason``), train-rank, backtest, batch-predict's ``--model`` and the assets
+    each add what to fix in their own terms (a flag, a config field)."""
+    if not isinstance(exc, LightGBMError):
+        return None
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {_CHECK_SOURCE.sub('', first)}".rstrip(": ")
+
+
+@contextmanager
+def _lightgbm_refusals() -> Iterator[None]:
+    """A ``ValueError`` raised by LightGBM's Python layer while training (e.g. early stopping with no
+    metric LightGBM knows, ``{"metric": "nope"}``) raised as the ``LightGBMError`` its C library's
+    refusals are, with the same message: one type for every refusal of the params or the data.
+    A ValueError of any other code is left as it is."""
+    try:
+        yield
+    except ValueError as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is None or not str(tb.tb_frame.f_globals.get("__name__", "")).startswith("lightgbm"):
+            raise
+        raise LightGBMError(str(exc)) from exc
 
 
 def query_sorted(frame: pl.DataFrame) -> pl.DataFrame:
@@ -323,21 +362,25 @@ def fit(
     early_stopping_rounds: int = DEFAULT_EARLY_STOPPING,
 ) -> tuple[lgb.Booster, dict[str, list[float]]]:
     """One lambdarank fit on ``data`` with early stopping on NDCG at the first ``ndcg_eval_at``;
-    without a ``valid_set``, exactly ``num_boost_round`` rounds (no validation, empty history)."""
+    without a ``valid_set``, exactly ``num_boost_round`` rounds (no validation, empty history).
+    Params or data LightGBM refuses raise ``LightGBMError`` (``lightgbm_refusal`` reads it)."""
+    merged = merged_params(params)
     if data.valid_set is None:
-        return lgb.train(merged_params(params), data.train_set, num_boost_round=num_boost_round), {}
+        with _lightgbm_refusals():
+            return lgb.train(merged, data.train_set, num_boost_round=num_boost_round), {}
     history: dict[str, Any] = {}
-    booster = lgb.train(
-        merged_params(params),
-        data.train_set,
-        num_boost_round=num_boost_round,
-        valid_sets=[data.valid_set],
-        valid_names=["valid"],
-        callbacks=[
-            lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
-            lgb.record_evaluation(history),
-        ],
-    )
+    with _lightgbm_refusals():
+        booster = lgb.train(
+            merged,
+            data.train_set,
+            num_boost_round=num_boost_round,
+            valid_sets=[data.valid_set],
+            valid_names=["valid"],
+            callbacks=[
+                lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
+                lgb.record_evaluation(history),
+            ],
+        )
     return booster, {k: list(v) for k, v in history.get("valid", {}).items()}
 
 

@@ -43,6 +43,7 @@ from asin_platform.core.ranker import (
     best_iteration,
     feature_matrix,
     fit,
+    lightgbm_refusal,
     merged_params,
     prepare_rank_data,
 )
@@ -85,8 +86,9 @@ class NoCompletedTrialError(RuntimeError):
 
 def fail_reason(exc: BaseException) -> str:
     """``exc`` as one line, ``LightGBMError: Unknown objective type name: nope``, at most
-    ``REASON_CHARS`` long."""
-    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
+    ``REASON_CHARS`` long: a refusal of LightGBM as ``core.ranker.lightgbm_refusal`` reads it (as
+    train-rank and the ranker_model asset say it), any other exception with its whole message."""
+    text = lightgbm_refusal(exc) or f"{type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 

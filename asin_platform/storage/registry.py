@@ -23,11 +23,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
-import lightgbm as lgb
 import polars as pl
 
 from asin_platform.core.backtest import PromotionVerdict
-from asin_platform.core.model_files import LoadedModel, model_card, new_version, promotion_refusal
+from asin_platform.core.model_files import (
+    LoadedModel,
+    booster_of,
+    card_of,
+    model_card,
+    new_version,
+    promotion_refusal,
+)
 from asin_platform.core.ranker import LAST_TRAINED, LATEST, TrainedRanker
 from asin_platform.resources.warehouse import Warehouse, WarehouseTx
 from asin_platform.schemas import MODEL_REGISTRY
@@ -229,7 +235,7 @@ def find_model(warehouse: Warehouse, which: Which = "promoted") -> RegisteredMod
 def load_registered(warehouse: Warehouse, which: Which = "promoted") -> LoadedModel:
     """The booster and card of the registry's promoted (or newest) model, read from its store URL."""
     found = find_model(warehouse, which)
-    booster = lgb.Booster(model_str=read_bytes(found.model_url).decode())
+    booster = booster_of(read_bytes(found.model_url))  # a damaged object: ModelFileError, not a crash
     return LoadedModel(booster, found.card, found.version, found.model_url)
 
 
@@ -238,7 +244,7 @@ def load_url(url: str) -> LoadedModel:
     or a model file (its card, if any, is ``card.json`` beside it)."""
     url = url.rstrip("/")
     model_url = url if url.endswith(".txt") else f"{url}/model.txt"
-    booster = lgb.Booster(model_str=read_bytes(model_url).decode())
+    booster = booster_of(read_bytes(model_url))
     card_url = f"{model_url.rsplit('/', 1)[0]}/card.json"
-    card = json.loads(read_bytes(card_url)) if exists(card_url) else {}
+    card = card_of(read_bytes(card_url), shown(card_url)) if exists(card_url) else {}
     return LoadedModel(booster, card, str(card.get("version") or model_url.rsplit("/", 2)[-2]), model_url)

@@ -339,6 +339,46 @@ def test_a_search_whose_every_trial_fails_is_a_one_line_failure(env: Path, wareh
 
 
 @pytest.mark.parametrize(
+    ("params", "description"),
+    [
+        (
+            {"objective": "nope"},
+            "ranker_model training: LightGBM refused to train the ranker (LightGBMError: Unknown "
+            "objective type name: nope); fix what LightGBM refused (params_json, the config's levers or "
+            "scale.ranker in the settings) and materialise again",
+        ),
+        (
+            {"num_leaves": -1},  # a failed check: its first line, without LightGBM's C++ source location
+            "ranker_model training: LightGBM refused to train the ranker (LightGBMError: Check failed: "
+            "(num_leaves) > (1)); fix what LightGBM refused (params_json, the config's levers or "
+            "scale.ranker in the settings) and materialise again",
+        ),
+        # refused by the ranker itself (core.ranker.merged_params): with the config, before any read
+        (
+            {"lambdarank_truncation_level": 10},
+            "ranker_model config params_json: lambdarank_truncation_level must be >= 50 (the largest k)",
+        ),
+    ],
+)
+def test_params_json_the_training_refuses_is_a_one_line_failure(
+    env: Path, warehouse, params: dict, description: str
+) -> None:
+    """params_json LightGBM refuses without tuning (it says so when training starts): the step fails
+    in one line with LightGBM's message (core.ranker.lightgbm_refusal, as a failed trial gives it) and
+    what to fix, as a search whose every trial failed does; nothing is trained or registered. Was: a
+    LightGBMError traceback."""
+    _seed(warehouse)
+    params_json = json.dumps({"num_threads": 1, **params})
+    result = _run(warehouse, ["train_samples", "ranker_model"], ranker={"params_json": params_json})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "ranker_model"
+    assert failure.step_failure_data.user_failure_data.description == description
+    assert warehouse.query("SELECT count(*) AS n FROM model_registry")["n"][0] == 0
+    assert not (env / "artifacts" / "models").exists()
+
+
+@pytest.mark.parametrize(
     ("samples", "description"),
     [
         (

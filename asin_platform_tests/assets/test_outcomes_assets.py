@@ -175,7 +175,8 @@ def test_a_model_worse_than_the_baseline_warns_and_alerts(
     assert "failing_partitions: 19" in details
 
 
-def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+def _seed_backtest(env: Path, warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulated mart and features of US and DE, with the short label windows they are made for."""
     for name, value in {"HORIZON": "14", "EMBARGO": "14", "OBSERVATION": "14"}.items():
         monkeypatch.setenv(f"ASIN_PLATFORM__WINDOWS__{name}", value)
     monkeypatch.setenv("ASIN_PLATFORM__SITES", "US,DE")
@@ -188,6 +189,10 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
             tx.replace_slices(
                 table, frame, sites=["US", "DE"], start=frame["date"].min(), end=frame["date"].max()
             )
+
+
+def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    _seed_backtest(env, warehouse, monkeypatch)
     config = {"folds": 2, "every_days": 14, "rounds": 30, "params_json": '{"num_threads": 1}'}
     result = _run_backtest(warehouse, config)
     assert result.success
@@ -200,6 +205,25 @@ def test_walk_forward_backtest_asset(env: Path, warehouse, monkeypatch: pytest.M
     assert meta["plot"].value.startswith("![")
     stored = pl.read_csv(env / "artifacts" / "backtest" / "backtest.csv")
     assert set(stored["ranker"]) == {"model", "baseline", "random", "oracle"}
+
+
+def test_walk_forward_backtest_params_lightgbm_refuses_is_a_one_line_failure(
+    env: Path, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """params_json LightGBM refuses fails the step in one line with LightGBM's message
+    (core.ranker.lightgbm_refusal) and what to fix; nothing is written. Was: a LightGBMError
+    traceback."""
+    _seed_backtest(env, warehouse, monkeypatch)
+    params = '{"num_threads": 1, "objective": "nope"}'
+    result = _run_backtest(warehouse, {"folds": 2, "every_days": 14, "rounds": 30, "params_json": params})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.user_failure_data.description == (
+        "walk-forward over 2025-05-08..2025-06-05: LightGBM refused to train a fold's ranker (LightGBMError: "
+        "Unknown objective type name: nope); fix what LightGBM refused (params_json, rounds or scale.ranker "
+        "in the settings) and materialise again"
+    )
+    assert not (env / "artifacts" / "backtest").exists()
 
 
 @pytest.mark.parametrize(

@@ -304,10 +304,117 @@ def test_batch_predict_date_outside_the_date_range_is_one_line_naming_it(
         == expected
     )
     assert not (project.root / "bt").exists()
-    # the bounds themselves and a day in the file are taken (the first scores nothing, the last 3 rows)
-    for day, rows in (("1970-01-01", 0), ("2999-12-31", 0), ("2025-01-01", 3)):
-        assert main([*argv, "--date", day]) == 0, capsys.readouterr().err
-        assert capsys.readouterr().out.startswith(f"{rows:,} predictions (model model) -> bt/p.parquet")
+    # the bounds themselves are taken as dates (the file holds no row of them: that is what is said)
+    for day in ("1970-01-01", "2999-12-31"):
+        assert mistake(capsys, *argv, "--date", day).startswith(f"--date {day}: --features ")
+    assert main([*argv, "--date", "2025-01-01"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("3 predictions (model model) -> bt/p.parquet")
+
+
+def test_batch_predict_with_no_feature_row_to_score_is_one_line_and_writes_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --date the features hold no row of is no prediction: one line naming the day and the first
+    and last dates the file holds, exit 2, no file written (nor the CSV beside it). A features file
+    without rows is the same, with or without --date. Was: an empty predictions file and
+    "0 predictions", exit 0."""
+    import polars as pl
+
+    model, features = tiny_model_and_features(project.root)
+    rows = pl.read_parquet(features)
+    second = rows.with_columns(date=pl.col("date") + pl.duration(days=2))
+    pl.concat([rows, second]).write_parquet(features)  # 2025-01-01 and 2025-01-03
+    argv = ["batch-predict", "--model", str(model), "--features", str(features), "--output", "bt/p.parquet",
+            "--csv"]  # fmt: skip
+    assert mistake(capsys, *argv, "--date", "2025-01-02") == (
+        f"--date 2025-01-02: --features {features} holds no rows of that day (its rows run from "
+        "2025-01-01 to 2025-01-03); give a --date it holds"
+    )
+    assert not (project.root / "bt").exists()
+    rows.head(0).write_parquet(project.root / "empty.parquet")
+    for date in ([], ["--date", "2025-01-01"]):
+        message = mistake(capsys, *argv[:3], "--features", "empty.parquet", *argv[5:], *date)
+        assert message == (
+            "--features empty.parquet holds no rows: nothing to predict; give a features file with rows "
+            "(features-build writes one)"
+        )
+    assert not (project.root / "bt").exists()
+    assert main([*argv, "--date", "2025-01-03"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("3 predictions (model model) -> bt/p.parquet")
+    assert (project.root / "bt" / "p.csv").exists()
+
+
+MODEL_ADVICE = (
+    "give a model train-rank or ranker_model saved (its model file, version directory or models "
+    "directory), a store URL, or promoted / newest"
+)
+
+
+def _not_a_model(model: Path, kind: str) -> bytes:
+    """``model``'s bytes made into what batch-predict may be handed by mistake."""
+    text = model.read_bytes()
+    tree_1 = text.index(b"Tree=1")
+    return {
+        "text": b"hello, not a model\n",
+        "empty": b"",
+        "parquet": (model.parent / "features.parquet").read_bytes(),
+        "no classes": b"tree\nversion=v4\nend of trees\n",  # LightGBM's own refusal
+        "cut in a tree": text[: tree_1 + 40],
+        "cut in the parameters": text[: text.index(b"[objective") + 4],
+        "a line gone": text[:tree_1] + text[text.index(b"\n", tree_1 + 8) + 1 :],  # tree_sizes off
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("text", "not a LightGBM model (its first line is not LightGBM's `tree`)"),
+        ("empty", "an empty file"),
+        ("parquet", "not a LightGBM model (its first line is not LightGBM's `tree`)"),
+        (
+            "no classes",
+            "LightGBM cannot load it (LightGBMError: Model file doesn't specify the number of classes)",
+        ),
+        # LightGBM read past the end of these: the process aborted or segfaulted (exit -6 / -11)
+        ("cut in a tree", "a LightGBM model cut short (no `end of trees` line: an incomplete copy)"),
+        (
+            "cut in the parameters",
+            "a LightGBM model cut short (no `end of parameters` line: an incomplete copy)",
+        ),
+        ("a line gone", "a damaged LightGBM model (a tree is not where its `tree_sizes` line puts it)"),
+    ],
+)
+def test_batch_predict_model_that_is_not_a_model_is_one_line_naming_it(
+    project: Project, kind: str, expected: str
+) -> None:
+    """A --model file LightGBM cannot load is one line naming --model and what is wrong with it, exit
+    2, no predictions written; checked before LightGBM reads it (core.model_files.model_text_problem),
+    as LightGBM reads past the end of a truncated one. Run as the console script: a crash would fail
+    this test, not the test session, and stderr is all of the process's. Was: a LightGBMError
+    traceback (text, empty, parquet) or a crash (a truncated model)."""
+    model, _ = tiny_model_and_features(project.root)
+    (project.root / "bad.txt").write_bytes(_not_a_model(model, kind))
+    result = console(project, "batch-predict", "--model", "bad.txt", "--features", "features.parquet",
+                     "--output", "bt/p.parquet")  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"{PREFIX}--model bad.txt: {expected}; {MODEL_ADVICE}"]
+    assert not (project.root / "bt").exists()
+
+
+def test_batch_predict_model_whose_card_is_not_json_is_one_line_naming_it(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The card beside the model is read with it: not JSON is the same kind of line. Was: a
+    JSONDecodeError traceback."""
+    model, features = tiny_model_and_features(project.root)
+    (project.root / "card.json").write_text("{bad")  # a version directory's model.txt has card.json
+    message = mistake(capsys, "batch-predict", "--model", str(model), "--features", str(features),
+                      "--output", "bt/p.parquet")  # fmt: skip
+    assert message == (
+        f"--model {model}: its card {project.root / 'card.json'} is not JSON (Expecting property name "
+        f"enclosed in double quotes: line 1 column 2 (char 1)); {MODEL_ADVICE}"
+    )
+    assert not (project.root / "bt").exists()
 
 
 @pytest.mark.parametrize(
@@ -407,6 +514,86 @@ def test_tune_rank_prints_a_failed_trial_s_reason(
     out = capsys.readouterr().out
     assert out.startswith("  trial 2: complete, valid NDCG@20 ")
     assert "1 completed trials (1 in this run)" in out
+
+
+# train-rank's refusal: LightGBM's first line, then what to fix in the CLI's terms
+TRAIN_FIX = "fix what LightGBM refused (--params, the training flags or the samples in --data) and run"
+
+
+@pytest.mark.parametrize(
+    ("params", "refusal"),
+    [
+        ('{"objective": "nope"}', "Unknown objective type name: nope"),
+        # a failed check: its first line, without where in LightGBM's C++ source it failed
+        ('{"num_leaves": -1}', "Check failed: (num_leaves) > (1)"),
+        ('{"max_bin": "x"}', 'Parameter max_bin should be of type int, got "x"'),
+        # LightGBM's Python layer refuses it (a ValueError of its early stopping): the same one line
+        (
+            '{"metric": "nope"}',
+            "For early stopping, at least one dataset and eval metric is required for evaluation",
+        ),
+    ],
+)
+def test_train_rank_params_lightgbm_refuses_are_one_line(
+    project: Project, capsys: pytest.CaptureFixture[str], params: str, refusal: str
+) -> None:
+    """Params LightGBM refuses (it says so only when training starts) are one line naming --params
+    and the flags, with LightGBM's message (core.ranker.lightgbm_refusal, as tune-rank's failed
+    trials give it), exit 2; nothing is trained, registered or copied. Was: a LightGBMError
+    traceback, exit 1."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    before = project.fingerprint()
+    argv = ["train-rank", "--data", "samples.parquet", "--rounds", "15", "--early-stopping", "5",
+            "--output", "bt/model.txt"]  # fmt: skip
+    params = params[:-1] + ', "num_threads": 1}'
+    assert mistake(capsys, *argv, "--params", params) == (
+        f"LightGBM refused to train the ranker (LightGBMError: {refusal}); {TRAIN_FIX} train-rank again"
+    )
+    assert project.fingerprint() == before  # nothing registered
+    assert not (project.root / "bt").exists()
+    assert not any(path.exists() for path in training_outputs(project))  # no model, no study
+
+
+def test_params_the_ranker_refuses_are_one_line_before_anything_is_read(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncation level below the largest k the ranker reports (core.ranker.merged_params) is
+    refused before the samples are read, by train-rank and tune-rank alike. Was: a ValueError
+    traceback once training started (tune-rank: from its first trial)."""
+    before = project.fingerprint()
+    samples = project.root / "samples.parquet"  # absent: --params is checked first
+    for command in (["train-rank"], ["tune-rank", "--trials", "2"]):
+        argv = [*command, "--data", str(samples), "--output", "out"]
+        message = mistake(capsys, *argv, "--params", '{"lambdarank_truncation_level": 10}')
+        assert message == "--params: lambdarank_truncation_level must be >= 50 (the largest k)"
+    assert project.fingerprint() == before
+    assert not (project.root / "out").exists()
+    assert not any(path.exists() for path in training_outputs(project))
+
+
+def test_backtest_params_lightgbm_refuses_are_one_line(
+    project: Project, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backtest trains a ranker per fold with --params: LightGBM refusing them is the same one line,
+    exit 2, and nothing is written. Was: a LightGBMError traceback."""
+    from asin_platform_tests.core.test_labels import sim_features, sim_mart
+
+    for name, value in {"HORIZON": "14", "EMBARGO": "14", "OBSERVATION": "14"}.items():
+        monkeypatch.setenv(f"ASIN_PLATFORM__WINDOWS__{name}", value)
+    monkeypatch.setenv("ASIN_PLATFORM__SITES", "US,DE")
+    sim_mart().write_parquet(project.root / "mart.parquet")
+    sim_features().write_parquet(project.root / "features.parquet")
+    argv = ["backtest", "--start", "2025-04-29", "--end", "2025-05-27", "--every", "2w", "--no-oracle",
+            "--features", "features.parquet", "--mart", "mart.parquet", "--rounds", "30", "--output", "bt",
+            "--params", '{"num_threads": 1, "objective": "nope"}']  # fmt: skip
+    assert mistake(capsys, *argv) == (
+        "backtest 2025-04-29..2025-05-27: LightGBM refused to train a fold's ranker (LightGBMError: "
+        "Unknown objective type name: nope); fix what LightGBM refused (--params, --rounds or "
+        "scale.ranker in the settings) and run backtest again"
+    )
+    assert not (project.root / "bt").exists()
 
 
 @pytest.mark.parametrize(
@@ -592,6 +779,64 @@ def test_console_script_exits_2_with_one_line(project: Project) -> None:
     assert result.stderr.splitlines() == [
         f"{PREFIX}--start 2025-03-02 is after --end 2025-03-01: give a --start on or before --end"
     ]
+
+
+def console(project: Project, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script run in the project: what a user's terminal shows, including what
+    libraries write to the process's stderr themselves (not captured by capsys)."""
+    script = Path(sys.executable).parent / "asin-platform"
+    return subprocess.run(
+        [str(script), *argv], capture_output=True, text=True, cwd=project.root, timeout=300
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["train-rank", "--output", "bt/model.txt"],
+            "LightGBM refused to train the ranker (LightGBMError: Unknown objective type name: nope); "
+            f"{TRAIN_FIX} train-rank again",
+        ),
+        (
+            ["tune-rank", "--trials", "1"],
+            "study 'lgb_rank' has no completed trial: all 2 trials failed (the first: LightGBMError: "
+            f"Unknown objective type name: nope); {TRAIN_FIX} tune-rank again",
+        ),
+    ],
+)
+def test_a_lightgbm_refusal_is_the_only_line_on_the_process_s_stderr(
+    project: Project, argv: list[str], expected: str
+) -> None:
+    """LightGBM's C library writes its own `[LightGBM] [Fatal] <message>` on the process's stderr
+    before it raises: the console script holds it back (commands._lightgbm), so the CLI's line is the
+    only one. Was: the [Fatal] line first (once per failed trial in tune-rank), then the CLI's."""
+    from asin_platform_tests.core.test_ranker import rank_samples
+
+    rank_samples().write_parquet(project.root / "samples.parquet")
+    fast = ["--data", "samples.parquet", "--rounds", "15", "--early-stopping", "5", "--params", REFUSED]
+    result = console(project, *argv, *fast)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [PREFIX + expected]
+
+
+def test_held_back_stderr_drops_lightgbm_s_fatal_lines_only(capfd: pytest.CaptureFixture[str]) -> None:
+    """Inside commands._lightgbm.fatal_lines_held_back, LightGBM's [Fatal] lines (and the empty line
+    a message ending in a newline leaves) are dropped and every other line of the process's stderr
+    passes, in order; stderr is the same descriptor after."""
+    import os
+
+    from asin_platform.commands._lightgbm import fatal_lines_held_back
+
+    print("before", file=sys.stderr)
+    with fatal_lines_held_back():
+        os.write(2, b"[LightGBM] [Fatal] Check failed: (num_leaves) > (1) at x.cpp, line 1 .\n\n")
+        os.write(2, b"[LightGBM] [Warning] kept\n")
+        os.write(2, b"\nkept after an empty line\n")
+    print("after", file=sys.stderr)
+    assert capfd.readouterr().err.splitlines() == [
+        "before", "[LightGBM] [Warning] kept", "", "kept after an empty line", "after"
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -162,3 +162,22 @@ def test_a_failed_trial_s_reason_is_one_line_of_bounded_length() -> None:
     assert tuning.fail_reason(ValueError()) == "ValueError"
     long = tuning.fail_reason(ValueError("x" * 1000))
     assert len(long) == tuning.REASON_CHARS and long.endswith("...") and long.startswith("ValueError: xxx")
+
+
+def test_a_lightgbm_refusal_is_its_first_line_as_train_rank_gives_it() -> None:
+    """A trial's LightGBM refusal reads as core.ranker.lightgbm_refusal reads it (train-rank, the
+    assets): LightGBM's first line, without the C++ source location of a failed check."""
+    from asin_platform.core.ranker import LightGBMError, lightgbm_refusal
+
+    check = LightGBMError(
+        "Check failed: (num_leaves) > (1) at /__w/LightGBM/LightGBM/lightgbm-python/src/io/config_auto.cpp, "
+        "line 352 .\n"
+    )
+    assert (
+        tuning.fail_reason(check)
+        == lightgbm_refusal(check)
+        == "LightGBMError: Check failed: (num_leaves) > (1)"
+    )
+    two_lines = LightGBMError("Unknown objective type name: nope\nmore detail")
+    assert tuning.fail_reason(two_lines) == "LightGBMError: Unknown objective type name: nope"
+    assert lightgbm_refusal(ValueError("not LightGBM's")) is None

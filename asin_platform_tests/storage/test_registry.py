@@ -182,3 +182,19 @@ def test_batch_predict_takes_a_store_url_or_the_promoted_model(
     assert same[0].equals(same[1]) and same[0].height == sim_features().height
     assert main(["batch-predict", "--model", "s3-less/nowhere", "--features", "f.parquet"]) == 2
     assert "no model at s3-less/nowhere" in capsys.readouterr().err
+    # a store object cut short is checked before LightGBM reads it (it would read past the end)
+    from asin_platform.core.model_files import ModelFileError
+    from asin_platform.storage.store import read_bytes, write_bytes
+
+    text = read_bytes(saved.model_url)
+    write_bytes(saved.model_url, text[: text.index(b"Tree=1") + 40])
+    with pytest.raises(ModelFileError, match=r"^a LightGBM model cut short \(no `end of trees` line"):
+        load_url(saved.artifact_url)
+    assert (
+        main(["batch-predict", "--model", "promoted", "--features", "f.parquet", "--output", "x.parquet"])
+        == 2
+    )
+    assert capsys.readouterr().err.startswith(
+        "asin-platform: error: --model promoted: a LightGBM model cut short (no `end of trees` line"
+    )
+    assert not (tmp_path / "x.parquet").exists()
