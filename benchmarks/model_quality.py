@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from asin_platform.core.features import build_features  # noqa: E402
 from asin_platform.core.labels import build_samples, feature_columns  # noqa: E402
 from asin_platform.core.metrics import (  # noqa: E402
+    RANKERS,
     add_baseline_scores,
     add_random_scores,
     ceiling_scores,
@@ -55,12 +56,6 @@ from asin_platform.settings import ScoreWeights  # noqa: E402
 from asin_platform.simulator import Market, MarketConfig  # noqa: E402
 from asin_platform.simulator.catalog import SALES_PRIOR  # noqa: E402
 
-RANKERS = {
-    "model": "model_score",
-    "baseline": "explosive_score",
-    "random": "random_score",
-    "oracle": "oracle_score",
-}
 CEILING = "ceiling (clairvoyant)"
 TARGET_VS_BASELINE = 1.2
 TARGET_VS_ORACLE = 0.8

@@ -18,6 +18,7 @@ from asin_platform.core.labels import SPLITS
 from asin_platform.core.metrics import (
     DEFAULT_KS,
     MODEL_EVALUATION,
+    RANKERS,
     add_baseline_scores,
     add_random_scores,
     compare_rankers,
@@ -29,14 +30,6 @@ from asin_platform.core.ranker import REFIT_VALID_NOTE
 from asin_platform.resources.warehouse import Warehouse
 from asin_platform.settings import Settings
 from asin_platform.storage import NoModelError, load_registered
-
-RANKERS = {
-    "model": "model_score",
-    "baseline": "explosive_score",
-    "random": "random_score",
-    "oracle": "oracle_score",
-}
-
 
 # ------------------------------------------------------------------------------- model_evaluation
 

@@ -291,16 +291,10 @@ _TUNED = (
 
 _LABEL_CANDIDATES = ("relevance", "label", "explodes", "target")
 _QUERY_COLUMNS = ("site", "date")
-_RANKER_NAMES = {
-    "model_score": "model",
-    "explosive_score": "baseline",
-    "random_score": "random",
-    "oracle_score": "oracle",
-}
 
 
 def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
-    from asin_platform.core.metrics import compare_rankers, markdown_table
+    from asin_platform.core.metrics import RANKERS, compare_rankers, markdown_table
 
     frame = read_table(args.predictions, "--predictions")
     label = args.label or next((c for c in _LABEL_CANDIDATES if c in frame.columns), None)
@@ -317,7 +311,8 @@ def cmd_eval_metrics(args: argparse.Namespace, settings: Settings) -> int:
         raise UserError("no score columns: pass --scores")
     if "split" in frame.columns and args.split:
         frame = frame.filter(pl.col("split") == args.split)
-    names = {_RANKER_NAMES.get(s, s.removesuffix("_score") or s): s for s in scores}
+    name_of = {column: name for name, column in RANKERS.items()}  # model_score -> model, ...
+    names = {name_of.get(s, s.removesuffix("_score") or s): s for s in scores}
     table = compare_rankers(frame, names, relevance=label, positive=positive, ks=args.k, query=query)
     print(
         f"label {label!r}"

@@ -23,16 +23,10 @@ from typing import Any
 import polars as pl
 
 from asin_platform.core.labels import KEY, LabelConfig, build_samples, compute_targets
-from asin_platform.core.metrics import add_baseline_scores, add_random_scores, compare_rankers
+from asin_platform.core.metrics import RANKERS, add_baseline_scores, add_random_scores, compare_rankers
 from asin_platform.core.predict import add_model_scores
 from asin_platform.core.ranker_levers import RankerParams, build_ranker
 
-RANKERS: dict[str, str] = {
-    "model": "model_score",
-    "baseline": "explosive_score",
-    "random": "random_score",
-    "oracle": "oracle_score",
-}
 FOLD_KS: tuple[int, ...] = (20,)
 
 

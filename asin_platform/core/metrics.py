@@ -167,6 +167,16 @@ def ranking_metrics(
     )
 
 
+# The four rankers every comparison scores (evaluation, backtest, benchmarks, eval-metrics) and the
+# column each ranks by: the model, the baseline Explosive Score, a seeded random order, the oracle.
+RANKERS: dict[str, str] = {
+    "model": "model_score",
+    "baseline": "explosive_score",
+    "random": "random_score",
+    "oracle": "oracle_score",
+}
+
+
 def random_scores(
     frame: pl.DataFrame, seed: int = 0, key: Sequence[str] = ("site", "date", "asin")
 ) -> pl.Series:
