@@ -188,28 +188,26 @@ def _accel() -> list[pl.Expr]:
     return out
 
 
+def _weekly_means(column: str, name: str, lags: tuple[int, ...]) -> list[pl.Expr]:
+    """``column``'s 7-day mean (at least 4 days) as ``{name}_mean_7d`` and its change against the
+    7-day mean ``lag`` days earlier as ``{name}_mean_change_{lag}d``, on the dense grid."""
+    mean7 = pl.col(column).rolling_mean(7, min_samples=4)
+    changes = [(mean7 - mean7.shift(lag)).alias(f"{name}_mean_change_{lag}d") for lag in lags]
+    return [mean7.alias(f"{name}_mean_7d"), *changes]
+
+
 def _pctl7() -> list[pl.Expr]:
     """The BSR percentile's 7-day mean and its changes against the 7-day means a week and 30 days
     earlier. ``features_daily``'s bsr_pctl_change_7d / _30d difference two single days, each with
     its day's BSR noise: on seed 7's UK B0E7ULLNPK the 30-day change reads 0.30, 0.10, 0.33 on
     three reference dates two days apart, and its SHAP contribution 1.56, -0.06, 1.32."""
-    mean7 = pl.col("bsr_pctl").rolling_mean(7, min_samples=4)
-    return [
-        mean7.alias("bsr_pctl_mean_7d"),
-        (mean7 - mean7.shift(7)).alias("bsr_pctl_mean_change_7d"),
-        (mean7 - mean7.shift(30)).alias("bsr_pctl_mean_change_30d"),
-    ]
+    return _weekly_means("bsr_pctl", "bsr_pctl", (7, 30))
 
 
 def _pctl7_21() -> list[pl.Expr]:
     """``_pctl7`` with the longer change against the week ending 21 days earlier (T-27 .. T-21), so
     that every day it reads lies within features_daily's 30-day reach (T-36 .. T-30 does not)."""
-    mean7 = pl.col("bsr_pctl").rolling_mean(7, min_samples=4)
-    return [
-        mean7.alias("bsr_pctl_mean_7d"),
-        (mean7 - mean7.shift(7)).alias("bsr_pctl_mean_change_7d"),
-        (mean7 - mean7.shift(21)).alias("bsr_pctl_mean_change_21d"),
-    ]
+    return _weekly_means("bsr_pctl", "bsr_pctl", (7, 21))
 
 
 BINS_PER_OCTAVE = 64  # the binned percentile's resolution: BSRs within 1.1% of each other tie
@@ -242,12 +240,7 @@ def _logmean7() -> list[pl.Expr]:
     """``_pctl7_21`` on ln BSR instead of the percentile: the product's own 7-day mean ln BSR and its
     changes against the weeks ending 7 and 21 days earlier. No cross-section (window sums of the
     grid, free in features_daily), so it tells whether the percentile's gain is the smoothing."""
-    mean7 = pl.col("y").rolling_mean(7, min_samples=4)
-    return [
-        mean7.alias("bsr_log_mean_7d"),
-        (mean7 - mean7.shift(7)).alias("bsr_log_mean_change_7d"),
-        (mean7 - mean7.shift(21)).alias("bsr_log_mean_change_21d"),
-    ]
+    return _weekly_means("y", "bsr_log", (7, 21))
 
 
 def _fade() -> list[pl.Expr]:
