@@ -19,7 +19,7 @@ import httpx
 from asin_platform.resources.upstream.base import UpstreamUnreachable
 
 if TYPE_CHECKING:
-    from asin_platform.resources.upstream.http import Request
+    from asin_platform.resources.upstream.exchange import Request
 
 log = logging.getLogger("asin_platform.upstream")
 
